@@ -1,3 +1,38 @@
 // Package store keeps experiences, votes and traces durably: an embedded
 // SQLite file by default. A write returns only after it is committed.
+//
+// It owns the records and their schema; it does not embed, align, compress,
+// index or sign anything. An experience's 484-byte code is stored as opaque
+// bytes (see CodeSize) so that the search index can be rebuilt at start with
+// [SQLite.EachExperience] without importing the codec here.
+//
+// # Identity
+//
+// An experience's ID is a content hash: [ExperienceID] is the lowercase hex
+// SHA-256 of a length-prefixed encoding of its normalised domain and text
+// ([NormalizeDomain], [NormalizeText]). Storing the same lesson twice, from
+// any node, yields the same ID, and [SQLite.PutExperience] returns the
+// existing record instead of a second row.
+//
+// # Durability
+//
+// The SQLite file runs in WAL mode with synchronous=FULL: every commit
+// fsyncs the write-ahead log before it returns, so a method that returned
+// nil has written data that survives a process crash and a power cut. (WAL
+// with synchronous=NORMAL would survive only a process crash: the last
+// commits could be rolled back after a power loss.) Writes go through a
+// single connection, so writers in this process queue in Go instead of
+// spinning on SQLITE_BUSY; reads use a separate pool of read-only
+// connections and never wait for writers. busy_timeout covers other
+// processes opening the same file.
+//
+// # Schema
+//
+// The schema version is SQLite's user_version. [Open] applies the missing
+// migrations, in order, in one transaction; a file written by a newer dso
+// is refused with [ErrSchemaTooNew].
+//
+// # Concurrency
+//
+// A [*SQLite] is safe for concurrent use by multiple goroutines.
 package store

@@ -1,0 +1,329 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+const expColumns = `id, text, domain, confidence, status, source_model, source_node, trace_id, code, created_at, updated_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanExperience(sc scanner) (Experience, error) {
+	var e Experience
+	var created, updated int64
+	var status string
+	if err := sc.Scan(&e.ID, &e.Text, &e.Domain, &e.Confidence, &status, &e.SourceModel,
+		&e.SourceNode, &e.TraceID, &e.Code, &created, &updated); err != nil {
+		return Experience{}, err
+	}
+	e.Status = Status(status)
+	e.CreatedAt, e.UpdatedAt = fromNanos(created), fromNanos(updated)
+	if len(e.Code) == 0 {
+		e.Code = nil
+	}
+	return e, nil
+}
+
+// PutExperience stores e, normalising its text and domain and computing its
+// ID. If an experience with the same domain and text exists, PutExperience
+// writes nothing and returns the stored record and false. Invalid input
+// (empty text, confidence outside [0,1], a code that is neither empty nor
+// CodeSize bytes, ...) returns an error wrapping ErrInvalid and writes
+// nothing. CreatedAt and UpdatedAt come from the store's clock.
+func (s *SQLite) PutExperience(ctx context.Context, e Experience) (Experience, bool, error) {
+	e, err := e.prepare()
+	if err != nil {
+		return Experience{}, false, fmt.Errorf("store: put experience: %w", err)
+	}
+	now := s.now()
+	e.CreatedAt, e.UpdatedAt = now.UTC(), now.UTC()
+	if len(e.Code) == 0 {
+		e.Code = nil
+	} else {
+		e.Code = append([]byte(nil), e.Code...)
+	}
+	var (
+		got     Experience
+		created bool
+	)
+	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO experiences (`+expColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+			e.ID, e.Text, e.Domain, e.Confidence, string(e.Status), e.SourceModel, e.SourceNode,
+			e.TraceID, e.Code, toNanos(now), toNanos(now))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 1 {
+			got, created = e, true
+			return nil
+		}
+		got, err = scanExperience(tx.QueryRowContext(ctx,
+			`SELECT `+expColumns+` FROM experiences WHERE id = ?`, e.ID))
+		return err
+	})
+	if err != nil {
+		return Experience{}, false, fmt.Errorf("store: put experience: %w", err)
+	}
+	return got, created, nil
+}
+
+// GetExperience returns the experience with the given id, or an error
+// wrapping ErrNotFound.
+func (s *SQLite) GetExperience(ctx context.Context, id string) (Experience, error) {
+	if err := s.check(); err != nil {
+		return Experience{}, err
+	}
+	e, err := scanExperience(s.r.QueryRowContext(ctx,
+		`SELECT `+expColumns+` FROM experiences WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Experience{}, fmt.Errorf("store: get experience %.16s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Experience{}, fmt.Errorf("store: get experience: %w", err)
+	}
+	return e, nil
+}
+
+// maxBatch bounds the bound parameters of one IN (...) query, well under
+// SQLite's limit.
+const maxBatch = 500
+
+// GetExperiences loads the experiences with the given ids in the order
+// asked. Ids that are not stored are skipped; a repeated id is returned
+// once, at its first position. Up to 500 ids take one query.
+func (s *SQLite) GetExperiences(ctx context.Context, ids []string) ([]Experience, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	byID := make(map[string]Experience, len(ids))
+	for start := 0; start < len(ids); start += maxBatch {
+		chunk := ids[start:min(start+maxBatch, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		q := `SELECT ` + expColumns + ` FROM experiences WHERE id IN (?` +
+			strings.Repeat(", ?", len(chunk)-1) + `)`
+		rows, err := s.r.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("store: get experiences: %w", err)
+		}
+		for rows.Next() {
+			e, err := scanExperience(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: get experiences: %w", err)
+			}
+			byID[e.ID] = e
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("store: get experiences: %w", err)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("store: get experiences: %w", err)
+		}
+	}
+	out := make([]Experience, 0, len(byID))
+	for _, id := range ids {
+		if e, ok := byID[id]; ok {
+			out = append(out, e)
+			delete(byID, id)
+		}
+	}
+	return out, nil
+}
+
+// DeleteExperience removes an experience and its votes. It returns an error
+// wrapping ErrNotFound if there was none.
+func (s *SQLite) DeleteExperience(ctx context.Context, id string) error {
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM experiences WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete experience %.16s: %w", id, err)
+	}
+	return nil
+}
+
+// Update lists the fields UpdateExperience changes; nil fields are left as
+// they are. Text and domain never change: they define the ID.
+type Update struct {
+	Confidence *float64
+	Status     *Status
+	// Code replaces the code when non-nil; an empty non-nil slice clears it.
+	Code []byte
+}
+
+// UpdateExperience applies u to the experience with the given id, sets its
+// UpdatedAt, and returns the updated record. It returns an error wrapping
+// ErrNotFound if there is none, or ErrInvalid if u is invalid (nothing is
+// written then).
+func (s *SQLite) UpdateExperience(ctx context.Context, id string, u Update) (Experience, error) {
+	if u.Confidence != nil {
+		if err := checkConfidence(*u.Confidence); err != nil {
+			return Experience{}, fmt.Errorf("store: update experience: %w", err)
+		}
+	}
+	if u.Status != nil {
+		if err := checkStatus(*u.Status); err != nil {
+			return Experience{}, fmt.Errorf("store: update experience: %w", err)
+		}
+	}
+	if u.Code != nil {
+		if err := checkCode(u.Code); err != nil {
+			return Experience{}, fmt.Errorf("store: update experience: %w", err)
+		}
+	}
+	var got Experience
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		set := []string{"updated_at = ?"}
+		args := []any{toNanos(s.now())}
+		if u.Confidence != nil {
+			set, args = append(set, "confidence = ?"), append(args, *u.Confidence)
+		}
+		if u.Status != nil {
+			set, args = append(set, "status = ?"), append(args, string(*u.Status))
+		}
+		if u.Code != nil {
+			var code []byte
+			if len(u.Code) > 0 {
+				code = u.Code
+			}
+			set, args = append(set, "code = ?"), append(args, code)
+		}
+		args = append(args, id)
+		res, err := tx.ExecContext(ctx,
+			`UPDATE experiences SET `+strings.Join(set, ", ")+` WHERE id = ?`, args...)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return ErrNotFound
+		}
+		got, err = scanExperience(tx.QueryRowContext(ctx,
+			`SELECT `+expColumns+` FROM experiences WHERE id = ?`, id))
+		return err
+	})
+	if err != nil {
+		return Experience{}, fmt.Errorf("store: update experience %.16s: %w", id, err)
+	}
+	return got, nil
+}
+
+// ListOptions selects a page of experiences.
+type ListOptions struct {
+	// DomainPrefix keeps experiences whose normalised domain starts with
+	// it (byte prefix, so "code" matches "code" and "code/go"). Empty
+	// matches all.
+	DomainPrefix string
+	// Status keeps only experiences in this state. Empty matches all.
+	Status Status
+	// Limit is the page size. 0 means 100; it is capped at 1000.
+	Limit int
+	// After is the cursor returned with the previous page; empty starts
+	// at the beginning.
+	After string
+}
+
+// ListExperiences returns one page of experiences ordered by ID, and the
+// cursor for the next page, empty when this page is the last. Paging is by
+// key, so pages stay consistent while other goroutines write.
+func (s *SQLite) ListExperiences(ctx context.Context, o ListOptions) ([]Experience, string, error) {
+	if err := s.check(); err != nil {
+		return nil, "", err
+	}
+	if o.Status != "" {
+		if err := checkStatus(o.Status); err != nil {
+			return nil, "", fmt.Errorf("store: list experiences: %w", err)
+		}
+	}
+	limit := o.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, 1000)
+	prefix := NormalizeDomain(o.DomainPrefix)
+	q := `SELECT ` + expColumns + ` FROM experiences WHERE id > ?`
+	args := []any{o.After}
+	if prefix != "" {
+		q += ` AND substr(CAST(domain AS BLOB), 1, ?) = CAST(? AS BLOB)`
+		args = append(args, len(prefix), prefix)
+	}
+	if o.Status != "" {
+		q += ` AND status = ?`
+		args = append(args, string(o.Status))
+	}
+	q += ` ORDER BY id LIMIT ?`
+	// One more than asked tells whether a next page exists.
+	args = append(args, limit+1)
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("store: list experiences: %w", err)
+	}
+	defer rows.Close()
+	var out []Experience
+	for rows.Next() {
+		e, err := scanExperience(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("store: list experiences: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("store: list experiences: %w", err)
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		next = out[limit-1].ID
+	}
+	return out, next, nil
+}
+
+// EachExperience calls fn for every stored experience, in ID order,
+// streaming rows rather than loading them all; it is meant for rebuilding
+// the search index at start. An error from fn stops the walk and is
+// returned as is. Writes made during the walk may or may not be seen.
+func (s *SQLite) EachExperience(ctx context.Context, fn func(Experience) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT `+expColumns+` FROM experiences ORDER BY id`)
+	if err != nil {
+		return fmt.Errorf("store: each experience: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		e, err := scanExperience(rows)
+		if err != nil {
+			return fmt.Errorf("store: each experience: %w", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: each experience: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,79 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations are applied in order; migrations[i] takes the schema from
+// version i to version i+1 (user_version). Never edit a released entry:
+// append a new one.
+var migrations = []string{
+	// 1: experiences and votes.
+	`CREATE TABLE experiences (
+		id           TEXT PRIMARY KEY,
+		text         TEXT NOT NULL,
+		domain       TEXT NOT NULL,
+		confidence   REAL NOT NULL CHECK (confidence >= 0 AND confidence <= 1),
+		status       TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+		source_model TEXT NOT NULL,
+		source_node  TEXT NOT NULL,
+		trace_id     TEXT NOT NULL,
+		code         BLOB,
+		created_at   INTEGER NOT NULL,
+		updated_at   INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE INDEX experiences_domain ON experiences (domain, id);
+	CREATE TABLE votes (
+		experience_id TEXT NOT NULL REFERENCES experiences (id) ON DELETE CASCADE,
+		trace_id      TEXT NOT NULL,
+		voter         TEXT NOT NULL,
+		up            INTEGER NOT NULL,
+		at            INTEGER NOT NULL,
+		PRIMARY KEY (experience_id, trace_id, voter)
+	) WITHOUT ROWID;`,
+	// 2: traces, with indexes for retention.
+	`CREATE TABLE traces (
+		id             TEXT PRIMARY KEY,
+		query          TEXT NOT NULL,
+		domain         TEXT NOT NULL,
+		experience_ids TEXT NOT NULL,
+		model          TEXT NOT NULL,
+		answer         TEXT NOT NULL,
+		created_at     INTEGER NOT NULL
+	);
+	CREATE INDEX traces_created ON traces (created_at);`,
+}
+
+// migrate brings db to len(steps) in one transaction.
+func migrate(ctx context.Context, db *sql.DB, steps []string) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("store: migrate: read version: %w", err)
+	}
+	if v > len(steps) {
+		return fmt.Errorf("%w: file is at version %d, this binary knows %d", ErrSchemaTooNew, v, len(steps))
+	}
+	if v == len(steps) {
+		return nil
+	}
+	for i := v; i < len(steps); i++ {
+		if _, err := tx.ExecContext(ctx, steps[i]); err != nil {
+			return fmt.Errorf("store: migrate to version %d: %w", i+1, err)
+		}
+	}
+	// PRAGMA takes no bound parameters; len(steps) is an int we control.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(steps))); err != nil {
+		return fmt.Errorf("store: migrate: set version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: migrate: commit: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,224 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// FileName is the database file Open creates under a data directory when
+// given a directory rather than a file (see OpenDir).
+const FileName = "dso.db"
+
+// Clock tells the store the time. Tests pass a fake; nil means the system
+// clock.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Options configures a SQLite store. The zero value is a valid
+// configuration: defaults are documented per field.
+type Options struct {
+	// MaxTraces keeps at most this many traces, dropping the oldest when
+	// PutTrace inserts a new one. 0 means DefaultMaxTraces; negative means
+	// no count limit.
+	MaxTraces int
+	// TraceMaxAge drops traces older than this when PutTrace inserts one
+	// and on PruneTraces. 0 means DefaultTraceMaxAge; negative means no age
+	// limit.
+	TraceMaxAge time.Duration
+	// BusyTimeout is how long a write waits for a lock held by another
+	// process on the same file. 0 means 5s.
+	BusyTimeout time.Duration
+	// ReadConns is the size of the read connection pool. 0 means
+	// max(4, GOMAXPROCS).
+	ReadConns int
+	// Clock supplies timestamps. nil means the system clock.
+	Clock Clock
+}
+
+// Defaults for Options.
+const (
+	DefaultMaxTraces   = 100_000
+	DefaultTraceMaxAge = 30 * 24 * time.Hour
+)
+
+func (o Options) withDefaults() Options {
+	if o.MaxTraces == 0 {
+		o.MaxTraces = DefaultMaxTraces
+	}
+	if o.TraceMaxAge == 0 {
+		o.TraceMaxAge = DefaultTraceMaxAge
+	}
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = 5 * time.Second
+	}
+	if o.ReadConns <= 0 {
+		o.ReadConns = max(4, runtime.GOMAXPROCS(0))
+	}
+	if o.Clock == nil {
+		o.Clock = systemClock{}
+	}
+	return o
+}
+
+// SQLite is the embedded store: one SQLite file.
+type SQLite struct {
+	w      *sql.DB // one connection: every write, serialised
+	r      *sql.DB // read-only pool
+	opts   Options
+	closed atomic.Bool
+}
+
+// Open opens or creates the SQLite database file at path, creating its
+// directory if needed, and migrates its schema to the current version.
+// Close the returned store when done.
+func Open(ctx context.Context, path string, opts Options) (*SQLite, error) {
+	if path == "" {
+		return nil, errors.New("store: open: empty path")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("store: open: %w", err)
+		}
+	}
+	s := &SQLite{opts: opts.withDefaults()}
+	if err := s.open(ctx, path); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenDir opens the store file FileName inside the data directory dir.
+func OpenDir(ctx context.Context, dir string, opts Options) (*SQLite, error) {
+	return Open(ctx, filepath.Join(dir, FileName), opts)
+}
+
+func (s *SQLite) open(ctx context.Context, path string) error {
+	var err error
+	// The writer is opened first so that it creates the file and switches
+	// it to WAL before any reader opens it read-only.
+	if s.w, err = sql.Open("sqlite", dsn(path, s.opts.BusyTimeout, false)); err != nil {
+		return fmt.Errorf("store: open: %w", err)
+	}
+	s.w.SetMaxOpenConns(1)
+	s.w.SetMaxIdleConns(1)
+	s.w.SetConnMaxIdleTime(0)
+	s.w.SetConnMaxLifetime(0)
+	if err := migrate(ctx, s.w, migrations); err != nil {
+		return err
+	}
+	if s.r, err = sql.Open("sqlite", dsn(path, s.opts.BusyTimeout, true)); err != nil {
+		return fmt.Errorf("store: open: %w", err)
+	}
+	s.r.SetMaxOpenConns(s.opts.ReadConns)
+	s.r.SetMaxIdleConns(s.opts.ReadConns)
+	if err := s.r.PingContext(ctx); err != nil {
+		return fmt.Errorf("store: open: %w", err)
+	}
+	return nil
+}
+
+// dsn builds the connection string. Every connection of the pool runs the
+// pragmas:
+//   - journal_mode=WAL: readers do not block the writer nor it them.
+//   - synchronous=FULL: in WAL mode, FULL fsyncs the log on every commit, so
+//     a commit that returned is durable across power loss; NORMAL would only
+//     sync at checkpoints and could lose the last commits. "A write is
+//     acknowledged only after it is committed" needs FULL.
+//   - foreign_keys=ON: votes cascade when their experience is deleted.
+//   - busy_timeout: wait for locks held by other processes instead of
+//     failing at once.
+//
+// Write transactions begin IMMEDIATE so they take the write lock up front
+// and never fail half-way on a lock upgrade.
+func dsn(path string, busy time.Duration, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Add("_pragma", "synchronous(FULL)")
+	if readOnly {
+		q.Add("_pragma", "query_only(ON)")
+	} else {
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Set("_txlock", "immediate")
+	}
+	u := url.URL{Scheme: "file", Opaque: path, RawQuery: q.Encode()}
+	return u.String()
+}
+
+// Close closes the database. It is safe to call on a store whose Open
+// failed half-way, and more than once.
+func (s *SQLite) Close() error {
+	if s == nil || s.closed.Swap(true) {
+		return nil
+	}
+	var errs []error
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+func (s *SQLite) check() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// SchemaVersion returns the schema version of the open file.
+func (s *SQLite) SchemaVersion(ctx context.Context) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	var v int
+	if err := s.r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return 0, fmt.Errorf("store: schema version: %w", err)
+	}
+	return v, nil
+}
+
+// writeTx runs fn in one write transaction and commits it.
+func (s *SQLite) writeTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func (s *SQLite) now() time.Time { return s.opts.Clock.Now() }
+
+// Times are stored as Unix nanoseconds (INTEGER) and read back in UTC.
+func toNanos(t time.Time) int64 { return t.UnixNano() }
+func fromNanos(n int64) time.Time {
+	return time.Unix(0, n).UTC()
+}

@@ -1,0 +1,126 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// PutTrace stores t, replacing any trace with the same ID (so the proxy
+// may record a trace before the answer is complete and again after). A zero
+// CreatedAt is set from the store's clock.
+//
+// Retention is applied in the same transaction: traces older than
+// Options.TraceMaxAge and, beyond Options.MaxTraces, the oldest ones are
+// deleted. So the table never grows past its limits and no background
+// goroutine is needed; PruneTraces exists for a store that sees no new
+// traces for a long time.
+func (s *SQLite) PutTrace(ctx context.Context, t Trace) error {
+	if err := checkField("trace id", t.ID, true); err != nil {
+		return fmt.Errorf("store: put trace: %w", err)
+	}
+	if t.ExperienceIDs == nil {
+		t.ExperienceIDs = []string{}
+	}
+	ids, err := json.Marshal(t.ExperienceIDs)
+	if err != nil {
+		return fmt.Errorf("store: put trace: %w", err)
+	}
+	now := s.now()
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = now
+	}
+	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO traces
+			(id, query, domain, experience_ids, model, answer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			t.ID, t.Query, t.Domain, string(ids), t.Model, t.Answer, toNanos(t.CreatedAt))
+		if err != nil {
+			return err
+		}
+		_, err = s.prune(ctx, tx, now)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: put trace: %w", err)
+	}
+	return nil
+}
+
+// GetTrace returns the trace with the given id, or an error wrapping
+// ErrNotFound (also for a trace removed by retention).
+func (s *SQLite) GetTrace(ctx context.Context, id string) (Trace, error) {
+	if err := s.check(); err != nil {
+		return Trace{}, err
+	}
+	var (
+		t       Trace
+		ids     string
+		created int64
+	)
+	err := s.r.QueryRowContext(ctx, `SELECT id, query, domain, experience_ids, model, answer, created_at
+		FROM traces WHERE id = ?`, id).Scan(&t.ID, &t.Query, &t.Domain, &ids, &t.Model, &t.Answer, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Trace{}, fmt.Errorf("store: get trace: %w", ErrNotFound)
+	}
+	if err != nil {
+		return Trace{}, fmt.Errorf("store: get trace: %w", err)
+	}
+	if err := json.Unmarshal([]byte(ids), &t.ExperienceIDs); err != nil {
+		return Trace{}, fmt.Errorf("store: get trace: experience ids: %w", err)
+	}
+	t.CreatedAt = fromNanos(created)
+	return t, nil
+}
+
+// PruneTraces applies the retention limits as of now and returns how many
+// traces it deleted.
+func (s *SQLite) PruneTraces(ctx context.Context, now time.Time) (int, error) {
+	var n int
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		n, err = s.prune(ctx, tx, now)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: prune traces: %w", err)
+	}
+	return n, nil
+}
+
+func (s *SQLite) prune(ctx context.Context, tx *sql.Tx, now time.Time) (int, error) {
+	var total int64
+	if age := s.opts.TraceMaxAge; age > 0 {
+		res, err := tx.ExecContext(ctx, `DELETE FROM traces WHERE created_at < ?`, toNanos(now.Add(-age)))
+		if err != nil {
+			return 0, err
+		}
+		n, _ := res.RowsAffected()
+		total += n
+	}
+	if max := s.opts.MaxTraces; max > 0 {
+		// Keep the newest max traces (ties broken by rowid, i.e. insertion).
+		res, err := tx.ExecContext(ctx, `DELETE FROM traces WHERE rowid IN (
+			SELECT rowid FROM traces ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)`, max)
+		if err != nil {
+			return 0, err
+		}
+		n, _ := res.RowsAffected()
+		total += n
+	}
+	return int(total), nil
+}
+
+// CountTraces returns the number of stored traces.
+func (s *SQLite) CountTraces(ctx context.Context) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM traces`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: count traces: %w", err)
+	}
+	return n, nil
+}
