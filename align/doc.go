@@ -4,5 +4,10 @@
 // fallback), centring by the reference mean, and a fixed seeded randomised
 // Hadamard lift to 3840 dimensions that is identical on every node.
 //
+// A [Pipeline] chains the three steps. Adapters are fitted with [FitRidge]
+// (regulariser chosen by [SelectLambda]) or [FitProcrustes] from anchor pairs,
+// or built as fallbacks ([FitPCA], [PadTruncate]), and saved in a versioned,
+// checksummed file ([Adapter.WriteTo], [ReadAdapter]).
+//
 // It owns no storage and no network access; fitting takes vectors, not texts.
 package align
