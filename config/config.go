@@ -1,0 +1,410 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Backend types.
+const (
+	TypeOpenAI = "openai" // any OpenAI-compatible server
+	TypeOllama = "ollama" // Ollama's native API
+)
+
+// Defaults, named so that docs and code agree.
+const (
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultBackend         = "ollama:http://127.0.0.1:11434"
+	DefaultData            = "./dso-data"
+	DefaultMaxBodyBytes    = 32 << 20
+	DefaultBackendTimeout  = 5 * time.Minute
+	DefaultRetries         = 2
+	DefaultRetryBackoff    = 200 * time.Millisecond
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Config is everything `dso serve` needs. The zero value of each field means
+// the default documented beside it; Default returns a Config with defaults
+// filled in.
+type Config struct {
+	// Listen is the address the proxy serves on. Default DefaultListen.
+	Listen string `yaml:"listen"`
+	// Data is the directory holding the embedded store. Default DefaultData.
+	Data string `yaml:"data"`
+	// Backends are tried in order: a request goes to the first backend whose
+	// Models patterns match its model. Default: one Ollama backend on
+	// localhost serving every model.
+	Backends []Backend `yaml:"backends"`
+	// APIKeys, when non-empty, are the keys clients must present as
+	// "Authorization: Bearer KEY" (or "X-API-Key"). Empty: no client auth.
+	APIKeys []Secret `yaml:"api_keys"`
+	// MaxBodyBytes caps request bodies. Default DefaultMaxBodyBytes.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// ShutdownTimeout is how long a graceful stop waits for streams to
+	// finish. Default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Backend is one LLM server dso can forward to.
+type Backend struct {
+	// Name identifies the backend in fallbacks, logs and metrics.
+	Name string `yaml:"name"`
+	// Type is TypeOpenAI or TypeOllama.
+	Type string `yaml:"type"`
+	// URL is the server's base URL. For OpenAI-compatible servers it
+	// includes the version path, e.g. https://api.openai.com/v1; a URL with
+	// an empty path gets /v1 appended.
+	URL string `yaml:"url"`
+	// APIKey is sent as the backend's bearer token, replacing the client's.
+	APIKey Secret `yaml:"api_key"`
+	// APIKeyEnv names an environment variable holding the API key; it is
+	// read at load time and wins over APIKey.
+	APIKeyEnv string `yaml:"api_key_env"`
+	// Models are glob patterns (path.Match syntax) of model names this
+	// backend serves. Empty: every model.
+	Models []string `yaml:"models"`
+	// EmbeddingModel is the model used to embed queries for retrieval.
+	// Empty: the chat model itself.
+	EmbeddingModel string `yaml:"embedding_model"`
+	// Timeout bounds the wait for the backend's response headers and for
+	// each read of its body after that. Default DefaultBackendTimeout.
+	Timeout time.Duration `yaml:"timeout"`
+	// Retries is how many more times a failure before the first byte is
+	// tried on this backend before moving to its fallbacks. Default
+	// DefaultRetries; negative means none.
+	Retries int `yaml:"retries"`
+	// RetryBackoff is the first wait between retries; it doubles each time.
+	// Default DefaultRetryBackoff.
+	RetryBackoff time.Duration `yaml:"retry_backoff"`
+	// Fallbacks name other backends tried, in order, when this one fails
+	// before the first byte.
+	Fallbacks []string `yaml:"fallbacks"`
+}
+
+// Secret is a string that never prints: logs and errors see "REDACTED".
+type Secret string
+
+// String implements fmt.Stringer.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "REDACTED"
+}
+
+// LogValue implements slog.LogValuer.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// Reveal returns the secret itself, for the one place that sends it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Default returns a Config with every default filled in.
+func Default() Config {
+	c := Config{}
+	c.fill()
+	return c
+}
+
+// fill sets defaults in zero fields.
+func (c *Config) fill() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Data == "" {
+		c.Data = DefaultData
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if len(c.Backends) == 0 {
+		b, _ := ParseBackendSpec(DefaultBackend)
+		c.Backends = []Backend{b}
+	}
+	for i := range c.Backends {
+		b := &c.Backends[i]
+		if b.Name == "" {
+			b.Name = b.Type
+			if i > 0 {
+				b.Name = fmt.Sprintf("%s-%d", b.Type, i+1)
+			}
+		}
+		if b.Timeout == 0 {
+			b.Timeout = DefaultBackendTimeout
+		}
+		if b.Retries == 0 {
+			b.Retries = DefaultRetries
+		}
+		if b.RetryBackoff == 0 {
+			b.RetryBackoff = DefaultRetryBackoff
+		}
+	}
+}
+
+// ParseBackendSpec parses the TYPE:URL form used by --backend and
+// DSO_BACKENDS, e.g. "openai:https://api.openai.com/v1".
+func ParseBackendSpec(spec string) (Backend, error) {
+	typ, rawURL, ok := strings.Cut(strings.TrimSpace(spec), ":")
+	if !ok || rawURL == "" {
+		return Backend{}, fmt.Errorf("backend %q: want TYPE:URL, e.g. ollama:http://127.0.0.1:11434", spec)
+	}
+	b := Backend{Type: typ, URL: rawURL}
+	if err := b.validate(); err != nil {
+		return Backend{}, fmt.Errorf("backend %q: %w", spec, err)
+	}
+	return b, nil
+}
+
+// Problem is one thing wrong with a configuration.
+type Problem struct {
+	Path string // field path, e.g. backends[1].url
+	Line int    // line in the file, 0 when unknown
+	Msg  string
+}
+
+func (p Problem) Error() string {
+	s := p.Msg
+	if p.Path != "" {
+		s = p.Path + ": " + s
+	}
+	if p.Line > 0 {
+		s = fmt.Sprintf("line %d: %s", p.Line, s)
+	}
+	return s
+}
+
+// Validate reports every problem in c, joined with errors.Join; each is a
+// Problem.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Listen == "" {
+		add("listen", "must not be empty")
+	}
+	if c.MaxBodyBytes < 0 {
+		add("max_body_bytes", "must not be negative")
+	}
+	if c.ShutdownTimeout < 0 {
+		add("shutdown_timeout", "must not be negative")
+	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		add("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	names := map[string]int{}
+	for i, b := range c.Backends {
+		p := fmt.Sprintf("backends[%d]", i)
+		if err := b.validate(); err != nil {
+			var ps problems
+			if errors.As(err, &ps) {
+				for _, q := range ps {
+					add(p+"."+q.Path, "%s", q.Msg)
+				}
+			}
+		}
+		if b.Name != "" {
+			if j, dup := names[b.Name]; dup {
+				add(p+".name", "%q is also the name of backends[%d]", b.Name, j)
+			}
+			names[b.Name] = i
+		}
+		if b.Timeout < 0 {
+			add(p+".timeout", "must not be negative")
+		}
+		if b.RetryBackoff < 0 {
+			add(p+".retry_backoff", "must not be negative")
+		}
+	}
+	for i, b := range c.Backends {
+		for j, f := range b.Fallbacks {
+			if _, ok := names[f]; !ok {
+				add(fmt.Sprintf("backends[%d].fallbacks[%d]", i, j), "no backend is named %q", f)
+			} else if f == b.Name {
+				add(fmt.Sprintf("backends[%d].fallbacks[%d]", i, j), "a backend cannot fall back to itself")
+			}
+		}
+	}
+	for i, k := range c.APIKeys {
+		if strings.TrimSpace(string(k)) == "" {
+			add(fmt.Sprintf("api_keys[%d]", i), "must not be empty")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type problems []Problem
+
+func (ps problems) Error() string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.Error()
+	}
+	return strings.Join(s, "; ")
+}
+
+func (b Backend) validate() error {
+	var ps problems
+	switch b.Type {
+	case TypeOpenAI, TypeOllama:
+	case "":
+		ps = append(ps, Problem{Path: "type", Msg: "must be openai or ollama"})
+	default:
+		ps = append(ps, Problem{Path: "type", Msg: fmt.Sprintf("%q is not openai or ollama", b.Type)})
+	}
+	if b.URL == "" {
+		ps = append(ps, Problem{Path: "url", Msg: "must not be empty"})
+	} else if u, err := url.Parse(b.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		ps = append(ps, Problem{Path: "url", Msg: fmt.Sprintf("%q is not an http(s) URL with a host", b.URL)})
+	}
+	for i, m := range b.Models {
+		if _, err := path.Match(m, ""); err != nil || m == "" {
+			ps = append(ps, Problem{Path: fmt.Sprintf("models[%d]", i), Msg: fmt.Sprintf("%q is not a valid glob pattern", m)})
+		}
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	return ps
+}
+
+// Load reads a YAML config file, fills defaults and resolves API keys named
+// by api_key_env. It does not validate: call Validate, or use Check for
+// problems with line numbers.
+func Load(file string) (Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c, _, err := parse(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", file, err)
+	}
+	return c, nil
+}
+
+// parse decodes data strictly (unknown fields are errors) and returns the
+// config and its YAML tree, for line numbers.
+func parse(data []byte) (Config, *yaml.Node, error) {
+	var c Config
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return c, nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, &root, err
+	}
+	for i := range c.Backends {
+		if env := c.Backends[i].APIKeyEnv; env != "" {
+			if v := os.Getenv(env); v != "" {
+				c.Backends[i].APIKey = Secret(v)
+			}
+		}
+	}
+	c.fill()
+	return c, &root, nil
+}
+
+// Check validates a config file and returns every problem, each with the
+// line it is on where the file has it.
+func Check(data []byte) []Problem {
+	c, root, err := parse(data)
+	var ps []Problem
+	if err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return []Problem{{Msg: err.Error()}}
+		}
+		// Type errors leave the rest decoded: report them and go on.
+		for _, e := range te.Errors {
+			p := Problem{Msg: e}
+			if n, _ := fmt.Sscanf(e, "line %d:", &p.Line); n == 1 {
+				_, p.Msg, _ = strings.Cut(e, ": ")
+			}
+			ps = append(ps, p)
+		}
+		c.fill()
+	}
+	for _, e := range unjoin(c.Validate()) {
+		var p Problem
+		if errors.As(e, &p) {
+			p.Line = lineOf(root, p.Path)
+			ps = append(ps, p)
+		}
+	}
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line })
+	return ps
+}
+
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// lineOf finds the line of a field path such as backends[1].url in the YAML
+// tree, falling back to the nearest enclosing node that exists.
+func lineOf(root *yaml.Node, fieldPath string) int {
+	if root == nil || len(root.Content) == 0 {
+		return 0
+	}
+	n := root.Content[0]
+	line := n.Line
+	for _, part := range strings.Split(fieldPath, ".") {
+		key, idx := part, -1
+		if k, rest, ok := strings.Cut(part, "["); ok {
+			key = k
+			fmt.Sscanf(rest, "%d]", &idx)
+		}
+		next := mappingValue(n, key)
+		if next == nil {
+			return line
+		}
+		n, line = next, next.Line
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return line
+			}
+			n, line = n.Content[idx], n.Content[idx].Line
+		}
+	}
+	return line
+}
+
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,64 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Environment variables read by ApplyEnv.
+const (
+	EnvConfig   = "DSO_CONFIG"   // path of the YAML file
+	EnvListen   = "DSO_LISTEN"   // Config.Listen
+	EnvBackends = "DSO_BACKENDS" // comma-separated TYPE:URL, replaces Config.Backends
+	EnvData     = "DSO_DATA"     // Config.Data
+	EnvAPIKeys  = "DSO_API_KEYS" // comma-separated client keys, replaces Config.APIKeys
+)
+
+// ApplyEnv overrides c with the DSO_* environment variables that are set.
+// getenv is os.Getenv outside tests.
+func (c *Config) ApplyEnv(getenv func(string) string) error {
+	if v := getenv(EnvListen); v != "" {
+		c.Listen = v
+	}
+	if v := getenv(EnvData); v != "" {
+		c.Data = v
+	}
+	if v := getenv(EnvBackends); v != "" {
+		bs, err := ParseBackendSpecs(strings.Split(v, ","))
+		if err != nil {
+			return fmt.Errorf("%s: %w", EnvBackends, err)
+		}
+		c.SetBackends(bs)
+	}
+	if v := getenv(EnvAPIKeys); v != "" {
+		c.APIKeys = nil
+		for _, k := range strings.Split(v, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				c.APIKeys = append(c.APIKeys, Secret(k))
+			}
+		}
+	}
+	return nil
+}
+
+// ParseBackendSpecs parses several TYPE:URL specs, skipping empty ones.
+func ParseBackendSpecs(specs []string) ([]Backend, error) {
+	var bs []Backend
+	for _, s := range specs {
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
+		b, err := ParseBackendSpec(s)
+		if err != nil {
+			return nil, err
+		}
+		bs = append(bs, b)
+	}
+	return bs, nil
+}
+
+// SetBackends replaces the backends, naming and defaulting the new ones.
+func (c *Config) SetBackends(bs []Backend) {
+	c.Backends = bs
+	c.fill()
+}

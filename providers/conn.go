@@ -1,0 +1,248 @@
+package providers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/dso-proxy/dso/config"
+)
+
+// Sentinel errors callers branch on. Errors from a backend call wrap one of
+// these or are a *StatusError.
+var (
+	// ErrUnreachable: the request did not get a response (dial failure,
+	// connection reset before headers). Safe to retry before the first byte.
+	ErrUnreachable = errors.New("backend unreachable")
+	// ErrTimeout: the backend sent no headers, or no body bytes, within
+	// its timeout.
+	ErrTimeout = errors.New("backend timed out")
+	// ErrUnsupported: the backend type cannot serve this call.
+	ErrUnsupported = errors.New("not supported by this backend")
+	// ErrNoBackend: no configured backend serves the model.
+	ErrNoBackend = errors.New("no backend serves this model")
+)
+
+// maxErrorBody caps how much of a backend's error response is read.
+const maxErrorBody = 1 << 20
+
+// StatusError is a backend's HTTP error response: status and body as sent.
+type StatusError struct {
+	Backend    string
+	StatusCode int
+	Body       []byte // at most 1 MiB of the backend's body
+	Header     http.Header
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("backend %s: status %d: %s", e.Backend, e.StatusCode, e.Message())
+}
+
+// Message extracts the human-readable message from an OpenAI-shaped
+// ({"error":{"message":...}}), Ollama-shaped ({"error":"..."}) or plain body.
+func (e *StatusError) Message() string {
+	return ErrorMessage(e.Body, http.StatusText(e.StatusCode))
+}
+
+// ErrorMessage extracts an error message from a body in either API's error
+// shape, or returns the trimmed body, or fallback when it is empty.
+func ErrorMessage(body []byte, fallback string) string {
+	var v struct {
+		Error   json.RawMessage `json:"error"`
+		Message string          `json:"message"`
+	}
+	if json.Unmarshal(body, &v) == nil {
+		var s string
+		if json.Unmarshal(v.Error, &s) == nil && s != "" {
+			return s
+		}
+		var o struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(v.Error, &o) == nil && o.Message != "" {
+			return o.Message
+		}
+		if v.Message != "" {
+			return v.Message
+		}
+	}
+	if s := strings.TrimSpace(string(body)); s != "" {
+		if len(s) > 512 {
+			s = s[:512]
+		}
+		return s
+	}
+	return fallback
+}
+
+// conn is what both backend types share: a base URL, an optional key, an
+// HTTP client and the timeout rules.
+type conn struct {
+	cfg  config.Backend
+	base *url.URL
+	http *http.Client
+}
+
+func newConn(cfg config.Backend, hc *http.Client) (conn, error) {
+	u, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
+	if err != nil {
+		return conn{}, fmt.Errorf("backend %s: url: %w", cfg.Name, err)
+	}
+	if hc == nil {
+		hc = DefaultHTTPClient()
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = config.DefaultBackendTimeout
+	}
+	return conn{cfg: cfg, base: u, http: hc}, nil
+}
+
+// DefaultHTTPClient is the client backends use when none is given: no
+// overall timeout (streams may be long; conn applies its own), pooled
+// keep-alive connections.
+func DefaultHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return &http.Client{Transport: t}
+}
+
+// Name is the backend's configured name.
+func (c *conn) Name() string { return c.cfg.Name }
+
+// Config returns the backend's configuration.
+func (c *conn) Config() config.Backend { return c.cfg }
+
+// send POSTs body (or GETs when body is nil) to the backend path. hdr holds
+// end-to-end headers to forward; Authorization is replaced by the backend's
+// key when it has one. A status of 400 or more comes back as *StatusError.
+// The response body enforces the idle timeout and must be closed.
+func (c *conn) send(ctx context.Context, method, path string, body []byte, hdr http.Header) (*http.Response, error) {
+	u := c.base.JoinPath(path)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(c.cfg.Timeout, func() { cancel(ErrTimeout) })
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		timer.Stop()
+		cancel(nil)
+		return nil, fmt.Errorf("backend %s: %w", c.cfg.Name, err)
+	}
+	for k, vs := range hdr {
+		req.Header[k] = append([]string(nil), vs...)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.cfg.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.APIKey.Reveal())
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		timer.Stop()
+		cause := context.Cause(ctx)
+		cancel(nil)
+		return nil, c.classify(cause, err)
+	}
+	resp.Body = &idleBody{rc: resp.Body, ctx: ctx, timer: timer, d: c.cfg.Timeout, cancel: cancel}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		return nil, &StatusError{Backend: c.cfg.Name, StatusCode: resp.StatusCode, Body: b, Header: resp.Header.Clone()}
+	}
+	return resp, nil
+}
+
+// classify maps a transport error to the sentinels, without the URL (which
+// may carry credentials) in the message.
+func (c *conn) classify(cause, err error) error {
+	switch {
+	case errors.Is(cause, ErrTimeout):
+		return fmt.Errorf("backend %s: %w after %s", c.cfg.Name, ErrTimeout, c.cfg.Timeout)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("backend %s: %w", c.cfg.Name, err)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fmt.Errorf("backend %s: %w: %v", c.cfg.Name, ErrUnreachable, err)
+}
+
+// idleBody cancels the request when no read completes within d.
+type idleBody struct {
+	rc     io.ReadCloser
+	ctx    context.Context
+	timer  *time.Timer
+	d      time.Duration
+	cancel context.CancelCauseFunc
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.d)
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		if cause := context.Cause(b.ctx); errors.Is(cause, ErrTimeout) {
+			return n, fmt.Errorf("reading body: %w", ErrTimeout)
+		}
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	err := b.rc.Close()
+	b.cancel(nil)
+	return err
+}
+
+// getJSON GETs path and decodes the JSON response into v (at most 8 MiB).
+func (c *conn) getJSON(ctx context.Context, path string, v any) error {
+	resp, err := c.send(ctx, http.MethodGet, path, nil, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(v); err != nil {
+		return fmt.Errorf("backend %s: GET %s: %w", c.cfg.Name, path, err)
+	}
+	return nil
+}
+
+// keyTransport adds the backend's key to requests made through library
+// clients (go-openai adds its own; ollama/api does not).
+type keyTransport struct {
+	key  config.Secret
+	base http.RoundTripper
+}
+
+func (t keyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.key == "" {
+		return t.base.RoundTrip(r)
+	}
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+t.key.Reveal())
+	return t.base.RoundTrip(r)
+}
+
+// withKey returns hc with every request carrying key.
+func withKey(hc *http.Client, key config.Secret) *http.Client {
+	rt := hc.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	c := *hc
+	c.Transport = keyTransport{key: key, base: rt}
+	return &c
+}

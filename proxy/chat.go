@@ -1,0 +1,367 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/dso-proxy/dso/providers"
+)
+
+// maxTranslatedBody caps a non-streamed backend response that dso must
+// decode to translate.
+const maxTranslatedBody = 64 << 20
+
+// chatHead is the part of a chat request dso reads; the body itself is
+// forwarded as bytes.
+type chatHead struct {
+	Model    *string         `json:"model"`
+	Messages json.RawMessage `json:"messages"`
+	Stream   *bool           `json:"stream"`
+}
+
+// parseChat checks a chat body's shape: a JSON object with a model and a
+// list of message objects, each with a string role.
+func parseChat(body []byte) (chatHead, error) {
+	var h chatHead
+	if err := json.Unmarshal(body, &h); err != nil {
+		return h, badRequest("request body is not valid JSON: %s", jsonErrMsg(err))
+	}
+	if h.Model == nil || *h.Model == "" {
+		return h, badRequest("model is required")
+	}
+	if len(h.Messages) == 0 || string(h.Messages) == "null" {
+		return h, badRequest("messages is required")
+	}
+	var msgs []json.RawMessage
+	if err := json.Unmarshal(h.Messages, &msgs); err != nil {
+		return h, badRequest("messages must be a list of messages")
+	}
+	for i, m := range msgs {
+		var role struct {
+			Role *string `json:"role"`
+		}
+		if bytes.TrimSpace(m)[0] != '{' || json.Unmarshal(m, &role) != nil || role.Role == nil {
+			return h, badRequest("messages[%d] must be an object with a string role", i)
+		}
+	}
+	return h, nil
+}
+
+// jsonErrMsg describes a decoding error without echoing the input.
+func jsonErrMsg(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %q has the wrong type", te.Field)
+	}
+	return "cannot decode"
+}
+
+// chatBackend is what a chat-capable backend offers: the raw native chat
+// call.
+type chatBackend interface {
+	Chat(ctx context.Context, body []byte, hdr http.Header) (*http.Response, error)
+}
+
+var (
+	_ chatBackend = (*providers.OpenAI)(nil)
+	_ chatBackend = (*providers.Ollama)(nil)
+)
+
+// attempt sends one request to one backend.
+type attempt func(ctx context.Context, b providers.Backend) (*http.Response, error)
+
+// failure is how dispatch treats an error.
+type failure int
+
+const (
+	failFatal    failure = iota // relay it: the backend answered
+	failRetry                   // retry on this backend, then fall back
+	failFailover                // skip to the next backend
+)
+
+func classify(err error) failure {
+	var se *providers.StatusError
+	switch {
+	case errors.As(err, &se):
+		switch se.StatusCode {
+		case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return failRetry
+		}
+		return failFatal
+	case errors.Is(err, providers.ErrUnreachable):
+		return failRetry
+	case errors.Is(err, providers.ErrTimeout):
+		return failFailover // a slow backend retried is only slower
+	}
+	return failFatal
+}
+
+// dispatch runs call on the backends of chain in order until one answers
+// with a response head. A failure before the first byte is retried on the
+// same backend with doubling backoff, up to its Retries, then the next
+// backend is tried. It returns the backend that answered or failed last.
+func (s *Server) dispatch(ctx context.Context, chain []providers.Backend, call attempt) (*http.Response, providers.Backend, error) {
+	var last providers.Backend
+	var lastErr error
+	for _, b := range chain {
+		last = b
+		info(ctx).backend = b.Name()
+		cfg := b.Config()
+		backoff := cfg.RetryBackoff
+		for try := 0; ; try++ {
+			start := time.Now()
+			resp, err := call(ctx, b)
+			if err == nil {
+				s.metrics.upstream.WithLabelValues(b.Name()).Observe(time.Since(start).Seconds())
+				s.metrics.attempts.WithLabelValues(b.Name(), "ok").Inc()
+				return resp, b, nil
+			}
+			lastErr = err
+			if ctx.Err() != nil {
+				return nil, b, ctx.Err()
+			}
+			kind := classify(err)
+			if kind == failFatal {
+				s.metrics.attempts.WithLabelValues(b.Name(), "error").Inc()
+				return nil, b, err
+			}
+			if kind == failRetry && try < cfg.Retries {
+				s.metrics.attempts.WithLabelValues(b.Name(), "retry").Inc()
+				wait := backoff
+				var se *providers.StatusError
+				if errors.As(err, &se) {
+					wait = max(wait, retryAfter(se.Header, s.opts.MaxRetryWait))
+				}
+				if !sleep(ctx, min(wait, s.opts.MaxRetryWait)) {
+					return nil, b, ctx.Err()
+				}
+				backoff *= 2
+				continue
+			}
+			s.metrics.attempts.WithLabelValues(b.Name(), "failover").Inc()
+			s.log.WarnContext(ctx, "backend failed, trying fallback", logKeyRequestID, RequestID(ctx), logKeyBackend, b.Name(), logKeyErr, err.Error())
+			break
+		}
+	}
+	return nil, last, lastErr
+}
+
+// sleep waits d or until ctx is done; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// call sends body to a chat backend, translating it once per backend type.
+func chatCall(s *Server, r *http.Request, body []byte, sameType string, translate func([]byte) ([]byte, providers.ChatRequestInfo, error), infoOut *providers.ChatRequestInfo) attempt {
+	var translated []byte
+	return func(ctx context.Context, b providers.Backend) (*http.Response, error) {
+		cb, ok := b.(chatBackend)
+		if !ok {
+			return nil, providers.ErrUnsupported
+		}
+		out := body
+		if b.Type() != sameType {
+			if translated == nil {
+				var err error
+				if translated, *infoOut, err = translate(body); err != nil {
+					return nil, err
+				}
+			}
+			out = translated
+		}
+		return cb.Chat(ctx, out, s.upstreamHeader(r, b.Config().APIKey != ""))
+	}
+}
+
+// openAIChat serves POST /v1/chat/completions.
+func (s *Server) openAIChat(w http.ResponseWriter, r *http.Request) {
+	const sf = surfaceOpenAI
+	body, err := s.readBody(w, r)
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	head, err := parseChat(body)
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	info(r.Context()).model = *head.Model
+	chain, err := s.router.Route(*head.Model)
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	var ti providers.ChatRequestInfo
+	resp, b, err := s.dispatch(r.Context(), chain, chatCall(s, r, body, "openai", providers.OpenAIChatToOllama, &ti))
+	if err != nil {
+		s.failFrom(w, r, sf, b, "openai", err)
+		return
+	}
+	if b.Type() == "openai" {
+		s.relay(w, resp, sf)
+		return
+	}
+	defer resp.Body.Close()
+	if !ti.Stream {
+		s.translateWhole(w, r, sf, resp, func(b []byte) ([]byte, error) { return providers.OllamaChatResponseToOpenAI(b, ti) })
+		return
+	}
+	ew := newEventWriter(w, framingSSE)
+	if err := providers.OllamaToOpenAIStream(resp.Body, ti, ew.emit); err != nil {
+		s.endStream(w, r, sf, framingSSE, err)
+	}
+}
+
+// ollamaChat serves POST /api/chat.
+func (s *Server) ollamaChat(w http.ResponseWriter, r *http.Request) {
+	s.ollamaChatLike(w, r, false)
+}
+
+// ollamaGenerate serves POST /api/generate. Only a prompt is required; an
+// empty prompt (Ollama's "load the model") is passed through to Ollama.
+func (s *Server) ollamaGenerate(w http.ResponseWriter, r *http.Request) {
+	s.ollamaChatLike(w, r, true)
+}
+
+func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate bool) {
+	const sf = surfaceOllama
+	body, err := s.readBody(w, r)
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	var model string
+	if generate {
+		var h struct {
+			Model  *string `json:"model"`
+			Prompt *string `json:"prompt"`
+		}
+		if err := json.Unmarshal(body, &h); err != nil {
+			s.fail(w, r, sf, badRequest("request body is not valid JSON: %s", jsonErrMsg(err)))
+			return
+		}
+		if h.Model == nil || *h.Model == "" {
+			s.fail(w, r, sf, badRequest("model is required"))
+			return
+		}
+		model = *h.Model
+	} else {
+		head, err := parseChat(body)
+		if err != nil {
+			s.fail(w, r, sf, err)
+			return
+		}
+		model = *head.Model
+	}
+	info(r.Context()).model = model
+	chain, err := s.router.Route(model)
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	var ti providers.ChatRequestInfo
+	translate := providers.OllamaChatToOpenAI
+	if generate {
+		translate = providers.OllamaGenerateToOpenAI
+	}
+	call := chatCall(s, r, body, "ollama", translate, &ti)
+	if generate {
+		chat := call
+		call = func(ctx context.Context, b providers.Backend) (*http.Response, error) {
+			if o, ok := b.(*providers.Ollama); ok {
+				return o.Generate(ctx, body, s.upstreamHeader(r, b.Config().APIKey != ""))
+			}
+			return chat(ctx, b)
+		}
+	}
+	resp, b, err := s.dispatch(r.Context(), chain, call)
+	if err != nil {
+		s.failFrom(w, r, sf, b, "ollama", err)
+		return
+	}
+	if b.Type() == "ollama" {
+		s.relay(w, resp, sf)
+		return
+	}
+	defer resp.Body.Close()
+	if !ti.Stream {
+		s.translateWhole(w, r, sf, resp, func(b []byte) ([]byte, error) {
+			return providers.OpenAIChatResponseToOllama(b, ti, generate)
+		})
+		return
+	}
+	ew := newEventWriter(w, framingNDJSON)
+	if err := providers.OpenAIToOllamaStream(resp.Body, ti, generate, ew.emit); err != nil {
+		s.endStream(w, r, sf, framingNDJSON, err)
+	}
+}
+
+// translateWhole reads a whole backend response, translates it and writes
+// it; nothing has been sent yet, so failures get a real status.
+func (s *Server) translateWhole(w http.ResponseWriter, r *http.Request, sf surface, resp *http.Response, tr func([]byte) ([]byte, error)) {
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxTranslatedBody))
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	out, err := tr(raw)
+	if err != nil {
+		s.fail(w, r, sf, &HTTPError{Status: http.StatusBadGateway, Type: "upstream_error", Msg: "the backend's response could not be translated", Err: err})
+		return
+	}
+	writeRawJSON(w, http.StatusOK, out)
+}
+
+// endStream ends a translated stream that failed after its header.
+func (s *Server) endStream(w http.ResponseWriter, r *http.Request, sf surface, fr framing, err error) {
+	if errors.Is(err, errClientGone) {
+		return
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = fmt.Errorf("%w: stream ended early", providers.ErrUnreachable)
+	}
+	info(r.Context()).err = err
+	var se *providers.StreamError
+	if errors.As(err, &se) {
+		err = &HTTPError{Status: http.StatusBadGateway, Type: "upstream_error", Msg: se.Msg, Err: err}
+	}
+	s.streamError(w, sf, fr, err)
+}
+
+// fail writes err before any byte was sent, and records it for the log.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, sf surface, err error) {
+	info(r.Context()).err = err
+	writeError(w, sf, err)
+}
+
+// failFrom is fail for backend errors: a status error from a backend that
+// speaks the client's format is relayed byte for byte.
+func (s *Server) failFrom(w http.ResponseWriter, r *http.Request, sf surface, b providers.Backend, sameType string, err error) {
+	var se *providers.StatusError
+	if b != nil && b.Type() == sameType && errors.As(err, &se) && len(se.Body) > 0 {
+		info(r.Context()).err = err
+		copyHeaders(w.Header(), se.Header, map[string]bool{"Content-Length": true})
+		w.WriteHeader(se.StatusCode)
+		_, _ = w.Write(se.Body)
+		return
+	}
+	s.fail(w, r, sf, err)
+}

@@ -1,0 +1,231 @@
+package proxy_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/providers"
+	"github.com/dso-proxy/dso/proxy"
+)
+
+// recorded is one request a fake backend received.
+type recorded struct {
+	Path   string
+	Header http.Header
+	Body   []byte
+}
+
+// backend is a fake LLM server that replays recorded payloads from
+// testdata/ in the exact wire format, flushing between events, and records
+// what it receives. Tests may install override to change its behaviour.
+type backend struct {
+	*httptest.Server
+	typ string
+
+	mu       sync.Mutex
+	reqs     []recorded
+	override func(w http.ResponseWriter, r *http.Request, body []byte) bool
+}
+
+func golden(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func newBackend(t testing.TB, typ string) *backend {
+	b := &backend{typ: typ}
+	b.Server = httptest.NewServer(http.HandlerFunc(b.serve(t)))
+	t.Cleanup(b.Close)
+	return b
+}
+
+func (b *backend) requests() []recorded {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]recorded(nil), b.reqs...)
+}
+
+func (b *backend) last(t testing.TB) recorded {
+	t.Helper()
+	rs := b.requests()
+	if len(rs) == 0 {
+		t.Fatal("backend received no request")
+	}
+	return rs[len(rs)-1]
+}
+
+func (b *backend) setOverride(f func(w http.ResponseWriter, r *http.Request, body []byte) bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.override = f
+}
+
+func (b *backend) serve(t testing.TB) func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		b.mu.Lock()
+		b.reqs = append(b.reqs, recorded{Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
+		override := b.override
+		b.mu.Unlock()
+		if override != nil && override(w, r, body) {
+			return
+		}
+		var req struct {
+			Stream *bool           `json:"stream"`
+			Tools  json.RawMessage `json:"tools"`
+		}
+		_ = json.Unmarshal(body, &req)
+		tools := len(req.Tools) > 0
+		switch b.typ + " " + r.Method + " " + r.URL.Path {
+		case "openai POST /v1/chat/completions":
+			stream := req.Stream != nil && *req.Stream
+			switch {
+			case stream && tools:
+				replay(w, "text/event-stream", golden(t, "openai/chat_tools_stream.sse"), "\n\n")
+			case stream:
+				replay(w, "text/event-stream", golden(t, "openai/chat_stream.sse"), "\n\n")
+			case tools:
+				writeBody(w, golden(t, "openai/chat_tools.json"))
+			default:
+				writeBody(w, golden(t, "openai/chat.json"))
+			}
+		case "openai GET /v1/models":
+			writeBody(w, golden(t, "openai/models.json"))
+		case "openai POST /v1/embeddings":
+			writeBody(w, golden(t, "openai/embeddings.json"))
+		case "ollama POST /api/chat":
+			stream := req.Stream == nil || *req.Stream
+			switch {
+			case tools:
+				writeBody(w, golden(t, "ollama/chat_tools.json"))
+			case stream:
+				replay(w, "application/x-ndjson", golden(t, "ollama/chat_stream.ndjson"), "\n")
+			default:
+				writeBody(w, golden(t, "ollama/chat.json"))
+			}
+		case "ollama POST /api/generate":
+			replay(w, "application/x-ndjson", golden(t, "ollama/generate_stream.ndjson"), "\n")
+		case "ollama POST /api/embed":
+			writeBody(w, golden(t, "ollama/embed.json"))
+		case "ollama GET /api/tags":
+			writeBody(w, golden(t, "ollama/tags.json"))
+		case "ollama GET /api/version":
+			writeBody(w, []byte(`{"version":"0.17.4"}`))
+		default:
+			http.Error(w, "fake backend: no route "+r.Method+" "+r.URL.Path, http.StatusNotFound)
+		}
+	}
+}
+
+func writeBody(w http.ResponseWriter, b []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Backend-Header", "kept")
+	_, _ = w.Write(b)
+}
+
+// replay writes events one at a time, flushing after each, as a real
+// streaming server does.
+func replay(w http.ResponseWriter, contentType string, payload []byte, sep string) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("X-Backend-Header", "kept")
+	w.WriteHeader(http.StatusOK)
+	for _, ev := range splitKeep(payload, sep) {
+		_, _ = w.Write(ev)
+		w.(http.Flusher).Flush()
+	}
+}
+
+// splitKeep splits b after each sep, keeping sep on each piece.
+func splitKeep(b []byte, sep string) [][]byte {
+	var out [][]byte
+	for len(b) > 0 {
+		i := bytes.Index(b, []byte(sep))
+		if i < 0 {
+			out = append(out, b)
+			break
+		}
+		out = append(out, b[:i+len(sep)])
+		b = b[i+len(sep):]
+	}
+	return out
+}
+
+// frontend is dso under test, in front of the given backends.
+type frontend struct {
+	*httptest.Server
+	proxy *proxy.Server
+}
+
+type frontendOpt func(*proxy.Options, []config.Backend)
+
+func newFrontend(t testing.TB, cfgs []config.Backend, opts ...frontendOpt) *frontend {
+	t.Helper()
+	for i := range cfgs {
+		if cfgs[i].Name == "" {
+			cfgs[i].Name = cfgs[i].Type + string(rune('a'+i))
+		}
+		if cfgs[i].Timeout == 0 {
+			cfgs[i].Timeout = 10 * time.Second
+		}
+		if cfgs[i].RetryBackoff == 0 {
+			cfgs[i].RetryBackoff = time.Millisecond
+		}
+	}
+	o := proxy.Options{}
+	for _, f := range opts {
+		f(&o, cfgs)
+	}
+	router, err := providers.NewRouter(cfgs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Router = router
+	p := proxy.New(o)
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return &frontend{Server: srv, proxy: p}
+}
+
+func openaiCfg(b *backend) config.Backend {
+	return config.Backend{Type: config.TypeOpenAI, URL: b.URL + "/v1"}
+}
+
+func ollamaCfg(b *backend) config.Backend {
+	return config.Backend{Type: config.TypeOllama, URL: b.URL}
+}
+
+// post sends body to the frontend and returns status, headers and body.
+func post(t testing.TB, url string, body string, hdr ...string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
+}

@@ -1,0 +1,51 @@
+package proxy
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the proxy's Prometheus series. Labels are bounded: the route
+// pattern, the configured backend name, and the status code.
+type metrics struct {
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	firstByte *prometheus.HistogramVec
+	upstream  *prometheus.HistogramVec
+	attempts  *prometheus.CounterVec
+}
+
+// latencyBuckets span a cached token (ms) to a long generation (minutes).
+var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dso_proxy_requests_total", Help: "Requests served, by route, backend and status code.",
+		}, []string{"route", "backend", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dso_proxy_request_duration_seconds", Help: "Total time to serve a request, by route and backend.", Buckets: latencyBuckets,
+		}, []string{"route", "backend"}),
+		firstByte: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dso_proxy_first_byte_seconds", Help: "Time from request to the first response byte sent to the client.", Buckets: latencyBuckets,
+		}, []string{"route", "backend"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dso_upstream_first_byte_seconds", Help: "Time from sending to a backend to its response headers.", Buckets: latencyBuckets,
+		}, []string{"backend"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dso_upstream_attempts_total", Help: "Backend attempts by outcome: ok, retry, failover, error.",
+		}, []string{"backend", "outcome"}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts)
+	return m
+}
+
+func (m *metrics) observe(route, backend string, status int, total, firstByte time.Duration) {
+	m.requests.WithLabelValues(route, backend, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(route, backend).Observe(total.Seconds())
+	if firstByte > 0 {
+		m.firstByte.WithLabelValues(route, backend).Observe(firstByte.Seconds())
+	}
+}

@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dso-proxy/dso/config"
+	"github.com/go-chi/chi/v5"
+)
+
+// Log attribute keys.
+const (
+	logKeyRequestID = "request_id"
+	logKeyRoute     = "route"
+	logKeyModel     = "model"
+	logKeyBackend   = "backend"
+	logKeyStatus    = "status"
+	logKeyDuration  = "duration_ms"
+	logKeyTTFB      = "ttfb_ms"
+	logKeyBytes     = "bytes"
+	logKeyErr       = "err"
+)
+
+type ctxKeyInfo struct{}
+
+// reqInfo is filled in by handlers and read by the logging and metrics
+// middleware once the handler returns.
+type reqInfo struct {
+	id      string
+	model   string
+	backend string
+	err     error // logged, never sent
+}
+
+func info(ctx context.Context) *reqInfo {
+	if ri, ok := ctx.Value(ctxKeyInfo{}).(*reqInfo); ok {
+		return ri
+	}
+	return &reqInfo{}
+}
+
+// RequestID returns the request's id, or "" outside a request.
+func RequestID(ctx context.Context) string { return info(ctx).id }
+
+// requestID honours a sane incoming X-Request-Id and otherwise makes one.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 128 && printableASCII(id) {
+		return id
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// observe is the outermost middleware: request id, recovery, logging and
+// metrics.
+func (s *Server) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ri := &reqInfo{id: requestID(r)}
+		ctx := context.WithValue(r.Context(), ctxKeyInfo{}, ri)
+		w.Header().Set("X-Request-Id", ri.id)
+		sw := &statusWriter{ResponseWriter: w, start: start}
+		defer func() {
+			rec := recover()
+			if rec != nil && rec != http.ErrAbortHandler {
+				s.log.ErrorContext(ctx, "panic serving request", logKeyRequestID, ri.id, "panic", rec)
+				if !sw.wroteHeader {
+					writeError(sw, routeSurface(r), &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "internal error"})
+				}
+			}
+			s.finish(ctx, r, sw, ri, start)
+			if rec == http.ErrAbortHandler {
+				panic(rec)
+			}
+		}()
+		next.ServeHTTP(sw, r.WithContext(ctx))
+	})
+}
+
+func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, ri *reqInfo, start time.Time) {
+	route := chi.RouteContext(ctx).RoutePattern()
+	if route == "" {
+		route = "unmatched"
+	}
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+		if ctx.Err() != nil {
+			status = StatusClientClosed
+		}
+	}
+	dur := time.Since(start)
+	backend := ri.backend
+	s.metrics.observe(route, backend, status, dur, sw.firstByte)
+	attrs := []slog.Attr{
+		slog.String(logKeyRequestID, ri.id),
+		slog.String("method", r.Method),
+		slog.String(logKeyRoute, route),
+		slog.Int(logKeyStatus, status),
+		slog.Float64(logKeyDuration, float64(dur.Microseconds())/1000),
+		slog.Int64(logKeyBytes, sw.bytes),
+	}
+	if sw.firstByte > 0 {
+		attrs = append(attrs, slog.Float64(logKeyTTFB, float64(sw.firstByte.Microseconds())/1000))
+	}
+	if ri.model != "" {
+		attrs = append(attrs, slog.String(logKeyModel, ri.model))
+	}
+	if backend != "" {
+		attrs = append(attrs, slog.String(logKeyBackend, backend))
+	}
+	level := slog.LevelInfo
+	if ri.err != nil {
+		attrs = append(attrs, slog.String(logKeyErr, ri.err.Error()))
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+	}
+	s.log.LogAttrs(ctx, level, "request", attrs...)
+}
+
+// statusWriter records status, size and time to first byte. It keeps
+// http.Flusher reachable through Unwrap, for http.ResponseController.
+type statusWriter struct {
+	http.ResponseWriter
+	start       time.Time
+	status      int
+	wroteHeader bool
+	bytes       int64
+	firstByte   time.Duration
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+		if code >= 200 {
+			w.firstByte = time.Since(w.start)
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var _ http.Flusher = (*statusWriter)(nil)
+
+// routeSurface tells which error shape a path speaks.
+func routeSurface(r *http.Request) surface {
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		return surfaceOllama
+	}
+	return surfaceOpenAI
+}
+
+// keyring checks client API keys in constant time.
+type keyring struct {
+	digests [][32]byte
+}
+
+func newKeyring(keys []config.Secret) *keyring {
+	k := &keyring{}
+	for _, key := range keys {
+		k.digests = append(k.digests, sha256.Sum256([]byte(key.Reveal())))
+	}
+	return k
+}
+
+// check compares the presented key's digest with every configured digest,
+// without stopping early, so timing says nothing about which one matched.
+func (k *keyring) check(presented string) bool {
+	d := sha256.Sum256([]byte(presented))
+	ok := 0
+	for i := range k.digests {
+		ok |= subtle.ConstantTimeCompare(d[:], k.digests[i][:])
+	}
+	return ok == 1
+}
+
+// presentedKey reads "Authorization: Bearer KEY" or "X-API-Key: KEY".
+func presentedKey(r *http.Request) string {
+	if v := r.Header.Get("Authorization"); v != "" {
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			return strings.TrimSpace(v[7:])
+		}
+		return ""
+	}
+	return r.Header.Get("X-API-Key")
+}
+
+// auth requires a configured client key when there are any.
+func (s *Server) auth(next http.Handler) http.Handler {
+	if len(s.keys.digests) == 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.keys.check(presentedKey(r)) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="dso"`)
+			writeError(w, routeSurface(r), &HTTPError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key", Msg: "missing or invalid API key"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// retryAfter parses a Retry-After header in seconds, capped.
+func retryAfter(h http.Header, max time.Duration) time.Duration {
+	if h == nil {
+		return 0
+	}
+	n, err := strconv.Atoi(h.Get("Retry-After"))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	d := time.Duration(n) * time.Second
+	if d > max {
+		d = max
+	}
+	return d
+}

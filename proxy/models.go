@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"github.com/dso-proxy/dso/providers"
+	"github.com/ollama/ollama/api"
+)
+
+// ollamaCompatVersion is reported on /api/version when no Ollama backend
+// answers: recent enough for clients that check a minimum version.
+const ollamaCompatVersion = "0.17.4"
+
+// openAIModels serves GET /v1/models, merged over backends.
+func (s *Server) openAIModels(w http.ResponseWriter, r *http.Request) {
+	ms, err := s.models(r.Context())
+	if err != nil {
+		s.fail(w, r, surfaceOpenAI, err)
+		return
+	}
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	data := make([]model, 0, len(ms))
+	for _, m := range ms {
+		created := int64(0)
+		if !m.Created.IsZero() {
+			created = m.Created.Unix()
+		}
+		owner := m.OwnedBy
+		if owner == "" {
+			owner = m.Backend
+		}
+		data = append(data, model{ID: m.ID, Object: "model", Created: created, OwnedBy: owner})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}
+
+// ollamaTags serves GET /api/tags, merged over backends.
+func (s *Server) ollamaTags(w http.ResponseWriter, r *http.Request) {
+	ms, err := s.models(r.Context())
+	if err != nil {
+		s.fail(w, r, surfaceOllama, err)
+		return
+	}
+	out := api.ListResponse{Models: make([]api.ListModelResponse, 0, len(ms))}
+	for _, m := range ms {
+		out.Models = append(out.Models, api.ListModelResponse{Name: m.ID, Model: m.ID, ModifiedAt: m.Created, Size: m.Size, Digest: m.Digest, Details: m.Details})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// models lists models over every backend; it fails only when every
+// backend failed.
+func (s *Server) models(ctx context.Context) ([]providers.Model, error) {
+	ms, errs := s.router.Models(ctx)
+	for _, err := range errs {
+		s.log.WarnContext(ctx, "listing models failed", logKeyRequestID, RequestID(ctx), logKeyErr, err.Error())
+	}
+	if len(errs) > 0 && len(errs) == len(s.router.Backends()) {
+		return nil, errs[0]
+	}
+	return ms, nil
+}
+
+// ollamaVersion serves GET /api/version: the first Ollama backend's, or a
+// compatible constant.
+func (s *Server) ollamaVersion(w http.ResponseWriter, r *http.Request) {
+	v := ollamaCompatVersion
+	for _, b := range s.router.Backends() {
+		if o, ok := b.(*providers.Ollama); ok {
+			ctx, cancel := context.WithTimeout(r.Context(), s.opts.ReadyTimeout)
+			got, err := o.Version(ctx)
+			cancel()
+			if err == nil && got != "" {
+				v = got
+				break
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"version": v})
+}
+
+// ollamaRoot answers GET / as Ollama does; clients probe it.
+func (s *Server) ollamaRoot(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write([]byte("Ollama is running"))
+	}
+}
+
+// openAIEmbeddings serves POST /v1/embeddings.
+func (s *Server) openAIEmbeddings(w http.ResponseWriter, r *http.Request) {
+	s.embeddings(w, r, surfaceOpenAI, "openai", providers.OpenAIEmbedToOllama, providers.OllamaEmbedResponseToOpenAI)
+}
+
+// ollamaEmbed serves POST /api/embed.
+func (s *Server) ollamaEmbed(w http.ResponseWriter, r *http.Request) {
+	s.embeddings(w, r, surfaceOllama, "ollama", providers.OllamaEmbedToOpenAI, providers.OpenAIEmbedResponseToOllama)
+}
+
+func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, sf surface, sameType string,
+	translateReq func([]byte) ([]byte, providers.EmbedInfo, error),
+	translateResp func([]byte, providers.EmbedInfo) ([]byte, error)) {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	var h struct {
+		Model *string         `json:"model"`
+		Input json.RawMessage `json:"input"`
+	}
+	if err := json.Unmarshal(body, &h); err != nil {
+		s.fail(w, r, sf, badRequest("request body is not valid JSON: %s", jsonErrMsg(err)))
+		return
+	}
+	if h.Model == nil || *h.Model == "" {
+		s.fail(w, r, sf, badRequest("model is required"))
+		return
+	}
+	if len(h.Input) == 0 || string(h.Input) == "null" {
+		s.fail(w, r, sf, badRequest("input is required"))
+		return
+	}
+	info(r.Context()).model = *h.Model
+	chain, err := s.router.Route(*h.Model)
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	var ei providers.EmbedInfo
+	var translated []byte
+	resp, b, err := s.dispatch(r.Context(), chain, func(ctx context.Context, b providers.Backend) (*http.Response, error) {
+		out := body
+		if b.Type() != sameType {
+			if translated == nil {
+				var terr error
+				if translated, ei, terr = translateReq(body); terr != nil {
+					return nil, terr
+				}
+			}
+			out = translated
+		}
+		return b.Embeddings(ctx, out, s.upstreamHeader(r, b.Config().APIKey != ""))
+	})
+	if err != nil {
+		s.failFrom(w, r, sf, b, sameType, err)
+		return
+	}
+	if b.Type() == sameType {
+		s.relay(w, resp, sf)
+		return
+	}
+	defer resp.Body.Close()
+	s.translateWhole(w, r, sf, resp, func(raw []byte) ([]byte, error) { return translateResp(raw, ei) })
+}

@@ -1,0 +1,230 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"sync"
+)
+
+// hopHeaders are connection-level headers never forwarded either way
+// (RFC 9110 §7.6.1), plus ones dso sets itself.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// notUpstream are request headers dso does not forward: the transport sets
+// Host, length and encoding for the body dso sends.
+var notUpstream = map[string]bool{
+	"Host": true, "Content-Length": true, "Content-Type": true, "Accept-Encoding": true,
+}
+
+// copyHeaders copies src to dst without hop-by-hop headers, including any
+// named in src's Connection header.
+func copyHeaders(dst, src http.Header, skip map[string]bool) {
+	drop := map[string]bool{}
+	for _, h := range hopHeaders {
+		drop[h] = true
+	}
+	for _, v := range src.Values("Connection") {
+		for _, f := range strings.Split(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				drop[http.CanonicalHeaderKey(f)] = true
+			}
+		}
+	}
+	for k, vs := range src {
+		if drop[k] || skip[k] {
+			continue
+		}
+		dst[k] = append([]string(nil), vs...)
+	}
+}
+
+// upstreamHeader is what dso forwards of the client's headers. The client's
+// credentials go upstream only where neither the backend has its own key
+// nor dso checked a key of its own.
+func (s *Server) upstreamHeader(r *http.Request, hasKey bool) http.Header {
+	h := http.Header{}
+	copyHeaders(h, r.Header, notUpstream)
+	for k := range h {
+		if strings.HasPrefix(k, "X-Dso-") {
+			delete(h, k)
+		}
+	}
+	if hasKey || len(s.keys.digests) > 0 {
+		h.Del("Authorization")
+		h.Del("X-Api-Key")
+	}
+	h.Set("X-Request-Id", RequestID(r.Context()))
+	return h
+}
+
+// framing says how a streamed body splits into events.
+type framing int
+
+const (
+	framingNone   framing = iota // not a stream: copy as is
+	framingSSE                   // text/event-stream: events end with a blank line
+	framingNDJSON                // application/x-ndjson: events end with \n
+)
+
+// framingOf decides from the response's media type, as
+// httputil.ReverseProxy does; a body of unknown length with no known type
+// is treated as newline-delimited so it is still flushed as it arrives.
+func framingOf(resp *http.Response) framing {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch mt {
+	case "text/event-stream":
+		return framingSSE
+	case "application/x-ndjson", "application/jsonl", "application/json-seq":
+		return framingNDJSON
+	}
+	if resp.ContentLength == -1 && mt != "application/json" {
+		return framingNDJSON
+	}
+	return framingNone
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// relay writes the backend's response to the client unchanged: status,
+// end-to-end headers and body bytes. Streams are written whole event by
+// whole event, each flushed as it arrives, so that a failure mid-stream can
+// end with one well-formed error event in the client's format.
+func (s *Server) relay(w http.ResponseWriter, resp *http.Response, sf surface) {
+	defer resp.Body.Close()
+	copyHeaders(w.Header(), resp.Header, nil)
+	fr := framingOf(resp)
+	if fr != framingNone {
+		w.Header().Del("Content-Length")
+	}
+	w.WriteHeader(resp.StatusCode)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	rc := http.NewResponseController(w)
+	if fr == framingNone {
+		if _, err := io.CopyBuffer(w, resp.Body, buf); err != nil {
+			info(resp.Request.Context()).err = err
+			panic(http.ErrAbortHandler) // truncate: never fake a complete body
+		}
+		return
+	}
+	var pending []byte
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			pending = append(pending, buf[:n]...)
+			if cut := lastBoundary(pending, fr); cut > 0 {
+				if _, werr := w.Write(pending[:cut]); werr != nil {
+					return // client gone; its context cancels the backend
+				}
+				_ = rc.Flush()
+				pending = append(pending[:0], pending[cut:]...)
+			}
+		}
+		if err == io.EOF {
+			if len(pending) > 0 {
+				_, _ = w.Write(pending)
+				_ = rc.Flush()
+			}
+			return
+		}
+		if err != nil {
+			info(resp.Request.Context()).err = err
+			s.streamError(w, sf, fr, err)
+			return
+		}
+	}
+}
+
+// lastBoundary returns the end of the last complete event in b, or 0.
+func lastBoundary(b []byte, fr framing) int {
+	if fr == framingNDJSON {
+		return bytes.LastIndexByte(b, '\n') + 1
+	}
+	cut := 0
+	if i := bytes.LastIndex(b, []byte("\n\n")); i >= 0 {
+		cut = i + 2
+	}
+	if i := bytes.LastIndex(b, []byte("\n\r\n")); i >= 0 && i+3 > cut {
+		cut = i + 3
+	}
+	return cut
+}
+
+// streamError ends a stream whose header has gone out with one error event
+// in the client's format.
+func (s *Server) streamError(w http.ResponseWriter, sf surface, fr framing, err error) {
+	he := toHTTPError(err)
+	if he.Status == StatusClientClosed {
+		return
+	}
+	body := errorBody(sf, he)
+	if fr == framingSSE {
+		body = append(append([]byte("data: "), body...), "\n\n"...)
+	} else {
+		body = append(body, '\n')
+	}
+	_, _ = w.Write(body)
+	_ = http.NewResponseController(w).Flush()
+}
+
+// eventWriter frames translated events for the client and flushes each.
+type eventWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+	fr framing
+}
+
+func newEventWriter(w http.ResponseWriter, fr framing) *eventWriter {
+	h := w.Header()
+	if fr == framingSSE {
+		h.Set("Content-Type", "text/event-stream")
+	} else {
+		h.Set("Content-Type", "application/x-ndjson")
+	}
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	return &eventWriter{w: w, rc: http.NewResponseController(w), fr: fr}
+}
+
+func (e *eventWriter) emit(payload []byte) error {
+	var buf []byte
+	if e.fr == framingSSE {
+		buf = make([]byte, 0, len(payload)+8)
+		buf = append(append(append(buf, "data: "...), payload...), "\n\n"...)
+	} else {
+		buf = append(append(make([]byte, 0, len(payload)+1), payload...), '\n')
+	}
+	if _, err := e.w.Write(buf); err != nil {
+		return errClientGone
+	}
+	return e.rc.Flush()
+}
+
+var errClientGone = errors.New("client went away")
+
+// writeJSON writes v with status code.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, surfaceOpenAI, err)
+		return
+	}
+	writeRawJSON(w, code, b)
+}
+
+func writeRawJSON(w http.ResponseWriter, code int, b []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,178 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/providers"
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options configure a Server. Zero fields take the default named beside them.
+type Options struct {
+	// Router picks backends by model. Required.
+	Router *providers.Router
+	// Logger receives one line per request and operational events. Nil
+	// discards.
+	Logger *slog.Logger
+	// Registry holds the metrics served on /metrics. Nil: a new registry
+	// with Go and process collectors.
+	Registry *prometheus.Registry
+	// APIKeys, when non-empty, are required from clients.
+	APIKeys []config.Secret
+	// MaxBodyBytes caps request bodies. Zero: config.DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxRetryWait caps one wait between retries, including a backend's
+	// Retry-After. Zero: 5s.
+	MaxRetryWait time.Duration
+	// ReadyTimeout bounds each backend check of /readyz. Zero: 3s.
+	ReadyTimeout time.Duration
+}
+
+// Server is dso's HTTP surface.
+type Server struct {
+	opts    Options
+	router  *providers.Router
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+	keys    *keyring
+	handler http.Handler
+}
+
+// New builds a Server. It panics if opts.Router is nil: that is a wiring
+// mistake, not a runtime condition.
+func New(opts Options) *Server {
+	if opts.Router == nil {
+		panic("proxy: Options.Router is nil")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = config.DefaultMaxBodyBytes
+	}
+	if opts.MaxRetryWait <= 0 {
+		opts.MaxRetryWait = 5 * time.Second
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 3 * time.Second
+	}
+	s := &Server{
+		opts:    opts,
+		router:  opts.Router,
+		log:     opts.Logger,
+		reg:     opts.Registry,
+		metrics: newMetrics(opts.Registry),
+		keys:    newKeyring(opts.APIKeys),
+	}
+	s.handler = s.routes()
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// routes is the one route table.
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.observe)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, routeSurface(r), &HTTPError{Status: http.StatusNotFound, Type: "invalid_request_error", Msg: fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)})
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, routeSurface(r), &HTTPError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Msg: fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path)})
+	})
+
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+
+	r.Group(func(r chi.Router) {
+		r.Use(s.auth)
+		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+
+		// OpenAI surface, with and without the /v1 prefix.
+		for _, p := range []string{"/v1", ""} {
+			r.Post(p+"/chat/completions", s.openAIChat)
+			r.Get(p+"/models", s.openAIModels)
+			r.Post(p+"/embeddings", s.openAIEmbeddings)
+		}
+
+		// Ollama surface.
+		r.Get("/", s.ollamaRoot)
+		r.Head("/", s.ollamaRoot)
+		r.Post("/api/chat", s.ollamaChat)
+		r.Post("/api/generate", s.ollamaGenerate)
+		r.Post("/api/embed", s.ollamaEmbed)
+		r.Get("/api/tags", s.ollamaTags)
+		r.Get("/api/version", s.ollamaVersion)
+	})
+	return r
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// readyz checks every backend concurrently.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	bs := s.router.Backends()
+	type result struct {
+		name string
+		err  error
+	}
+	ch := make(chan result, len(bs))
+	for _, b := range bs {
+		go func() {
+			ctx, cancel := context.WithTimeout(r.Context(), s.opts.ReadyTimeout)
+			defer cancel()
+			ch <- result{b.Name(), b.Ping(ctx)}
+		}()
+	}
+	status := map[string]string{}
+	ready := true
+	for range bs {
+		res := <-ch
+		if res.err != nil {
+			ready = false
+			status[res.name] = "unreachable"
+			s.log.WarnContext(r.Context(), "backend not ready", logKeyBackend, res.name, logKeyErr, res.err.Error())
+		} else {
+			status[res.name] = "ok"
+		}
+	}
+	code := http.StatusOK
+	if !ready {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{"ready": ready, "backends": status})
+}
+
+// readBody reads the whole request body within the size limit. Reading it
+// first is deliberate: see DESIGN.md on streams lost when the request body
+// is streamed upstream while the response streams back.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &HTTPError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large", Msg: fmt.Sprintf("request body is larger than %d bytes", mbe.Limit), Err: err}
+		}
+		return nil, &HTTPError{Status: http.StatusBadRequest, Type: "invalid_request_error", Msg: "could not read the request body", Err: err}
+	}
+	return body, nil
+}
