@@ -1,0 +1,326 @@
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Errors from Messages and Prompt. The body is returned unchanged with
+// them; a caller should forward it as is (fail open).
+var (
+	// ErrBadBody reports a body that is not one valid JSON object, or whose
+	// messages value is not an array.
+	ErrBadBody = errors.New("inject: request body is not a JSON object")
+	// ErrNoMessages reports a chat body without a messages field.
+	ErrNoMessages = errors.New("inject: request body has no messages")
+)
+
+// noteSeparator goes between a client's system text and the notes.
+const noteSeparator = "\n\n"
+
+// Messages adds the system text sys to a chat request body (OpenAI
+// /v1/chat/completions or Ollama /api/chat) and returns the new body. It
+// edits only the messages array:
+//
+//   - if a message has role "system" or "developer", sys is appended to
+//     the first such message: to its string content after a blank line, as
+//     a new {"type":"text","text":...} part when the content is an array of
+//     parts, or as the content when it is null or absent;
+//   - otherwise a new {"role":"system","content":sys} message is inserted
+//     first.
+//
+// Every other byte of body is kept as it was: other fields, their order,
+// numbers as written, whitespace, and the other messages. An empty sys
+// returns body unchanged. The input is never modified.
+func Messages(body []byte, sys string) ([]byte, error) {
+	if sys == "" {
+		return body, nil
+	}
+	top, err := walkObject(body)
+	if err != nil {
+		return body, err
+	}
+	f, err := top.only("messages")
+	if err != nil {
+		return body, err
+	}
+	if f == nil {
+		return body, ErrNoMessages
+	}
+	arr := body[f.start:f.end]
+	newArr, err := mergeMessages(arr, sys)
+	if err != nil {
+		return body, err
+	}
+	return splice(body, f.start, f.end, newArr), nil
+}
+
+// Prompt adds the system text sys to an Ollama /api/generate body: it is
+// appended after a blank line to a string "system" field, or becomes the
+// "system" field when that is null or absent (added as the last field).
+// Everything else is kept byte for byte. An empty sys returns body
+// unchanged.
+func Prompt(body []byte, sys string) ([]byte, error) {
+	if sys == "" {
+		return body, nil
+	}
+	top, err := walkObject(body)
+	if err != nil {
+		return body, err
+	}
+	f, err := top.only("system")
+	if err != nil {
+		return body, err
+	}
+	if f == nil {
+		return insertField(body, top, "system", quote(sys)), nil
+	}
+	v, err := appendToString(body[f.start:f.end], sys)
+	if err != nil {
+		return body, fmt.Errorf("%w: system is not a string", ErrBadBody)
+	}
+	return splice(body, f.start, f.end, v), nil
+}
+
+// mergeMessages returns the messages array with sys merged in.
+func mergeMessages(arr []byte, sys string) ([]byte, error) {
+	elems, err := walkArray(arr)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range elems {
+		msg := arr[e.start:e.end]
+		if msg[0] != '{' {
+			continue
+		}
+		obj, err := walkObject(msg)
+		if err != nil {
+			return nil, err
+		}
+		role, err := obj.only("role")
+		if err != nil {
+			return nil, err
+		}
+		if role == nil {
+			continue
+		}
+		var r string
+		if json.Unmarshal(msg[role.start:role.end], &r) != nil || (r != "system" && r != "developer") {
+			continue
+		}
+		merged, ok := mergeContent(msg, obj, sys)
+		if !ok {
+			break // a content shape we do not know: leave it, insert ours first
+		}
+		return splice(arr, e.start, e.end, merged), nil
+	}
+	// Insert a new system message right after '['.
+	msg := `{"role":"system","content":` + string(quote(sys)) + `}`
+	if len(elems) > 0 {
+		msg += ","
+	}
+	return splice(arr, 1, 1, []byte(msg)), nil
+}
+
+// mergeContent appends sys to one message's content.
+func mergeContent(msg []byte, obj object, sys string) ([]byte, bool) {
+	c, err := obj.only("content")
+	if err != nil {
+		return nil, false
+	}
+	if c == nil {
+		return insertField(msg, obj, "content", quote(sys)), true
+	}
+	v := msg[c.start:c.end]
+	switch v[0] {
+	case '"':
+		nv, err := appendToString(v, sys)
+		if err != nil {
+			return nil, false
+		}
+		return splice(msg, c.start, c.end, nv), true
+	case 'n': // null
+		return splice(msg, c.start, c.end, quote(sys)), true
+	case '[':
+		parts, err := walkArray(v)
+		if err != nil {
+			return nil, false
+		}
+		part := `{"type":"text","text":` + string(quote(sys)) + `}`
+		at := len(v) - 1 // the closing ']'
+		if len(parts) > 0 {
+			at = parts[len(parts)-1].end
+			part = "," + part
+		}
+		return splice(msg, c.start+at, c.start+at, []byte(part)), true
+	}
+	return nil, false
+}
+
+// appendToString returns the JSON string literal lit with
+// noteSeparator+sys appended, keeping lit's own bytes (its escapes) as
+// they were. An empty string gets sys alone.
+func appendToString(lit []byte, sys string) ([]byte, error) {
+	var s string
+	if err := json.Unmarshal(lit, &s); err != nil {
+		return nil, err
+	}
+	if s == "" {
+		return quote(sys), nil
+	}
+	add := quote(noteSeparator + sys)
+	out := make([]byte, 0, len(lit)+len(add))
+	out = append(out, lit[:len(lit)-1]...)
+	return append(out, add[1:]...), nil
+}
+
+// quote returns s as a JSON string without HTML escaping (so "<" stays
+// readable in logs; both forms are valid JSON).
+func quote(s string) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(s) // a string always encodes
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// insertField adds "key":value as the last member of the object obj
+// parsed from data.
+func insertField(data []byte, obj object, key string, value []byte) []byte {
+	add := string(quote(key)) + ":" + string(value)
+	if len(obj.fields) > 0 {
+		at := obj.fields[len(obj.fields)-1].end
+		return splice(data, at, at, []byte(","+add))
+	}
+	return splice(data, obj.close, obj.close, []byte(add))
+}
+
+// splice returns a new slice: data with data[start:end] replaced by repl.
+func splice(data []byte, start, end int, repl []byte) []byte {
+	out := make([]byte, 0, len(data)-(end-start)+len(repl))
+	out = append(out, data[:start]...)
+	out = append(out, repl...)
+	return append(out, data[end:]...)
+}
+
+// span locates one value in the parsed bytes: data[start:end].
+type span struct {
+	key        string // object member name; "" for array elements
+	start, end int
+}
+
+// object is the layout of one JSON object.
+type object struct {
+	fields []span
+	close  int // index of the closing '}'
+}
+
+// only returns the member named key, nil if absent, or ErrBadBody if the
+// name occurs twice (JSON parsers disagree on which one wins, so dso does
+// not guess).
+func (o object) only(key string) (*span, error) {
+	var found *span
+	for i := range o.fields {
+		if o.fields[i].key == key {
+			if found != nil {
+				return nil, fmt.Errorf("%w: duplicate %q", ErrBadBody, key)
+			}
+			found = &o.fields[i]
+		}
+	}
+	return found, nil
+}
+
+// walkObject finds the byte span of every member value of the JSON object
+// that is the whole of data (surrounding whitespace allowed), without
+// decoding the values.
+func walkObject(data []byte) (object, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := expectDelim(dec, '{'); err != nil {
+		return object{}, err
+	}
+	var o object
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return object{}, fmt.Errorf("%w: %v", ErrBadBody, err)
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return object{}, ErrBadBody
+		}
+		sp, err := nextValue(dec, data)
+		if err != nil {
+			return object{}, err
+		}
+		sp.key = key
+		o.fields = append(o.fields, sp)
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return object{}, err
+	}
+	o.close = int(dec.InputOffset()) - 1
+	if err := expectEOF(dec); err != nil {
+		return object{}, err
+	}
+	return o, nil
+}
+
+// walkArray finds the byte span of every element of the JSON array that is
+// the whole of data.
+func walkArray(data []byte) ([]span, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := expectDelim(dec, '['); err != nil {
+		return nil, err
+	}
+	var elems []span
+	for dec.More() {
+		sp, err := nextValue(dec, data)
+		if err != nil {
+			return nil, err
+		}
+		elems = append(elems, sp)
+	}
+	if err := expectDelim(dec, ']'); err != nil {
+		return nil, err
+	}
+	if err := expectEOF(dec); err != nil {
+		return nil, err
+	}
+	return elems, nil
+}
+
+// nextValue reads the next value and returns where it lies in data.
+func nextValue(dec *json.Decoder, data []byte) (span, error) {
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return span{}, fmt.Errorf("%w: %v", ErrBadBody, err)
+	}
+	end := int(dec.InputOffset())
+	start := end - len(raw)
+	if start < 0 || !bytes.Equal(data[start:end], raw) {
+		return span{}, fmt.Errorf("%w: value offsets do not line up", ErrBadBody)
+	}
+	return span{start: start, end: end}, nil
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadBody, err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return fmt.Errorf("%w: want %q", ErrBadBody, want)
+	}
+	return nil
+}
+
+func expectEOF(dec *json.Decoder) error {
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: trailing data", ErrBadBody)
+	}
+	return nil
+}

@@ -1,0 +1,268 @@
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"testing"
+)
+
+func TestMessages(t *testing.T) {
+	const sys = "NOTES <x> \"q\""
+	tests := []struct {
+		name, body, want string
+	}{
+		{
+			"insert first",
+			`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"n":1}`,
+			`{"model":"gpt-4o","messages":[{"role":"system","content":"NOTES <x> \"q\""},{"role":"user","content":"hi"}],"n":1}`,
+		},
+		{
+			"merge string",
+			`{"messages": [ {"role": "system", "content": "Be brief.\u00e9", "name": "s"} , {"role":"user","content":"hi"} ]}`,
+			`{"messages": [ {"role": "system", "content": "Be brief.\u00e9\n\nNOTES <x> \"q\"", "name": "s"} , {"role":"user","content":"hi"} ]}`,
+		},
+		{
+			"merge developer",
+			`{"messages":[{"role":"user","content":"a"},{"role":"developer","content":"d"}]}`,
+			`{"messages":[{"role":"user","content":"a"},{"role":"developer","content":"d\n\nNOTES <x> \"q\""}]}`,
+		},
+		{
+			"merge first of two",
+			`{"messages":[{"role":"system","content":"one"},{"role":"system","content":"two"}]}`,
+			`{"messages":[{"role":"system","content":"one\n\nNOTES <x> \"q\""},{"role":"system","content":"two"}]}`,
+		},
+		{
+			"merge parts",
+			`{"messages":[{"role":"system","content":[{"type":"text","text":"Be brief."}]}]}`,
+			`{"messages":[{"role":"system","content":[{"type":"text","text":"Be brief."},{"type":"text","text":"NOTES <x> \"q\""}]}]}`,
+		},
+		{
+			"merge empty parts",
+			`{"messages":[{"role":"system","content":[ ]}]}`,
+			`{"messages":[{"role":"system","content":[ {"type":"text","text":"NOTES <x> \"q\""}]}]}`,
+		},
+		{
+			"merge empty string",
+			`{"messages":[{"role":"system","content":""}]}`,
+			`{"messages":[{"role":"system","content":"NOTES <x> \"q\""}]}`,
+		},
+		{
+			"merge null",
+			`{"messages":[{"role":"system","content":null}]}`,
+			`{"messages":[{"role":"system","content":"NOTES <x> \"q\""}]}`,
+		},
+		{
+			"merge absent",
+			`{"messages":[{"role":"system"}]}`,
+			`{"messages":[{"role":"system","content":"NOTES <x> \"q\""}]}`,
+		},
+		{
+			"unknown content shape",
+			`{"messages":[{"role":"system","content":42}]}`,
+			`{"messages":[{"role":"system","content":"NOTES <x> \"q\""},{"role":"system","content":42}]}`,
+		},
+		{
+			"empty messages",
+			`{"messages":[]}`,
+			`{"messages":[{"role":"system","content":"NOTES <x> \"q\""}]}`,
+		},
+		{
+			"non-object messages kept",
+			`{"messages":["odd",7,{"content":"no role"}]}`,
+			`{"messages":[{"role":"system","content":"NOTES <x> \"q\""},"odd",7,{"content":"no role"}]}`,
+		},
+		{
+			"ollama chat",
+			`{"model":"llama3.1","messages":[{"role":"user","content":"why?","images":["aGk="]}],"stream":false,"options":{"temperature":0.7,"seed":12345678901234567890}}`,
+			`{"model":"llama3.1","messages":[{"role":"system","content":"NOTES <x> \"q\""},{"role":"user","content":"why?","images":["aGk="]}],"stream":false,"options":{"temperature":0.7,"seed":12345678901234567890}}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := []byte(tt.body)
+			orig := bytes.Clone(in)
+			got, err := Messages(in, sys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+			if !json.Valid(got) {
+				t.Errorf("invalid JSON: %s", got)
+			}
+			if !bytes.Equal(in, orig) {
+				t.Error("input modified")
+			}
+		})
+	}
+}
+
+// TestMessagesPreservesBytes checks that everything outside messages
+// survives byte for byte: unknown fields, their order, odd whitespace,
+// big and exotic numbers, escapes, nulls.
+func TestMessagesPreservesBytes(t *testing.T) {
+	body := []byte("\n {\"zeta\" : 1.0e400,\t\"model\":\"gpt-4o\",\n" +
+		`"big": 123456789012345678901234567890, "neg": -0.000, "esc": "\u003c\/b\u003e\ud83d\ude00",` +
+		`"nil": null, "obj": {"b":2,"a":[1, 2 ,3]}, "messages" :` + "\n" +
+		`[{"role":"user","content":"hi","x-vendor":{"k":true}}],` +
+		`"stream_options": {"include_usage": true}, "tools": [] }` + "\n")
+	got, err := Messages(body, "notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := walkObject(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := top.only("messages")
+	if !bytes.HasPrefix(got, body[:f.start]) || !bytes.HasSuffix(got, body[f.end:]) {
+		t.Errorf("bytes outside messages changed:\n%s", got)
+	}
+	want := `[{"role":"system","content":"notes"},{"role":"user","content":"hi","x-vendor":{"k":true}}]`
+	if mid := got[f.start : len(got)-(len(body)-f.end)]; string(mid) != want {
+		t.Errorf("messages = %s; want %s", mid, want)
+	}
+}
+
+func TestMessagesErrors(t *testing.T) {
+	tests := []struct {
+		name, body string
+		want       error
+	}{
+		{"empty", ``, ErrBadBody},
+		{"array", `[1]`, ErrBadBody},
+		{"string", `"x"`, ErrBadBody},
+		{"truncated", `{"messages":[{"role":"user"`, ErrBadBody},
+		{"trailing", `{"messages":[]} {}`, ErrBadBody},
+		{"not array", `{"messages":{"role":"user"}}`, ErrBadBody},
+		{"null", `{"messages":null}`, ErrBadBody},
+		{"duplicate", `{"messages":[],"messages":[]}`, ErrBadBody},
+		{"duplicate role", `{"messages":[{"role":"system","role":"user"}]}`, ErrBadBody},
+		{"missing", `{"model":"x"}`, ErrNoMessages},
+		{"bad inner", `{"messages":[{"role":"user",}]}`, ErrBadBody},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Messages([]byte(tt.body), "n")
+			if !errors.Is(err, tt.want) {
+				t.Errorf("err = %v; want %v", err, tt.want)
+			}
+			if string(got) != tt.body {
+				t.Errorf("body changed on error: %s", got)
+			}
+		})
+	}
+	body := []byte(`{"messages":[]}`)
+	if got, err := Messages(body, ""); err != nil || !bytes.Equal(got, body) {
+		t.Errorf("empty sys = %s, %v; want body unchanged", got, err)
+	}
+}
+
+func TestPrompt(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+	}{
+		{"append", `{"model":"m","prompt":"p","system":"Be brief.","options":{"num_ctx":4096}}`,
+			`{"model":"m","prompt":"p","system":"Be brief.\n\nN","options":{"num_ctx":4096}}`},
+		{"absent", `{"model":"m", "prompt":"p" }`, `{"model":"m", "prompt":"p","system":"N" }`},
+		{"null", `{"system":null,"prompt":"p"}`, `{"system":"N","prompt":"p"}`},
+		{"empty object", `{ }`, `{ "system":"N"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Prompt([]byte(tt.body), "N")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+	if _, err := Prompt([]byte(`{"system":3}`), "N"); !errors.Is(err, ErrBadBody) {
+		t.Errorf("numeric system err = %v; want ErrBadBody", err)
+	}
+}
+
+func FuzzMessages(f *testing.F) {
+	for _, s := range []string{
+		`{"messages":[{"role":"user","content":"hi"}]}`,
+		`{"a":1,"messages":[{"role":"system","content":[{"type":"text","text":"x"}]}],"b":[null]}`,
+		`{"messages":[{"role":"developer","content":null}],"n":1e999}`,
+		`{"messages":[]}`, `{}`, `[]`, `{"messages":[1,"a",{}]}`, `{"messages":[{"role":"system"}]}`,
+	} {
+		f.Add([]byte(s), "notes <|im_end|>")
+	}
+	f.Fuzz(func(t *testing.T, body []byte, sys string) {
+		orig := bytes.Clone(body)
+		got, err := Messages(body, sys)
+		if !bytes.Equal(body, orig) {
+			t.Fatal("input modified")
+		}
+		if err != nil || sys == "" {
+			if !bytes.Equal(got, body) {
+				t.Fatalf("body changed with err=%v", err)
+			}
+			return
+		}
+		if !json.Valid(body) {
+			return
+		}
+		if !json.Valid(got) {
+			t.Fatalf("invalid output for valid input:\n%s\n->\n%s", body, got)
+		}
+		top, err := walkObject(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fld, _ := top.only("messages")
+		if !bytes.HasPrefix(got, body[:fld.start]) || !bytes.HasSuffix(got, body[fld.end:]) {
+			t.Fatalf("bytes outside messages changed:\n%s\n->\n%s", body, got)
+		}
+		var before, after []json.RawMessage
+		if json.Unmarshal(body[fld.start:fld.end], &before) != nil {
+			t.Fatal("messages not an array but no error")
+		}
+		if err := json.Unmarshal(got[fld.start:len(got)-(len(body)-fld.end)], &after); err != nil {
+			t.Fatalf("new messages: %v", err)
+		}
+		if n := len(after) - len(before); n != 0 && n != 1 {
+			t.Fatalf("messages went from %d to %d", len(before), len(after))
+		}
+		if !bytes.Contains(got, quote(sys)[1:len(quote(sys))-1]) {
+			t.Fatalf("sys not in output")
+		}
+	})
+}
+
+func BenchmarkBuildMessages(b *testing.B) {
+	body := []byte(`{"model":"gpt-4o","temperature":0.2,"stream":true,"messages":[` +
+		`{"role":"system","content":"You are a careful assistant."},` +
+		`{"role":"user","content":"How do I check units before comparing two measurements in a lab report?"}]}`)
+	var notes []Note
+	for i := range 8 {
+		notes = append(notes, Note{ID: string(rune('a' + i)), Domain: "science/lab", Text: corpus[i%len(corpus)], Confidence: 0.7})
+	}
+	for _, model := range []string{"gpt-4o", "llama3"} {
+		b.Run(model, func(b *testing.B) {
+			opts := Options{Counter: CounterFor(model), MaxTokens: 800}
+			sys, used := Build(notes, opts)
+			if len(used) != len(notes) {
+				b.Fatalf("used %d of %d notes", len(used), len(notes))
+			}
+			if _, err := Messages(body, sys); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				sys, _ := Build(notes, opts)
+				if _, err := Messages(body, sys); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
