@@ -1,0 +1,54 @@
+//go:build amd64 && !purego
+
+package gpuidx
+
+// hammingAVX2 is hammingGo for words a multiple of 4 from 4 to 60, using
+// AVX2 nibble-table popcounts. n must be >= 0.
+//
+//go:noescape
+func hammingAVX2(q *uint64, codes *uint64, n int, words int, out *uint16)
+
+// hamming60AVX2 is hammingAVX2 for words = 60, unrolled.
+//
+//go:noescape
+func hamming60AVX2(q *uint64, codes *uint64, n int, out *uint16)
+
+func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
+
+func xgetbv() (eax, edx uint32)
+
+var hasAVX2 = func() bool {
+	maxID, _, _, _ := cpuid(0, 0)
+	if maxID < 7 {
+		return false
+	}
+	_, _, ecx1, _ := cpuid(1, 0)
+	const osxsave, avx = 1 << 27, 1 << 28
+	if ecx1&osxsave == 0 || ecx1&avx == 0 {
+		return false
+	}
+	if xcr0, _ := xgetbv(); xcr0&6 != 6 { // XMM and YMM state enabled by the OS
+		return false
+	}
+	_, ebx7, _, _ := cpuid(7, 0)
+	return ebx7&(1<<5) != 0
+}()
+
+// hamming is the kernel the index uses: AVX2 where the CPU has it.
+func hamming(q []uint64, codes []uint64, n, words int, out []uint16) {
+	if n == 0 {
+		return
+	}
+	if hasAVX2 && words%4 == 0 && words >= 4 && words <= 60 {
+		_ = q[words-1]
+		_ = codes[n*words-1]
+		_ = out[n-1]
+		if words == 60 {
+			hamming60AVX2(&q[0], &codes[0], n, &out[0])
+		} else {
+			hammingAVX2(&q[0], &codes[0], n, words, &out[0])
+		}
+		return
+	}
+	hammingGo(q, codes, n, words, out)
+}

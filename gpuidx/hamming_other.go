@@ -1,0 +1,9 @@
+//go:build !amd64 || purego
+
+package gpuidx
+
+const hasAVX2 = false
+
+func hamming(q []uint64, codes []uint64, n, words int, out []uint16) {
+	hammingGo(q, codes, n, words, out)
+}

@@ -1,0 +1,506 @@
+package gpuidx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/dso-proxy/dso/compress"
+)
+
+// Meta is what the scan filters on.
+type Meta struct {
+	// Domain is a dot-separated path such as "code.rust.async"; "" is the
+	// root domain, matched only by an empty query domain.
+	Domain string
+	// Confidence is the record's confidence; queries can ask for a minimum.
+	Confidence float32
+	// Retired records stay in the index but are never returned.
+	Retired bool
+}
+
+// Mode selects the search strategy.
+type Mode uint8
+
+const (
+	// ModePrefixRerank (the zero Mode) scans a prefix of every code, checks
+	// the full code of the best candidates, then re-ranks the best of those
+	// by the exact dot product of the float query with their ±scale codes.
+	ModePrefixRerank Mode = iota
+	// ModeFull ranks every code by full Hamming distance.
+	ModeFull
+	// ModeFullRerank ranks every code by full Hamming distance, then
+	// re-ranks the best by the exact dot product.
+	ModeFullRerank
+	// ModePrefix scans a prefix of every code, then ranks the best
+	// candidates by full Hamming distance.
+	ModePrefix
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModePrefixRerank:
+		return "prefix+rerank"
+	case ModeFull:
+		return "full"
+	case ModeFullRerank:
+		return "full+rerank"
+	case ModePrefix:
+		return "prefix"
+	}
+	return fmt.Sprintf("Mode(%d)", uint8(m))
+}
+
+func (m Mode) prefix() bool { return m == ModePrefixRerank || m == ModePrefix }
+func (m Mode) rerank() bool { return m == ModePrefixRerank || m == ModeFullRerank }
+
+// Query is one search.
+type Query struct {
+	// Vector is the canonical, centred query (compress.Dim components). It
+	// is required by the re-ranking modes; the others need it only when
+	// Code is nil.
+	Vector []float32
+	// Code is the query's code; nil means compress.Encode(Vector).
+	Code *compress.Code
+	// K is the number of hits wanted; 0 means 10.
+	K int
+	// Domain keeps records whose domain is Domain or below it, matching
+	// whole dot-separated segments ("code" matches "code.rust" but not
+	// "codegen"); "" keeps every domain.
+	Domain string
+	// MinConfidence drops records with a lower confidence; 0 keeps all
+	// non-negative confidences.
+	MinConfidence float32
+	// Mode is the strategy; the zero value is ModePrefixRerank.
+	Mode Mode
+	// Candidates is how many codes the prefix pass keeps; 0 means the
+	// index's CPUConfig.Candidates.
+	Candidates int
+	// Rerank is how many codes are re-ranked exactly; 0 means
+	// max(CPUConfig.Rerank, K).
+	Rerank int
+}
+
+// Hit is one result.
+type Hit struct {
+	ID string
+	// Score is the dot product of the query vector with the record's ±scale
+	// code in the re-ranking modes, and otherwise the cosine estimated from
+	// the Hamming distance, cos(π·Distance/compress.Dim). Higher is better.
+	Score float32
+	// Distance is the full Hamming distance between the codes.
+	Distance int
+}
+
+// CPUConfig configures a CPU index. The zero value is the default.
+type CPUConfig struct {
+	// PrefixWords is the number of leading 64-bit words the prefix pass
+	// reads, rounded up to a multiple of 4, at most 60; 0 means 8 (512 bits).
+	PrefixWords int
+	// Candidates is how many codes the prefix pass keeps for the full-code
+	// pass; 0 means 1024 + n/256 for an index of n codes.
+	Candidates int
+	// Rerank is how many codes are re-ranked exactly; 0 means 100.
+	Rerank int
+	// Workers is the number of goroutines a scan uses; 0 means GOMAXPROCS.
+	Workers int
+}
+
+// Errors.
+var (
+	ErrQuery    = errors.New("gpuidx: invalid query")
+	ErrFormat   = errors.New("gpuidx: not an index snapshot")
+	ErrVersion  = errors.New("gpuidx: unsupported snapshot version")
+	ErrChecksum = errors.New("gpuidx: snapshot checksum mismatch")
+)
+
+const words = compress.Words
+
+// CPU is the in-memory index scanned by the CPU. Its methods are safe for
+// concurrent use: searches share a read lock, and Upsert and Delete take the
+// write lock, so they wait for running scans and scans see each change whole.
+type CPU struct {
+	cfg CPUConfig
+
+	mu      sync.RWMutex // protects the fields below
+	codes   []uint64     // n*60 words, record i at [i*60, i*60+60)
+	prefix  []uint64     // n*cfg.PrefixWords words: the leading words again, contiguous
+	scales  []float32
+	ids     []string
+	conf    []float32
+	retired []bool
+	dom     []uint32 // index into domains
+	slot    map[string]int
+	domains []string
+	domID   map[string]uint32
+}
+
+// NewCPU returns an empty CPU index.
+func NewCPU(cfg CPUConfig) *CPU {
+	switch {
+	case cfg.PrefixWords <= 0:
+		cfg.PrefixWords = 8
+	case cfg.PrefixWords > words:
+		cfg.PrefixWords = words
+	default:
+		cfg.PrefixWords = (cfg.PrefixWords + 3) / 4 * 4
+	}
+	if cfg.Rerank <= 0 {
+		cfg.Rerank = 100
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	return &CPU{cfg: cfg, slot: map[string]int{}, domID: map[string]uint32{}}
+}
+
+// Len returns the number of records, retired ones included.
+func (x *CPU) Len() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.ids)
+}
+
+// Upsert adds the record id, or replaces its code and metadata if present.
+func (x *CPU) Upsert(id string, m Meta, c compress.Code) error {
+	if id == "" {
+		return fmt.Errorf("gpuidx: upsert: empty id")
+	}
+	if math.IsNaN(float64(c.Scale)) || math.IsInf(float64(c.Scale), 0) || c.Scale < 0 {
+		return fmt.Errorf("gpuidx: upsert %q: %w", id, compress.ErrBadScale)
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	d, ok := x.domID[m.Domain]
+	if !ok {
+		d = uint32(len(x.domains))
+		x.domains = append(x.domains, m.Domain)
+		x.domID[m.Domain] = d
+	}
+	p := x.cfg.PrefixWords
+	i, ok := x.slot[id]
+	if !ok {
+		i = len(x.ids)
+		x.slot[id] = i
+		x.ids = append(x.ids, id)
+		x.codes = append(x.codes, c.Bits[:]...)
+		x.prefix = append(x.prefix, c.Bits[:p]...)
+		x.scales = append(x.scales, c.Scale)
+		x.conf = append(x.conf, m.Confidence)
+		x.retired = append(x.retired, m.Retired)
+		x.dom = append(x.dom, d)
+		return nil
+	}
+	copy(x.codes[i*words:], c.Bits[:])
+	copy(x.prefix[i*p:], c.Bits[:p])
+	x.scales[i], x.conf[i], x.retired[i], x.dom[i] = c.Scale, m.Confidence, m.Retired, d
+	return nil
+}
+
+// Delete removes the record id and reports whether it was present. The last
+// record moves into its slot, so storage stays contiguous.
+func (x *CPU) Delete(id string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	i, ok := x.slot[id]
+	if !ok {
+		return false
+	}
+	delete(x.slot, id)
+	last := len(x.ids) - 1
+	if i != last {
+		p := x.cfg.PrefixWords
+		copy(x.codes[i*words:(i+1)*words], x.codes[last*words:])
+		copy(x.prefix[i*p:(i+1)*p], x.prefix[last*p:])
+		x.ids[i], x.scales[i], x.conf[i], x.retired[i], x.dom[i] =
+			x.ids[last], x.scales[last], x.conf[last], x.retired[last], x.dom[last]
+		x.slot[x.ids[i]] = i
+	}
+	x.ids[last] = ""
+	x.ids = x.ids[:last]
+	x.codes = x.codes[:last*words]
+	x.prefix = x.prefix[:last*x.cfg.PrefixWords]
+	x.scales, x.conf, x.retired, x.dom = x.scales[:last], x.conf[:last], x.retired[:last], x.dom[:last]
+	return true
+}
+
+// Get returns the metadata and code of id.
+func (x *CPU) Get(id string) (Meta, compress.Code, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	i, ok := x.slot[id]
+	if !ok {
+		return Meta{}, compress.Code{}, false
+	}
+	var c compress.Code
+	copy(c.Bits[:], x.codes[i*words:])
+	c.Scale = x.scales[i]
+	return Meta{Domain: x.domains[x.dom[i]], Confidence: x.conf[i], Retired: x.retired[i]}, c, true
+}
+
+// DomainMatch reports whether domain is query or lies below it, comparing
+// whole dot-separated segments. An empty query matches every domain.
+func DomainMatch(query, domain string) bool {
+	if query == "" || domain == query {
+		return true
+	}
+	return strings.HasPrefix(domain, query) && domain[len(query)] == '.'
+}
+
+// filter is a query's filters resolved against the index.
+type filter struct {
+	allowed []bool // by domain id; nil allows all
+	minConf float32
+	conf    []float32
+	retired []bool
+	dom     []uint32
+}
+
+func (f *filter) ok(i int) bool {
+	if f.retired[i] || f.conf[i] < f.minConf {
+		return false
+	}
+	return f.allowed == nil || f.allowed[f.dom[i]]
+}
+
+// Search returns the best K records for q, best first. It honours ctx
+// cancellation between blocks of the scan.
+func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
+	if q.K == 0 {
+		q.K = 10
+	}
+	if q.K < 0 || q.Candidates < 0 || q.Rerank < 0 {
+		return nil, fmt.Errorf("gpuidx: search k=%d: %w", q.K, ErrQuery)
+	}
+	if q.Mode > ModePrefix {
+		return nil, fmt.Errorf("gpuidx: search mode %v: %w", q.Mode, ErrQuery)
+	}
+	if q.Vector != nil && len(q.Vector) != compress.Dim || q.Vector == nil && (q.Code == nil || q.Mode.rerank()) {
+		return nil, fmt.Errorf("gpuidx: search with a %d-component vector in mode %v: %w", len(q.Vector), q.Mode, ErrQuery)
+	}
+	qc := q.Code
+	if qc == nil {
+		c, err := compress.Encode(q.Vector)
+		if err != nil {
+			return nil, fmt.Errorf("gpuidx: search: %w", err)
+		}
+		qc = &c
+	}
+
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	n := len(x.ids)
+	f := &filter{minConf: q.MinConfidence, conf: x.conf, retired: x.retired, dom: x.dom}
+	if q.Domain != "" {
+		f.allowed = make([]bool, len(x.domains))
+		for i, d := range x.domains {
+			f.allowed[i] = DomainMatch(q.Domain, d)
+		}
+	}
+	keep := q.K
+	if q.Mode.rerank() {
+		keep = max(q.Rerank, x.cfg.Rerank, q.K)
+		if q.Rerank > 0 {
+			keep = max(q.Rerank, q.K)
+		}
+	}
+
+	var best []cand
+	if q.Mode.prefix() {
+		c := q.Candidates
+		if c == 0 {
+			c = x.cfg.Candidates
+		}
+		if c == 0 {
+			c = 1024 + n/256
+		}
+		c = max(c, keep)
+		p := x.cfg.PrefixWords
+		pre, err := x.scan(ctx, qc.Bits[:p], x.prefix, p, c, f)
+		if err != nil {
+			return nil, err
+		}
+		// Full distance of each candidate.
+		var d [1]uint16
+		for i := range pre {
+			s := int(pre[i].slot)
+			hamming(qc.Bits[:], x.codes[s*words:(s+1)*words], 1, words, d[:])
+			pre[i].dist = d[0]
+		}
+		best = selectBest(pre, keep)
+	} else {
+		var err error
+		best, err = x.scan(ctx, qc.Bits[:], x.codes, words, keep, f)
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	hits := make([]Hit, len(best))
+	for i, b := range best {
+		s := int(b.slot)
+		hits[i] = Hit{ID: x.ids[s], Distance: int(b.dist)}
+		if q.Mode.rerank() {
+			hits[i].Score = compress.Dot(q.Vector, x.codes[s*words:(s+1)*words], x.scales[s])
+		} else {
+			hits[i].Score = float32(math.Cos(math.Pi * float64(b.dist) / compress.Dim))
+		}
+	}
+	if q.Mode.rerank() {
+		slices.SortStableFunc(hits, func(a, b Hit) int {
+			switch {
+			case a.Score > b.Score:
+				return -1
+			case a.Score < b.Score:
+				return 1
+			}
+			return 0
+		})
+	}
+	if len(hits) > q.K {
+		hits = hits[:q.K]
+	}
+	return hits, nil
+}
+
+// cand is a scanned record: its slot and Hamming distance.
+type cand struct {
+	dist uint16
+	slot int32
+}
+
+func less(a, b cand) bool { return a.dist < b.dist || a.dist == b.dist && a.slot < b.slot }
+
+// selectBest sorts cs by (distance, slot) and keeps the first k.
+func selectBest(cs []cand, k int) []cand {
+	slices.SortFunc(cs, func(a, b cand) int {
+		if less(a, b) {
+			return -1
+		}
+		if less(b, a) {
+			return 1
+		}
+		return 0
+	})
+	if len(cs) > k {
+		cs = cs[:k]
+	}
+	return cs
+}
+
+const block = 512
+
+// scan computes the distance of q (w words) to every record's w-word row of
+// rows using all workers, and returns the best k records passing f.
+func (x *CPU) scan(ctx context.Context, q, rows []uint64, w, k int, f *filter) ([]cand, error) {
+	n := len(x.ids)
+	workers := x.cfg.Workers
+	if n < 4*block {
+		workers = 1
+	}
+	per := (n + workers - 1) / workers
+	per = (per + block - 1) / block * block
+	heaps := make([]maxHeap, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for wi := range workers {
+		lo, hi := wi*per, min((wi+1)*per, n)
+		if lo >= hi {
+			continue
+		}
+		run := func() {
+			heaps[wi], errs[wi] = scanRange(ctx, q, rows, w, lo, hi, k, f)
+		}
+		if workers == 1 {
+			run()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run()
+		}()
+	}
+	wg.Wait()
+	var all []cand
+	for i, h := range heaps {
+		if errs[i] != nil {
+			return nil, fmt.Errorf("gpuidx: search: %w", errs[i])
+		}
+		all = append(all, h...)
+	}
+	return selectBest(all, k), nil
+}
+
+func scanRange(ctx context.Context, q, rows []uint64, w, lo, hi, k int, f *filter) (maxHeap, error) {
+	h := make(maxHeap, 0, k)
+	var dist [block]uint16
+	thr := uint16(math.MaxUint16) // admit while the heap is not full
+	for b := lo; b < hi; b += block {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		m := min(block, hi-b)
+		hamming(q, rows[b*w:(b+m)*w], m, w, dist[:m])
+		for j, d := range dist[:m] {
+			if d > thr {
+				continue
+			}
+			s := b + j
+			c := cand{d, int32(s)}
+			if len(h) == k && !less(c, h[0]) || !f.ok(s) {
+				continue
+			}
+			if len(h) < k {
+				h.push(c)
+			} else {
+				h.replaceTop(c)
+			}
+			if len(h) == k {
+				thr = h[0].dist
+			}
+		}
+	}
+	return h, nil
+}
+
+// maxHeap is a binary max-heap of candidates by (dist, slot): the worst on top.
+type maxHeap []cand
+
+func (h *maxHeap) push(c cand) {
+	*h = append(*h, c)
+	s := *h
+	i := len(s) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !less(s[p], s[i]) {
+			break
+		}
+		s[p], s[i] = s[i], s[p]
+		i = p
+	}
+}
+
+func (h maxHeap) replaceTop(c cand) {
+	h[0] = c
+	i := 0
+	for {
+		l, r, big := 2*i+1, 2*i+2, i
+		if l < len(h) && less(h[big], h[l]) {
+			big = l
+		}
+		if r < len(h) && less(h[big], h[r]) {
+			big = r
+		}
+		if big == i {
+			return
+		}
+		h[i], h[big] = h[big], h[i]
+		i = big
+	}
+}

@@ -1,0 +1,463 @@
+package gpuidx
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/dso-proxy/dso/compress"
+)
+
+type splitmix64 uint64
+
+func (s *splitmix64) next() uint64 {
+	*s += 0x9e3779b97f4a7c15
+	z := uint64(*s)
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31
+}
+
+func (s *splitmix64) normal() float32 {
+	var t float64
+	for range 12 {
+		t += float64(s.next()>>11) / (1 << 53)
+	}
+	return float32(t - 6)
+}
+
+func randCode(s *splitmix64) compress.Code {
+	var c compress.Code
+	for i := range c.Bits {
+		c.Bits[i] = s.next()
+	}
+	c.Scale = 1
+	return c
+}
+
+// near returns c with each bit flipped with probability about p/64.
+func near(s *splitmix64, c compress.Code, p int) compress.Code {
+	for i := range c.Bits {
+		for range p {
+			c.Bits[i] ^= 1 << (s.next() % 64)
+		}
+	}
+	return c
+}
+
+func randVector(s *splitmix64) []float32 {
+	v := make([]float32, compress.Dim)
+	for i := range v {
+		v[i] = s.normal()
+	}
+	return v
+}
+
+// bruteForce is the reference: every record passing the filter, sorted by
+// (distance, slot order of insertion ids).
+func bruteForce(recs map[string]rec, q compress.Code, k int, keep func(Meta) bool) []Hit {
+	var hits []Hit
+	for id, r := range recs {
+		if keep != nil && !keep(r.m) || r.m.Retired {
+			continue
+		}
+		hits = append(hits, Hit{ID: id, Distance: compress.Hamming(&q, &r.c)})
+	}
+	slices.SortFunc(hits, func(a, b Hit) int { return a.Distance - b.Distance })
+	if len(hits) > k {
+		hits = hits[:k]
+	}
+	return hits
+}
+
+type rec struct {
+	m Meta
+	c compress.Code
+}
+
+func fill(t testing.TB, x *CPU, n int, seed uint64) map[string]rec {
+	t.Helper()
+	s := splitmix64(seed)
+	recs := map[string]rec{}
+	domains := []string{"code", "code.rust", "code.rust.async", "codegen", "math", ""}
+	for i := range n {
+		id := fmt.Sprintf("%016x", s.next())
+		r := rec{Meta{Domain: domains[i%len(domains)], Confidence: float32(i%10) / 10, Retired: i%17 == 0}, randCode(&s)}
+		if err := x.Upsert(id, r.m, r.c); err != nil {
+			t.Fatal(err)
+		}
+		recs[id] = r
+	}
+	return recs
+}
+
+func distances(h []Hit) []int {
+	d := make([]int, len(h))
+	for i := range h {
+		d[i] = h[i].Distance
+	}
+	return d
+}
+
+func TestSearchMatchesBruteForce(t *testing.T) {
+	x := NewCPU(CPUConfig{Workers: 3})
+	recs := fill(t, x, 5000, 1)
+	s := splitmix64(2)
+	for _, mode := range []Mode{ModeFull, ModePrefix} {
+		for range 5 {
+			q := randCode(&s)
+			got, err := x.Search(context.Background(), Query{Code: &q, K: 10, Mode: mode, Candidates: 5000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := bruteForce(recs, q, 10, nil)
+			if !slices.Equal(distances(got), distances(want)) {
+				t.Fatalf("%v: distances %v; want %v", mode, distances(got), distances(want))
+			}
+		}
+	}
+}
+
+func TestPrefixFindsPlantedNeighbours(t *testing.T) {
+	x := NewCPU(CPUConfig{})
+	fill(t, x, 20000, 3)
+	s := splitmix64(4)
+	centre := randCode(&s)
+	for i := range 10 {
+		if err := x.Upsert(fmt.Sprintf("near%d", i), Meta{Confidence: 1}, near(&s, centre, 8)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q := near(&s, centre, 4)
+	full, _ := x.Search(context.Background(), Query{Code: &q, Mode: ModeFull})
+	pre, _ := x.Search(context.Background(), Query{Code: &q, Mode: ModePrefix, Candidates: 64})
+	if !slices.Equal(full, pre) {
+		t.Fatalf("prefix %v; full %v", pre, full)
+	}
+	for _, h := range full {
+		if h.ID[:4] != "near" {
+			t.Fatalf("full scan missed a planted neighbour: %v", full)
+		}
+	}
+}
+
+func TestRerank(t *testing.T) {
+	x := NewCPU(CPUConfig{})
+	s := splitmix64(5)
+	base := randVector(&s)
+	var vecs [][]float32
+	for i := range 300 {
+		v := make([]float32, compress.Dim)
+		mix := float32(i%30) / 10
+		for j := range v {
+			v[j] = base[j] + mix*s.normal()
+		}
+		c, err := compress.Encode(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.Upsert(fmt.Sprint(i), Meta{}, c)
+		vecs = append(vecs, v)
+	}
+	for _, mode := range []Mode{ModePrefixRerank, ModeFullRerank} {
+		hits, err := x.Search(context.Background(), Query{Vector: base, K: 5, Mode: mode, Rerank: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hits) != 5 {
+			t.Fatalf("%d hits", len(hits))
+		}
+		for i, h := range hits {
+			_, c, _ := x.Get(h.ID)
+			if want := compress.Dot(base, c.Bits[:], c.Scale); h.Score != want {
+				t.Fatalf("hit %d score %v; want %v", i, h.Score, want)
+			}
+			if i > 0 && h.Score > hits[i-1].Score {
+				t.Fatalf("hits not sorted by score: %v", hits)
+			}
+		}
+	}
+}
+
+func TestDomainMatch(t *testing.T) {
+	tests := []struct {
+		q, d string
+		want bool
+	}{
+		{"", "", true},
+		{"", "code", true},
+		{"code", "code", true},
+		{"code", "code.rust", true},
+		{"code", "code.rust.async", true},
+		{"code.rust", "code.rust.async", true},
+		{"code", "codegen", false},
+		{"code.rust", "code", false},
+		{"code", "", false},
+		{"code.r", "code.rust", false},
+	}
+	for _, tt := range tests {
+		if got := DomainMatch(tt.q, tt.d); got != tt.want {
+			t.Errorf("DomainMatch(%q, %q) = %v; want %v", tt.q, tt.d, got, tt.want)
+		}
+	}
+}
+
+func TestFilters(t *testing.T) {
+	x := NewCPU(CPUConfig{})
+	recs := fill(t, x, 3000, 6)
+	s := splitmix64(7)
+	q := randCode(&s)
+	for _, tt := range []struct {
+		domain string
+		conf   float32
+	}{{"code", 0}, {"code.rust", 0.5}, {"", 0.9}, {"math", 0.3}, {"codegen", 0}} {
+		for _, mode := range []Mode{ModeFull, ModePrefix} {
+			got, err := x.Search(context.Background(), Query{Code: &q, K: 20, Domain: tt.domain, MinConfidence: tt.conf, Mode: mode, Candidates: 3000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := bruteForce(recs, q, 20, func(m Meta) bool { return DomainMatch(tt.domain, m.Domain) && m.Confidence >= tt.conf })
+			if !slices.Equal(distances(got), distances(want)) {
+				t.Fatalf("domain %q conf %v %v: %v; want %v", tt.domain, tt.conf, mode, distances(got), distances(want))
+			}
+			for _, h := range got {
+				r := recs[h.ID]
+				if r.m.Retired || !DomainMatch(tt.domain, r.m.Domain) || r.m.Confidence < tt.conf {
+					t.Fatalf("hit %v breaks the filter: %+v", h, r.m)
+				}
+			}
+		}
+	}
+}
+
+func TestUpsertDelete(t *testing.T) {
+	x := NewCPU(CPUConfig{})
+	s := splitmix64(8)
+	a, b := randCode(&s), randCode(&s)
+	x.Upsert("a", Meta{Domain: "x"}, a)
+	x.Upsert("b", Meta{}, b)
+	x.Upsert("a", Meta{Domain: "y", Confidence: 0.5}, b) // replace
+	if x.Len() != 2 {
+		t.Fatalf("Len = %d; want 2", x.Len())
+	}
+	m, c, ok := x.Get("a")
+	if !ok || m.Domain != "y" || m.Confidence != 0.5 || c != b {
+		t.Fatalf("Get(a) = %+v, %v", m, ok)
+	}
+	if !x.Delete("a") || x.Delete("a") {
+		t.Fatal("Delete(a) twice: want true then false")
+	}
+	if _, c, ok := x.Get("b"); !ok || c != b || x.Len() != 1 {
+		t.Fatal("b damaged by deleting a")
+	}
+	hits, _ := x.Search(context.Background(), Query{Code: &b, Mode: ModeFull})
+	if len(hits) != 1 || hits[0].ID != "b" || hits[0].Distance != 0 {
+		t.Fatalf("hits %v", hits)
+	}
+	if err := x.Upsert("", Meta{}, a); err == nil {
+		t.Fatal("empty id accepted")
+	}
+}
+
+func TestSearchErrors(t *testing.T) {
+	x := NewCPU(CPUConfig{})
+	for _, q := range []Query{
+		{},                                // no vector, no code
+		{Vector: make([]float32, 10)},     // wrong dimension
+		{Code: &compress.Code{}},          // rerank needs the vector
+		{Code: &compress.Code{}, Mode: 9}, // bad mode
+		{Code: &compress.Code{}, Mode: ModeFull, K: -1},
+	} {
+		if _, err := x.Search(context.Background(), q); !errors.Is(err, ErrQuery) {
+			t.Errorf("Search(%+v): got %v; want ErrQuery", q, err)
+		}
+	}
+	fill(t, x, 5000, 9)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := x.Search(ctx, Query{Code: &compress.Code{}, Mode: ModeFull}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled search: got %v", err)
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	x := NewCPU(CPUConfig{Workers: 2})
+	n := 3000
+	if testing.Short() {
+		n = 1000
+	}
+	fill(t, x, n, 10)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := splitmix64(100 + g)
+			for i := range 200 {
+				id := fmt.Sprintf("g%d-%d", g, i%20)
+				switch i % 4 {
+				case 0, 1:
+					x.Upsert(id, Meta{Domain: "code", Confidence: 1}, randCode(&s))
+				case 2:
+					x.Delete(id)
+				case 3:
+					q := randCode(&s)
+					if _, err := x.Search(context.Background(), Query{Code: &q, Mode: ModePrefix, Domain: "code"}); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}()
+	}
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := splitmix64(200 + g)
+			for range 30 {
+				v := randVector(&s)
+				if _, err := x.Search(context.Background(), Query{Vector: v}); err != nil {
+					t.Error(err)
+				}
+				var buf bytes.Buffer
+				if err := x.Save(&buf); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Every live id resolves to its own slot.
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for id, i := range x.slot {
+		if x.ids[i] != id {
+			t.Fatalf("slot of %q holds %q", id, x.ids[i])
+		}
+	}
+	if len(x.slot) != len(x.ids) || len(x.codes) != len(x.ids)*words {
+		t.Fatal("storage lengths disagree")
+	}
+}
+
+func TestSnapshot(t *testing.T) {
+	x := NewCPU(CPUConfig{})
+	recs := fill(t, x, 500, 11)
+	var buf bytes.Buffer
+	if err := x.Save(&buf); err != nil {
+		t.Fatal(err)
+	}
+	good := bytes.Clone(buf.Bytes())
+	y, err := Load(bytes.NewReader(good), CPUConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if y.Len() != len(recs) {
+		t.Fatalf("Len = %d; want %d", y.Len(), len(recs))
+	}
+	for id, r := range recs {
+		m, c, ok := y.Get(id)
+		if !ok || m != r.m || c != r.c {
+			t.Fatalf("record %s changed: %+v", id, m)
+		}
+	}
+	flip := func(i int) []byte {
+		b := bytes.Clone(good)
+		b[i] ^= 1
+		return b
+	}
+	for _, tt := range []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"empty", nil, ErrFormat},
+		{"magic", flip(0), ErrFormat},
+		{"version", flip(8), ErrVersion},
+		{"truncated", good[:len(good)-3], ErrFormat},
+		{"payload", flip(len(good) / 2), nil},
+		{"checksum", flip(len(good) - 1), ErrChecksum},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(bytes.NewReader(tt.b), CPUConfig{})
+			if err == nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("got %v; want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	x := NewCPU(CPUConfig{})
+	fill(f, x, 3, 12)
+	var buf bytes.Buffer
+	x.Save(&buf)
+	f.Add(buf.Bytes())
+	f.Add([]byte(snapMagic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		y, err := Load(bytes.NewReader(b), CPUConfig{})
+		if err != nil {
+			return
+		}
+		var out bytes.Buffer
+		if err := y.Save(&out); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Bytes(), b) {
+			t.Fatal("re-saving an accepted snapshot changed it")
+		}
+	})
+}
+
+func BenchmarkSearch(b *testing.B) {
+	n := 200000
+	x := NewCPU(CPUConfig{})
+	s := splitmix64(13)
+	for i := range n {
+		x.Upsert(fmt.Sprint(i), Meta{}, randCode(&s))
+	}
+	v := randVector(&s)
+	for _, mode := range []Mode{ModeFull, ModeFullRerank, ModePrefix, ModePrefixRerank} {
+		b.Run(mode.String(), func(b *testing.B) {
+			if _, err := x.Search(context.Background(), Query{Vector: v, Mode: mode}); err != nil {
+				b.Fatal(err)
+			}
+			if !mode.prefix() {
+				b.SetBytes(int64(n * words * 8))
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				x.Search(context.Background(), Query{Vector: v, Mode: mode})
+			}
+		})
+	}
+	_ = math.Pi
+}
+
+func BenchmarkHamming(b *testing.B) {
+	s := splitmix64(14)
+	const n = 4096
+	codes := make([]uint64, n*words)
+	for i := range codes {
+		codes[i] = s.next()
+	}
+	q := codes[:words]
+	out := make([]uint16, n)
+	b.Run("kernel", func(b *testing.B) {
+		b.SetBytes(n * words * 8)
+		for b.Loop() {
+			hamming(q, codes, n, words, out)
+		}
+	})
+	b.Run("go", func(b *testing.B) {
+		b.SetBytes(n * words * 8)
+		for b.Loop() {
+			hammingGo(q, codes, n, words, out)
+		}
+	})
+}
