@@ -30,7 +30,7 @@ type Mode uint8
 const (
 	// ModePrefixRerank (the zero Mode) scans a prefix of every code, checks
 	// the full code of the best candidates, then re-ranks the best of those
-	// by the exact dot product of the float query with their ±scale codes.
+	// by the exact dot product of the float query with their sign vectors.
 	ModePrefixRerank Mode = iota
 	// ModeFull ranks every code by full Hamming distance.
 	ModeFull
@@ -89,9 +89,11 @@ type Query struct {
 // Hit is one result.
 type Hit struct {
 	ID string
-	// Score is the dot product of the query vector with the record's ±scale
-	// code in the re-ranking modes, and otherwise the cosine estimated from
-	// the Hamming distance, cos(π·Distance/compress.Dim). Higher is better.
+	// Score estimates the cosine between query and record. In the
+	// re-ranking modes it is the exact dot product of the float query with
+	// the record's sign vector, normalised: √(π/2)·q·sign/(‖q‖·√Dim) (the
+	// record's scale is its magnitude, which cosine ignores); otherwise it is
+	// cos(π·Distance/compress.Dim). Higher is better.
 	Score float32
 	// Distance is the full Hamming distance between the codes.
 	Distance int
@@ -341,12 +343,16 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 		}
 	}
 
+	var norm float32
+	if q.Mode.rerank() {
+		norm = rerankNorm(q.Vector)
+	}
 	hits := make([]Hit, len(best))
 	for i, b := range best {
 		s := int(b.slot)
 		hits[i] = Hit{ID: x.ids[s], Distance: int(b.dist)}
 		if q.Mode.rerank() {
-			hits[i].Score = compress.Dot(q.Vector, x.codes[s*words:(s+1)*words], x.scales[s])
+			hits[i].Score = norm * compress.Dot(q.Vector, x.codes[s*words:(s+1)*words], 1)
 		} else {
 			hits[i].Score = float32(math.Cos(math.Pi * float64(b.dist) / compress.Dim))
 		}
@@ -366,6 +372,20 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 		hits = hits[:q.K]
 	}
 	return hits, nil
+}
+
+// rerankNorm turns q·sign(code) into a cosine estimate: for a code of a
+// vector at angle θ to q, E[q·sign(v)] = ‖q‖·√Dim·√(2/π)·cos θ when the
+// lifted components are Gaussian-like.
+func rerankNorm(q []float32) float32 {
+	var s float64
+	for _, f := range q {
+		s += float64(f) * float64(f)
+	}
+	if s == 0 {
+		return 0
+	}
+	return float32(math.Sqrt(math.Pi/2) / (math.Sqrt(s) * math.Sqrt(compress.Dim)))
 }
 
 // cand is a scanned record: its slot and Hamming distance.

@@ -174,7 +174,7 @@ func TestRerank(t *testing.T) {
 		}
 		for i, h := range hits {
 			_, c, _ := x.Get(h.ID)
-			if want := compress.Dot(base, c.Bits[:], c.Scale); h.Score != want {
+			if want := rerankNorm(base) * compress.Dot(base, c.Bits[:], 1); h.Score != want {
 				t.Fatalf("hit %d score %v; want %v", i, h.Score, want)
 			}
 			if i > 0 && h.Score > hits[i-1].Score {

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// sharedData returns ../shared/data beside the module root, or skips.
+func sharedData(t testing.TB) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Skip("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+	data := filepath.Join(dir, "..", "shared", "data")
+	if _, err := os.Stat(data); err != nil {
+		t.Skipf("shared data absent (%s): skipping", data)
+	}
+	return data
+}
+
+func TestEvalRetrievalTargets(t *testing.T) {
+	data := sharedData(t)
+	idx, err := openEmbedder("vectors:" + filepath.Join(data, "glove", "glove-6B-100d-top50k.txt.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs, err := readPairs(filepath.Join(data, "stsb", "stsb-en-dev.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors, err := readAnchors(filepath.Join(data, "stsb", "stsb-en-train.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if testing.Short() {
+		anchors = anchors[:4000]
+	}
+	q, _ := openEmbedder("hash:512")
+	res, err := runEval(context.Background(), evalConfig{Index: idx, Query: q, Pairs: pairs, Anchors: anchors, Lambda: 0.1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res.Ratios)
+	if r := res.Ratios["bits_rerank"]; r < 0.99 {
+		t.Errorf("bits_rerank keeps %.4f of float top-10; want >= 0.99", r)
+	}
+	if r := res.Ratios["bits"]; r < 0.97 {
+		t.Errorf("bits keeps %.4f of float top-10; want >= 0.97", r)
+	}
+	if a, n := res.Ratios["cross_adapter"], res.Ratios["cross_naive"]; a < 0.35 || a < n+0.3 {
+		t.Errorf("cross-model adapter %.3f vs naive %.3f: want a wide margin", a, n)
+	}
+}
+
+func TestEvalRetrievalUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	for _, args := range [][]string{nil, {"--vectors", "x"}, {"--vectors", "x", "--pairs", "y", "--query-model", "hash"}, {"--bogus"}} {
+		if err := evalRetrieval(context.Background(), args, &out, &errb); err != errUsage {
+			t.Errorf("args %q: got %v; want errUsage", args, err)
+		}
+	}
+}
+
+func TestBenchIndex(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := benchIndex(context.Background(), []string{"--n", "3000", "--queries", "5"}, &out, &errb); err != nil {
+		t.Fatal(err, errb.String())
+	}
+	var res benchResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.N != 3000 || res.Prefix.RecallAt10 <= 0 || res.MemReadBytesSec <= 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if err := benchIndex(context.Background(), []string{"--index", "gpu"}, &out, &errb); err != errNoGPU {
+		t.Fatalf("--index gpu: got %v; want errNoGPU", err)
+	}
+}
+
+func TestAlignFit(t *testing.T) {
+	dir := t.TempDir()
+	x := filepath.Join(dir, "x.txt")
+	y := filepath.Join(dir, "y.txt")
+	os.WriteFile(x, []byte("1 0\n0 1\n1 1\n2 1\n1 3\n0 0\n3 2\n2 2\n1 2\n2 0\n0 3\n3 3\n"), 0o644)
+	os.WriteFile(y, []byte("2 0 1\n0 2 1\n2 2 1\n4 2 1\n2 6 1\n0 0 1\n6 4 1\n4 4 1\n2 4 1\n4 0 1\n0 6 1\n6 6 1\n"), 0o644)
+	out := filepath.Join(dir, "a.dsoalign")
+	var so, se bytes.Buffer
+	if err := alignFit(context.Background(), []string{"--from", "rows:" + x, "--to", "rows:" + y, "--lambda", "0.001", "--out", out}, &so, &se); err != nil {
+		t.Fatal(err, se.String())
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Fatal(err)
+	}
+	if err := alignFit(context.Background(), []string{"--from", "hash"}, &so, &se); err != errUsage {
+		t.Fatalf("missing flags: got %v; want errUsage", err)
+	}
+}
