@@ -32,6 +32,9 @@ const (
 	DefaultRetries         = 2
 	DefaultRetryBackoff    = 200 * time.Millisecond
 	DefaultShutdownTimeout = 30 * time.Second
+	DefaultRetrievalBudget = 250 * time.Millisecond
+	DefaultTopK            = 5
+	DefaultNodeID          = "local"
 )
 
 // Config is everything `dso serve` needs. The zero value of each field means
@@ -56,6 +59,58 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level"`
+	// AdminKeys, when non-empty, are required for the experience API.
+	// Empty: the experience API takes the client keys (if any).
+	AdminKeys []Secret `yaml:"admin_keys"`
+	// NodeID names this node in the experiences it creates. Default "local".
+	NodeID string `yaml:"node_id"`
+	// Retrieval configures experience retrieval and injection.
+	Retrieval Retrieval `yaml:"retrieval"`
+}
+
+// Retrieval configures how experiences are found and injected.
+type Retrieval struct {
+	// Disabled turns retrieval and injection off for every request.
+	Disabled bool `yaml:"disabled"`
+	// Embedder embeds queries and experiences: "backend" (the routed
+	// backend's embedding model), "wordvec:FILE" (a local GloVe/word2vec
+	// text file) or "hash[:DIM]" (hashed n-grams). Default "backend".
+	Embedder string `yaml:"embedder"`
+	// EmbeddingModel embeds experiences added through the API when the
+	// request names none. Default: the first backend's embedding_model.
+	EmbeddingModel string `yaml:"embedding_model"`
+	// Budget bounds the whole retrieval of one request; past it the request
+	// goes on without injection. Default DefaultRetrievalBudget.
+	Budget time.Duration `yaml:"budget"`
+	// TopK is how many experiences are injected at most. Default 5.
+	TopK int `yaml:"top_k"`
+	// MinConfidence drops experiences below it. Default 0.
+	MinConfidence float64 `yaml:"min_confidence"`
+	// MaxTokens bounds the injected message. Default 1024.
+	MaxTokens int `yaml:"max_tokens"`
+	// Seed is the canonical lift's seed, the same on every node of a
+	// network. 0: the built-in seed.
+	Seed uint64 `yaml:"seed"`
+	// Adapters map an embedding model name to an adapter file made by
+	// `dso align fit`.
+	Adapters map[string]string `yaml:"adapters"`
+	// CacheSize is how many query embeddings are cached. Default 4096.
+	CacheSize int `yaml:"cache_size"`
+	// MaxTraces and TraceMaxAge bound the stored traces. Defaults: the
+	// store's (100,000 and 30 days).
+	MaxTraces   int           `yaml:"max_traces"`
+	TraceMaxAge time.Duration `yaml:"trace_max_age"`
+}
+
+// Injection are per-backend overrides of the retrieval settings.
+type Injection struct {
+	// Off disables injection for requests to this backend.
+	Off bool `yaml:"off"`
+	// TopK, MinConfidence and Domain override the global settings and act
+	// as defaults for the request headers. Zero values inherit.
+	TopK          int     `yaml:"top_k"`
+	MinConfidence float64 `yaml:"min_confidence"`
+	Domain        string  `yaml:"domain"`
 }
 
 // Backend is one LLM server dso can forward to.
@@ -92,6 +147,8 @@ type Backend struct {
 	// Fallbacks name other backends tried, in order, when this one fails
 	// before the first byte.
 	Fallbacks []string `yaml:"fallbacks"`
+	// Injection overrides retrieval settings for this backend.
+	Injection Injection `yaml:"injection"`
 }
 
 // Secret is a string that never prints: logs and errors see "REDACTED".
@@ -134,6 +191,18 @@ func (c *Config) fill() {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
+	}
+	if c.NodeID == "" {
+		c.NodeID = DefaultNodeID
+	}
+	if c.Retrieval.Embedder == "" {
+		c.Retrieval.Embedder = "backend"
+	}
+	if c.Retrieval.Budget == 0 {
+		c.Retrieval.Budget = DefaultRetrievalBudget
+	}
+	if c.Retrieval.TopK == 0 {
+		c.Retrieval.TopK = DefaultTopK
 	}
 	if len(c.Backends) == 0 {
 		b, _ := ParseBackendSpec(DefaultBackend)
@@ -211,6 +280,27 @@ func (c *Config) Validate() error {
 	case "", "debug", "info", "warn", "error":
 	default:
 		add("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	rt := c.Retrieval
+	if e := rt.Embedder; e != "" && e != "backend" && e != "hash" && !strings.HasPrefix(e, "hash:") && !strings.HasPrefix(e, "wordvec:") {
+		add("retrieval.embedder", "%q is not backend, wordvec:FILE or hash[:DIM]", e)
+	}
+	if rt.Budget < 0 {
+		add("retrieval.budget", "must not be negative")
+	}
+	if rt.TopK < 0 || rt.TopK > 100 {
+		add("retrieval.top_k", "must be between 0 and 100")
+	}
+	if rt.MinConfidence < 0 || rt.MinConfidence > 1 {
+		add("retrieval.min_confidence", "must be between 0 and 1")
+	}
+	if rt.MaxTokens < 0 {
+		add("retrieval.max_tokens", "must not be negative")
+	}
+	for i, k := range c.AdminKeys {
+		if strings.TrimSpace(string(k)) == "" {
+			add(fmt.Sprintf("admin_keys[%d]", i), "must not be empty")
+		}
 	}
 	names := map[string]int{}
 	for i, b := range c.Backends {

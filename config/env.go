@@ -7,11 +7,13 @@ import (
 
 // Environment variables read by ApplyEnv.
 const (
-	EnvConfig   = "DSO_CONFIG"   // path of the YAML file
-	EnvListen   = "DSO_LISTEN"   // Config.Listen
-	EnvBackends = "DSO_BACKENDS" // comma-separated TYPE:URL, replaces Config.Backends
-	EnvData     = "DSO_DATA"     // Config.Data
-	EnvAPIKeys  = "DSO_API_KEYS" // comma-separated client keys, replaces Config.APIKeys
+	EnvConfig    = "DSO_CONFIG"     // path of the YAML file
+	EnvListen    = "DSO_LISTEN"     // Config.Listen
+	EnvBackends  = "DSO_BACKENDS"   // comma-separated TYPE:URL, replaces Config.Backends
+	EnvData      = "DSO_DATA"       // Config.Data
+	EnvAPIKeys   = "DSO_API_KEYS"   // comma-separated client keys, replaces Config.APIKeys
+	EnvAdminKeys = "DSO_ADMIN_KEYS" // comma-separated admin keys, replaces Config.AdminKeys
+	EnvEmbedder  = "DSO_EMBEDDER"   // Config.Retrieval.Embedder
 )
 
 // ApplyEnv overrides c with the DSO_* environment variables that are set.
@@ -31,14 +33,25 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 		c.SetBackends(bs)
 	}
 	if v := getenv(EnvAPIKeys); v != "" {
-		c.APIKeys = nil
-		for _, k := range strings.Split(v, ",") {
-			if k = strings.TrimSpace(k); k != "" {
-				c.APIKeys = append(c.APIKeys, Secret(k))
-			}
-		}
+		c.APIKeys = splitSecrets(v)
+	}
+	if v := getenv(EnvAdminKeys); v != "" {
+		c.AdminKeys = splitSecrets(v)
+	}
+	if v := getenv(EnvEmbedder); v != "" {
+		c.Retrieval.Embedder = v
 	}
 	return nil
+}
+
+func splitSecrets(v string) []Secret {
+	var out []Secret
+	for _, k := range strings.Split(v, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			out = append(out, Secret(k))
+		}
+	}
+	return out
 }
 
 // ParseBackendSpecs parses several TYPE:URL specs, skipping empty ones.

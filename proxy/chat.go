@@ -209,22 +209,28 @@ func (s *Server) openAIChat(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, sf, err)
 		return
 	}
+	fwd, tr, err := s.augment(w, r, body, chain[0], *head.Model, kindChat)
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	defer s.recordTrace(r.Context(), tr)
 	var ti providers.ChatRequestInfo
-	resp, b, err := s.dispatch(r.Context(), chain, chatCall(s, r, body, "openai", providers.OpenAIChatToOllama, &ti))
+	resp, b, err := s.dispatch(r.Context(), chain, chatCall(s, r, fwd, "openai", providers.OpenAIChatToOllama, &ti))
 	if err != nil {
 		s.failFrom(w, r, sf, b, "openai", err)
 		return
 	}
 	if b.Type() == "openai" {
-		s.relay(w, resp, sf)
+		s.relay(w, resp, sf, tr.answer)
 		return
 	}
 	defer resp.Body.Close()
 	if !ti.Stream {
-		s.translateWhole(w, r, sf, resp, func(b []byte) ([]byte, error) { return providers.OllamaChatResponseToOpenAI(b, ti) })
+		s.translateWhole(w, r, sf, resp, tr.answer, func(b []byte) ([]byte, error) { return providers.OllamaChatResponseToOpenAI(b, ti) })
 		return
 	}
-	ew := newEventWriter(w, framingSSE)
+	ew := newEventWriter(w, framingSSE, tr.answer)
 	if err := providers.OllamaToOpenAIStream(resp.Body, ti, ew.emit); err != nil {
 		s.endStream(w, r, sf, framingSSE, err)
 	}
@@ -277,6 +283,16 @@ func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate
 		s.fail(w, r, sf, err)
 		return
 	}
+	kind := kindChat
+	if generate {
+		kind = kindGenerate
+	}
+	body, tr, err := s.augment(w, r, body, chain[0], model, kind)
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	defer s.recordTrace(r.Context(), tr)
 	var ti providers.ChatRequestInfo
 	translate := providers.OllamaChatToOpenAI
 	if generate {
@@ -298,17 +314,17 @@ func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate
 		return
 	}
 	if b.Type() == "ollama" {
-		s.relay(w, resp, sf)
+		s.relay(w, resp, sf, tr.answer)
 		return
 	}
 	defer resp.Body.Close()
 	if !ti.Stream {
-		s.translateWhole(w, r, sf, resp, func(b []byte) ([]byte, error) {
+		s.translateWhole(w, r, sf, resp, tr.answer, func(b []byte) ([]byte, error) {
 			return providers.OpenAIChatResponseToOllama(b, ti, generate)
 		})
 		return
 	}
-	ew := newEventWriter(w, framingNDJSON)
+	ew := newEventWriter(w, framingNDJSON, tr.answer)
 	if err := providers.OpenAIToOllamaStream(resp.Body, ti, generate, ew.emit); err != nil {
 		s.endStream(w, r, sf, framingNDJSON, err)
 	}
@@ -316,7 +332,7 @@ func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate
 
 // translateWhole reads a whole backend response, translates it and writes
 // it; nothing has been sent yet, so failures get a real status.
-func (s *Server) translateWhole(w http.ResponseWriter, r *http.Request, sf surface, resp *http.Response, tr func([]byte) ([]byte, error)) {
+func (s *Server) translateWhole(w http.ResponseWriter, r *http.Request, sf surface, resp *http.Response, tee io.Writer, tr func([]byte) ([]byte, error)) {
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxTranslatedBody))
 	if err != nil {
 		s.fail(w, r, sf, err)
@@ -326,6 +342,9 @@ func (s *Server) translateWhole(w http.ResponseWriter, r *http.Request, sf surfa
 	if err != nil {
 		s.fail(w, r, sf, &HTTPError{Status: http.StatusBadGateway, Type: "upstream_error", Msg: "the backend's response could not be translated", Err: err})
 		return
+	}
+	if tee != nil {
+		_, _ = tee.Write(out)
 	}
 	writeRawJSON(w, http.StatusOK, out)
 }

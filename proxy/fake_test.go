@@ -194,6 +194,7 @@ func newFrontend(t testing.TB, cfgs []config.Backend, opts ...frontendOpt) *fron
 	}
 	o.Router = router
 	p := proxy.New(o)
+	t.Cleanup(func() { p.Close() }) // runs after srv.Close: drains queued traces
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	return &frontend{Server: srv, proxy: p}
@@ -228,4 +229,11 @@ func post(t testing.TB, url string, body string, hdr ...string) (int, http.Heade
 		t.Fatal(err)
 	}
 	return resp.StatusCode, resp.Header, b
+}
+
+// newTestServer serves h on loopback; the test closes it itself.
+func newTestServer(t testing.TB, h http.Handler) *httptest.Server {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
 }

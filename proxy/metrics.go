@@ -15,6 +15,11 @@ type metrics struct {
 	firstByte *prometheus.HistogramVec
 	upstream  *prometheus.HistogramVec
 	attempts  *prometheus.CounterVec
+
+	retrieval    *prometheus.CounterVec
+	stage        *prometheus.HistogramVec
+	injected     prometheus.Histogram
+	traceDropped prometheus.Counter
 }
 
 // latencyBuckets span a cached token (ms) to a long generation (minutes).
@@ -38,7 +43,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "dso_upstream_attempts_total", Help: "Backend attempts by outcome: ok, retry, failover, error.",
 		}, []string{"backend", "outcome"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts)
+	m.retrieval = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dso_retrieval_requests_total", Help: "Chat requests by retrieval outcome: injected, none, off, or the degraded reason.",
+	}, []string{"outcome"})
+	m.stage = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "dso_retrieval_stage_seconds", Help: "Time per retrieval stage: embed, align (align+encode), search (index and store), inject.",
+		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5},
+	}, []string{"stage"})
+	m.injected = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "dso_retrieval_injected_experiences", Help: "Experiences injected per request that got any.", Buckets: []float64{1, 2, 3, 5, 8, 13, 21},
+	})
+	m.traceDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dso_traces_dropped_total", Help: "Traces dropped because the write queue was full.",
+	})
+	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped)
 	return m
 }
 

@@ -222,18 +222,23 @@ func presentedKey(r *http.Request) string {
 }
 
 // auth requires a configured client key when there are any.
-func (s *Server) auth(next http.Handler) http.Handler {
-	if len(s.keys.digests) == 0 {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.keys.check(presentedKey(r)) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="dso"`)
-			writeError(w, routeSurface(r), &HTTPError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key", Msg: "missing or invalid API key"})
-			return
+func (s *Server) auth(next http.Handler) http.Handler { return s.requireKey(s.keys)(next) }
+
+// requireKey requires one of k's keys when k has any.
+func (s *Server) requireKey(k *keyring) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		if len(k.digests) == 0 {
+			return next
 		}
-		next.ServeHTTP(w, r)
-	})
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !k.check(presentedKey(r)) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="dso"`)
+				writeError(w, routeSurface(r), &HTTPError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key", Msg: "missing or invalid API key"})
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 // retryAfter parses a Retry-After header in seconds, capped.

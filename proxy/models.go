@@ -155,9 +155,9 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, sf surface, 
 		return
 	}
 	if b.Type() == sameType {
-		s.relay(w, resp, sf)
+		s.relay(w, resp, sf, nil)
 		return
 	}
 	defer resp.Body.Close()
-	s.translateWhole(w, r, sf, resp, func(raw []byte) ([]byte, error) { return translateResp(raw, ei) })
+	s.translateWhole(w, r, sf, resp, nil, func(raw []byte) ([]byte, error) { return translateResp(raw, ei) })
 }

@@ -98,8 +98,14 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // end-to-end headers and body bytes. Streams are written whole event by
 // whole event, each flushed as it arrives, so that a failure mid-stream can
 // end with one well-formed error event in the client's format.
-func (s *Server) relay(w http.ResponseWriter, resp *http.Response, sf surface) {
+//
+// tee, when not nil, receives a copy of what the client received.
+func (s *Server) relay(w http.ResponseWriter, resp *http.Response, sf surface, tee io.Writer) {
 	defer resp.Body.Close()
+	var dst io.Writer = w
+	if tee != nil {
+		dst = io.MultiWriter(w, tee)
+	}
 	copyHeaders(w.Header(), resp.Header, nil)
 	fr := framingOf(resp)
 	if fr != framingNone {
@@ -111,7 +117,7 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, sf surface) {
 	buf := *bp
 	rc := http.NewResponseController(w)
 	if fr == framingNone {
-		if _, err := io.CopyBuffer(w, resp.Body, buf); err != nil {
+		if _, err := io.CopyBuffer(dst, resp.Body, buf); err != nil {
 			info(resp.Request.Context()).err = err
 			panic(http.ErrAbortHandler) // truncate: never fake a complete body
 		}
@@ -123,7 +129,7 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, sf surface) {
 		if n > 0 {
 			pending = append(pending, buf[:n]...)
 			if cut := lastBoundary(pending, fr); cut > 0 {
-				if _, werr := w.Write(pending[:cut]); werr != nil {
+				if _, werr := dst.Write(pending[:cut]); werr != nil {
 					return // client gone; its context cancels the backend
 				}
 				_ = rc.Flush()
@@ -132,7 +138,7 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, sf surface) {
 		}
 		if err == io.EOF {
 			if len(pending) > 0 {
-				_, _ = w.Write(pending)
+				_, _ = dst.Write(pending)
 				_ = rc.Flush()
 			}
 			return
@@ -179,12 +185,13 @@ func (s *Server) streamError(w http.ResponseWriter, sf surface, fr framing, err 
 
 // eventWriter frames translated events for the client and flushes each.
 type eventWriter struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
-	fr framing
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	fr  framing
+	tee io.Writer // may be nil
 }
 
-func newEventWriter(w http.ResponseWriter, fr framing) *eventWriter {
+func newEventWriter(w http.ResponseWriter, fr framing, tee io.Writer) *eventWriter {
 	h := w.Header()
 	if fr == framingSSE {
 		h.Set("Content-Type", "text/event-stream")
@@ -194,7 +201,7 @@ func newEventWriter(w http.ResponseWriter, fr framing) *eventWriter {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	return &eventWriter{w: w, rc: http.NewResponseController(w), fr: fr}
+	return &eventWriter{w: w, rc: http.NewResponseController(w), fr: fr, tee: tee}
 }
 
 func (e *eventWriter) emit(payload []byte) error {
@@ -207,6 +214,9 @@ func (e *eventWriter) emit(payload []byte) error {
 	}
 	if _, err := e.w.Write(buf); err != nil {
 		return errClientGone
+	}
+	if e.tee != nil {
+		_, _ = e.tee.Write(buf)
 	}
 	return e.rc.Flush()
 }

@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/providers"
+	"github.com/dso-proxy/dso/store"
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -36,6 +38,12 @@ type Options struct {
 	MaxRetryWait time.Duration
 	// ReadyTimeout bounds each backend check of /readyz. Zero: 3s.
 	ReadyTimeout time.Duration
+	// AdminKeys, when non-empty, are required for the experience API
+	// instead of APIKeys.
+	AdminKeys []config.Secret
+	// Retrieval configures experience retrieval and injection; a nil
+	// Retrieval.Library disables it.
+	Retrieval Retrieval
 }
 
 // Server is dso's HTTP surface.
@@ -46,7 +54,12 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *metrics
 	keys    *keyring
+	admin   *keyring
 	handler http.Handler
+
+	traces     chan store.Trace // queued for traceWriter
+	tracesDone chan struct{}
+	closeOnce  sync.Once
 }
 
 // New builds a Server. It panics if opts.Router is nil: that is a wiring
@@ -71,6 +84,15 @@ func New(opts Options) *Server {
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 3 * time.Second
 	}
+	if opts.Retrieval.Budget <= 0 {
+		opts.Retrieval.Budget = config.DefaultRetrievalBudget
+	}
+	if opts.Retrieval.TopK <= 0 {
+		opts.Retrieval.TopK = config.DefaultTopK
+	}
+	if opts.Retrieval.NodeID == "" {
+		opts.Retrieval.NodeID = config.DefaultNodeID
+	}
 	s := &Server{
 		opts:    opts,
 		router:  opts.Router,
@@ -78,6 +100,15 @@ func New(opts Options) *Server {
 		reg:     opts.Registry,
 		metrics: newMetrics(opts.Registry),
 		keys:    newKeyring(opts.APIKeys),
+		admin:   newKeyring(opts.AdminKeys),
+	}
+	if lib := opts.Retrieval.Library; lib != nil {
+		s.traces = make(chan store.Trace, 4096)
+		s.tracesDone = make(chan struct{})
+		go s.traceWriter()
+		opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dso_library_experiences", Help: "Experiences in the search index.",
+		}, func() float64 { return float64(lib.Len()) }))
 	}
 	s.handler = s.routes()
 	return s
@@ -119,6 +150,20 @@ func (s *Server) routes() http.Handler {
 		r.Post("/api/embed", s.ollamaEmbed)
 		r.Get("/api/tags", s.ollamaTags)
 		r.Get("/api/version", s.ollamaVersion)
+	})
+
+	// Experience API: admin keys when configured, else the client keys.
+	r.Group(func(r chi.Router) {
+		if len(s.admin.digests) > 0 {
+			r.Use(s.requireKey(s.admin))
+		} else {
+			r.Use(s.auth)
+		}
+		r.Post("/v1/experiences", s.createExperience)
+		r.Get("/v1/experiences", s.listExperiences)
+		r.Get("/v1/experiences/search", s.searchExperiences)
+		r.Get("/v1/experiences/{id}", s.getExperience)
+		r.Delete("/v1/experiences/{id}", s.deleteExperience)
 	})
 	return r
 }

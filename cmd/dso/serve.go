@@ -10,12 +10,17 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/dso-proxy/dso/align"
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
+	"github.com/dso-proxy/dso/store"
 )
 
 func init() {
@@ -154,12 +159,20 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 	if err != nil {
 		return err
 	}
+	rt, closeLib, err := openRetrieval(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeLib()
 	srv := proxy.New(proxy.Options{
 		Router:       router,
 		Logger:       log,
 		APIKeys:      cfg.APIKeys,
+		AdminKeys:    cfg.AdminKeys,
 		MaxBodyBytes: cfg.MaxBodyBytes,
+		Retrieval:    rt,
 	})
+	defer srv.Close() // after Shutdown: stores the traces still queued
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -210,4 +223,79 @@ func configCheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintf(stdout, "%s: %s\n", args[0], p.Error())
 	}
 	return fmt.Errorf("%d problem(s) in %s", len(ps), args[0])
+}
+
+// openRetrieval opens the store under cfg.Data, rebuilds the index and
+// loads the embedder and adapters. The returned func closes the store.
+func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (proxy.Retrieval, func(), error) {
+	rc := cfg.Retrieval
+	if rc.Disabled {
+		log.Info("retrieval disabled by config")
+		return proxy.Retrieval{}, func() {}, nil
+	}
+	st, err := store.OpenDir(ctx, cfg.Data, store.Options{MaxTraces: rc.MaxTraces, TraceMaxAge: rc.TraceMaxAge})
+	if err != nil {
+		return proxy.Retrieval{}, nil, err
+	}
+	closeStore := func() {
+		if err := st.Close(); err != nil {
+			log.Warn("closing the store", "err", err.Error())
+		}
+	}
+	emb, name, err := localEmbedder(rc.Embedder)
+	if err != nil {
+		closeStore()
+		return proxy.Retrieval{}, nil, err
+	}
+	adapters := map[string]*align.Adapter{}
+	for model, file := range rc.Adapters {
+		a, err := align.LoadAdapter(file)
+		if err != nil {
+			closeStore()
+			return proxy.Retrieval{}, nil, fmt.Errorf("retrieval.adapters[%s]: %w", model, err)
+		}
+		adapters[model] = a
+	}
+	lib, err := library.New(ctx, library.Config{Store: st, Seed: rc.Seed, Adapters: adapters, CacheSize: rc.CacheSize})
+	if err != nil {
+		closeStore()
+		return proxy.Retrieval{}, nil, err
+	}
+	expModel := rc.EmbeddingModel
+	if expModel == "" && len(cfg.Backends) > 0 {
+		expModel = cfg.Backends[0].EmbeddingModel
+	}
+	log.Info("experience library ready", "experiences", lib.Len(), "data", cfg.Data, "embedder", rc.Embedder)
+	return proxy.Retrieval{
+		Library: lib, Embedder: emb, EmbedderName: name, ExperienceModel: expModel,
+		Budget: rc.Budget, TopK: rc.TopK, MinConfidence: rc.MinConfidence, MaxTokens: rc.MaxTokens, NodeID: cfg.NodeID,
+	}, closeStore, nil
+}
+
+// localEmbedder returns the configured local embedder, or nil for
+// "backend".
+func localEmbedder(spec string) (library.Embedder, string, error) {
+	switch {
+	case spec == "" || spec == "backend":
+		return nil, "", nil
+	case spec == "hash" || strings.HasPrefix(spec, "hash:"):
+		dim := 2048
+		if d, ok := strings.CutPrefix(spec, "hash:"); ok {
+			n, err := strconv.Atoi(d)
+			if err != nil || n <= 0 || n > 4096 {
+				return nil, "", fmt.Errorf("retrieval.embedder %q: dimension must be 1..4096", spec)
+			}
+			dim = n
+		}
+		h := providers.NewHashEmbedder(dim, 1)
+		return library.EmbedFunc(h.Embed), fmt.Sprintf("hash:%d", dim), nil
+	case strings.HasPrefix(spec, "wordvec:"):
+		file := strings.TrimPrefix(spec, "wordvec:")
+		wv, err := providers.LoadWordVectors(file, providers.WordVectorOptions{})
+		if err != nil {
+			return nil, "", fmt.Errorf("retrieval.embedder: %w", err)
+		}
+		return library.EmbedFunc(wv.Embed), "wordvec:" + filepath.Base(file), nil
+	}
+	return nil, "", fmt.Errorf("retrieval.embedder %q is not backend, wordvec:FILE or hash[:DIM]", spec)
 }

@@ -1,0 +1,273 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/store"
+	"github.com/go-chi/chi/v5"
+)
+
+// experienceJSON is an experience as the API shows it (the code stays
+// inside dso).
+type experienceJSON struct {
+	ID          string    `json:"id"`
+	Object      string    `json:"object"`
+	Text        string    `json:"text"`
+	Domain      string    `json:"domain"`
+	Confidence  float64   `json:"confidence"`
+	Status      string    `json:"status"`
+	SourceModel string    `json:"source_model,omitempty"`
+	SourceNode  string    `json:"source_node,omitempty"`
+	TraceID     string    `json:"trace_id,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	Score       *float32  `json:"score,omitempty"`
+}
+
+func toJSON(e store.Experience) experienceJSON {
+	return experienceJSON{
+		ID: e.ID, Object: "experience", Text: e.Text, Domain: e.Domain, Confidence: e.Confidence,
+		Status: string(e.Status), SourceModel: e.SourceModel, SourceNode: e.SourceNode, TraceID: e.TraceID,
+		CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
+	}
+}
+
+// library returns the library or an error saying retrieval is off.
+func (s *Server) library() (*library.Library, error) {
+	if s.opts.Retrieval.Library == nil {
+		return nil, &HTTPError{Status: http.StatusServiceUnavailable, Type: "api_error", Msg: "retrieval is disabled on this node"}
+	}
+	return s.opts.Retrieval.Library, nil
+}
+
+// embedForAPI embeds text in the space experiences live in: the local
+// embedder, or the named (or configured) backend embedding model.
+func (s *Server) embedForAPI(r *http.Request, model, text string) ([]float32, string, error) {
+	lib, err := s.library()
+	if err != nil {
+		return nil, "", err
+	}
+	rt := s.opts.Retrieval
+	if rt.Embedder != nil {
+		v, err := lib.Embed(r.Context(), rt.Embedder, rt.EmbedderName, text)
+		return v, rt.EmbedderName, err
+	}
+	if model == "" {
+		model = rt.ExperienceModel
+	}
+	if model == "" {
+		return nil, "", badRequest("model is required: name the embedding model (no retrieval.embedding_model is configured)")
+	}
+	chain, err := s.router.Route(model)
+	if err != nil {
+		return nil, "", err
+	}
+	v, err := lib.Embed(r.Context(), chain[0], model, text)
+	return v, model, err
+}
+
+// createExperience serves POST /v1/experiences.
+func (s *Server) createExperience(w http.ResponseWriter, r *http.Request) {
+	const sf = surfaceOpenAI
+	lib, err := s.library()
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	var in struct {
+		Text       *string  `json:"text"`
+		Domain     string   `json:"domain"`
+		Confidence *float64 `json:"confidence"`
+		Model      string   `json:"model"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		s.fail(w, r, sf, badRequest("request body is not valid JSON: %s", jsonErrMsg(err)))
+		return
+	}
+	if in.Text == nil || store.NormalizeText(*in.Text) == "" {
+		s.fail(w, r, sf, badRequest("text is required"))
+		return
+	}
+	conf := 0.5
+	if in.Confidence != nil {
+		conf = *in.Confidence
+	}
+	if conf < 0 || conf > 1 {
+		s.fail(w, r, sf, badRequest("confidence must be between 0 and 1"))
+		return
+	}
+	// A duplicate needs no embedding: return the stored record.
+	if e, err := lib.Store().GetExperience(r.Context(), store.ExperienceID(in.Domain, *in.Text)); err == nil {
+		writeJSON(w, http.StatusOK, toJSON(e))
+		return
+	}
+	vec, space, err := s.embedForAPI(r, in.Model, *in.Text)
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	canon, err := lib.Canonical(space, vec)
+	if err != nil {
+		s.fail(w, r, sf, &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "could not align the embedding", Err: err})
+		return
+	}
+	e, created, err := lib.Add(r.Context(), store.Experience{
+		Text: *in.Text, Domain: in.Domain, Confidence: conf, SourceModel: space, SourceNode: s.opts.Retrieval.NodeID,
+	}, canon)
+	if err != nil {
+		s.fail(w, r, sf, storeError(err))
+		return
+	}
+	code := http.StatusOK
+	if created {
+		code = http.StatusCreated
+	}
+	writeJSON(w, code, toJSON(e))
+}
+
+// storeError maps store errors to client-facing ones.
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return &HTTPError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "not_found", Msg: "no experience with this id", Err: err}
+	case errors.Is(err, store.ErrInvalid):
+		return &HTTPError{Status: http.StatusBadRequest, Type: "invalid_request_error", Msg: err.Error(), Err: err}
+	}
+	return &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "the store failed", Err: err}
+}
+
+// listExperiences serves GET /v1/experiences?domain=&status=&limit=&after=.
+func (s *Server) listExperiences(w http.ResponseWriter, r *http.Request) {
+	const sf = surfaceOpenAI
+	lib, err := s.library()
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	q := r.URL.Query()
+	opts := store.ListOptions{DomainPrefix: q.Get("domain"), Status: store.Status(q.Get("status")), After: q.Get("after")}
+	if opts.Status != "" && !opts.Status.Valid() {
+		s.fail(w, r, sf, badRequest("status must be active or retired"))
+		return
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			s.fail(w, r, sf, badRequest("limit must be an integer from 1 to 1000"))
+			return
+		}
+		opts.Limit = n
+	}
+	exps, next, err := lib.Store().ListExperiences(r.Context(), opts)
+	if err != nil {
+		s.fail(w, r, sf, storeError(err))
+		return
+	}
+	data := make([]experienceJSON, len(exps))
+	for i, e := range exps {
+		data[i] = toJSON(e)
+	}
+	out := map[string]any{"object": "list", "data": data, "has_more": next != ""}
+	if next != "" {
+		out["next"] = next
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// searchExperiences serves GET /v1/experiences/search?q=&domain=&k=&min_confidence=&model=:
+// what retrieval would return for q, with scores.
+func (s *Server) searchExperiences(w http.ResponseWriter, r *http.Request) {
+	const sf = surfaceOpenAI
+	lib, err := s.library()
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return
+	}
+	q := r.URL.Query()
+	text := q.Get("q")
+	if text == "" {
+		s.fail(w, r, sf, badRequest("q is required"))
+		return
+	}
+	lq := library.Query{Domain: q.Get("domain"), K: s.opts.Retrieval.TopK, MinConfidence: s.opts.Retrieval.MinConfidence}
+	if v := q.Get("k"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			s.fail(w, r, sf, badRequest("k must be an integer from 1 to 100"))
+			return
+		}
+		lq.K = n
+	}
+	if v := q.Get("min_confidence"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || f > 1 {
+			s.fail(w, r, sf, badRequest("min_confidence must be a number from 0 to 1"))
+			return
+		}
+		lq.MinConfidence = f
+	}
+	data := []experienceJSON{}
+	if lib.Len() > 0 {
+		vec, space, err := s.embedForAPI(r, q.Get("model"), capText(text, maxQueryBytes))
+		if err != nil {
+			s.fail(w, r, sf, err)
+			return
+		}
+		if lq.Vector, err = lib.Canonical(space, vec); err != nil {
+			s.fail(w, r, sf, &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "could not align the embedding", Err: err})
+			return
+		}
+		res, err := lib.Search(r.Context(), lq)
+		if err != nil && !errors.Is(err, library.ErrEmpty) {
+			s.fail(w, r, sf, &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "search failed", Err: err})
+			return
+		}
+		for _, e := range res {
+			j := toJSON(e.Experience)
+			score := e.Score
+			j.Score = &score
+			data = append(data, j)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}
+
+// getExperience serves GET /v1/experiences/{id}.
+func (s *Server) getExperience(w http.ResponseWriter, r *http.Request) {
+	lib, err := s.library()
+	if err != nil {
+		s.fail(w, r, surfaceOpenAI, err)
+		return
+	}
+	e, err := lib.Store().GetExperience(r.Context(), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, surfaceOpenAI, storeError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, toJSON(e))
+}
+
+// deleteExperience serves DELETE /v1/experiences/{id}.
+func (s *Server) deleteExperience(w http.ResponseWriter, r *http.Request) {
+	lib, err := s.library()
+	if err != nil {
+		s.fail(w, r, surfaceOpenAI, err)
+		return
+	}
+	id := chi.URLParam(r, "id")
+	if err := lib.Delete(r.Context(), id); err != nil {
+		s.fail(w, r, surfaceOpenAI, storeError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "object": "experience.deleted", "deleted": true})
+}

@@ -1,0 +1,496 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/providers"
+	"github.com/dso-proxy/dso/proxy"
+	"github.com/dso-proxy/dso/store"
+	"github.com/ollama/ollama/api"
+)
+
+// sharedData is ../shared/data beside the module root, or the test skips.
+func sharedData(t testing.TB) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "shared", "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Skipf("shared data not found at %s: %v", dir, err)
+	}
+	return dir
+}
+
+var (
+	gloveOnce sync.Once
+	glove     *providers.WordVectors
+	gloveErr  error
+)
+
+// gloveVectors loads the shared GloVe vectors once per test binary.
+func gloveVectors(t testing.TB) *providers.WordVectors {
+	t.Helper()
+	data := sharedData(t)
+	gloveOnce.Do(func() {
+		glove, gloveErr = providers.LoadWordVectors(filepath.Join(data, "glove", "glove-6B-100d-top50k.txt.gz"), providers.WordVectorOptions{})
+	})
+	if gloveErr != nil {
+		t.Fatal(gloveErr)
+	}
+	return glove
+}
+
+type stsPair struct {
+	a, b  string
+	score float64
+}
+
+// stsPairs reads the STS-B dev split.
+func stsPairs(t testing.TB) []stsPair {
+	t.Helper()
+	f, err := os.Open(filepath.Join(sharedData(t), "stsb", "stsb-en-dev.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = -1
+	rows, err := r.ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []stsPair
+	for _, row := range rows {
+		if len(row) != 3 {
+			continue
+		}
+		s, err := strconv.ParseFloat(row[2], 64)
+		if err != nil {
+			continue // header
+		}
+		out = append(out, stsPair{row[0], row[1], s})
+	}
+	return out
+}
+
+// gloveEmbeddings makes a fake backend serve real GloVe sentence vectors on
+// its embeddings endpoint; fail, when set, replaces it.
+func gloveEmbeddings(t testing.TB, be *backend, fail func(w http.ResponseWriter, r *http.Request) bool) {
+	wv := gloveVectors(t)
+	be.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if r.URL.Path != "/v1/embeddings" && r.URL.Path != "/api/embed" {
+			return false
+		}
+		if fail != nil && fail(w, r) {
+			return true
+		}
+		var req struct {
+			Input json.RawMessage `json:"input"`
+		}
+		json.Unmarshal(body, &req)
+		var texts []string
+		var one string
+		if json.Unmarshal(req.Input, &one) == nil {
+			texts = []string{one}
+		} else if err := json.Unmarshal(req.Input, &texts); err != nil {
+			http.Error(w, `{"error":"bad input"}`, 400)
+			return true
+		}
+		vs, _ := wv.Embed(r.Context(), texts)
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/api/embed" {
+			json.NewEncoder(w).Encode(api.EmbedResponse{Model: "glove", Embeddings: vs})
+			return true
+		}
+		type item struct {
+			Object    string    `json:"object"`
+			Index     int       `json:"index"`
+			Embedding []float32 `json:"embedding"`
+		}
+		data := make([]item, len(vs))
+		for i, v := range vs {
+			data[i] = item{"embedding", i, v}
+		}
+		json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": data, "model": "glove"})
+		return true
+	})
+}
+
+// newLibrary opens a store in dir and a library over it.
+func newLibrary(t testing.TB, dir string) *library.Library {
+	t.Helper()
+	st, err := store.OpenDir(context.Background(), dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	lib, err := library.New(context.Background(), library.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lib
+}
+
+func withRetrieval(lib *library.Library, budget time.Duration) frontendOpt {
+	return func(o *proxy.Options, cfgs []config.Backend) {
+		for i := range cfgs {
+			cfgs[i].EmbeddingModel = "glove"
+		}
+		o.Retrieval = proxy.Retrieval{Library: lib, Budget: budget, ExperienceModel: "glove"}
+	}
+}
+
+// addExperience stores an experience through the API and returns its id.
+func addExperience(t testing.TB, fe *frontend, text, domain string) string {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"text": text, "domain": domain, "confidence": 0.8})
+	code, _, body := post(t, fe.URL+"/v1/experiences", string(b))
+	if code != http.StatusCreated && code != http.StatusOK {
+		t.Fatalf("add experience: %d %s", code, body)
+	}
+	var e struct{ ID string }
+	json.Unmarshal(body, &e)
+	return e.ID
+}
+
+// systemText returns the system message's text that the backend received.
+func systemText(t testing.TB, body []byte) string {
+	t.Helper()
+	var req struct {
+		Messages []struct {
+			Role    string          `json:"role"`
+			Content json.RawMessage `json:"content"`
+		} `json:"messages"`
+		System string `json:"system"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		t.Fatalf("backend body: %v", err)
+	}
+	if req.System != "" {
+		return req.System
+	}
+	for _, m := range req.Messages {
+		if m.Role == "system" {
+			var s string
+			json.Unmarshal(m.Content, &s)
+			return s
+		}
+	}
+	return ""
+}
+
+// library seeds: the first sentence of well-matched pairs is stored as an
+// experience, and the second, a paraphrase, is asked.
+func seed(t *testing.T, fe *frontend) (pairs []stsPair, ids []string) {
+	all := stsPairs(t)
+	var distractors []string
+	for _, p := range all {
+		if p.score >= 4.6 && len(pairs) < 10 && len(p.a) > 30 {
+			pairs = append(pairs, p)
+		} else if p.score < 2 && len(distractors) < 30 {
+			distractors = append(distractors, p.a)
+		}
+	}
+	for _, p := range pairs {
+		ids = append(ids, addExperience(t, fe, p.a, "sts.dev"))
+	}
+	for _, d := range distractors {
+		addExperience(t, fe, d, "sts.other")
+	}
+	return pairs, ids
+}
+
+func chatBody(q string) string {
+	b, _ := json.Marshal(map[string]any{"model": "m", "messages": []map[string]string{{"role": "user", "content": q}}})
+	return string(b)
+}
+
+func TestInjectionEndToEnd(t *testing.T) {
+	for _, tc := range []struct{ typ, path string }{{"openai", "/v1/chat/completions"}, {"ollama", "/api/chat"}} {
+		t.Run(tc.typ, func(t *testing.T) {
+			be := newBackend(t, tc.typ)
+			var failMode struct {
+				sync.Mutex
+				mode string
+			}
+			gloveEmbeddings(t, be, func(w http.ResponseWriter, r *http.Request) bool {
+				failMode.Lock()
+				mode := failMode.mode
+				failMode.Unlock()
+				switch mode {
+				case "slow":
+					<-r.Context().Done()
+					return true
+				case "fail":
+					http.Error(w, `{"error":"embedding model crashed"}`, http.StatusInternalServerError)
+					return true
+				}
+				return false
+			})
+			cfg := openaiCfg(be)
+			if tc.typ == "ollama" {
+				cfg = ollamaCfg(be)
+			}
+			cfg.Retries = -1
+			lib := newLibrary(t, t.TempDir())
+			fe := newFrontend(t, []config.Backend{cfg}, withRetrieval(lib, 2*time.Second))
+			pairs, ids := seed(t, fe)
+
+			found := 0
+			for i, p := range pairs {
+				code, hdr, body := post(t, fe.URL+tc.path, chatBody(p.b))
+				if code != 200 {
+					t.Fatalf("chat: %d %s", code, body)
+				}
+				if hdr.Get(proxy.HeaderTraceID) == "" {
+					t.Error("no trace id")
+				}
+				if d := hdr.Get(proxy.HeaderDegraded); d != "" {
+					t.Fatalf("degraded: %s", d)
+				}
+				got := strings.Split(hdr.Get(proxy.HeaderExperiences), ",")
+				sys := systemText(t, be.last(t).Body)
+				if contains(got, ids[i]) {
+					found++
+					if !strings.Contains(sys, p.a) {
+						t.Errorf("experience %s named in the header but its text is not in the system message %q", ids[i], sys)
+					}
+				}
+				if len(got) == 0 || got[0] == "" || sys == "" {
+					t.Errorf("nothing injected for %q", p.b)
+				}
+			}
+			if found < len(pairs)-1 {
+				t.Errorf("the matching experience was injected for %d of %d paraphrases", found, len(pairs))
+			}
+
+			// Inject off: the body reaches the backend unchanged.
+			body := chatBody(pairs[0].b)
+			_, hdr, _ := post(t, fe.URL+tc.path, body, proxy.HeaderInject, "off")
+			if got := string(be.last(t).Body); got != body || hdr.Get(proxy.HeaderExperiences) != "" {
+				t.Errorf("inject off: backend got %q, experiences %q", got, hdr.Get(proxy.HeaderExperiences))
+			}
+			// A domain that matches nothing injects nothing.
+			_, hdr, _ = post(t, fe.URL+tc.path, body, proxy.HeaderDomain, "legal")
+			if got := string(be.last(t).Body); got != body || hdr.Get(proxy.HeaderExperiences) != "" {
+				t.Errorf("other domain: backend got %q, experiences %q", got, hdr.Get(proxy.HeaderExperiences))
+			}
+			// A matching domain prefix still injects.
+			_, hdr, _ = post(t, fe.URL+tc.path, body, proxy.HeaderDomain, "sts")
+			if hdr.Get(proxy.HeaderExperiences) == "" {
+				t.Error("domain prefix sts injected nothing")
+			}
+			// Bad headers are the client's error.
+			if code, _, _ := post(t, fe.URL+tc.path, body, proxy.HeaderTopK, "lots"); code != 400 {
+				t.Errorf("bad top-k: %d", code)
+			}
+
+			// Slow and failing embeddings: the answer comes, uninjected, degraded.
+			fe2 := newFrontend(t, []config.Backend{cfg}, withRetrieval(lib, 100*time.Millisecond))
+			for mode, reason := range map[string]string{"slow": "timeout", "fail": "embed_error"} {
+				failMode.Lock()
+				failMode.mode = mode
+				failMode.Unlock()
+				q := chatBody("a question never asked before in mode " + mode)
+				code, hdr, resp := post(t, fe2.URL+tc.path, q)
+				if code != 200 || !strings.Contains(string(resp), "Paris") {
+					t.Errorf("%s embeddings: %d %s", mode, code, resp)
+				}
+				if got := hdr.Get(proxy.HeaderDegraded); got != reason {
+					t.Errorf("%s embeddings: degraded %q; want %q", mode, got, reason)
+				}
+				if got := string(be.last(t).Body); got != q {
+					t.Errorf("%s embeddings: backend got %q", mode, got)
+				}
+			}
+			failMode.Lock()
+			failMode.mode = ""
+			failMode.Unlock()
+		})
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// The experience API: create, duplicate, get, list, search, delete, and bad
+// input.
+func TestExperienceAPI(t *testing.T) {
+	be := newBackend(t, "openai")
+	gloveEmbeddings(t, be, nil)
+	lib := newLibrary(t, t.TempDir())
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, time.Second))
+
+	code, _, body := post(t, fe.URL+"/v1/experiences", `{"text":"Always check the error returned by Close on files you wrote.","domain":"code.go","confidence":0.9}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	var e struct {
+		ID, Text, Domain, Status, Object string
+		Confidence                       float64
+	}
+	json.Unmarshal(body, &e)
+	if e.ID != store.ExperienceID("code.go", "Always check the error returned by Close on files you wrote.") || e.Status != "active" || e.Confidence != 0.9 {
+		t.Errorf("created %+v", e)
+	}
+	code, _, body = post(t, fe.URL+"/v1/experiences", `{"text":"Always check the error returned by Close on files you wrote.","domain":"code.go"}`)
+	var dup struct{ ID string }
+	json.Unmarshal(body, &dup)
+	if code != http.StatusOK || dup.ID != e.ID {
+		t.Errorf("duplicate: %d %s", code, body)
+	}
+	addExperience(t, fe, "Use a context with a deadline for every outgoing HTTP request.", "code.go")
+	addExperience(t, fe, "Season the soup at the end of cooking.", "cooking")
+	if n := lib.Len(); n != 3 {
+		t.Errorf("index holds %d; want 3", n)
+	}
+
+	get := func(path string) (int, []byte) {
+		resp, err := http.Get(fe.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b json.RawMessage
+		json.NewDecoder(resp.Body).Decode(&b)
+		return resp.StatusCode, b
+	}
+	if code, b := get("/v1/experiences/" + e.ID); code != 200 || !strings.Contains(string(b), "Close on files") {
+		t.Errorf("get: %d %s", code, b)
+	}
+	if code, _ := get("/v1/experiences/nope"); code != 404 {
+		t.Errorf("get unknown: %d", code)
+	}
+	code, b := get("/v1/experiences?domain=code&limit=1")
+	var page struct {
+		Object  string
+		Data    []struct{ ID string }
+		HasMore bool `json:"has_more"`
+		Next    string
+	}
+	json.Unmarshal(b, &page)
+	if code != 200 || page.Object != "list" || len(page.Data) != 1 || !page.HasMore {
+		t.Fatalf("list: %d %s", code, b)
+	}
+	_, b = get("/v1/experiences?domain=code&limit=1&after=" + page.Next)
+	json.Unmarshal(b, &page)
+	if len(page.Data) != 1 || page.HasMore {
+		t.Errorf("second page: %s", b)
+	}
+	code, b = get("/v1/experiences/search?q=" + "how+should+I+handle+errors+when+closing+a+file")
+	var found struct {
+		Data []struct {
+			ID    string
+			Score float64
+		}
+	}
+	json.Unmarshal(b, &found)
+	if code != 200 || len(found.Data) == 0 || found.Data[0].ID != e.ID || found.Data[0].Score <= 0 {
+		t.Errorf("search: %d %s", code, b)
+	}
+	for _, bad := range []string{`{"text":""}`, `{"domain":"x"}`, `{"text":"x","confidence":2}`, `not json`} {
+		if code, _, b := post(t, fe.URL+"/v1/experiences", bad); code != 400 {
+			t.Errorf("create %s: %d %s", bad, code, b)
+		}
+	}
+	if code, _ := get("/v1/experiences/search"); code != 400 {
+		t.Errorf("search without q: %d", code)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, fe.URL+"/v1/experiences/"+e.ID, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || lib.Len() != 2 {
+		t.Errorf("delete: %d, index %d", resp.StatusCode, lib.Len())
+	}
+	if code, _ := get("/v1/experiences/" + e.ID); code != 404 {
+		t.Errorf("get after delete: %d", code)
+	}
+}
+
+// Admin keys guard the experience API when configured.
+func TestExperienceAPIAdminKey(t *testing.T) {
+	be := newBackend(t, "openai")
+	gloveEmbeddings(t, be, nil)
+	lib := newLibrary(t, t.TempDir())
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, time.Second), func(o *proxy.Options, _ []config.Backend) {
+		o.AdminKeys = []config.Secret{"admin"}
+		o.APIKeys = []config.Secret{"client"}
+	})
+	body := `{"text":"Prefer small interfaces.","domain":"code"}`
+	if code, _, _ := post(t, fe.URL+"/v1/experiences", body, "Authorization", "Bearer client"); code != 401 {
+		t.Errorf("client key on the experience API: %d", code)
+	}
+	if code, _, b := post(t, fe.URL+"/v1/experiences", body, "Authorization", "Bearer admin"); code != 201 {
+		t.Errorf("admin key: %d %s", code, b)
+	}
+}
+
+// Experiences and traces survive a restart and are found again.
+func TestRestartKeepsExperiencesAndTraces(t *testing.T) {
+	dir := t.TempDir()
+	be := newBackend(t, "openai")
+	gloveEmbeddings(t, be, nil)
+	pairs := stsPairs(t)
+
+	st, err := store.OpenDir(context.Background(), dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, err := library.New(context.Background(), library.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := proxy.Options{}
+	cfgs := []config.Backend{openaiCfg(be)}
+	cfgs[0].Name, cfgs[0].Timeout = "a", 10*time.Second
+	withRetrieval(lib, 2*time.Second)(&o, cfgs)
+	router, _ := providers.NewRouter(cfgs, nil)
+	o.Router = router
+	p := proxy.New(o)
+	fe := &frontend{Server: newTestServer(t, p), proxy: p}
+	id := addExperience(t, fe, pairs[0].a, "sts")
+	_, hdr, _ := post(t, fe.URL+"/v1/chat/completions", chatBody(pairs[0].b))
+	traceID := hdr.Get(proxy.HeaderTraceID)
+	fe.Close()
+	p.Close() // stores queued traces
+	st.Close()
+
+	lib2 := newLibrary(t, dir)
+	if lib2.Len() != 1 {
+		t.Fatalf("index after restart holds %d", lib2.Len())
+	}
+	fe2 := newFrontend(t, cfgs, withRetrieval(lib2, 2*time.Second))
+	_, hdr, _ = post(t, fe2.URL+"/v1/chat/completions", chatBody(pairs[0].b))
+	if got := hdr.Get(proxy.HeaderExperiences); got != id {
+		t.Errorf("after restart injected %q; want %q", got, id)
+	}
+	tr, err := lib2.Store().GetTrace(context.Background(), traceID)
+	if err != nil {
+		t.Fatalf("trace %s after restart: %v", traceID, err)
+	}
+	if tr.Query != pairs[0].b || len(tr.ExperienceIDs) != 1 || tr.ExperienceIDs[0] != id || tr.Answer != "The capital of France is Paris." {
+		t.Errorf("trace %+v", tr)
+	}
+}
