@@ -244,22 +244,40 @@ func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
 // Add stores e with the code of its canonical vector and indexes it. A
 // duplicate (same domain and text) returns the stored record and false.
 func (l *Library) Add(ctx context.Context, e store.Experience, canonical []float32) (store.Experience, bool, error) {
-	c, err := compress.Encode(canonical)
-	if err != nil {
-		return store.Experience{}, false, fmt.Errorf("library: encode: %w", err)
-	}
-	b, err := c.MarshalBinary()
+	got, created, err := l.AddMany(ctx, []store.Experience{e}, [][]float32{canonical})
 	if err != nil {
 		return store.Experience{}, false, err
 	}
-	e.Code = b
-	got, created, err := l.store.PutExperience(ctx, e)
-	if err != nil {
-		return got, false, err
+	return got[0], created[0], nil
+}
+
+// AddMany is Add for several experiences, stored in one transaction.
+func (l *Library) AddMany(ctx context.Context, es []store.Experience, canonical [][]float32) ([]store.Experience, []bool, error) {
+	if len(es) != len(canonical) {
+		return nil, nil, fmt.Errorf("library: %d experiences but %d vectors", len(es), len(canonical))
 	}
-	if created {
-		if err := l.idx.Upsert(got.ID, meta(got), c); err != nil {
-			return got, created, fmt.Errorf("library: index: %w", err)
+	es = append([]store.Experience(nil), es...) // the codes go on copies
+	codes := make([]compress.Code, len(es))
+	for i := range es {
+		c, err := compress.Encode(canonical[i])
+		if err != nil {
+			return nil, nil, fmt.Errorf("library: encode: %w", err)
+		}
+		b, err := c.MarshalBinary()
+		if err != nil {
+			return nil, nil, err
+		}
+		codes[i], es[i].Code = c, b
+	}
+	got, created, err := l.store.PutExperiences(ctx, es)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, e := range got {
+		if created[i] {
+			if err := l.idx.Upsert(e.ID, meta(e), codes[i]); err != nil {
+				return got, created, fmt.Errorf("library: index: %w", err)
+			}
 		}
 	}
 	return got, created, nil

@@ -35,43 +35,65 @@ func scanExperience(sc scanner) (Experience, error) {
 // CodeSize bytes, ...) returns an error wrapping ErrInvalid and writes
 // nothing. CreatedAt and UpdatedAt come from the store's clock.
 func (s *SQLite) PutExperience(ctx context.Context, e Experience) (Experience, bool, error) {
-	e, err := e.prepare()
+	got, created, err := s.PutExperiences(ctx, []Experience{e})
 	if err != nil {
-		return Experience{}, false, fmt.Errorf("store: put experience: %w", err)
+		return Experience{}, false, err
 	}
+	return got[0], created[0], nil
+}
+
+// PutExperiences stores several experiences in one transaction: all are
+// written or none. Each result is as PutExperience's for that input, in
+// order. Use it for imports, where one commit per record would be slow.
+func (s *SQLite) PutExperiences(ctx context.Context, es []Experience) ([]Experience, []bool, error) {
 	now := s.now()
-	e.CreatedAt, e.UpdatedAt = now.UTC(), now.UTC()
-	if len(e.Code) == 0 {
-		e.Code = nil
-	} else {
-		e.Code = append([]byte(nil), e.Code...)
+	prepared := make([]Experience, len(es))
+	for i, e := range es {
+		e, err := e.prepare()
+		if err != nil {
+			return nil, nil, fmt.Errorf("store: put experience %d: %w", i, err)
+		}
+		e.CreatedAt, e.UpdatedAt = now.UTC(), now.UTC()
+		if len(e.Code) == 0 {
+			e.Code = nil
+		} else {
+			e.Code = append([]byte(nil), e.Code...)
+		}
+		prepared[i] = e
 	}
-	var (
-		got     Experience
-		created bool
-	)
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO experiences (`+expColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-			e.ID, e.Text, e.Domain, e.Confidence, string(e.Status), e.SourceModel, e.SourceNode,
-			e.TraceID, e.Code, toNanos(now), toNanos(now))
+	got := make([]Experience, len(es))
+	created := make([]bool, len(es))
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO experiences (`+expColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
 		if err != nil {
 			return err
 		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
+		defer ins.Close()
+		for i, e := range prepared {
+			res, err := ins.ExecContext(ctx, e.ID, e.Text, e.Domain, e.Confidence, string(e.Status), e.SourceModel, e.SourceNode,
+				e.TraceID, e.Code, toNanos(now), toNanos(now))
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			if n == 1 {
+				got[i], created[i] = e, true
+				continue
+			}
+			got[i], err = scanExperience(tx.QueryRowContext(ctx,
+				`SELECT `+expColumns+` FROM experiences WHERE id = ?`, e.ID))
+			if err != nil {
+				return err
+			}
 		}
-		if n == 1 {
-			got, created = e, true
-			return nil
-		}
-		got, err = scanExperience(tx.QueryRowContext(ctx,
-			`SELECT `+expColumns+` FROM experiences WHERE id = ?`, e.ID))
-		return err
+		return nil
 	})
 	if err != nil {
-		return Experience{}, false, fmt.Errorf("store: put experience: %w", err)
+		return nil, nil, fmt.Errorf("store: put experiences: %w", err)
 	}
 	return got, created, nil
 }
