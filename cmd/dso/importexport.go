@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/providers"
+	"github.com/dso-proxy/dso/store"
+)
+
+func init() {
+	commands["import"] = command{summary: "import experiences from JSONL (embedded, indexed, stored)", run: importCmd}
+	commands["export"] = command{summary: "export experiences as JSONL", run: exportCmd}
+}
+
+// record is one experience in the JSONL exchange format.
+type record struct {
+	ID          string    `json:"id,omitempty"`
+	Text        string    `json:"text"`
+	Domain      string    `json:"domain,omitempty"`
+	Confidence  *float64  `json:"confidence,omitempty"`
+	Status      string    `json:"status,omitempty"`
+	SourceModel string    `json:"source_model,omitempty"`
+	SourceNode  string    `json:"source_node,omitempty"`
+	TraceID     string    `json:"trace_id,omitempty"`
+	CreatedAt   time.Time `json:"created_at,omitzero"`
+	UpdatedAt   time.Time `json:"updated_at,omitzero"`
+}
+
+// storeFlags are the flags import and export share to find the store.
+type storeFlags struct {
+	file, data, config, embedder, model, backend string
+}
+
+func (f *storeFlags) register(fs *flag.FlagSet, withEmbed bool) {
+	fs.StringVar(&f.config, "config", os.Getenv(config.EnvConfig), "YAML config file")
+	fs.StringVar(&f.data, "data", "", "data directory (default from config, DSO_DATA or ./dso-data)")
+	fs.StringVar(&f.file, "file", "-", "JSONL file; - is standard input/output")
+	if withEmbed {
+		fs.StringVar(&f.embedder, "embedder", "", "backend, wordvec:FILE or hash[:DIM] (default from config)")
+		fs.StringVar(&f.model, "model", "", "embedding model for the backend embedder (default retrieval.embedding_model)")
+		fs.StringVar(&f.backend, "backend", "", "TYPE:URL of the backend that embeds (default from config)")
+	}
+}
+
+func (f *storeFlags) load() (config.Config, error) {
+	cfg := config.Default()
+	if f.config != "" {
+		var err error
+		if cfg, err = config.Load(f.config); err != nil {
+			return cfg, err
+		}
+	}
+	if err := cfg.ApplyEnv(os.Getenv); err != nil {
+		return cfg, err
+	}
+	if f.data != "" {
+		cfg.Data = f.data
+	}
+	if f.embedder != "" {
+		cfg.Retrieval.Embedder = f.embedder
+	}
+	if f.backend != "" {
+		b, err := config.ParseBackendSpec(f.backend)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.SetBackends([]config.Backend{b})
+	}
+	return cfg, cfg.Validate()
+}
+
+func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("export", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f storeFlags
+	f.register(fs, false)
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	st, err := store.OpenDir(ctx, cfg.Data, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	out := stdout
+	if f.file != "-" {
+		fh, err := os.Create(f.file)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		out = fh
+	}
+	w := bufio.NewWriter(out)
+	enc := json.NewEncoder(w)
+	n := 0
+	err = st.EachExperience(ctx, func(e store.Experience) error {
+		n++
+		conf := e.Confidence
+		return enc.Encode(record{
+			ID: e.ID, Text: e.Text, Domain: e.Domain, Confidence: &conf, Status: string(e.Status),
+			SourceModel: e.SourceModel, SourceNode: e.SourceNode, TraceID: e.TraceID, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "exported %d experiences\n", n)
+	if c, ok := out.(io.Closer); ok && out != stdout {
+		return c.Close()
+	}
+	return nil
+}
+
+// importBatch is how many experiences are embedded and stored together.
+const importBatch = 256
+
+func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("import", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f storeFlags
+	f.register(fs, true)
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	in := io.Reader(os.Stdin)
+	if f.file != "-" {
+		fh, err := os.Open(f.file)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		in = fh
+	}
+	// Read and check every line first: a bad file writes nothing.
+	recs, err := readRecords(in)
+	if err != nil {
+		return err
+	}
+	emb, space, err := importEmbedder(cfg, f.model)
+	if err != nil {
+		return err
+	}
+	st, err := store.OpenDir(ctx, cfg.Data, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	lib, err := library.New(ctx, library.Config{Store: st, Seed: cfg.Retrieval.Seed, CacheSize: -1})
+	if err != nil {
+		return err
+	}
+	created := 0
+	for start := 0; start < len(recs); start += importBatch {
+		batch := recs[start:min(len(recs), start+importBatch)]
+		texts := make([]string, len(batch))
+		for i, r := range batch {
+			texts[i] = r.Text
+		}
+		vs, err := emb.Embed(ctx, space, texts)
+		if err != nil {
+			return fmt.Errorf("embedding lines %d-%d: %w", start+1, start+len(batch), err)
+		}
+		es := make([]store.Experience, len(batch))
+		canon := make([][]float32, len(batch))
+		for i, r := range batch {
+			if canon[i], err = lib.Canonical(space, vs[i]); err != nil {
+				return fmt.Errorf("line %d: %w", start+i+1, err)
+			}
+			es[i] = store.Experience{Text: r.Text, Domain: r.Domain, Confidence: *r.Confidence, Status: store.Status(r.Status),
+				SourceModel: space, SourceNode: r.SourceNode, TraceID: r.TraceID}
+			if es[i].SourceNode == "" {
+				es[i].SourceNode = cfg.NodeID
+			}
+		}
+		_, made, err := lib.AddMany(ctx, es, canon)
+		if err != nil {
+			return fmt.Errorf("storing lines %d-%d: %w", start+1, start+len(batch), err)
+		}
+		for _, c := range made {
+			if c {
+				created++
+			}
+		}
+	}
+	fmt.Fprintf(stdout, "imported %d experiences (%d new, %d already present)\n", len(recs), created, len(recs)-created)
+	return nil
+}
+
+// readRecords reads JSONL, checking each line; errors name the line.
+func readRecords(r io.Reader) ([]record, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	var recs []record
+	var errs []error
+	for line := 1; sc.Scan(); line++ {
+		b := sc.Bytes()
+		if len(b) == 0 {
+			continue
+		}
+		var rec record
+		if err := json.Unmarshal(b, &rec); err != nil {
+			errs = append(errs, fmt.Errorf("line %d: not a JSON object: %v", line, err))
+			continue
+		}
+		if store.NormalizeText(rec.Text) == "" {
+			errs = append(errs, fmt.Errorf("line %d: text is required", line))
+		}
+		if rec.Confidence == nil {
+			c := 0.5
+			rec.Confidence = &c
+		} else if *rec.Confidence < 0 || *rec.Confidence > 1 {
+			errs = append(errs, fmt.Errorf("line %d: confidence must be between 0 and 1", line))
+		}
+		if rec.Status != "" && !store.Status(rec.Status).Valid() {
+			errs = append(errs, fmt.Errorf("line %d: status must be active or retired", line))
+		}
+		recs = append(recs, rec)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return recs, errors.Join(errs...)
+}
+
+// importEmbedder is the local embedder, or the first backend with the
+// embedding model.
+func importEmbedder(cfg config.Config, model string) (library.Embedder, string, error) {
+	emb, name, err := localEmbedder(cfg.Retrieval.Embedder)
+	if err != nil || emb != nil {
+		return emb, name, err
+	}
+	if model == "" {
+		model = cfg.Retrieval.EmbeddingModel
+	}
+	if model == "" && len(cfg.Backends) > 0 {
+		model = cfg.Backends[0].EmbeddingModel
+	}
+	if model == "" {
+		return nil, "", errors.New("no embedding model: give --model, or set retrieval.embedding_model")
+	}
+	router, err := providers.NewRouter(cfg.Backends, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	chain, err := router.Route(model)
+	if err != nil {
+		return nil, "", err
+	}
+	return chain[0], model, nil
+}
