@@ -46,6 +46,13 @@ Flags:
 Environment only:
   DSO_API_KEYS         comma-separated keys clients must send as
                        "Authorization: Bearer KEY"; unset means no client auth
+  DSO_ADMIN_KEYS       comma-separated keys for the experience API
+                       (/v1/experiences); unset means the client keys
+  DSO_EMBEDDER         retrieval.embedder (backend, wordvec:FILE, hash[:DIM])
+
+Request headers: X-DSO-Domain (domain prefix), X-DSO-Top-K, X-DSO-Min-Confidence,
+X-DSO-Inject: off. Response headers: X-DSO-Trace-Id, X-DSO-Experiences (ids
+injected), X-DSO-Degraded (why retrieval was skipped: timeout, embed_error, ...).
 
 Config file (every field optional):
   listen: 127.0.0.1:8080
@@ -54,6 +61,21 @@ Config file (every field optional):
   shutdown_timeout: 30s          # how long a stop waits for streams
   log_level: info
   api_keys: [key1, key2]
+  admin_keys: [admin1]
+  node_id: local                 # recorded on experiences made here
+  retrieval:
+    disabled: false
+    embedder: backend            # backend | wordvec:FILE | hash[:DIM]
+    embedding_model: nomic-embed-text  # embeds experiences added by API/import
+    budget: 250ms                # past it, requests go on without injection
+    top_k: 5
+    min_confidence: 0
+    max_tokens: 1024             # size of the injected note
+    seed: 0                      # canonical lift seed; same on every node
+    adapters: {my-embed-model: ./my-model.dsoalign}  # from dso align fit
+    cache_size: 4096             # cached query embeddings
+    max_traces: 100000
+    trace_max_age: 720h
   backends:
     - name: local                # used in fallbacks, logs and metrics
       type: ollama               # openai | ollama
@@ -64,6 +86,7 @@ Config file (every field optional):
       retries: 2                 # retries before the first byte; -1 = none
       retry_backoff: 200ms       # doubles each retry
       fallbacks: [cloud]         # tried in order after this one fails
+      injection: {off: false, top_k: 3, min_confidence: 0.5, domain: code}
     - name: cloud
       type: openai
       url: https://api.openai.com/v1
