@@ -18,3 +18,11 @@ func hammingGo(q []uint64, codes []uint64, n, words int, out []uint16) {
 		out[i] = uint16(d)
 	}
 }
+
+// hammingGatherGo is hammingGather's portable kernel.
+func hammingGatherGo(q []uint64, codes []uint64, slots []int32, out []uint16) {
+	out = out[:len(slots)]
+	for i, s := range slots {
+		hammingGo(q, codes[int(s)*words:int(s)*words+words], 1, words, out[i:i+1])
+	}
+}

@@ -43,12 +43,53 @@ func hamming(q []uint64, codes []uint64, n, words int, out []uint16) {
 		_ = q[words-1]
 		_ = codes[n*words-1]
 		_ = out[n-1]
-		if words == 60 {
+		switch {
+		case words == 60:
 			hamming60AVX2(&q[0], &codes[0], n, &out[0])
-		} else {
+		case words == 8:
+			n4 := n &^ 3
+			if n4 > 0 {
+				hamming8AVX2(&q[0], &codes[0], n4, &out[0])
+			}
+			if n4 < n {
+				hammingAVX2(&q[0], &codes[n4*8], n-n4, 8, &out[n4])
+			}
+		default:
 			hammingAVX2(&q[0], &codes[0], n, words, &out[0])
 		}
 		return
 	}
 	hammingGo(q, codes, n, words, out)
+}
+
+// hamming8AVX2 is hammingAVX2 for words = 8 and n a positive multiple of 4,
+// four codes at a time.
+//
+//go:noescape
+func hamming8AVX2(q *uint64, codes *uint64, n int, out *uint16)
+
+// hamming60GatherAVX2 writes to out[i] the distance between the 60-word q
+// and code slots[i] of codes, for i < n, prefetching the codes ahead.
+//
+//go:noescape
+func hamming60GatherAVX2(q *uint64, codes *uint64, slots *int32, n int, out *uint16)
+
+// hammingGather writes to out[i] the Hamming distance between the 60-word q
+// and code slots[i] of codes.
+func hammingGather(q []uint64, codes []uint64, slots []int32, out []uint16) {
+	if len(slots) == 0 {
+		return
+	}
+	if !hasAVX2 {
+		hammingGatherGo(q, codes, slots, out)
+		return
+	}
+	_ = q[words-1]
+	_ = out[len(slots)-1]
+	for _, s := range slots {
+		if s < 0 || int(s) >= len(codes)/words {
+			panic("gpuidx: gather slot out of range")
+		}
+	}
+	hamming60GatherAVX2(&q[0], &codes[0], &slots[0], len(slots), &out[0])
 }

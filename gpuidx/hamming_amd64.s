@@ -66,6 +66,20 @@ done:
 // PF is how far ahead (bytes, 8 codes) the 60-word kernel prefetches.
 #define PF 3840
 
+// GPF is how many records ahead the gather kernel prefetches.
+#define GPF 8
+
+#define PREFETCH8(r) \
+	PREFETCHT0 0(r); \
+	PREFETCHT0 64(r); \
+	PREFETCHT0 128(r); \
+	PREFETCHT0 192(r); \
+	PREFETCHT0 256(r); \
+	PREFETCHT0 320(r); \
+	PREFETCHT0 384(r); \
+	PREFETCHT0 448(r); \
+	PREFETCHT0 479(r)
+
 #define CHUNK(off, acc) \
 	VMOVDQU off(DI), Y1; \
 	VPXOR off(SI), Y1, Y1; \
@@ -129,6 +143,153 @@ code60:
 	JNZ code60
 
 done60:
+	VZEROUPPER
+	RET
+
+// pack4 gathers the 32-bit sums in dwords 0, 2, 1, 3 into four uint16s.
+DATA pack4<>+0(SB)/8, $0x0d0c050409080100
+DATA pack4<>+8(SB)/8, $0x8080808080808080
+GLOBL pack4<>(SB), RODATA|NOPTR, $16
+
+// POP8(off, acc) sets acc to four 64-bit partial popcounts of the 64-byte
+// code at off(DI) xor the query in Y12:Y11 (clobbers Y1, Y2).
+#define POP8(off, acc) \
+	VPXOR off(DI), Y12, Y1; \
+	VPSRLW $4, Y1, Y2; \
+	VPAND Y14, Y1, Y1; \
+	VPAND Y14, Y2, Y2; \
+	VPSHUFB Y1, Y15, Y1; \
+	VPSHUFB Y2, Y15, acc; \
+	VPADDB Y1, acc, acc; \
+	VPXOR off+32(DI), Y11, Y1; \
+	VPSRLW $4, Y1, Y2; \
+	VPAND Y14, Y1, Y1; \
+	VPAND Y14, Y2, Y2; \
+	VPSHUFB Y1, Y15, Y1; \
+	VPSHUFB Y2, Y15, Y2; \
+	VPADDB Y1, acc, acc; \
+	VPADDB Y2, acc, acc; \
+	VPSADBW Y13, acc, acc
+
+// func hamming8AVX2(q *uint64, codes *uint64, n int, out *uint16)
+// n must be a positive multiple of 4.
+TEXT ·hamming8AVX2(SB), NOSPLIT, $0-32
+	MOVQ q+0(FP), SI
+	MOVQ codes+8(FP), DI
+	MOVQ n+16(FP), CX
+	MOVQ out+24(FP), R8
+	VMOVDQU nibbleLUT<>(SB), Y15
+	VMOVDQU lowNibbles<>(SB), Y14
+	VPXOR Y13, Y13, Y13
+	VMOVDQU 0(SI), Y12
+	VMOVDQU 32(SI), Y11
+	VMOVDQU pack4<>(SB), X10
+	SHRQ $2, CX
+	JZ done8
+
+quad8:
+	POP8(0, Y3)
+	POP8(64, Y4)
+	POP8(128, Y5)
+	POP8(192, Y6)
+	// Y3..Y6 hold four 64-bit partial sums per code; fold them into one
+	// 32-bit sum per code.
+	VPUNPCKLQDQ Y4, Y3, Y7
+	VPUNPCKHQDQ Y4, Y3, Y8
+	VPADDQ Y8, Y7, Y7 // lane: code0, code1
+	VPUNPCKLQDQ Y6, Y5, Y8
+	VPUNPCKHQDQ Y6, Y5, Y9
+	VPADDQ Y9, Y8, Y8 // lane: code2, code3
+	VPSLLQ $32, Y8, Y8
+	VPOR Y8, Y7, Y7 // dwords: c0, c2, c1, c3 per lane
+	VEXTRACTI128 $1, Y7, X8
+	VPADDD X8, X7, X7
+	VPSHUFB X10, X7, X7
+	VMOVQ X7, (R8)
+	ADDQ $8, R8
+	ADDQ $256, DI
+	DECQ CX
+	JNZ quad8
+
+done8:
+	VZEROUPPER
+	RET
+
+// func hamming60GatherAVX2(q *uint64, codes *uint64, slots *int32, n int, out *uint16)
+// computes the distance of q to code slots[i] for i < n, prefetching ahead.
+TEXT ·hamming60GatherAVX2(SB), NOSPLIT, $0-40
+	MOVQ q+0(FP), SI
+	MOVQ codes+8(FP), R9
+	MOVQ slots+16(FP), R10
+	MOVQ n+24(FP), CX
+	MOVQ out+32(FP), R8
+	VMOVDQU nibbleLUT<>(SB), Y15
+	VMOVDQU lowNibbles<>(SB), Y14
+	VPXOR Y13, Y13, Y13
+	// R11 = index of the next record to prefetch, R12 = n, R13 = slots
+	MOVQ CX, R12
+	MOVQ R10, R13
+	XORQ R11, R11
+	TESTQ CX, CX
+	JLE doneg
+
+	// Prefetch the first GPF records.
+prime:
+	CMPQ R11, $GPF
+	JAE gcode
+	CMPQ R11, R12
+	JAE gcode
+	MOVLQSX (R13)(R11*4), AX
+	IMUL3Q $480, AX, AX
+	LEAQ (R9)(AX*1), AX
+	PREFETCH8(AX)
+	INCQ R11
+	JMP prime
+
+gcode:
+	CMPQ R11, R12
+	JAE noprefetch
+	MOVLQSX (R13)(R11*4), AX
+	IMUL3Q $480, AX, AX
+	LEAQ (R9)(AX*1), AX
+	PREFETCH8(AX)
+	INCQ R11
+
+noprefetch:
+	MOVLQSX (R10), DI
+	IMUL3Q $480, DI, DI
+	ADDQ R9, DI
+	VPXOR Y0, Y0, Y0
+	VPXOR Y3, Y3, Y3
+	CHUNK(0, Y0)
+	CHUNK(32, Y3)
+	CHUNK(64, Y0)
+	CHUNK(96, Y3)
+	CHUNK(128, Y0)
+	CHUNK(160, Y3)
+	CHUNK(192, Y0)
+	CHUNK(224, Y3)
+	CHUNK(256, Y0)
+	CHUNK(288, Y3)
+	CHUNK(320, Y0)
+	CHUNK(352, Y3)
+	CHUNK(384, Y0)
+	CHUNK(416, Y3)
+	CHUNK(448, Y0)
+	VPADDB Y3, Y0, Y0
+	VPSADBW Y13, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDQ X1, X0, X0
+	VPSRLDQ $8, X0, X1
+	VPADDQ X1, X0, X0
+	VMOVQ X0, BX
+	MOVW BX, (R8)
+	ADDQ $2, R8
+	ADDQ $4, R10
+	DECQ CX
+	JNZ gcode
+
+doneg:
 	VZEROUPPER
 	RET
 

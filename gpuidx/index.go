@@ -312,7 +312,9 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 		}
 	}
 
-	var best []cand
+	sc := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(sc)
+	var top []cand
 	if q.Mode.prefix() {
 		c := q.Candidates
 		if c == 0 {
@@ -323,32 +325,40 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 		}
 		c = max(c, keep)
 		p := x.cfg.PrefixWords
-		pre, err := x.scan(ctx, qc.Bits[:p], x.prefix, p, c, f)
+		pre, err := x.scan(ctx, qc.Bits[:p], x.prefix, p, c, f, sc, sc.cands[:0])
 		if err != nil {
 			return nil, err
 		}
+		sc.cands = pre
 		// Full distance of each candidate.
-		var d [1]uint16
-		for i := range pre {
-			s := int(pre[i].slot)
-			hamming(qc.Bits[:], x.codes[s*words:(s+1)*words], 1, words, d[:])
-			pre[i].dist = d[0]
+		sc.slots, sc.dists = sc.slots[:0], sc.dists[:0]
+		for _, cd := range pre {
+			sc.slots = append(sc.slots, cd.slot)
 		}
-		best = selectBest(pre, keep)
+		sc.dists = slices.Grow(sc.dists, len(pre))[:len(pre)]
+		hammingGather(qc.Bits[:], x.codes, sc.slots, sc.dists)
+		// The candidates are in slot order, as the collector needs.
+		sc.top.reset(keep, compress.Dim)
+		for i, s := range sc.slots {
+			sc.top.push(s, sc.dists[i])
+		}
+		top = best(pre[:0], []collector{sc.top}, keep, sc.top.hist)
 	} else {
 		var err error
-		best, err = x.scan(ctx, qc.Bits[:], x.codes, words, keep, f)
+		top, err = x.scan(ctx, qc.Bits[:], x.codes, words, keep, f, sc, sc.cands[:0])
 		if err != nil {
 			return nil, err
 		}
+		sc.cands = top
 	}
+	slices.SortFunc(top, cmpCand)
 
 	var norm float32
 	if q.Mode.rerank() {
 		norm = rerankNorm(q.Vector)
 	}
-	hits := make([]Hit, len(best))
-	for i, b := range best {
+	hits := make([]Hit, len(top))
+	for i, b := range top {
 		s := int(b.slot)
 		hits[i] = Hit{ID: x.ids[s], Distance: int(b.dist)}
 		if q.Mode.rerank() {
@@ -396,28 +406,160 @@ type cand struct {
 
 func less(a, b cand) bool { return a.dist < b.dist || a.dist == b.dist && a.slot < b.slot }
 
-// selectBest sorts cs by (distance, slot) and keeps the first k.
-func selectBest(cs []cand, k int) []cand {
-	slices.SortFunc(cs, func(a, b cand) int {
-		if less(a, b) {
-			return -1
-		}
-		if less(b, a) {
-			return 1
-		}
-		return 0
-	})
-	if len(cs) > k {
-		cs = cs[:k]
+func cmpCand(a, b cand) int {
+	if less(a, b) {
+		return -1
 	}
-	return cs
+	if less(b, a) {
+		return 1
+	}
+	return 0
 }
+
+// collector keeps the best k records of a scan by (distance, slot) without
+// a heap. Distances are small integers, so it counts the collected records
+// per distance and admits only records below limit, the smallest distance
+// at which k records are already held; when the buffer has grown to 2k it
+// lowers limit and drops the records above it. Records must arrive in
+// increasing slot order: a tie at the cut-off goes to the earlier slot, as
+// it would in a sort by (distance, slot).
+type collector struct {
+	k     int
+	limit int      // admit distances below it
+	hist  []uint32 // collected records by distance, up to and including limit
+	slots []int32  // collected records in slot order
+	dists []uint16
+}
+
+func (c *collector) reset(k, maxDist int) {
+	c.k = k
+	c.limit = maxDist + 1
+	if cap(c.hist) < maxDist+1 {
+		c.hist = make([]uint32, maxDist+1)
+	}
+	c.hist = c.hist[:maxDist+1]
+	clear(c.hist)
+	c.slots, c.dists = c.slots[:0], c.dists[:0]
+}
+
+// add collects the records of dist (slots base, base+1, ...) below the
+// limit that pass f.
+func (c *collector) add(dist []uint16, base int, f *filter) {
+	lim := c.limit
+	for j, d := range dist {
+		if int(d) >= lim {
+			continue
+		}
+		s := base + j
+		if !f.ok(s) {
+			continue
+		}
+		c.slots = append(c.slots, int32(s))
+		c.dists = append(c.dists, d)
+		c.hist[d]++
+	}
+	if len(c.slots) >= 2*c.k {
+		c.shrink()
+	}
+}
+
+// cut returns the smallest distance t at which hist holds k records up to
+// and including t, and how many of the records at t are needed; ok is false
+// when hist holds fewer than k records.
+func cut(hist []uint32, k int) (t, need int, ok bool) {
+	sum := 0
+	for d, h := range hist {
+		if sum+int(h) >= k {
+			return d, k - sum, true
+		}
+		sum += int(h)
+	}
+	return len(hist), 0, false
+}
+
+// push collects one record, which passed the filters.
+func (c *collector) push(s int32, d uint16) {
+	if int(d) >= c.limit {
+		return
+	}
+	c.slots = append(c.slots, s)
+	c.dists = append(c.dists, d)
+	c.hist[d]++
+	if len(c.slots) >= 2*c.k+block {
+		c.shrink()
+	}
+}
+
+// shrink keeps exactly the best k records so far and lowers the limit to
+// their worst distance: a later record at that distance loses the tie.
+func (c *collector) shrink() {
+	top := min(c.limit+1, len(c.hist))
+	t, need, ok := cut(c.hist[:top], c.k)
+	if !ok {
+		return
+	}
+	c.hist[t] = uint32(need)
+	j := 0
+	for i, d := range c.dists {
+		if int(d) < t || int(d) == t && need > 0 {
+			if int(d) == t {
+				need--
+			}
+			c.slots[j], c.dists[j] = c.slots[i], d
+			j++
+		}
+	}
+	c.slots, c.dists = c.slots[:j], c.dists[:j]
+	clear(c.hist[t+1 : top])
+	c.limit = t
+}
+
+// best appends to out the best k records of cs, taken in order, by
+// (distance, slot): all below the common cut-off and the earliest at it.
+// hist is scratch of at least maxDist+1 entries.
+func best(out []cand, cs []collector, k int, hist []uint32) []cand {
+	clear(hist)
+	for i := range cs {
+		for _, d := range cs[i].dists {
+			hist[d]++
+		}
+	}
+	t, need, ok := cut(hist, k)
+	if !ok {
+		t, need = len(hist), 0
+	}
+	for i := range cs {
+		for j, d := range cs[i].dists {
+			if int(d) < t || int(d) == t && need > 0 {
+				if int(d) == t {
+					need--
+				}
+				out = append(out, cand{d, cs[i].slots[j]})
+			}
+		}
+	}
+	return out
+}
+
+// scratch holds a search's reusable buffers.
+type scratch struct {
+	cols  []collector
+	errs  []error
+	hist  []uint32
+	slots []int32
+	dists []uint16
+	cands []cand
+	top   collector
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 const block = 512
 
 // scan computes the distance of q (w words) to every record's w-word row of
-// rows using all workers, and returns the best k records passing f.
-func (x *CPU) scan(ctx context.Context, q, rows []uint64, w, k int, f *filter) ([]cand, error) {
+// rows using all workers, and appends to out the best k records passing f
+// by (distance, slot), in slot order.
+func (x *CPU) scan(ctx context.Context, q, rows []uint64, w, k int, f *filter, sc *scratch, out []cand) ([]cand, error) {
 	n := len(x.ids)
 	workers := x.cfg.Workers
 	if n < 4*block {
@@ -425,102 +567,51 @@ func (x *CPU) scan(ctx context.Context, q, rows []uint64, w, k int, f *filter) (
 	}
 	per := (n + workers - 1) / workers
 	per = (per + block - 1) / block * block
-	heaps := make([]maxHeap, workers)
-	errs := make([]error, workers)
+	if len(sc.cols) < workers {
+		sc.cols = make([]collector, workers)
+		sc.errs = make([]error, workers)
+	}
+	cols, errs := sc.cols[:workers], sc.errs[:workers]
+	maxDist := w * 64
 	var wg sync.WaitGroup
 	for wi := range workers {
 		lo, hi := wi*per, min((wi+1)*per, n)
+		cols[wi].reset(k, maxDist)
+		errs[wi] = nil
 		if lo >= hi {
 			continue
 		}
-		run := func() {
-			heaps[wi], errs[wi] = scanRange(ctx, q, rows, w, lo, hi, k, f)
-		}
 		if workers == 1 {
-			run()
+			errs[wi] = scanRange(ctx, q, rows, w, lo, hi, f, &cols[wi])
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			run()
+			errs[wi] = scanRange(ctx, q, rows, w, lo, hi, f, &cols[wi])
 		}()
 	}
 	wg.Wait()
-	var all []cand
-	for i, h := range heaps {
-		if errs[i] != nil {
-			return nil, fmt.Errorf("gpuidx: search: %w", errs[i])
+	for _, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("gpuidx: search: %w", err)
 		}
-		all = append(all, h...)
 	}
-	return selectBest(all, k), nil
+	if cap(sc.hist) < maxDist+1 {
+		sc.hist = make([]uint32, maxDist+1)
+	}
+	return best(out, cols, k, sc.hist[:maxDist+1]), nil
 }
 
-func scanRange(ctx context.Context, q, rows []uint64, w, lo, hi, k int, f *filter) (maxHeap, error) {
-	h := make(maxHeap, 0, k)
+func scanRange(ctx context.Context, q, rows []uint64, w, lo, hi int, f *filter, c *collector) error {
 	var dist [block]uint16
-	thr := uint16(math.MaxUint16) // admit while the heap is not full
 	for b := lo; b < hi; b += block {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		m := min(block, hi-b)
 		hamming(q, rows[b*w:(b+m)*w], m, w, dist[:m])
-		for j, d := range dist[:m] {
-			if d > thr {
-				continue
-			}
-			s := b + j
-			c := cand{d, int32(s)}
-			if len(h) == k && !less(c, h[0]) || !f.ok(s) {
-				continue
-			}
-			if len(h) < k {
-				h.push(c)
-			} else {
-				h.replaceTop(c)
-			}
-			if len(h) == k {
-				thr = h[0].dist
-			}
-		}
+		c.add(dist[:m], b, f)
 	}
-	return h, nil
-}
-
-// maxHeap is a binary max-heap of candidates by (dist, slot): the worst on top.
-type maxHeap []cand
-
-func (h *maxHeap) push(c cand) {
-	*h = append(*h, c)
-	s := *h
-	i := len(s) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if !less(s[p], s[i]) {
-			break
-		}
-		s[p], s[i] = s[i], s[p]
-		i = p
-	}
-}
-
-func (h maxHeap) replaceTop(c cand) {
-	h[0] = c
-	i := 0
-	for {
-		l, r, big := 2*i+1, 2*i+2, i
-		if l < len(h) && less(h[big], h[l]) {
-			big = l
-		}
-		if r < len(h) && less(h[big], h[r]) {
-			big = r
-		}
-		if big == i {
-			return
-		}
-		h[i], h[big] = h[big], h[i]
-		i = big
-	}
+	return nil
 }

@@ -439,6 +439,10 @@ func BenchmarkSearch(b *testing.B) {
 	_ = math.Pi
 }
 
+// genericKernel is the unspecialised assembly loop the specialised kernels
+// replace, where the platform has one.
+var genericKernel func(q, codes []uint64, n, w int, out []uint16)
+
 func BenchmarkHamming(b *testing.B) {
 	s := splitmix64(14)
 	const n = 4096
@@ -448,16 +452,26 @@ func BenchmarkHamming(b *testing.B) {
 	}
 	q := codes[:words]
 	out := make([]uint16, n)
-	b.Run("kernel", func(b *testing.B) {
-		b.SetBytes(n * words * 8)
-		for b.Loop() {
-			hamming(q, codes, n, words, out)
+	for _, w := range []int{8, words} {
+		b.Run(fmt.Sprintf("words=%d/kernel", w), func(b *testing.B) {
+			b.SetBytes(int64(n * w * 8))
+			for b.Loop() {
+				hamming(q, codes, n, w, out)
+			}
+		})
+		if genericKernel != nil {
+			b.Run(fmt.Sprintf("words=%d/generic", w), func(b *testing.B) {
+				b.SetBytes(int64(n * w * 8))
+				for b.Loop() {
+					genericKernel(q, codes, n, w, out)
+				}
+			})
 		}
-	})
-	b.Run("go", func(b *testing.B) {
-		b.SetBytes(n * words * 8)
-		for b.Loop() {
-			hammingGo(q, codes, n, words, out)
-		}
-	})
+		b.Run(fmt.Sprintf("words=%d/go", w), func(b *testing.B) {
+			b.SetBytes(int64(n * w * 8))
+			for b.Loop() {
+				hammingGo(q, codes, n, w, out)
+			}
+		})
+	}
 }
