@@ -135,7 +135,7 @@ type CPU struct {
 	scales  []float32
 	ids     []string
 	conf    []float32
-	retired []bool
+	flags   []uint8  // flagRetired, flagNegConf
 	dom     []uint32 // index into domains
 	slot    map[string]int
 	domains []string
@@ -194,13 +194,13 @@ func (x *CPU) Upsert(id string, m Meta, c compress.Code) error {
 		x.prefix = append(x.prefix, c.Bits[:p]...)
 		x.scales = append(x.scales, c.Scale)
 		x.conf = append(x.conf, m.Confidence)
-		x.retired = append(x.retired, m.Retired)
+		x.flags = append(x.flags, flagsOf(m))
 		x.dom = append(x.dom, d)
 		return nil
 	}
 	copy(x.codes[i*words:], c.Bits[:])
 	copy(x.prefix[i*p:], c.Bits[:p])
-	x.scales[i], x.conf[i], x.retired[i], x.dom[i] = c.Scale, m.Confidence, m.Retired, d
+	x.scales[i], x.conf[i], x.flags[i], x.dom[i] = c.Scale, m.Confidence, flagsOf(m), d
 	return nil
 }
 
@@ -219,15 +219,15 @@ func (x *CPU) Delete(id string) bool {
 		p := x.cfg.PrefixWords
 		copy(x.codes[i*words:(i+1)*words], x.codes[last*words:])
 		copy(x.prefix[i*p:(i+1)*p], x.prefix[last*p:])
-		x.ids[i], x.scales[i], x.conf[i], x.retired[i], x.dom[i] =
-			x.ids[last], x.scales[last], x.conf[last], x.retired[last], x.dom[last]
+		x.ids[i], x.scales[i], x.conf[i], x.flags[i], x.dom[i] =
+			x.ids[last], x.scales[last], x.conf[last], x.flags[last], x.dom[last]
 		x.slot[x.ids[i]] = i
 	}
 	x.ids[last] = ""
 	x.ids = x.ids[:last]
 	x.codes = x.codes[:last*words]
 	x.prefix = x.prefix[:last*x.cfg.PrefixWords]
-	x.scales, x.conf, x.retired, x.dom = x.scales[:last], x.conf[:last], x.retired[:last], x.dom[:last]
+	x.scales, x.conf, x.flags, x.dom = x.scales[:last], x.conf[:last], x.flags[:last], x.dom[:last]
 	return true
 }
 
@@ -242,7 +242,7 @@ func (x *CPU) Get(id string) (Meta, compress.Code, bool) {
 	var c compress.Code
 	copy(c.Bits[:], x.codes[i*words:])
 	c.Scale = x.scales[i]
-	return Meta{Domain: x.domains[x.dom[i]], Confidence: x.conf[i], Retired: x.retired[i]}, c, true
+	return Meta{Domain: x.domains[x.dom[i]], Confidence: x.conf[i], Retired: x.flags[i]&flagRetired != 0}, c, true
 }
 
 // DomainMatch reports whether domain is query or lies below it, comparing
@@ -254,17 +254,44 @@ func DomainMatch(query, domain string) bool {
 	return strings.HasPrefix(domain, query) && domain[len(query)] == '.'
 }
 
+// Record flags, one byte per record so that the common filter reads one
+// small array.
+const (
+	flagRetired = 1 << iota
+	flagNegConf // confidence below 0, dropped by a zero MinConfidence
+)
+
+func flagsOf(m Meta) uint8 {
+	var f uint8
+	if m.Retired {
+		f |= flagRetired
+	}
+	if m.Confidence < 0 {
+		f |= flagNegConf
+	}
+	return f
+}
+
 // filter is a query's filters resolved against the index.
 type filter struct {
 	allowed []bool // by domain id; nil allows all
 	minConf float32
+	plain   bool // no domain and a zero minConf: the flags alone decide
 	conf    []float32
-	retired []bool
+	flags   []uint8
 	dom     []uint32
 }
 
+func newFilter(allowed []bool, minConf float32, conf []float32, flags []uint8, dom []uint32) *filter {
+	return &filter{allowed: allowed, minConf: minConf, plain: allowed == nil && minConf == 0, conf: conf, flags: flags, dom: dom}
+}
+
 func (f *filter) ok(i int) bool {
-	if f.retired[i] || f.conf[i] < f.minConf {
+	fl := f.flags[i]
+	if f.plain {
+		return fl == 0
+	}
+	if fl&flagRetired != 0 || f.conf[i] < f.minConf {
 		return false
 	}
 	return f.allowed == nil || f.allowed[f.dom[i]]
@@ -297,13 +324,14 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	n := len(x.ids)
-	f := &filter{minConf: q.MinConfidence, conf: x.conf, retired: x.retired, dom: x.dom}
+	var allowed []bool
 	if q.Domain != "" {
-		f.allowed = make([]bool, len(x.domains))
+		allowed = make([]bool, len(x.domains))
 		for i, d := range x.domains {
-			f.allowed[i] = DomainMatch(q.Domain, d)
+			allowed[i] = DomainMatch(q.Domain, d)
 		}
 	}
+	f := newFilter(allowed, q.MinConfidence, x.conf, x.flags, x.dom)
 	keep := q.K
 	if q.Mode.rerank() {
 		keep = max(q.Rerank, x.cfg.Rerank, q.K)
@@ -417,27 +445,29 @@ func cmpCand(a, b cand) int {
 }
 
 // collector keeps the best k records of a scan by (distance, slot) without
-// a heap. Distances are small integers, so it counts the collected records
-// per distance and admits only records below limit, the smallest distance
-// at which k records are already held; when the buffer has grown to 2k it
-// lowers limit and drops the records above it. Records must arrive in
-// increasing slot order: a tie at the cut-off goes to the earlier slot, as
-// it would in a sort by (distance, slot).
+// a heap. Distances are small integers, so it counts the held records per
+// distance and admits only records below limit: after each block it lowers
+// limit while k records are held below it, as a heap of k would. Records
+// above limit stay in the buffer until it has grown to 2k, when shrink drops
+// them. Records must arrive in increasing slot order: a tie at the cut-off
+// goes to the earlier slot, as in a sort by (distance, slot).
 type collector struct {
 	k     int
 	limit int      // admit distances below it
-	hist  []uint32 // collected records by distance, up to and including limit
-	slots []int32  // collected records in slot order
+	held  int      // records in the buffer at or below limit
+	hist  []uint32 // held records by distance; zero above limit
+	slots []int32  // buffered records in slot order
 	dists []uint16
 }
 
 func (c *collector) reset(k, maxDist int) {
 	c.k = k
 	c.limit = maxDist + 1
-	if cap(c.hist) < maxDist+1 {
-		c.hist = make([]uint32, maxDist+1)
+	c.held = 0
+	if cap(c.hist) < maxDist+2 {
+		c.hist = make([]uint32, maxDist+2)
 	}
-	c.hist = c.hist[:maxDist+1]
+	c.hist = c.hist[:maxDist+2]
 	clear(c.hist)
 	c.slots, c.dists = c.slots[:0], c.dists[:0]
 }
@@ -446,6 +476,7 @@ func (c *collector) reset(k, maxDist int) {
 // limit that pass f.
 func (c *collector) add(dist []uint16, base int, f *filter) {
 	lim := c.limit
+	n := len(c.slots)
 	for j, d := range dist {
 		if int(d) >= lim {
 			continue
@@ -458,7 +489,33 @@ func (c *collector) add(dist []uint16, base int, f *filter) {
 		c.dists = append(c.dists, d)
 		c.hist[d]++
 	}
-	if len(c.slots) >= 2*c.k {
+	c.held += len(c.slots) - n
+	c.tighten()
+}
+
+// push collects one record, which passed the filters.
+func (c *collector) push(s int32, d uint16) {
+	if int(d) >= c.limit {
+		return
+	}
+	c.slots = append(c.slots, s)
+	c.dists = append(c.dists, d)
+	c.hist[d]++
+	c.held++
+	if len(c.slots)&255 == 0 {
+		c.tighten()
+	}
+}
+
+// tighten lowers the limit while the records below it number k, and
+// shrinks the buffer when it has grown to 2k.
+func (c *collector) tighten() {
+	for c.held-int(c.hist[c.limit]) >= c.k && c.limit > 0 {
+		c.held -= int(c.hist[c.limit])
+		c.hist[c.limit] = 0
+		c.limit--
+	}
+	if len(c.slots) >= 2*c.k+block {
 		c.shrink()
 	}
 }
@@ -477,28 +534,15 @@ func cut(hist []uint32, k int) (t, need int, ok bool) {
 	return len(hist), 0, false
 }
 
-// push collects one record, which passed the filters.
-func (c *collector) push(s int32, d uint16) {
-	if int(d) >= c.limit {
-		return
-	}
-	c.slots = append(c.slots, s)
-	c.dists = append(c.dists, d)
-	c.hist[d]++
-	if len(c.slots) >= 2*c.k+block {
-		c.shrink()
-	}
-}
-
-// shrink keeps exactly the best k records so far and lowers the limit to
-// their worst distance: a later record at that distance loses the tie.
+// shrink drops the buffered records above the limit and, when k are held,
+// keeps exactly the best k.
 func (c *collector) shrink() {
-	top := min(c.limit+1, len(c.hist))
-	t, need, ok := cut(c.hist[:top], c.k)
+	t, need, ok := cut(c.hist[:c.limit+1], c.k)
 	if !ok {
-		return
+		t, need = c.limit, int(c.hist[c.limit])
 	}
 	c.hist[t] = uint32(need)
+	clear(c.hist[t+1 : c.limit+1])
 	j := 0
 	for i, d := range c.dists {
 		if int(d) < t || int(d) == t && need > 0 {
@@ -510,7 +554,7 @@ func (c *collector) shrink() {
 		}
 	}
 	c.slots, c.dists = c.slots[:j], c.dists[:j]
-	clear(c.hist[t+1 : top])
+	c.held = j
 	c.limit = t
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 )
@@ -13,13 +14,15 @@ import (
 func TestCollectorMatchesSort(t *testing.T) {
 	s := splitmix64(21)
 	const n = 5000
-	retired := make([]bool, n)
+	flags := make([]uint8, n)
 	conf := make([]float32, n)
 	dom := make([]uint32, n)
 	for i := range n {
-		retired[i] = s.next()%7 == 0
+		if s.next()%7 == 0 {
+			flags[i] = flagRetired
+		}
 	}
-	f := &filter{conf: conf, retired: retired, dom: dom}
+	f := newFilter(nil, 0, conf, flags, dom)
 	for _, spread := range []int{1, 3, 20, 600} {
 		dist := make([]uint16, n)
 		for i := range dist {
@@ -122,7 +125,7 @@ func TestPrefixMatchesReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := referenceSearch(x, &q.Bits, tt.c, tt.k, func(i int) bool {
-				return !x.retired[i] && x.conf[i] >= tt.conf && DomainMatch(tt.domain, x.domains[x.dom[i]])
+				return x.flags[i]&flagRetired == 0 && x.conf[i] >= tt.conf && DomainMatch(tt.domain, x.domains[x.dom[i]])
 			})
 			if !slices.Equal(got, fixScores(want, got)) {
 				t.Fatalf("prefix %d %+v:\n got %v\nwant %v", pw, tt, got, want)
@@ -196,5 +199,40 @@ func TestPrefixArrayInSync(t *testing.T) {
 		if y.Len() != 0 {
 			t.Fatalf("Len = %d after deleting all", y.Len())
 		}
+	}
+}
+
+func TestNegativeConfidence(t *testing.T) {
+	x := NewCPU(CPUConfig{})
+	s := splitmix64(25)
+	c := randCode(&s)
+	x.Upsert("neg", Meta{Confidence: -1}, c)
+	x.Upsert("nan", Meta{Confidence: float32(math.NaN())}, c)
+	x.Upsert("zero", Meta{}, c)
+	for _, tt := range []struct {
+		min  float32
+		want []string
+	}{{0, []string{"nan", "zero"}}, {-2, []string{"nan", "neg", "zero"}}, {0.5, []string{"nan"}}} {
+		for _, mode := range []Mode{ModeFull, ModePrefix} {
+			hits, err := x.Search(context.Background(), Query{Code: &c, Mode: mode, MinConfidence: tt.min})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, h := range hits {
+				ids = append(ids, h.ID)
+			}
+			slices.Sort(ids)
+			if !slices.Equal(ids, tt.want) {
+				t.Fatalf("%v MinConfidence %v: %v; want %v", mode, tt.min, ids, tt.want)
+			}
+		}
+	}
+	// Upsert updates the flags.
+	x.Upsert("neg", Meta{Confidence: 1}, c)
+	x.Upsert("zero", Meta{Retired: true}, c)
+	hits, _ := x.Search(context.Background(), Query{Code: &c, Mode: ModePrefix})
+	if len(hits) != 2 || hits[0].ID != "neg" && hits[1].ID != "neg" {
+		t.Fatalf("after update: %v", hits)
 	}
 }

@@ -50,7 +50,7 @@ func (x *CPU) Save(w io.Writer) error {
 		b = append(b, dom...)
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x.conf[i]))
 		r := byte(0)
-		if x.retired[i] {
+		if x.flags[i]&flagRetired != 0 {
 			r = 1
 		}
 		b = append(b, r)
