@@ -165,6 +165,15 @@ func (s Secret) String() string {
 // LogValue implements slog.LogValuer.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
+// GoString implements fmt.GoStringer, for %#v.
+func (s Secret) GoString() string { return strconvQuote(s.String()) }
+
+// MarshalJSON redacts the secret wherever encoding/json meets it (slog's
+// JSON handler included).
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(strconvQuote(s.String())), nil }
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
+
 // Reveal returns the secret itself, for the one place that sends it.
 func (s Secret) Reveal() string { return string(s) }
 
@@ -425,7 +434,12 @@ func Check(data []byte) []Problem {
 	if err != nil {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
-			return []Problem{{Msg: err.Error()}}
+			p := Problem{Msg: err.Error()}
+			// Syntax errors read "yaml: line N: ...".
+			if n, _ := fmt.Sscanf(err.Error(), "yaml: line %d:", &p.Line); n == 1 {
+				_, p.Msg, _ = strings.Cut(strings.TrimPrefix(err.Error(), "yaml: "), ": ")
+			}
+			return []Problem{p}
 		}
 		// Type errors leave the rest decoded: report them and go on.
 		for _, e := range te.Errors {

@@ -600,7 +600,9 @@ func OpenAIChatResponseToOllama(body []byte, info ChatRequestInfo, generate bool
 	st.content.WriteString(text)
 	st.thinking.WriteString(m.Reasoning)
 	for _, tc := range m.ToolCalls {
-		st.addToolDelta(tc)
+		if err := st.addToolDelta(tc); err != nil {
+			return nil, err
+		}
 	}
 	st.usage = r.Usage
 	st.finish = fr
@@ -615,12 +617,19 @@ type ollamaStreamState struct {
 	model             string
 }
 
-func (s *ollamaStreamState) addToolDelta(d oaToolCall) {
+// maxToolCalls bounds the tool calls of one answer, so a hostile index
+// cannot make dso allocate without limit.
+const maxToolCalls = 128
+
+func (s *ollamaStreamState) addToolDelta(d oaToolCall) error {
 	i := len(s.tools)
 	if d.Index != nil {
 		i = *d.Index
 	} else if d.ID == "" && i > 0 {
 		i-- // a continuation without an index
+	}
+	if i < 0 || i >= maxToolCalls {
+		return fmt.Errorf("tool call index %d is outside 0..%d", i, maxToolCalls-1)
 	}
 	for len(s.tools) <= i {
 		s.tools = append(s.tools, oaToolCall{})
@@ -633,6 +642,7 @@ func (s *ollamaStreamState) addToolDelta(d oaToolCall) {
 		t.Function.Name = d.Function.Name
 	}
 	t.Function.Arguments += d.Function.Arguments
+	return nil
 }
 
 // final builds the last Ollama object: done, with counts, and (for
@@ -702,7 +712,9 @@ func OpenAIToOllamaStream(src io.Reader, info ChatRequestInfo, generate bool, em
 				continue
 			}
 			for _, tc := range ch.Delta.ToolCalls {
-				st.addToolDelta(tc)
+				if err := st.addToolDelta(tc); err != nil {
+					return false, err
+				}
 			}
 			text, _, _ := contentParts(ch.Delta.Content)
 			if text == "" && ch.Delta.Reasoning == "" {

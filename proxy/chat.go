@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,15 +25,26 @@ type chatHead struct {
 }
 
 // parseChat checks a chat body's shape: a JSON object with a model and a
-// list of message objects, each with a string role.
+// list of message objects, each with a string role. Keys match exactly, and
+// the last of duplicate keys wins, as backends read them (encoding/json's
+// struct decoding would also match "MODEL").
 func parseChat(body []byte) (chatHead, error) {
 	var h chatHead
-	if err := json.Unmarshal(body, &h); err != nil {
-		return h, badRequest("request body is not valid JSON: %s", jsonErrMsg(err))
+	top, err := jsonFields(body)
+	if err != nil {
+		return h, err
 	}
-	if h.Model == nil || *h.Model == "" {
-		return h, badRequest("model is required")
+	if h.Model, err = stringField(top, "model"); err != nil {
+		return h, err
 	}
+	if raw, ok := top["stream"]; ok && string(raw) != "null" {
+		var b bool
+		if json.Unmarshal(raw, &b) != nil {
+			return h, badRequest("stream must be a boolean")
+		}
+		h.Stream = &b
+	}
+	h.Messages = top["messages"]
 	if len(h.Messages) == 0 || string(h.Messages) == "null" {
 		return h, badRequest("messages is required")
 	}
@@ -43,14 +53,49 @@ func parseChat(body []byte) (chatHead, error) {
 		return h, badRequest("messages must be a list of messages")
 	}
 	for i, m := range msgs {
-		var role struct {
-			Role *string `json:"role"`
+		var fields map[string]json.RawMessage
+		var role string
+		if json.Unmarshal(m, &fields) != nil || fields == nil {
+			return h, badRequest("messages[%d] must be an object with a string role", i)
 		}
-		if bytes.TrimSpace(m)[0] != '{' || json.Unmarshal(m, &role) != nil || role.Role == nil {
+		raw := fields["role"]
+		if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &role) != nil {
 			return h, badRequest("messages[%d] must be an object with a string role", i)
 		}
 	}
 	return h, nil
+}
+
+// jsonFields decodes a request body's top-level object, keys exact.
+func jsonFields(body []byte) (map[string]json.RawMessage, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, badRequest("request body must be a JSON object")
+		}
+		return nil, badRequest("request body is not valid JSON: %s", jsonErrMsg(err))
+	}
+	if top == nil {
+		return nil, badRequest("request body must be a JSON object")
+	}
+	return top, nil
+}
+
+// stringField reads a required, non-empty string field.
+func stringField(top map[string]json.RawMessage, name string) (*string, error) {
+	var s string
+	raw, ok := top[name]
+	if !ok || string(raw) == "null" {
+		return nil, badRequest("%s is required", name)
+	}
+	if json.Unmarshal(raw, &s) != nil {
+		return nil, badRequest("%s must be a string", name)
+	}
+	if s == "" {
+		return nil, badRequest("%s is required", name)
+	}
+	return &s, nil
 }
 
 // jsonErrMsg describes a decoding error without echoing the input.
@@ -193,6 +238,7 @@ func chatCall(s *Server, r *http.Request, body []byte, sameType string, translat
 // openAIChat serves POST /v1/chat/completions.
 func (s *Server) openAIChat(w http.ResponseWriter, r *http.Request) {
 	const sf = surfaceOpenAI
+	s.headerFeedback(w, r)
 	body, err := s.readBody(w, r)
 	if err != nil {
 		s.fail(w, r, sf, err)
@@ -249,6 +295,7 @@ func (s *Server) ollamaGenerate(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate bool) {
 	const sf = surfaceOllama
+	s.headerFeedback(w, r)
 	body, err := s.readBody(w, r)
 	if err != nil {
 		s.fail(w, r, sf, err)
@@ -256,19 +303,18 @@ func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate
 	}
 	var model string
 	if generate {
-		var h struct {
-			Model  *string `json:"model"`
-			Prompt *string `json:"prompt"`
+		top, err := jsonFields(body)
+		if err == nil {
+			var m *string
+			m, err = stringField(top, "model")
+			if m != nil {
+				model = *m
+			}
 		}
-		if err := json.Unmarshal(body, &h); err != nil {
-			s.fail(w, r, sf, badRequest("request body is not valid JSON: %s", jsonErrMsg(err)))
+		if err != nil {
+			s.fail(w, r, sf, err)
 			return
 		}
-		if h.Model == nil || *h.Model == "" {
-			s.fail(w, r, sf, badRequest("model is required"))
-			return
-		}
-		model = *h.Model
 	} else {
 		head, err := parseChat(body)
 		if err != nil {

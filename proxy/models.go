@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 
 	"github.com/dso-proxy/dso/providers"
@@ -113,24 +112,22 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, sf surface, 
 		s.fail(w, r, sf, err)
 		return
 	}
-	var h struct {
-		Model *string         `json:"model"`
-		Input json.RawMessage `json:"input"`
-	}
-	if err := json.Unmarshal(body, &h); err != nil {
-		s.fail(w, r, sf, badRequest("request body is not valid JSON: %s", jsonErrMsg(err)))
+	top, err := jsonFields(body)
+	if err != nil {
+		s.fail(w, r, sf, err)
 		return
 	}
-	if h.Model == nil || *h.Model == "" {
-		s.fail(w, r, sf, badRequest("model is required"))
+	model, err := stringField(top, "model")
+	if err != nil {
+		s.fail(w, r, sf, err)
 		return
 	}
-	if len(h.Input) == 0 || string(h.Input) == "null" {
+	if in := top["input"]; len(in) == 0 || string(in) == "null" {
 		s.fail(w, r, sf, badRequest("input is required"))
 		return
 	}
-	info(r.Context()).model = *h.Model
-	chain, err := s.router.Route(*h.Model)
+	info(r.Context()).model = *model
+	chain, err := s.router.Route(*model)
 	if err != nil {
 		s.fail(w, r, sf, err)
 		return
