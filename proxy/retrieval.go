@@ -254,6 +254,20 @@ func (s *Server) retrieve(ctx context.Context, body []byte, b providers.Backend,
 	return out, used, ""
 }
 
+// EmbedSpace returns the embedder and embedding-space name used for
+// queries to model, for lessons learned from its answers to live in the
+// same space. The embedder is nil when model has no backend.
+func (s *Server) EmbedSpace(model string) (library.Embedder, string) {
+	if e := s.opts.Retrieval.Embedder; e != nil {
+		return e, s.opts.Retrieval.EmbedderName
+	}
+	chain, err := s.router.Route(model)
+	if err != nil {
+		return nil, model
+	}
+	return s.queryEmbedder(chain[0], model)
+}
+
 // queryEmbedder returns the embedder for a request and the name of its
 // embedding space.
 func (s *Server) queryEmbedder(b providers.Backend, model string) (library.Embedder, string) {

@@ -44,6 +44,9 @@ type Options struct {
 	// Retrieval configures experience retrieval and injection; a nil
 	// Retrieval.Library disables it.
 	Retrieval Retrieval
+	// Learner records feedback (POST /v1/feedback, X-DSO-Feedback). Nil:
+	// feedback is refused.
+	Learner Grader
 }
 
 // Server is dso's HTTP surface.
@@ -150,6 +153,8 @@ func (s *Server) routes() http.Handler {
 		r.Post("/api/embed", s.ollamaEmbed)
 		r.Get("/api/tags", s.ollamaTags)
 		r.Get("/api/version", s.ollamaVersion)
+
+		r.Post("/v1/feedback", s.postFeedback)
 	})
 
 	// Experience API: admin keys when configured, else the client keys.

@@ -44,6 +44,21 @@ var migrations = []string{
 		created_at     INTEGER NOT NULL
 	);
 	CREATE INDEX traces_created ON traces (created_at);`,
+	// 3: feedback, which is also the durable distillation queue.
+	`CREATE TABLE feedback (
+		trace_id   TEXT NOT NULL,
+		voter      TEXT NOT NULL,
+		grade      REAL NOT NULL CHECK (grade >= 0 AND grade <= 1),
+		comment    TEXT NOT NULL,
+		correction TEXT NOT NULL,
+		state      TEXT NOT NULL CHECK (state IN ('pending', 'done', 'skipped', 'failed')),
+		attempts   INTEGER NOT NULL DEFAULT 0,
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL,
+		PRIMARY KEY (trace_id, voter)
+	) WITHOUT ROWID;
+	CREATE INDEX feedback_state ON feedback (state, updated_at);
+	CREATE INDEX votes_trace ON votes (trace_id);`,
 }
 
 // migrate brings db to len(steps) in one transaction.

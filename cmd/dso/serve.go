@@ -17,6 +17,7 @@ import (
 
 	"github.com/dso-proxy/dso/align"
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/learn"
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
@@ -187,15 +188,30 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		return err
 	}
 	defer closeLib()
-	srv := proxy.New(proxy.Options{
+	var srv *proxy.Server
+	var learner *learn.Learner
+	if rt.Library != nil {
+		learner = learn.NewLearner(learn.FeedbackConfig{
+			Library: rt.Library,
+			Chat:    learn.Backend{Router: router},
+			Space:   func(model string) (library.Embedder, string) { return srv.EmbedSpace(model) },
+			Logger:  log,
+		})
+	}
+	srv = proxy.New(proxy.Options{
 		Router:       router,
 		Logger:       log,
 		APIKeys:      cfg.APIKeys,
 		AdminKeys:    cfg.AdminKeys,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Retrieval:    rt,
+		Learner:      grader(learner),
 	})
 	defer srv.Close() // after Shutdown: stores the traces still queued
+	if learner != nil {
+		learner.Start(context.WithoutCancel(ctx))
+		defer learner.Close() // pending feedback stays queued for the next start
+	}
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -246,6 +262,14 @@ func configCheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintf(stdout, "%s: %s\n", args[0], p.Error())
 	}
 	return fmt.Errorf("%d problem(s) in %s", len(ps), args[0])
+}
+
+// grader keeps a nil *learn.Learner a nil interface.
+func grader(l *learn.Learner) proxy.Grader {
+	if l == nil {
+		return nil
+	}
+	return l
 }
 
 // openRetrieval opens the store under cfg.Data, rebuilds the index and

@@ -1,0 +1,338 @@
+package learn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/store"
+)
+
+// Defaults of FeedbackConfig.
+const (
+	DefaultThreshold   = 0.7  // grade at or above: an up-vote
+	DefaultMinVotes    = 5    // votes before an experience can be retired
+	DefaultApproval    = 0.66 // approval below which it is retired
+	DefaultDedupeScore = 0.92 // similarity above which a lesson reinforces
+	DefaultRetryEvery  = 30 * time.Second
+	maxAttempts        = 3
+	maxLessonRunes     = 600
+)
+
+// ErrUnknownTrace: feedback named a trace dso does not have.
+var ErrUnknownTrace = errors.New("unknown trace id")
+
+// ErrBadGrade: a grade outside [0, 1].
+var ErrBadGrade = errors.New("grade must be between 0 and 1")
+
+// Space picks the embedder and embedding-space name for lessons distilled
+// from an answer of chatModel: the same space its queries are embedded in.
+type Space func(chatModel string) (library.Embedder, string)
+
+// FeedbackConfig configures a Learner.
+type FeedbackConfig struct {
+	// Library receives votes and lessons. Required.
+	Library *library.Library
+	// Chat distils lessons. Nil: grades become votes only.
+	Chat Chatter
+	// Space embeds lessons. Required when Chat is set.
+	Space Space
+	// Threshold splits up- from down-votes. 0: DefaultThreshold.
+	Threshold float64
+	// MinVotes and Approval govern retirement. 0: the defaults.
+	MinVotes int
+	Approval float64
+	// DedupeScore: a lesson this similar to one in the library reinforces
+	// it instead of adding a near-copy. 0: DefaultDedupeScore.
+	DedupeScore float32
+	// RetryEvery is how often the worker looks for pending work when not
+	// woken. 0: DefaultRetryEvery.
+	RetryEvery time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Learner turns feedback into votes at once and into lessons in the
+// background. Feedback is durable before Grade returns; a Learner started
+// after a crash distils what was left pending.
+type Learner struct {
+	cfg  FeedbackConfig
+	st   *store.SQLite
+	wake chan struct{}
+
+	mu     sync.Mutex // protects cancel
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewLearner returns a Learner; call Start to run its distillation worker.
+func NewLearner(cfg FeedbackConfig) *Learner {
+	if cfg.Library == nil {
+		panic("learn: FeedbackConfig.Library is nil")
+	}
+	if cfg.Threshold == 0 {
+		cfg.Threshold = DefaultThreshold
+	}
+	if cfg.MinVotes == 0 {
+		cfg.MinVotes = DefaultMinVotes
+	}
+	if cfg.Approval == 0 {
+		cfg.Approval = DefaultApproval
+	}
+	if cfg.DedupeScore == 0 {
+		cfg.DedupeScore = DefaultDedupeScore
+	}
+	if cfg.RetryEvery == 0 {
+		cfg.RetryEvery = DefaultRetryEvery
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Learner{cfg: cfg, st: cfg.Library.Store(), wake: make(chan struct{}, 1)}
+}
+
+// Grade records one voter's grade of a traced answer: durable feedback
+// (queued for distillation), a vote on each experience injected into the
+// answer, and the new confidence and status of those experiences.
+func (l *Learner) Grade(ctx context.Context, fb store.Feedback) error {
+	if !(fb.Grade >= 0 && fb.Grade <= 1) {
+		return ErrBadGrade
+	}
+	tr, err := l.st.GetTrace(ctx, fb.TraceID)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %q", ErrUnknownTrace, fb.TraceID)
+	}
+	if err != nil {
+		return err
+	}
+	up := fb.Grade >= l.cfg.Threshold
+	if err := l.st.RecordFeedback(ctx, fb, up, tr.ExperienceIDs); err != nil {
+		return err
+	}
+	for _, id := range tr.ExperienceIDs {
+		if err := l.rescore(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// rescore sets an experience's confidence from its approval rate and
+// retires it when enough voters reject it.
+func (l *Learner) rescore(ctx context.Context, id string) error {
+	e, err := l.st.GetExperience(ctx, id)
+	if err != nil {
+		return err
+	}
+	t, err := l.st.Tally(ctx, id)
+	if err != nil {
+		return err
+	}
+	conf, status := Score(e.Confidence, t, l.cfg.MinVotes, l.cfg.Approval)
+	if e.Status == store.StatusRetired {
+		status = store.StatusRetired // retirement is kept
+	}
+	_, err = l.cfg.Library.Update(ctx, id, store.Update{Confidence: &conf, Status: &status})
+	return err
+}
+
+// Score is the confidence and status that votes give an experience. The
+// confidence is its approval rate; until minVotes voters have spoken, the
+// rate is smoothed toward the prior confidence. An experience with at least
+// minVotes votes and approval below the threshold is retired; one that
+// recovers is not brought back (retirement is kept).
+func Score(prior float64, t store.Tally, minVotes int, approval float64) (float64, store.Status) {
+	n := t.Up + t.Down
+	if n == 0 {
+		return prior, store.StatusActive
+	}
+	rate := float64(t.Up) / float64(n)
+	conf := rate
+	if n < minVotes {
+		w := float64(n) / float64(minVotes)
+		conf = w*rate + (1-w)*prior
+	}
+	if n >= minVotes && rate < approval {
+		return conf, store.StatusRetired
+	}
+	return conf, store.StatusActive
+}
+
+// Start runs the distillation worker until ctx ends or Close.
+func (l *Learner) Start(ctx context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cancel != nil {
+		return
+	}
+	ctx, l.cancel = context.WithCancel(ctx)
+	l.done = make(chan struct{})
+	go l.run(ctx)
+}
+
+// Close stops the worker and waits for it. Pending work stays queued.
+func (l *Learner) Close() error {
+	l.mu.Lock()
+	cancel, done := l.cancel, l.done
+	l.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	return nil
+}
+
+func (l *Learner) run(ctx context.Context) {
+	defer close(l.done)
+	t := time.NewTicker(l.cfg.RetryEvery)
+	defer t.Stop()
+	for {
+		for ctx.Err() == nil {
+			n, err := l.DistillPending(ctx, 8)
+			if err != nil {
+				l.cfg.Logger.Warn("distillation failed", "err", err.Error())
+				break
+			}
+			if n == 0 {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// DistillPending works through up to limit pending feedback records and
+// reports how many it finished (done, skipped or failed for good).
+func (l *Learner) DistillPending(ctx context.Context, limit int) (int, error) {
+	fbs, err := l.st.PendingFeedback(ctx, limit)
+	if err != nil {
+		return 0, err
+	}
+	finished := 0
+	for _, fb := range fbs {
+		state, err := l.distill(ctx, fb)
+		if ctx.Err() != nil {
+			return finished, ctx.Err()
+		}
+		if err != nil {
+			l.cfg.Logger.Warn("distilling feedback failed", "trace_id", fb.TraceID, "attempt", fb.Attempts+1, "err", err.Error())
+			state = store.FeedbackPending
+			if fb.Attempts+1 >= maxAttempts {
+				state = store.FeedbackFailed
+			}
+		}
+		if err := l.st.MarkFeedback(ctx, fb.TraceID, fb.Voter, fb.UpdatedAt, state); err != nil {
+			return finished, err
+		}
+		if state != store.FeedbackPending {
+			finished++
+		}
+	}
+	return finished, nil
+}
+
+// distill turns one graded answer into a lesson in the library.
+func (l *Learner) distill(ctx context.Context, fb store.Feedback) (store.FeedbackState, error) {
+	if l.cfg.Chat == nil || (fb.Grade < l.cfg.Threshold && strings.TrimSpace(fb.Correction) == "") {
+		return store.FeedbackSkipped, nil
+	}
+	tr, err := l.st.GetTrace(ctx, fb.TraceID)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.FeedbackSkipped, nil // pruned since
+	}
+	if err != nil {
+		return "", err
+	}
+	lesson, _, err := l.cfg.Chat.Chat(ctx, ChatRequest{Model: tr.Model, Messages: DistillPrompt(tr, fb), Temperature: ptr(0.2), MaxTokens: 200})
+	if err != nil {
+		return "", fmt.Errorf("asking %s for a lesson: %w", tr.Model, err)
+	}
+	lesson = CleanLesson(lesson)
+	if lesson == "" {
+		return store.FeedbackSkipped, nil
+	}
+	emb, space := l.cfg.Space(tr.Model)
+	if emb == nil {
+		return "", fmt.Errorf("no embedder for lessons from %q", tr.Model)
+	}
+	lib := l.cfg.Library
+	vec, err := lib.Embed(ctx, emb, space, lesson)
+	if err != nil {
+		return "", fmt.Errorf("embedding the lesson: %w", err)
+	}
+	canon, err := lib.Canonical(space, vec)
+	if err != nil {
+		return "", err
+	}
+	// A near-copy in the same domain reinforces the existing lesson.
+	if near, err := lib.Search(ctx, library.Query{Vector: canon, K: 1, Domain: tr.Domain}); err == nil && len(near) == 1 && near[0].Score >= l.cfg.DedupeScore {
+		conf := min(1, near[0].Confidence+0.05)
+		_, err := lib.Update(ctx, near[0].ID, store.Update{Confidence: &conf})
+		return store.FeedbackDone, err
+	} else if err != nil && !errors.Is(err, library.ErrEmpty) {
+		return "", err
+	}
+	conf := 0.5 + 0.3*fb.Grade
+	if fb.Correction != "" {
+		conf = 0.7
+	}
+	_, _, err = lib.Add(ctx, store.Experience{
+		Text: lesson, Domain: tr.Domain, Confidence: conf, SourceModel: tr.Model, TraceID: tr.ID,
+	}, canon)
+	if err != nil {
+		return "", err
+	}
+	return store.FeedbackDone, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// DistillPrompt asks for one short, general lesson from a graded answer.
+func DistillPrompt(tr store.Trace, fb store.Feedback) []Message {
+	var b strings.Builder
+	fmt.Fprintf(&b, "QUESTION:\n%s\n\nANSWER GIVEN:\n%s\n\nGRADE (0 to 1): %.2f\n", clipRunes(tr.Query, 4000), clipRunes(tr.Answer, 4000), fb.Grade)
+	if fb.Comment != "" {
+		fmt.Fprintf(&b, "\nGRADER'S COMMENT:\n%s\n", clipRunes(fb.Comment, 2000))
+	}
+	if fb.Correction != "" {
+		fmt.Fprintf(&b, "\nCORRECT ANSWER:\n%s\n", clipRunes(fb.Correction, 4000))
+	}
+	return []Message{
+		{Role: "system", Content: "You distil reusable lessons from graded answers. Write one to three sentences that would help answer similar questions correctly in future: state the fact, method or pitfall that made the difference. Keep it general: no names, numbers or details that only fit this one question unless they are the fact itself. Reply with the lesson only, no preamble."},
+		{Role: "user", Content: b.String()},
+	}
+}
+
+// CleanLesson trims a model's reply to a lesson: no quotes or "Lesson:"
+// label, one paragraph, at most maxLessonRunes.
+func CleanLesson(s string) string {
+	s = strings.TrimSpace(s)
+	for _, p := range []string{"Lesson:", "lesson:", "LESSON:"} {
+		s = strings.TrimSpace(strings.TrimPrefix(s, p))
+	}
+	s = strings.Trim(s, "\"'` \n")
+	s = strings.Join(strings.Fields(s), " ")
+	return clipRunes(s, maxLessonRunes)
+}
+
+func clipRunes(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n])
+}
