@@ -128,6 +128,7 @@ func (s *Server) postFeedback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fb := store.Feedback{TraceID: in.TraceID, Voter: s.voter(r), Grade: g, Comment: in.Comment, Correction: in.Correction}
+	s.awaitTrace(r.Context(), fb.TraceID)
 	if err := s.opts.Learner.Grade(r.Context(), fb); err != nil {
 		s.fail(w, r, sf, feedbackError(err))
 		return
@@ -198,6 +199,7 @@ func (s *Server) headerFeedback(w http.ResponseWriter, r *http.Request) {
 			reject("%s: %v", clipHeader(id), err)
 			continue
 		}
+		s.awaitTrace(r.Context(), id)
 		err = s.opts.Learner.Grade(r.Context(), store.Feedback{TraceID: id, Voter: voter, Grade: g, Correction: corrections[id]})
 		if err != nil {
 			reject("%s: %s", clipHeader(id), feedbackError(err).(*HTTPError).Msg)

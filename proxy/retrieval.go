@@ -158,6 +158,11 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 		return nil, nil, err
 	}
 	tr := &trace{rec: store.Trace{ID: newTraceID(), Domain: st.domain, Model: model}, answer: &cappedBuffer{max: maxTraceAnswer}}
+	if s.opts.Retrieval.Library != nil {
+		// Feedback may name this trace as soon as the client has the answer,
+		// before the trace is stored: it waits for the write (awaitTrace).
+		s.pending.Store(tr.rec.ID, make(chan struct{}))
+	}
 	h := w.Header()
 	h.Set(HeaderTraceID, tr.rec.ID)
 	h.Set(HeaderExperiences, "")
@@ -462,6 +467,33 @@ func (s *Server) recordTrace(ctx context.Context, tr *trace) {
 	default:
 		s.metrics.traceDropped.Inc()
 		s.log.WarnContext(ctx, "trace queue full; trace dropped", logKeyRequestID, RequestID(ctx))
+		s.traceSettled(tr.rec.ID)
+	}
+}
+
+// traceSettled wakes feedback waiting for a trace that is now stored (or
+// dropped).
+func (s *Server) traceSettled(id string) {
+	if ch, ok := s.pending.LoadAndDelete(id); ok {
+		close(ch.(chan struct{}))
+	}
+}
+
+// maxTraceWait bounds how long feedback waits for its trace to be stored.
+const maxTraceWait = 10 * time.Second
+
+// awaitTrace waits until a trace this node is still storing is stored.
+func (s *Server) awaitTrace(ctx context.Context, id string) {
+	ch, ok := s.pending.Load(id)
+	if !ok {
+		return
+	}
+	t := time.NewTimer(maxTraceWait)
+	defer t.Stop()
+	select {
+	case <-ch.(chan struct{}):
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
@@ -475,6 +507,7 @@ func (s *Server) traceWriter() {
 			s.log.Warn("storing trace failed", "trace_id", t.ID, logKeyErr, err.Error())
 		}
 		cancel()
+		s.traceSettled(t.ID)
 	}
 }
 

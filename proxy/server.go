@@ -62,6 +62,7 @@ type Server struct {
 
 	traces     chan store.Trace // queued for traceWriter
 	tracesDone chan struct{}
+	pending    sync.Map // trace id → chan struct{} closed once stored
 	closeOnce  sync.Once
 }
 
