@@ -364,7 +364,7 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 			sc.slots = append(sc.slots, cd.slot)
 		}
 		sc.dists = slices.Grow(sc.dists, len(pre))[:len(pre)]
-		hammingGather(qc.Bits[:], x.codes, sc.slots, sc.dists)
+		x.gather(&qc.Bits, sc.slots, sc.dists)
 		// The candidates are in slot order, as the collector needs.
 		sc.top.reset(keep, compress.Dim)
 		for i, s := range sc.slots {
@@ -410,6 +410,23 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 		hits = hits[:q.K]
 	}
 	return hits, nil
+}
+
+// gather writes to dists[i] the full distance of q to the code of slots[i],
+// splitting long lists between two goroutines.
+func (x *CPU) gather(q *[words]uint64, slots []int32, dists []uint16) {
+	if x.cfg.Workers < 2 || len(slots) < 1024 {
+		hammingGather(q[:], x.codes, slots, dists)
+		return
+	}
+	h := len(slots) / 2
+	done := make(chan struct{})
+	go func() {
+		hammingGather(q[:], x.codes, slots[h:], dists[h:])
+		close(done)
+	}()
+	hammingGather(q[:], x.codes, slots[:h], dists[:h])
+	<-done
 }
 
 // rerankNorm turns q·sign(code) into a cosine estimate: for a code of a
@@ -625,7 +642,7 @@ func (x *CPU) scan(ctx context.Context, q, rows []uint64, w, k int, f *filter, s
 		if lo >= hi {
 			continue
 		}
-		if workers == 1 {
+		if wi == workers-1 { // the last range runs here
 			errs[wi] = scanRange(ctx, q, rows, w, lo, hi, f, &cols[wi])
 			continue
 		}
