@@ -1,0 +1,856 @@
+package learn
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/dso-proxy/dso/inject"
+	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/store"
+)
+
+// Item is one training or held-out example: a line of the JSONL dataset.
+type Item struct {
+	Query       string `json:"query"`
+	GroundTruth string `json:"ground_truth"`
+	// Domain is the lessons' domain for this item; empty: Config.Domain.
+	Domain string `json:"domain,omitempty"`
+}
+
+// ReadDataset reads JSONL items, one object per line (blank lines are
+// skipped). Every line is checked; the error lists each bad line.
+func ReadDataset(r io.Reader) ([]Item, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	var items []Item
+	var errs []error
+	for line := 1; sc.Scan(); line++ {
+		b := sc.Bytes()
+		if len(strings.TrimSpace(string(b))) == 0 {
+			continue
+		}
+		var it Item
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&it); err != nil {
+			errs = append(errs, fmt.Errorf("line %d: %v", line, err))
+			continue
+		}
+		if strings.TrimSpace(it.Query) == "" || strings.TrimSpace(it.GroundTruth) == "" {
+			errs = append(errs, fmt.Errorf("line %d: query and ground_truth are required", line))
+			continue
+		}
+		items = append(items, it)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return items, errors.Join(errs...)
+}
+
+// Library is what the optimizer needs of the experience library;
+// *library.Library satisfies it.
+type Library interface {
+	Embed(ctx context.Context, emb library.Embedder, model, text string) ([]float32, error)
+	Canonical(model string, v []float32) ([]float32, error)
+	Search(ctx context.Context, q library.Query) ([]library.Result, error)
+	Add(ctx context.Context, e store.Experience, canonical []float32) (store.Experience, bool, error)
+	Delete(ctx context.Context, id string) error
+	Len() int
+}
+
+var _ Library = (*library.Library)(nil)
+
+// Defaults for Config.
+const (
+	DefaultGroup       = 5
+	DefaultTemperature = 0.7
+	DefaultEpochs      = 3
+	DefaultBatch       = 8
+	DefaultTopK        = 5
+	// DefaultLessonConfidence is the confidence of lessons the optimizer adds.
+	DefaultLessonConfidence = 0.6
+)
+
+// Config configures an Optimizer. Chat, Library, Embedder and Model are
+// required; every other zero field means its default.
+type Config struct {
+	// Chat answers, judges and states group advantages.
+	Chat Chatter
+	// Library is read before each answer and changed by the operations.
+	Library Library
+	// Embedder embeds queries and new lessons; EmbedModel is the model name
+	// passed to it and to Library.Canonical (a local embedder's name).
+	Embedder   library.Embedder
+	EmbedModel string
+	// Model answers the questions and states the group advantages; it is
+	// also the source model of the lessons added.
+	Model string
+	// Grader scores answers. nil: Exact.
+	Grader Grader
+	// Group is how many answers are sampled per question (G). 0:
+	// DefaultGroup; it must be at least 2.
+	Group int
+	// Temperature samples the group. 0: DefaultTemperature.
+	Temperature float64
+	// Epochs is how many passes are made over the dataset. 0: DefaultEpochs.
+	Epochs int
+	// Batch is how many questions share one library state: their
+	// operations are applied together after the batch, then checkpointed.
+	// 0: DefaultBatch.
+	Batch int
+	// TopK, MinConfidence and MaxTokens shape retrieval and the injected
+	// message as in serving. 0: DefaultTopK, none, inject.DefaultMaxTokens.
+	TopK          int
+	MinConfidence float64
+	MaxTokens     int
+	// Domain is the domain of items that name none.
+	Domain string
+	// Confidence is given to added lessons. 0: DefaultLessonConfidence.
+	Confidence float64
+	// Checkpoint is the file the run's state is saved to after each batch
+	// (written atomically) and resumed from when it exists. Empty: none.
+	Checkpoint string
+	// Progress, if set, is called after each batch, once its operations
+	// are applied and its checkpoint is written.
+	Progress func(Progress)
+}
+
+// Progress reports one finished batch.
+type Progress struct {
+	Epoch, Epochs int // 1-based
+	Done, Items   int // items of the epoch done, of all
+	// MeanGrade is the batch's mean grade over sampled answers.
+	MeanGrade   float64
+	Ops         OpCounts // the batch's operations
+	LibrarySize int
+	Tokens      Tokens // the run's, so far
+}
+
+// OpCounts counts library operations. Applied operations are counted once
+// even if a resumed run had to execute them again.
+type OpCounts struct {
+	Add      int `json:"add"`
+	Modify   int `json:"modify"`
+	Delete   int `json:"delete"`
+	Keep     int `json:"keep"`
+	Rejected int `json:"rejected"` // malformed, unknown id, or in conflict
+}
+
+func (c *OpCounts) plus(d OpCounts) {
+	c.Add += d.Add
+	c.Modify += d.Modify
+	c.Delete += d.Delete
+	c.Keep += d.Keep
+	c.Rejected += d.Rejected
+}
+
+// Tokens sums the Usage reported by the backends.
+type Tokens struct {
+	Prompt     int `json:"prompt"`
+	Completion int `json:"completion"`
+	Total      int `json:"total"`
+}
+
+func (t *Tokens) add(u Usage) {
+	t.Prompt += u.PromptTokens
+	t.Completion += u.CompletionTokens
+	t.Total += u.PromptTokens + u.CompletionTokens
+}
+
+func (t *Tokens) plus(d Tokens) {
+	t.Prompt += d.Prompt
+	t.Completion += d.Completion
+	t.Total += d.Total
+}
+
+// Report is the outcome of a run.
+//
+// Accuracy on the training set is measured while learning, on the answers
+// sampled in that epoch (each with the library as it was at the start of
+// its batch): MeanGrade is the mean grade of all sampled answers, and
+// MajorityAccuracy the fraction of items more than half of whose G answers
+// grade at least 0.5. Held-out accuracy is the mean grade of one answer per
+// held-out item at temperature 0, with the library as it is at the end of
+// the epoch (HeldoutBaseline: before the first epoch).
+type Report struct {
+	Model           string        `json:"model"`
+	Items           int           `json:"items"`
+	HeldoutItems    int           `json:"heldout_items"`
+	Group           int           `json:"group"`
+	Epochs          []EpochReport `json:"epochs"`
+	HeldoutBaseline *float64      `json:"heldout_baseline,omitempty"`
+	LibrarySize     int           `json:"library_size"`
+	Ops             OpCounts      `json:"operations"`
+	Tokens          Tokens        `json:"tokens"`
+	// Resumed says the run went on from a checkpoint.
+	Resumed bool `json:"resumed"`
+}
+
+// EpochReport is one epoch of a Report.
+type EpochReport struct {
+	Epoch            int      `json:"epoch"` // 1-based
+	Items            int      `json:"items"` // items sampled so far
+	MeanGrade        float64  `json:"mean_grade"`
+	MajorityAccuracy float64  `json:"majority_accuracy"`
+	HeldoutAccuracy  *float64 `json:"heldout_accuracy,omitempty"`
+	// Groups is how many items' groups had differing grades (an advantage).
+	Groups int `json:"groups_with_advantage"`
+	// BadReplies counts advantage replies with no operations object and
+	// judge replies without a grade (scored 0).
+	BadReplies  int      `json:"bad_replies"`
+	Ops         OpCounts `json:"operations"`
+	Tokens      Tokens   `json:"tokens"`
+	LibrarySize int      `json:"library_size"`
+}
+
+// Optimizer is the training-free GRPO optimizer (Training-Free GRPO,
+// Tencent Youtu, 2025): no weights change, only the experience library. For
+// each question it retrieves lessons, samples a group of answers with them
+// injected, grades them, and where the grades differ asks the model what
+// separated the better answers from the worse (the semantic group
+// advantage) as operations on the library.
+type Optimizer struct {
+	cfg Config
+}
+
+// NewOptimizer checks cfg and fills its defaults.
+func NewOptimizer(cfg Config) (*Optimizer, error) {
+	switch {
+	case cfg.Chat == nil:
+		return nil, errors.New("learn: Config.Chat is nil")
+	case cfg.Library == nil:
+		return nil, errors.New("learn: Config.Library is nil")
+	case cfg.Embedder == nil:
+		return nil, errors.New("learn: Config.Embedder is nil")
+	case cfg.Model == "":
+		return nil, errors.New("learn: Config.Model is empty")
+	}
+	if cfg.Grader == nil {
+		cfg.Grader = Exact{}
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&cfg.Group, DefaultGroup)
+	def(&cfg.Epochs, DefaultEpochs)
+	def(&cfg.Batch, DefaultBatch)
+	def(&cfg.TopK, DefaultTopK)
+	if cfg.Temperature == 0 {
+		cfg.Temperature = DefaultTemperature
+	}
+	if cfg.Confidence == 0 {
+		cfg.Confidence = DefaultLessonConfidence
+	}
+	switch {
+	case cfg.Group < 2:
+		return nil, fmt.Errorf("learn: group %d: need at least 2 answers to compare", cfg.Group)
+	case cfg.Epochs < 0 || cfg.Batch < 0 || cfg.TopK < 0:
+		return nil, errors.New("learn: epochs, batch and top-k must be positive")
+	case cfg.Temperature < 0 || cfg.Temperature > 2:
+		return nil, fmt.Errorf("learn: temperature %v outside [0, 2]", cfg.Temperature)
+	case cfg.Confidence < 0 || cfg.Confidence > 1:
+		return nil, fmt.Errorf("learn: confidence %v outside [0, 1]", cfg.Confidence)
+	}
+	return &Optimizer{cfg: cfg}, nil
+}
+
+// checkpointVersion is the checkpoint file format's version.
+const checkpointVersion = 1
+
+// checkpoint is the saved state of a run, written after each batch and
+// after each operation applied.
+type checkpoint struct {
+	Version     int    `json:"version"`
+	Fingerprint string `json:"fingerprint"`
+	// Epoch is the 0-based epoch in progress; Next the first item of its
+	// next batch.
+	Epoch int `json:"epoch"`
+	Next  int `json:"next"`
+	// Pending are the last batch's operations, being applied; Applied the
+	// ids of every operation applied.
+	Pending         []pendingOp  `json:"pending,omitempty"`
+	Applied         []string     `json:"applied"`
+	BaselineDone    bool         `json:"baseline_done"`
+	HeldoutBaseline *float64     `json:"heldout_baseline,omitempty"`
+	Epochs          []epochState `json:"epochs"`
+}
+
+// epochState accumulates one epoch.
+type epochState struct {
+	Items         int      `json:"items"`
+	Samples       int      `json:"samples"`
+	GradeSum      float64  `json:"grade_sum"`
+	MajorityRight int      `json:"majority_right"`
+	Groups        int      `json:"groups"`
+	BadReplies    int      `json:"bad_replies"`
+	Ops           OpCounts `json:"ops"`
+	Tokens        Tokens   `json:"tokens"`
+	Heldout       *float64 `json:"heldout,omitempty"`
+	LibrarySize   int      `json:"library_size"`
+}
+
+// pendingOp is an operation resolved against the library, ready to apply.
+type pendingOp struct {
+	ID     string `json:"id"` // hash of epoch, item and operation
+	Kind   OpKind `json:"op"`
+	Target string `json:"target,omitempty"` // experience id for modify, delete, keep
+	Domain string `json:"domain,omitempty"`
+	Text   string `json:"text,omitempty"`
+}
+
+// Run optimises the library over train for the configured epochs,
+// evaluating on heldout (may be empty) after each. With a checkpoint file
+// it resumes where a stopped run left off; operations already applied are
+// not applied again. On cancellation it returns the report so far and the
+// context's error.
+func (o *Optimizer) Run(ctx context.Context, train, heldout []Item) (Report, error) {
+	if len(train) == 0 {
+		return Report{}, errors.New("learn: empty dataset")
+	}
+	fp := fingerprint(o.cfg, train, heldout)
+	cp, resumed, err := loadCheckpoint(o.cfg.Checkpoint, fp)
+	if err != nil {
+		return Report{}, err
+	}
+	applied := make(map[string]bool, len(cp.Applied))
+	for _, id := range cp.Applied {
+		applied[id] = true
+	}
+	r := &run{o: o, cp: cp, applied: applied}
+	err = r.loop(ctx, train, heldout)
+	rep := r.report(len(train), len(heldout))
+	rep.Resumed = resumed
+	return rep, err
+}
+
+type run struct {
+	o       *Optimizer
+	cp      *checkpoint
+	applied map[string]bool
+}
+
+func (r *run) loop(ctx context.Context, train, heldout []Item) error {
+	cfg, cp := r.o.cfg, r.cp
+	if len(heldout) > 0 && !cp.BaselineDone {
+		acc, tok, err := r.evaluate(ctx, heldout)
+		if err != nil {
+			return err
+		}
+		cp.HeldoutBaseline, cp.BaselineDone = &acc, true
+		if len(cp.Epochs) == 0 {
+			cp.Epochs = append(cp.Epochs, epochState{})
+		}
+		cp.Epochs[0].Tokens.plus(tok)
+		if err := r.save(); err != nil {
+			return err
+		}
+	}
+	for cp.Epoch < cfg.Epochs {
+		for len(cp.Epochs) <= cp.Epoch {
+			cp.Epochs = append(cp.Epochs, epochState{})
+		}
+		es := &cp.Epochs[cp.Epoch]
+		if len(cp.Pending) > 0 {
+			// A stop while the last batch's operations were applied.
+			if err := r.apply(ctx, es); err != nil {
+				return err
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if cp.Next < len(train) {
+			end := min(len(train), cp.Next+cfg.Batch)
+			bs, ops, err := r.batch(ctx, cp.Epoch, cp.Next, train[cp.Next:end])
+			if err != nil {
+				return err
+			}
+			es.Items += bs.Items
+			es.Samples += bs.Samples
+			es.GradeSum += bs.GradeSum
+			es.MajorityRight += bs.MajorityRight
+			es.Groups += bs.Groups
+			es.BadReplies += bs.BadReplies
+			es.Ops.Rejected += bs.Ops.Rejected
+			es.Tokens.plus(bs.Tokens)
+			cp.Next, cp.Pending = end, ops
+			if err := r.save(); err != nil {
+				return err
+			}
+			before := es.Ops
+			if err := r.apply(ctx, es); err != nil {
+				return err
+			}
+			if cfg.Progress != nil {
+				d := es.Ops
+				d.Add -= before.Add
+				d.Modify -= before.Modify
+				d.Delete -= before.Delete
+				d.Keep -= before.Keep
+				d.Rejected = bs.Ops.Rejected
+				cfg.Progress(Progress{
+					Epoch: cp.Epoch + 1, Epochs: cfg.Epochs, Done: end, Items: len(train),
+					MeanGrade: bs.GradeSum / float64(max(1, bs.Samples)), Ops: d,
+					LibrarySize: es.LibrarySize, Tokens: r.tokens(),
+				})
+			}
+			continue
+		}
+		if len(heldout) > 0 && es.Heldout == nil {
+			acc, tok, err := r.evaluate(ctx, heldout)
+			if err != nil {
+				return err
+			}
+			es.Heldout = &acc
+			es.Tokens.plus(tok)
+		}
+		es.LibrarySize = cfg.Library.Len()
+		cp.Epoch++
+		cp.Next = 0
+		if err := r.save(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// apply applies the pending operations not yet applied, saving the
+// checkpoint after each, then clears them.
+func (r *run) apply(ctx context.Context, es *epochState) error {
+	cfg := r.o.cfg
+	for _, op := range r.cp.Pending {
+		if r.applied[op.ID] {
+			continue
+		}
+		switch op.Kind {
+		case OpAdd, OpModify:
+			if err := r.addLesson(ctx, op.Domain, op.Text); err != nil {
+				return err
+			}
+			if op.Kind == OpModify {
+				if err := r.deleteLesson(ctx, op.Target); err != nil {
+					return err
+				}
+				es.Ops.Modify++
+			} else {
+				es.Ops.Add++
+			}
+		case OpDelete:
+			if err := r.deleteLesson(ctx, op.Target); err != nil {
+				return err
+			}
+			es.Ops.Delete++
+		case OpKeep:
+			es.Ops.Keep++
+		}
+		r.applied[op.ID] = true
+		r.cp.Applied = append(r.cp.Applied, op.ID)
+		if op.Kind != OpKeep {
+			if err := r.save(); err != nil {
+				return err
+			}
+		}
+	}
+	r.cp.Pending = nil
+	es.LibrarySize = cfg.Library.Len()
+	return r.save()
+}
+
+// addLesson stores text; storing a text already there changes nothing, so
+// an operation repeated after a stop is harmless.
+func (r *run) addLesson(ctx context.Context, domain, text string) error {
+	cfg := r.o.cfg
+	v, err := cfg.Library.Embed(ctx, cfg.Embedder, cfg.EmbedModel, text)
+	if err != nil {
+		return fmt.Errorf("learn: embedding a lesson: %w", err)
+	}
+	c, err := cfg.Library.Canonical(cfg.EmbedModel, v)
+	if err != nil {
+		return fmt.Errorf("learn: %w", err)
+	}
+	_, _, err = cfg.Library.Add(ctx, store.Experience{
+		Text: text, Domain: domain, Confidence: cfg.Confidence, SourceModel: cfg.Model,
+	}, c)
+	if err != nil {
+		return fmt.Errorf("learn: adding a lesson: %w", err)
+	}
+	return nil
+}
+
+// deleteLesson removes id; one already gone is not an error.
+func (r *run) deleteLesson(ctx context.Context, id string) error {
+	if err := r.o.cfg.Library.Delete(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("learn: deleting a lesson: %w", err)
+	}
+	return nil
+}
+
+// batch samples and grades items (starting at index first of the epoch)
+// with the library as it is, and returns their stats and the operations
+// they ask for, deduplicated.
+func (r *run) batch(ctx context.Context, epoch, first int, items []Item) (epochState, []pendingOp, error) {
+	var bs epochState
+	var ops []pendingOp
+	seen := map[string]bool{}
+	touched := map[string]bool{} // targets of modify and delete
+	for i, it := range items {
+		res, err := r.step(ctx, it)
+		if err != nil {
+			return bs, nil, fmt.Errorf("item %d: %w", first+i+1, err)
+		}
+		bs.Items++
+		bs.Samples += len(res.grades)
+		right := 0
+		for _, g := range res.grades {
+			bs.GradeSum += g
+			if g >= 0.5 {
+				right++
+			}
+		}
+		if 2*right > len(res.grades) {
+			bs.MajorityRight++
+		}
+		if res.advantage {
+			bs.Groups++
+		}
+		bs.BadReplies += res.bad
+		bs.Ops.Rejected += res.rejected
+		bs.Tokens.plus(res.tokens)
+		for _, op := range res.ops {
+			op.ID = opID(epoch, first+i, op)
+			if seen[op.ID] {
+				continue
+			}
+			if op.Kind == OpModify || op.Kind == OpDelete {
+				if touched[op.Target] {
+					bs.Ops.Rejected++ // another item already changes it
+					continue
+				}
+				touched[op.Target] = true
+			}
+			seen[op.ID] = true
+			ops = append(ops, op)
+		}
+	}
+	return bs, ops, nil
+}
+
+func opID(epoch, item int, op pendingOp) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\x00%d\x00%s\x00%s\x00%s\x00%s", epoch, item, op.Kind, op.Target, op.Domain, op.Text)
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// stepResult is one item's group.
+type stepResult struct {
+	grades    []float64
+	advantage bool
+	ops       []pendingOp
+	rejected  int
+	bad       int
+	tokens    Tokens
+}
+
+func (r *run) domain(it Item) string {
+	if it.Domain != "" {
+		return it.Domain
+	}
+	return r.o.cfg.Domain
+}
+
+// step runs one item: retrieve, sample a group, grade, and, where the
+// grades differ, ask for the group advantage.
+func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
+	cfg := r.o.cfg
+	var res stepResult
+	shown, msgs, err := r.prompt(ctx, it)
+	if err != nil {
+		return res, err
+	}
+	temp := cfg.Temperature
+	answers := make([]string, cfg.Group)
+	usages := make([]Usage, cfg.Group)
+	errs := make([]error, cfg.Group)
+	var wg sync.WaitGroup
+	for k := range answers {
+		wg.Go(func() {
+			answers[k], usages[k], errs[k] = cfg.Chat.Chat(ctx, ChatRequest{Model: cfg.Model, Messages: msgs, Temperature: &temp})
+		})
+	}
+	wg.Wait()
+	for k := range answers {
+		res.tokens.add(usages[k])
+		if errs[k] != nil {
+			return res, fmt.Errorf("sampling: %w", errs[k])
+		}
+	}
+	res.grades = make([]float64, len(answers))
+	for k, a := range answers {
+		g, u, err := cfg.Grader.Grade(ctx, it.Query, it.GroundTruth, a)
+		res.tokens.add(u)
+		switch {
+		case errors.Is(err, ErrBadJudgeReply):
+			res.bad++
+		case err != nil:
+			return res, fmt.Errorf("grading: %w", err)
+		}
+		res.grades[k] = g
+	}
+	same := true
+	for _, g := range res.grades[1:] {
+		same = same && g == res.grades[0]
+	}
+	if same {
+		return res, nil
+	}
+	res.advantage = true
+	reply, u, err := cfg.Chat.Chat(ctx, advantageRequest(cfg.Model, it, shown, answers, res.grades))
+	res.tokens.add(u)
+	if err != nil {
+		return res, fmt.Errorf("group advantage: %w", err)
+	}
+	adv, err := ParseAdvantage(reply)
+	if err != nil {
+		res.bad++
+		return res, nil
+	}
+	res.rejected = len(adv.Rejected)
+	byRef := make(map[string]library.Result, 2*len(shown))
+	for i, s := range shown {
+		byRef["E"+strconv.Itoa(i+1)] = s
+		byRef[s.ID] = s
+	}
+	for _, op := range adv.Ops {
+		p := pendingOp{Kind: op.Kind, Text: op.Text, Domain: r.domain(it)}
+		if op.Kind != OpAdd {
+			s, ok := byRef[strings.ToUpper(op.ID)]
+			if !ok {
+				s, ok = byRef[op.ID]
+			}
+			if !ok {
+				res.rejected++ // not a lesson the model was shown
+				continue
+			}
+			p.Target = s.ID
+			if op.Kind == OpModify {
+				p.Domain = s.Domain
+			}
+		}
+		res.ops = append(res.ops, p)
+	}
+	return res, nil
+}
+
+// prompt retrieves the lessons for it and builds the answering messages:
+// the lessons as one system message (when there are any), then the query.
+func (r *run) prompt(ctx context.Context, it Item) ([]library.Result, []Message, error) {
+	cfg := r.o.cfg
+	user := Message{Role: "user", Content: it.Query}
+	v, err := cfg.Library.Embed(ctx, cfg.Embedder, cfg.EmbedModel, it.Query)
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedding the query: %w", err)
+	}
+	c, err := cfg.Library.Canonical(cfg.EmbedModel, v)
+	if err != nil {
+		return nil, nil, err
+	}
+	found, err := cfg.Library.Search(ctx, library.Query{Vector: c, K: cfg.TopK, Domain: r.domain(it), MinConfidence: cfg.MinConfidence})
+	if errors.Is(err, library.ErrEmpty) || err == nil && len(found) == 0 {
+		return nil, []Message{user}, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	notes := make([]inject.Note, len(found))
+	for i, e := range found {
+		notes[i] = inject.Note{ID: e.ID, Domain: e.Domain, Text: e.Text, Confidence: e.Confidence}
+	}
+	sys, used := inject.Build(notes, inject.Options{MaxTokens: cfg.MaxTokens, Counter: inject.CounterFor(cfg.Model)})
+	if sys == "" {
+		return nil, []Message{user}, nil
+	}
+	in := make(map[string]bool, len(used))
+	for _, id := range used {
+		in[id] = true
+	}
+	shown := found[:0:0]
+	for _, e := range found {
+		if in[e.ID] {
+			shown = append(shown, e)
+		}
+	}
+	return shown, []Message{{Role: "system", Content: sys}, user}, nil
+}
+
+// AdvantagePrompt is the system message of the group-advantage request.
+// Its reply is parsed by ParseAdvantage.
+const AdvantagePrompt = "You improve a library of short lessons that is shown to a model before it answers questions. " +
+	"Nothing is trained: only the lessons change. You are given a question, its reference answer, the lessons the " +
+	"model was shown (labelled E1, E2, ...) and a group of the model's answers with their grades (0 wrong, 1 right). " +
+	"First summarise each answer in one short sentence. Then state what separated the better answers from the worse " +
+	"ones. Then turn that into operations on the library: \"add\" a general, self-contained lesson that would help on " +
+	"similar questions; \"modify\" a shown lesson (id = its label) to a better text; \"delete\" a shown lesson that " +
+	"misleads; \"keep\" a shown lesson that helped. Lessons are at most 400 characters; at most 8 operations. " +
+	"Reply with one JSON object and nothing else:\n" +
+	`{"summaries": ["<one per answer>"], "advantage": "<what separated better from worse>", ` +
+	`"operations": [{"op": "add", "text": "<lesson>"}, {"op": "modify", "id": "E1", "text": "<lesson>"}, ` +
+	`{"op": "delete", "id": "E2"}, {"op": "keep", "id": "E3"}]}`
+
+func advantageRequest(model string, it Item, shown []library.Result, answers []string, grades []float64) ChatRequest {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Question:\n%s\n\nReference answer:\n%s\n\nLessons shown:\n", clip(it.Query, maxShownRunes), clip(it.GroundTruth, maxShownRunes))
+	if len(shown) == 0 {
+		b.WriteString("(none)\n")
+	}
+	for i, s := range shown {
+		fmt.Fprintf(&b, "[E%d] %s\n", i+1, inject.Sanitize(s.Text, MaxLessonRunes))
+	}
+	b.WriteString("\nAnswers:\n")
+	for i, a := range answers {
+		fmt.Fprintf(&b, "<answer n=%d grade=%.2f>\n%s\n</answer>\n", i+1, grades[i], clip(a, maxShownRunes))
+	}
+	zero := 0.0
+	return ChatRequest{Model: model, Temperature: &zero, Messages: []Message{
+		{Role: "system", Content: AdvantagePrompt},
+		{Role: "user", Content: b.String()},
+	}}
+}
+
+// evaluate answers each held-out item once at temperature 0 with the
+// library as it is and returns the mean grade.
+func (r *run) evaluate(ctx context.Context, items []Item) (float64, Tokens, error) {
+	cfg := r.o.cfg
+	var tok Tokens
+	sum := 0.0
+	zero := 0.0
+	for i, it := range items {
+		_, msgs, err := r.prompt(ctx, it)
+		if err != nil {
+			return 0, tok, fmt.Errorf("held-out item %d: %w", i+1, err)
+		}
+		a, u, err := cfg.Chat.Chat(ctx, ChatRequest{Model: cfg.Model, Messages: msgs, Temperature: &zero})
+		tok.add(u)
+		if err != nil {
+			return 0, tok, fmt.Errorf("held-out item %d: %w", i+1, err)
+		}
+		g, u, err := cfg.Grader.Grade(ctx, it.Query, it.GroundTruth, a)
+		tok.add(u)
+		if err != nil && !errors.Is(err, ErrBadJudgeReply) {
+			return 0, tok, fmt.Errorf("held-out item %d: grading: %w", i+1, err)
+		}
+		sum += g
+	}
+	return sum / float64(len(items)), tok, nil
+}
+
+func (r *run) tokens() Tokens {
+	var t Tokens
+	for _, e := range r.cp.Epochs {
+		t.plus(e.Tokens)
+	}
+	return t
+}
+
+func (r *run) report(items, heldout int) Report {
+	cfg := r.o.cfg
+	rep := Report{
+		Model: cfg.Model, Items: items, HeldoutItems: heldout, Group: cfg.Group,
+		HeldoutBaseline: r.cp.HeldoutBaseline, LibrarySize: cfg.Library.Len(), Tokens: r.tokens(),
+		Epochs: []EpochReport{},
+	}
+	for i, e := range r.cp.Epochs {
+		rep.Ops.plus(e.Ops)
+		if e.Items == 0 && e.Heldout == nil {
+			continue
+		}
+		rep.Epochs = append(rep.Epochs, EpochReport{
+			Epoch: i + 1, Items: e.Items,
+			MeanGrade:        e.GradeSum / float64(max(1, e.Samples)),
+			MajorityAccuracy: float64(e.MajorityRight) / float64(max(1, e.Items)),
+			HeldoutAccuracy:  e.Heldout, Groups: e.Groups, BadReplies: e.BadReplies,
+			Ops: e.Ops, Tokens: e.Tokens, LibrarySize: e.LibrarySize,
+		})
+	}
+	return rep
+}
+
+// fingerprint ties a checkpoint to its datasets and sampling settings.
+func fingerprint(cfg Config, train, heldout []Item) string {
+	h := sha256.New()
+	enc := json.NewEncoder(h)
+	enc.Encode(train)
+	enc.Encode(heldout)
+	fmt.Fprintf(h, "%s\x00%d\x00%d", cfg.Model, cfg.Group, cfg.Batch)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+func loadCheckpoint(path, fp string) (*checkpoint, bool, error) {
+	fresh := &checkpoint{Version: checkpointVersion, Fingerprint: fp, Applied: []string{}}
+	if path == "" {
+		return fresh, false, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fresh, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("learn: checkpoint: %w", err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return nil, false, fmt.Errorf("learn: checkpoint %s: %w", path, err)
+	}
+	if cp.Version != checkpointVersion {
+		return nil, false, fmt.Errorf("learn: checkpoint %s has version %d; want %d", path, cp.Version, checkpointVersion)
+	}
+	if cp.Fingerprint != fp {
+		return nil, false, fmt.Errorf("learn: checkpoint %s is for another dataset, model, group or batch size", path)
+	}
+	return &cp, true, nil
+}
+
+// save writes the checkpoint atomically: a temporary file in the same
+// folder, synced, renamed over the old one.
+func (r *run) save() error {
+	path := r.o.cfg.Checkpoint
+	if path == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(r.cp, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("learn: checkpoint: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("learn: checkpoint: %w", err)
+	}
+	return nil
+}
