@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/learn"
+	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/providers"
+	"github.com/dso-proxy/dso/store"
+)
+
+func init() {
+	commands["learn"] = command{summary: "improve the experience library from a graded dataset (training-free GRPO)", run: learnCmd}
+}
+
+const learnUsage = `usage: dso learn --dataset FILE.jsonl --model MODEL [flags]
+
+Runs the training-free GRPO optimizer: for each {"query", "ground_truth",
+"domain"?} line, answers the query GROUP times with the library's lessons
+injected, grades the answers, and where the grades differ asks MODEL what
+separated the better answers from the worse, as lessons to add, modify or
+delete. No weights change. Progress goes to standard error, one line per
+batch; the report, as JSON, to standard output.
+
+Training accuracy is measured on the answers sampled during each epoch:
+mean_grade is the mean grade of all answers, majority_accuracy the fraction
+of items more than half of whose answers grade at least 0.5. Held-out
+accuracy is the mean grade of one answer per held-out item at temperature 0,
+with the library as it is after the epoch.
+
+With --checkpoint, the run's state is saved after each batch; running the
+same command again resumes it without repeating applied operations.
+
+flags:
+`
+
+func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("learn", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, learnUsage)
+		fs.PrintDefaults()
+	}
+	var f storeFlags
+	fs.StringVar(&f.config, "config", os.Getenv(config.EnvConfig), "YAML config file")
+	fs.StringVar(&f.data, "data", "", "data directory (default from config, DSO_DATA or ./dso-data)")
+	fs.StringVar(&f.embedder, "embedder", "", "backend, wordvec:FILE or hash[:DIM] (default from config)")
+	fs.StringVar(&f.model, "embedding-model", "", "embedding model for the backend embedder (default retrieval.embedding_model)")
+	fs.StringVar(&f.backend, "backend", "", "TYPE:URL of the backend to use (default from config)")
+	dataset := fs.String("dataset", "", "training set, JSONL of {query, ground_truth, domain?} (required)")
+	heldout := fs.String("heldout", "", "held-out set, same format, evaluated after each epoch")
+	model := fs.String("model", "", "model that answers and states group advantages (required)")
+	group := fs.Int("group", learn.DefaultGroup, "answers sampled per query")
+	temperature := fs.Float64("temperature", learn.DefaultTemperature, "sampling temperature of the group")
+	epochs := fs.Int("epochs", learn.DefaultEpochs, "passes over the dataset")
+	batch := fs.Int("batch", learn.DefaultBatch, "queries per batch (one library update and checkpoint each)")
+	grader := fs.String("grader", "exact", "exact, numeric[:TOL], contains, regex (ground truth is the pattern) or llm[:JUDGE_MODEL]")
+	checkpoint := fs.String("checkpoint", "", "checkpoint file to save to and resume from")
+	domain := fs.String("domain", "", "domain of items that name none")
+	confidence := fs.Float64("confidence", learn.DefaultLessonConfidence, "confidence of the lessons added")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if *dataset == "" || *model == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	train, err := readDatasetFile(*dataset)
+	if err != nil {
+		return err
+	}
+	var held []learn.Item
+	if *heldout != "" {
+		if held, err = readDatasetFile(*heldout); err != nil {
+			return err
+		}
+	}
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	emb, space, err := importEmbedder(cfg, f.model)
+	if err != nil {
+		return err
+	}
+	router, err := providers.NewRouter(cfg.Backends, nil)
+	if err != nil {
+		return err
+	}
+	chat := learn.Backend{Router: router}
+	g, err := learn.ParseGrader(*grader, chat, *model)
+	if err != nil {
+		return err
+	}
+	st, err := store.OpenDir(ctx, cfg.Data, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	lib, err := library.New(ctx, library.Config{Store: st, Seed: cfg.Retrieval.Seed})
+	if err != nil {
+		return err
+	}
+	opt, err := learn.NewOptimizer(learn.Config{
+		Chat: chat, Library: lib, Embedder: emb, EmbedModel: space, Model: *model, Grader: g,
+		Group: *group, Temperature: *temperature, Epochs: *epochs, Batch: *batch,
+		TopK: cfg.Retrieval.TopK, MinConfidence: cfg.Retrieval.MinConfidence, MaxTokens: cfg.Retrieval.MaxTokens,
+		Domain: *domain, Confidence: *confidence, Checkpoint: *checkpoint,
+		Progress: func(p learn.Progress) {
+			fmt.Fprintf(stderr, "epoch %d/%d: %d/%d items, batch mean grade %.3f, ops +%d ~%d -%d (%d rejected), library %d, tokens %d\n",
+				p.Epoch, p.Epochs, p.Done, p.Items, p.MeanGrade, p.Ops.Add, p.Ops.Modify, p.Ops.Delete, p.Ops.Rejected, p.LibrarySize, p.Tokens.Total)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	rep, err := opt.Run(ctx, train, held)
+	if err != nil {
+		if errors.Is(err, context.Canceled) && *checkpoint != "" {
+			fmt.Fprintf(stderr, "stopped; run the same command again to resume from %s\n", *checkpoint)
+		}
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+func readDatasetFile(path string) ([]learn.Item, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	items, err := learn.ReadDataset(fh)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(items) == 0 {
+		return nil, fmt.Errorf("%s: no items", path)
+	}
+	return items, nil
+}
