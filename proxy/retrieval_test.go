@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -275,6 +276,26 @@ func TestInjectionEndToEnd(t *testing.T) {
 			}
 			if found < len(pairs)-1 {
 				t.Errorf("the matching experience was injected for %d of %d paraphrases", found, len(pairs))
+			}
+
+			// Per-stage timings, outcomes and the index size are in /metrics.
+			resp, err := http.Get(fe.URL + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			mb, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, want := range []string{
+				`dso_retrieval_stage_seconds_count{stage="embed"} 10`,
+				`dso_retrieval_stage_seconds_count{stage="align"} 10`,
+				`dso_retrieval_stage_seconds_count{stage="search"} 10`,
+				`dso_retrieval_stage_seconds_count{stage="inject"} 10`,
+				`dso_retrieval_requests_total{outcome="injected"} 10`,
+				"dso_library_experiences " + strconv.Itoa(lib.Len()),
+			} {
+				if !strings.Contains(string(mb), want) {
+					t.Errorf("metrics lack %s", want)
+				}
 			}
 
 			// Inject off: the body reaches the backend unchanged.
