@@ -167,7 +167,7 @@ func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer st.Close()
-	lib, err := library.New(ctx, library.Config{Store: st, Seed: cfg.Retrieval.Seed, CacheSize: -1})
+	lib, err := openLibrary(ctx, st, cfg.Retrieval, -1)
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/learn"
-	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/store"
 )
@@ -104,7 +103,7 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer st.Close()
-	lib, err := library.New(ctx, library.Config{Store: st, Seed: cfg.Retrieval.Seed})
+	lib, err := openLibrary(ctx, st, cfg.Retrieval, 0)
 	if err != nil {
 		return err
 	}

@@ -294,16 +294,7 @@ func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (pr
 		closeStore()
 		return proxy.Retrieval{}, nil, err
 	}
-	adapters := map[string]*align.Adapter{}
-	for model, file := range rc.Adapters {
-		a, err := align.LoadAdapter(file)
-		if err != nil {
-			closeStore()
-			return proxy.Retrieval{}, nil, fmt.Errorf("retrieval.adapters[%s]: %w", model, err)
-		}
-		adapters[model] = a
-	}
-	lib, err := library.New(ctx, library.Config{Store: st, Seed: rc.Seed, Adapters: adapters, CacheSize: rc.CacheSize})
+	lib, err := openLibrary(ctx, st, rc, rc.CacheSize)
 	if err != nil {
 		closeStore()
 		return proxy.Retrieval{}, nil, err
@@ -317,6 +308,20 @@ func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (pr
 		Library: lib, Embedder: emb, EmbedderName: name, ExperienceModel: expModel,
 		Budget: rc.Budget, TopK: rc.TopK, MinConfidence: rc.MinConfidence, MaxTokens: rc.MaxTokens, NodeID: cfg.NodeID,
 	}, closeStore, nil
+}
+
+// openLibrary builds the library over st with the configured seed and
+// adapters, so that serve, import and learn map vectors the same way.
+func openLibrary(ctx context.Context, st *store.SQLite, rc config.Retrieval, cacheSize int) (*library.Library, error) {
+	adapters := map[string]*align.Adapter{}
+	for model, file := range rc.Adapters {
+		a, err := align.LoadAdapter(file)
+		if err != nil {
+			return nil, fmt.Errorf("retrieval.adapters[%s]: %w", model, err)
+		}
+		adapters[model] = a
+	}
+	return library.New(ctx, library.Config{Store: st, Seed: rc.Seed, Adapters: adapters, CacheSize: cacheSize})
 }
 
 // localEmbedder returns the configured local embedder, or nil for
