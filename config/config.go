@@ -96,10 +96,20 @@ type Retrieval struct {
 	Adapters map[string]string `yaml:"adapters"`
 	// CacheSize is how many query embeddings are cached. Default 4096.
 	CacheSize int `yaml:"cache_size"`
+	// Models override injection settings by model name: the first rule
+	// whose pattern (path.Match glob) matches the request's model applies,
+	// on top of its backend's settings.
+	Models []ModelInjection `yaml:"models"`
 	// MaxTraces and TraceMaxAge bound the stored traces. Defaults: the
 	// store's (100,000 and 30 days).
 	MaxTraces   int           `yaml:"max_traces"`
 	TraceMaxAge time.Duration `yaml:"trace_max_age"`
+}
+
+// ModelInjection overrides injection settings for models matching Pattern.
+type ModelInjection struct {
+	Pattern   string `yaml:"pattern"`
+	Injection `yaml:",inline"`
 }
 
 // Injection are per-backend overrides of the retrieval settings.
@@ -305,6 +315,11 @@ func (c *Config) Validate() error {
 	}
 	if rt.MaxTokens < 0 {
 		add("retrieval.max_tokens", "must not be negative")
+	}
+	for i, m := range rt.Models {
+		if _, err := path.Match(m.Pattern, ""); err != nil || m.Pattern == "" {
+			add(fmt.Sprintf("retrieval.models[%d].pattern", i), "%q is not a valid glob pattern", m.Pattern)
+		}
 	}
 	for i, k := range c.AdminKeys {
 		if strings.TrimSpace(string(k)) == "" {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,8 @@ type Retrieval struct {
 	MaxTokens     int
 	// NodeID is recorded on experiences created here.
 	NodeID string
+	// Models override injection settings by model pattern (first match).
+	Models []config.ModelInjection
 }
 
 // maxQueryBytes caps the text embedded for one query.
@@ -83,14 +86,15 @@ type settings struct {
 
 // requestSettings merges backend overrides and request headers; bad header
 // values are the client's error.
-func (s *Server) requestSettings(r *http.Request, b config.Backend) (settings, error) {
+func (s *Server) requestSettings(r *http.Request, b config.Backend, model string) (settings, error) {
 	rt := s.opts.Retrieval
-	st := settings{off: b.Injection.Off || rt.Library == nil, domain: b.Injection.Domain, topK: rt.TopK, minConfidence: rt.MinConfidence}
-	if b.Injection.TopK > 0 {
-		st.topK = b.Injection.TopK
-	}
-	if b.Injection.MinConfidence > 0 {
-		st.minConfidence = b.Injection.MinConfidence
+	st := settings{off: rt.Library == nil, topK: rt.TopK, minConfidence: rt.MinConfidence}
+	st.apply(b.Injection)
+	for _, m := range rt.Models {
+		if ok, _ := path.Match(m.Pattern, model); ok {
+			st.apply(m.Injection)
+			break
+		}
 	}
 	if v := r.Header.Get(HeaderInject); v != "" {
 		switch strings.ToLower(v) {
@@ -127,6 +131,20 @@ func (s *Server) requestSettings(r *http.Request, b config.Backend) (settings, e
 	return st, nil
 }
 
+// apply lays configured overrides over st; zero values inherit.
+func (st *settings) apply(in config.Injection) {
+	st.off = st.off || in.Off
+	if in.Domain != "" {
+		st.domain = in.Domain
+	}
+	if in.TopK > 0 {
+		st.topK = in.TopK
+	}
+	if in.MinConfidence > 0 {
+		st.minConfidence = in.MinConfidence
+	}
+}
+
 // trace is what a request records for later feedback.
 type trace struct {
 	rec    store.Trace
@@ -153,7 +171,7 @@ const (
 // X-DSO-Degraded and the body goes out unchanged. It returns an error only
 // for bad request headers.
 func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b providers.Backend, model string, kind requestKind) ([]byte, *trace, error) {
-	st, err := s.requestSettings(r, b.Config())
+	st, err := s.requestSettings(r, b.Config(), model)
 	if err != nil {
 		return nil, nil, err
 	}

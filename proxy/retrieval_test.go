@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -513,5 +514,48 @@ func TestRestartKeepsExperiencesAndTraces(t *testing.T) {
 	}
 	if tr.Query != pairs[0].b || len(tr.ExperienceIDs) != 1 || tr.ExperienceIDs[0] != id || tr.Answer != "The capital of France is Paris." {
 		t.Errorf("trace %+v", tr)
+	}
+}
+
+// Injection settings come from the config per backend and per model
+// pattern (first match), under the request headers.
+func TestInjectionSettingsPerBackendAndModel(t *testing.T) {
+	be := newBackend(t, "openai")
+	lib := newLibrary(t, t.TempDir())
+	hash := providers.NewHashEmbedder(256, 1)
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, cfgs []config.Backend) {
+		cfgs[0].Injection.TopK = 3
+		o.Retrieval = proxy.Retrieval{
+			Library: lib, Embedder: library.EmbedFunc(hash.Embed), EmbedderName: "hash", Budget: 2 * time.Second,
+			Models: []config.ModelInjection{
+				{Pattern: "quiet-*", Injection: config.Injection{Off: true}},
+				{Pattern: "one-*", Injection: config.Injection{TopK: 1}},
+				{Pattern: "*", Injection: config.Injection{TopK: 2}}, // never reached for one-*
+			},
+		}
+	})
+	for i := 0; i < 5; i++ {
+		addExperience(t, fe, fmt.Sprintf("Lesson %d about caching answers with care.", i), "")
+	}
+	for _, tc := range []struct {
+		model string
+		hdr   []string
+		want  int
+	}{
+		{"quiet-1", nil, 0},
+		{"one-1", nil, 1},
+		{"other", nil, 2},
+		{"other", []string{proxy.HeaderTopK, "4"}, 4},
+		{"quiet-1", []string{proxy.HeaderInject, "on"}, 0}, // config off is not overridden
+	} {
+		body := `{"model":"` + tc.model + `","messages":[{"role":"user","content":"How should I cache answers?"}]}`
+		_, hdr, _ := post(t, fe.URL+"/v1/chat/completions", body, tc.hdr...)
+		got := 0
+		if ids := hdr.Get(proxy.HeaderExperiences); ids != "" {
+			got = len(strings.Split(ids, ","))
+		}
+		if got != tc.want {
+			t.Errorf("model %s %v: %d injected; want %d", tc.model, tc.hdr, got, tc.want)
+		}
 	}
 }

@@ -77,6 +77,9 @@ Config file (every field optional):
     cache_size: 4096             # cached query embeddings
     max_traces: 100000
     trace_max_age: 720h
+    models:                      # per-model overrides, first match wins
+      - {pattern: "gpt-4o*", top_k: 3, domain: code}
+      - {pattern: "*-embed*", off: true}
   backends:
     - name: local                # used in fallbacks, logs and metrics
       type: ollama               # openai | ollama
@@ -307,6 +310,7 @@ func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (pr
 	return proxy.Retrieval{
 		Library: lib, Embedder: emb, EmbedderName: name, ExperienceModel: expModel,
 		Budget: rc.Budget, TopK: rc.TopK, MinConfidence: rc.MinConfidence, MaxTokens: rc.MaxTokens, NodeID: cfg.NodeID,
+		Models: rc.Models,
 	}, closeStore, nil
 }
 
