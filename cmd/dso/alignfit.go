@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/dso-proxy/dso/align"
+	"github.com/dso-proxy/dso/config"
 )
 
 func init() {
@@ -20,21 +21,24 @@ func init() {
 	}
 }
 
-// alignFit fits an adapter from anchor texts embedded by two local
-// embedders, or from two files of precomputed anchor vectors ("rows:FILE",
-// one vector per line, whitespace-separated, in the same order). Fitting
-// through an HTTP embedding backend is not implemented yet.
+// alignFit fits an adapter from anchor texts embedded by two models: local
+// embedders, a configured backend's embedding model ("model:NAME"), or two
+// files of precomputed anchor vectors ("rows:FILE", one vector per line,
+// whitespace-separated, in the same order).
 func alignFit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("align fit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	from := fs.String("from", "", "source model: hash[:DIM], vectors:FILE (word vectors) or rows:FILE (precomputed vectors)")
-	to := fs.String("to", "", "reference model: vectors:FILE or rows:FILE")
+	from := fs.String("from", "", "source model: model:NAME (through a backend), hash[:DIM], vectors:FILE (word vectors) or rows:FILE (precomputed vectors)")
+	to := fs.String("to", "", "reference model: model:NAME, vectors:FILE or rows:FILE")
+	var sf storeFlags
+	fs.StringVar(&sf.config, "config", os.Getenv(config.EnvConfig), "YAML config file naming the backends, for model:NAME")
+	fs.StringVar(&sf.backend, "backend", "", "TYPE:URL of the backend that embeds model:NAME (default from config)")
 	anchors := fs.String("anchors", "", "anchor texts: one per line, or a pairs CSV (not needed when both sides are rows:)")
 	method := fs.String("method", "ridge", "ridge or procrustes")
 	lambda := fs.Float64("lambda", 0, "ridge regulariser (relative); 0 selects one on held-out anchors")
 	out := fs.String("out", "", "adapter file to write")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dso align fit --from hash|vectors:FILE|rows:FILE --to vectors:FILE|rows:FILE [--anchors FILE] [--method ridge|procrustes] --out FILE")
+		fmt.Fprintln(stderr, "usage: dso align fit --from model:NAME|hash|vectors:FILE|rows:FILE --to model:NAME|vectors:FILE|rows:FILE [--anchors FILE] [--backend TYPE:URL] [--method ridge|procrustes] --out FILE")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *from == "" || *to == "" || *out == "" ||
@@ -55,11 +59,11 @@ func alignFit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	x, err := anchorVectors(ctx, *from, texts)
+	x, err := anchorVectors(ctx, *from, texts, &sf)
 	if err != nil {
 		return fmt.Errorf("--from: %w", err)
 	}
-	y, err := anchorVectors(ctx, *to, texts)
+	y, err := anchorVectors(ctx, *to, texts, &sf)
 	if err != nil {
 		return fmt.Errorf("--to: %w", err)
 	}
@@ -81,11 +85,31 @@ func alignFit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// anchorVectors embeds texts with a local embedder spec, or reads
-// precomputed vectors for "rows:FILE".
-func anchorVectors(ctx context.Context, spec string, texts []string) ([][]float32, error) {
+// anchorVectors embeds texts with a local embedder spec or a backend's
+// model ("model:NAME"), or reads precomputed vectors for "rows:FILE".
+func anchorVectors(ctx context.Context, spec string, texts []string, sf *storeFlags) ([][]float32, error) {
 	if path, ok := strings.CutPrefix(spec, "rows:"); ok {
 		return readRows(path)
+	}
+	if model, ok := strings.CutPrefix(spec, "model:"); ok {
+		cfg, err := sf.load()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Retrieval.Embedder = "backend" // the named model, not a local one
+		emb, _, err := importEmbedder(cfg, model)
+		if err != nil {
+			return nil, err
+		}
+		var out [][]float32
+		for start := 0; start < len(texts); start += importBatch {
+			vs, err := emb.Embed(ctx, model, texts[start:min(len(texts), start+importBatch)])
+			if err != nil {
+				return nil, fmt.Errorf("embedding anchors %d-: %w", start+1, err)
+			}
+			out = append(out, vs...)
+		}
+		return out, nil
 	}
 	e, err := openEmbedder(spec)
 	if err != nil {

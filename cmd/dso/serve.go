@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -329,29 +328,23 @@ func openLibrary(ctx context.Context, st *store.SQLite, rc config.Retrieval, cac
 }
 
 // localEmbedder returns the configured local embedder, or nil for
-// "backend".
+// "backend". "wordvec:FILE" is the config's name for eval's "vectors:FILE".
 func localEmbedder(spec string) (library.Embedder, string, error) {
-	switch {
-	case spec == "" || spec == "backend":
+	if spec == "" || spec == "backend" {
 		return nil, "", nil
-	case spec == "hash" || strings.HasPrefix(spec, "hash:"):
-		dim := 2048
-		if d, ok := strings.CutPrefix(spec, "hash:"); ok {
-			n, err := strconv.Atoi(d)
-			if err != nil || n <= 0 || n > 4096 {
-				return nil, "", fmt.Errorf("retrieval.embedder %q: dimension must be 1..4096", spec)
-			}
-			dim = n
-		}
-		h := providers.NewHashEmbedder(dim, 1)
-		return library.EmbedFunc(h.Embed), fmt.Sprintf("hash:%d", dim), nil
-	case strings.HasPrefix(spec, "wordvec:"):
-		file := strings.TrimPrefix(spec, "wordvec:")
-		wv, err := providers.LoadWordVectors(file, providers.WordVectorOptions{})
-		if err != nil {
-			return nil, "", fmt.Errorf("retrieval.embedder: %w", err)
-		}
-		return library.EmbedFunc(wv.Embed), "wordvec:" + filepath.Base(file), nil
 	}
-	return nil, "", fmt.Errorf("retrieval.embedder %q is not backend, wordvec:FILE or hash[:DIM]", spec)
+	if f, ok := strings.CutPrefix(spec, "wordvec:"); ok {
+		spec = "vectors:" + f
+	}
+	e, err := openEmbedder(spec)
+	if err != nil {
+		return nil, "", fmt.Errorf("retrieval.embedder: %w", err)
+	}
+	name := spec
+	if f, ok := strings.CutPrefix(spec, "vectors:"); ok {
+		name = "wordvec:" + filepath.Base(f)
+	} else if spec == "hash" {
+		name = "hash:2048"
+	}
+	return library.EmbedFunc(e.Embed), name, nil
 }
