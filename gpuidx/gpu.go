@@ -528,6 +528,13 @@ func (g *GPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 		return res.hits, res.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("gpuidx: search: %w", ctx.Err())
+	case <-g.done: // closed with r still queued
+		select {
+		case res := <-r.done:
+			return res.hits, res.err
+		default:
+			return nil, ErrClosed
+		}
 	}
 }
 

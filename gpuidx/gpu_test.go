@@ -459,6 +459,23 @@ func TestGPUMemoryLimit(t *testing.T) {
 	}
 }
 
+func TestGPUClosed(t *testing.T) {
+	recs, _ := gpuRecords(t, 10, 14)
+	_, g := newPair(t, testGPUConfig, recs)
+	g.Close()
+	g.Close()
+	q := Query{Code: &recs[0].code, Mode: ModeFull}
+	if _, err := g.Search(context.Background(), q); !errors.Is(err, ErrClosed) {
+		t.Fatalf("search after Close: %v", err)
+	}
+	if _, err := g.SearchBatch(context.Background(), []Query{q}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("batch after Close: %v", err)
+	}
+	if err := g.Upsert("x", Meta{}, recs[0].code); !errors.Is(err, ErrClosed) {
+		t.Fatalf("upsert after Close: %v", err)
+	}
+}
+
 func TestNoOpenCL(t *testing.T) {
 	_, err := NewGPU(GPUConfig{Library: "libOpenCL-absent.so.9"})
 	if !errors.Is(err, ErrNoGPU) {
