@@ -72,6 +72,9 @@ type Config struct {
 type Retrieval struct {
 	// Disabled turns retrieval and injection off for every request.
 	Disabled bool `yaml:"disabled"`
+	// Index is the search index backend: cpu, gpu or auto (the GPU when
+	// one is usable, else the CPU). Default cpu.
+	Index string `yaml:"index"`
 	// Embedder embeds queries and experiences: "backend" (the routed
 	// backend's embedding model), "wordvec:FILE" (a local GloVe/word2vec
 	// text file) or "hash[:DIM]" (hashed n-grams). Default "backend".
@@ -217,6 +220,9 @@ func (c *Config) fill() {
 	if c.Retrieval.Embedder == "" {
 		c.Retrieval.Embedder = "backend"
 	}
+	if c.Retrieval.Index == "" {
+		c.Retrieval.Index = "cpu"
+	}
 	if c.Retrieval.Budget == 0 {
 		c.Retrieval.Budget = DefaultRetrievalBudget
 	}
@@ -303,6 +309,11 @@ func (c *Config) Validate() error {
 	rt := c.Retrieval
 	if e := rt.Embedder; e != "" && e != "backend" && e != "hash" && !strings.HasPrefix(e, "hash:") && !strings.HasPrefix(e, "wordvec:") {
 		add("retrieval.embedder", "%q is not backend, wordvec:FILE or hash[:DIM]", e)
+	}
+	switch rt.Index {
+	case "", "cpu", "gpu", "auto":
+	default:
+		add("retrieval.index", "%q is not cpu, gpu or auto", rt.Index)
 	}
 	if rt.Budget < 0 {
 		add("retrieval.budget", "must not be negative")

@@ -49,8 +49,9 @@ const DefaultSeed = 0x64736f // "dso"
 type Config struct {
 	// Store holds the records. Required.
 	Store *store.SQLite
-	// Index is searched; nil means a new CPU index with default settings.
-	Index *gpuidx.CPU
+	// Index is searched (CPU or GPU backend); nil means a new CPU index
+	// with default settings. The library does not close it.
+	Index gpuidx.Index
 	// Seed is the lift's seed; it must be the same on every node of a
 	// network. 0 means DefaultSeed.
 	Seed uint64
@@ -69,7 +70,7 @@ type Config struct {
 // It is safe for concurrent use.
 type Library struct {
 	store     *store.SQLite
-	idx       *gpuidx.CPU
+	idx       gpuidx.Index
 	lift      *align.Lift
 	mean      []float32
 	adapters  map[string]*align.Adapter

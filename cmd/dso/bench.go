@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"runtime"
 	"slices"
@@ -25,9 +26,6 @@ func init() {
 		run:     benchIndex,
 	}
 }
-
-// errNoGPU reports that this build has no GPU index backend.
-var errNoGPU = errors.New("GPU backend not available in this build")
 
 type latency struct {
 	QPS         float64 `json:"qps"`
@@ -50,7 +48,8 @@ func benchIndex(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("bench index", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	n := fs.Int("n", 100000, "number of codes in the index")
-	kind := fs.String("index", "cpu", "index backend: cpu or gpu")
+	kind := fs.String("index", "cpu", "index backend: cpu, gpu or auto")
+	anyDevice := fs.Bool("opencl-any", false, "let --index gpu use any OpenCL device, CPU ones included (to test on PoCL)")
 	queries := fs.Int("queries", 200, "number of queries")
 	dim := fs.Int("dim", 100, "dimension of the random source vectors lifted into codes")
 	prefixWords := fs.Int("prefix-words", 0, "64-bit words the prefix pass reads (0: index default)")
@@ -66,14 +65,18 @@ func benchIndex(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return errUsage
 	}
 	switch *kind {
-	case "cpu":
-	case "gpu":
-		return errNoGPU
+	case "cpu", "gpu", "auto":
 	default:
 		fs.Usage()
 		return errUsage
 	}
-	res, err := runBench(ctx, *n, *queries, *dim, gpuidx.CPUConfig{PrefixWords: *prefixWords, Candidates: *candidates})
+	x, err := gpuidx.Open(*kind, gpuidx.CPUConfig{PrefixWords: *prefixWords, Candidates: *candidates},
+		gpuidx.GPUConfig{PrefixWords: *prefixWords, Candidates: *candidates, AnyDevice: *anyDevice}, slog.New(slog.NewTextHandler(stderr, nil)))
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	res, err := runBench(ctx, x, *n, *queries, *dim)
 	if err != nil {
 		return err
 	}
@@ -110,9 +113,8 @@ func (s *benchRand) vector(dim int) []float32 {
 // runBench fills an index with n codes of random Gaussian dim-dimensional
 // vectors through the lift (so the bits are random-hyperplane hashes, as for
 // real embeddings), then queries with noisy copies of stored vectors.
-func runBench(ctx context.Context, n, nq, dim int, cfg gpuidx.CPUConfig) (*benchResult, error) {
+func runBench(ctx context.Context, x gpuidx.Index, n, nq, dim int) (*benchResult, error) {
 	lift := align.NewLift(liftSeed)
-	x := gpuidx.NewCPU(cfg)
 	workers := runtime.GOMAXPROCS(0)
 	codes := make([]compress.Code, n)
 	var wg sync.WaitGroup

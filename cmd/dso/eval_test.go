@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/dso-proxy/dso/gpuidx"
 )
 
 // sharedData returns ../shared/data beside the module root, or skips.
@@ -87,8 +90,20 @@ func TestBenchIndex(t *testing.T) {
 	if res.N != 3000 || res.Prefix.RecallAt10 <= 0 || res.MemReadBytesSec <= 0 {
 		t.Fatalf("result %+v", res)
 	}
-	if err := benchIndex(context.Background(), []string{"--index", "gpu"}, &out, &errb); err != errNoGPU {
-		t.Fatalf("--index gpu: got %v; want errNoGPU", err)
+	// No GPU here: --index gpu refuses CPU OpenCL devices unless asked.
+	if err := benchIndex(context.Background(), []string{"--index", "gpu", "--n", "10"}, &out, &errb); !errors.Is(err, gpuidx.ErrNoGPU) {
+		t.Fatalf("--index gpu: got %v; want ErrNoGPU", err)
+	}
+	out.Reset()
+	err := benchIndex(context.Background(), []string{"--index", "gpu", "--opencl-any", "--n", "2000", "--queries", "3"}, &out, &errb)
+	if errors.Is(err, gpuidx.ErrNoGPU) {
+		t.Skipf("no OpenCL device at all: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil || res.N != 2000 || res.Prefix.RecallAt10 <= 0 {
+		t.Fatalf("OpenCL bench: %v %+v", err, res)
 	}
 }
 

@@ -167,7 +167,7 @@ func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer st.Close()
-	lib, err := openLibrary(ctx, st, cfg.Retrieval, -1)
+	lib, err := openLibrary(ctx, st, cfg.Retrieval, -1, nil)
 	if err != nil {
 		return err
 	}

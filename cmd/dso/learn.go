@@ -103,7 +103,7 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer st.Close()
-	lib, err := openLibrary(ctx, st, cfg.Retrieval, 0)
+	lib, err := openLibrary(ctx, st, cfg.Retrieval, 0, nil)
 	if err != nil {
 		return err
 	}

@@ -16,11 +16,14 @@ import (
 
 	"github.com/dso-proxy/dso/align"
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/gpuidx"
 	"github.com/dso-proxy/dso/learn"
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
 	"github.com/dso-proxy/dso/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 func init() {
@@ -42,6 +45,8 @@ Flags:
                        Default: ollama:http://127.0.0.1:11434
   --data DIR           where the embedded store lives (env DSO_DATA; default ./dso-data)
   --log-level LEVEL    debug, info, warn or error (default info)
+  --index KIND         search index: cpu, gpu or auto (the GPU when one is
+                       usable through OpenCL, else the CPU; says why)
 
 Environment only:
   DSO_API_KEYS         comma-separated keys clients must send as
@@ -65,6 +70,7 @@ Config file (every field optional):
   node_id: local                 # recorded on experiences made here
   retrieval:
     disabled: false
+    index: cpu                   # cpu | gpu | auto
     embedder: backend            # backend | wordvec:FILE | hash[:DIM]
     embedding_model: nomic-embed-text  # embeds experiences added by API/import
     budget: 250ms                # past it, requests go on without injection
@@ -111,6 +117,7 @@ func loadServeConfig(args []string, stderr io.Writer, getenv func(string) string
 	listen := fs.String("listen", "", "")
 	data := fs.String("data", "", "")
 	level := fs.String("log-level", "", "")
+	index := fs.String("index", "", "")
 	var backends stringList
 	fs.Var(&backends, "backend", "")
 	if err := fs.Parse(args); err != nil {
@@ -141,6 +148,9 @@ func loadServeConfig(args []string, stderr io.Writer, getenv func(string) string
 	}
 	if *level != "" {
 		cfg.LogLevel = *level
+	}
+	if *index != "" {
+		cfg.Retrieval.Index = *index
 	}
 	if len(backends) > 0 {
 		bs, err := config.ParseBackendSpecs(backends)
@@ -200,7 +210,10 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 			Logger:  log,
 		})
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gpuidx.NewGPUCollector())
 	srv = proxy.New(proxy.Options{
+		Registry:     reg,
 		Router:       router,
 		Logger:       log,
 		APIKeys:      cfg.APIKeys,
@@ -296,9 +309,18 @@ func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (pr
 		closeStore()
 		return proxy.Retrieval{}, nil, err
 	}
-	lib, err := openLibrary(ctx, st, rc, rc.CacheSize)
+	idx, err := gpuidx.Open(rc.Index, gpuidx.CPUConfig{}, gpuidx.GPUConfig{}, log)
 	if err != nil {
 		closeStore()
+		return proxy.Retrieval{}, nil, fmt.Errorf("--index %s: %w", rc.Index, err)
+	}
+	closeAll := func() {
+		idx.Close()
+		closeStore()
+	}
+	lib, err := openLibrary(ctx, st, rc, rc.CacheSize, idx)
+	if err != nil {
+		closeAll()
 		return proxy.Retrieval{}, nil, err
 	}
 	expModel := rc.EmbeddingModel
@@ -310,12 +332,12 @@ func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (pr
 		Library: lib, Embedder: emb, EmbedderName: name, ExperienceModel: expModel,
 		Budget: rc.Budget, TopK: rc.TopK, MinConfidence: rc.MinConfidence, MaxTokens: rc.MaxTokens, NodeID: cfg.NodeID,
 		Models: rc.Models,
-	}, closeStore, nil
+	}, closeAll, nil
 }
 
 // openLibrary builds the library over st with the configured seed and
 // adapters, so that serve, import and learn map vectors the same way.
-func openLibrary(ctx context.Context, st *store.SQLite, rc config.Retrieval, cacheSize int) (*library.Library, error) {
+func openLibrary(ctx context.Context, st *store.SQLite, rc config.Retrieval, cacheSize int, idx gpuidx.Index) (*library.Library, error) {
 	adapters := map[string]*align.Adapter{}
 	for model, file := range rc.Adapters {
 		a, err := align.LoadAdapter(file)
@@ -324,7 +346,7 @@ func openLibrary(ctx context.Context, st *store.SQLite, rc config.Retrieval, cac
 		}
 		adapters[model] = a
 	}
-	return library.New(ctx, library.Config{Store: st, Seed: rc.Seed, Adapters: adapters, CacheSize: cacheSize})
+	return library.New(ctx, library.Config{Store: st, Index: idx, Seed: rc.Seed, Adapters: adapters, CacheSize: cacheSize})
 }
 
 // localEmbedder returns the configured local embedder, or nil for

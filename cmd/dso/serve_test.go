@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/gpuidx"
 )
 
 // wait bounds every wait in these tests; a hang fails instead of stalling.
@@ -381,5 +383,27 @@ func TestGracefulShutdown(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", addr, wait); err == nil {
 		c.Close()
 		t.Error("a new connection was accepted after shutdown")
+	}
+}
+
+// On a machine without a GPU, --index auto starts on the CPU index and
+// logs why; --index gpu refuses to start.
+func TestServeIndexAutoFallsBackToCPU(t *testing.T) {
+	cfg, err := loadServeConfig([]string{"--index", "auto", "--data", t.TempDir()}, io.Discard, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	rt, closeAll, err := openRetrieval(context.Background(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	if rt.Library == nil || !strings.Contains(logs.String(), "no usable GPU, using the CPU index") || !strings.Contains(logs.String(), `"reason"`) {
+		t.Errorf("auto without a GPU: library %v, logs %s", rt.Library != nil, logs.String())
+	}
+	cfg.Retrieval.Index = "gpu"
+	if _, _, err := openRetrieval(context.Background(), cfg, slog.New(slog.DiscardHandler)); !errors.Is(err, gpuidx.ErrNoGPU) {
+		t.Errorf("--index gpu without a GPU: %v", err)
 	}
 }
