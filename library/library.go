@@ -197,6 +197,13 @@ type Query struct {
 	MinConfidence float64
 }
 
+// Re-ranking depth: rerankPerHit candidates per hit wanted, at least
+// minRerank.
+const (
+	rerankPerHit = 8
+	minRerank    = 32
+)
+
 // Result is one retrieved experience.
 type Result struct {
 	store.Experience
@@ -212,8 +219,11 @@ func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
 	if q.K <= 0 {
 		q.K = 5
 	}
+	// Re-ranking is exact but costs a 3840-float dot product per
+	// candidate; the few experiences a prompt holds need few candidates.
 	hits, err := l.idx.Search(ctx, gpuidx.Query{
 		Vector: q.Vector, K: q.K, Domain: store.NormalizeDomain(q.Domain), MinConfidence: float32(q.MinConfidence),
+		Rerank: max(rerankPerHit*q.K, minRerank),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("library: search: %w", err)
