@@ -58,7 +58,7 @@ func (a *Adapter) Apply(dst, src []float32) ([]float32, error) {
 		clear(dst[n:])
 	} else {
 		for i := range dst {
-			dst[i] = dot32(a.W[i*a.In:(i+1)*a.In], src)
+			dst[i] = dot(a.W[i*a.In:(i+1)*a.In], src)
 		}
 	}
 	if a.Bias != nil {
@@ -69,9 +69,10 @@ func (a *Adapter) Apply(dst, src []float32) ([]float32, error) {
 	return dst, nil
 }
 
-func dot32(a, b []float32) float32 {
+// dot is the dot product of a and b[:len(a)], summed in four lanes.
+func dot[T float32 | float64](a, b []T) T {
 	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
+	var s0, s1, s2, s3 T
 	i := 0
 	for ; i+4 <= len(a); i += 4 {
 		s0 += a[i] * b[i]
@@ -278,7 +279,7 @@ func FitProcrustes(x, y [][]float32) (*Adapter, error) {
 		mmt := make([]float64, in*in)
 		for i := range in {
 			for k := range in {
-				mmt[i*in+k] = dot64(m.xy[i*out:(i+1)*out], m.xy[k*out:(k+1)*out])
+				mmt[i*in+k] = dot(m.xy[i*out:(i+1)*out], m.xy[k*out:(k+1)*out])
 			}
 		}
 		s := invSqrtPSD(mmt, in)
@@ -338,7 +339,7 @@ func FitPCA(x [][]float32, out int) (*Adapter, error) {
 		for k := range out {
 			qk := q[k*in : (k+1)*in]
 			for i := range in {
-				z[k*in+i] = dot64(m.xx[i*in:(i+1)*in], qk)
+				z[k*in+i] = dot(m.xx[i*in:(i+1)*in], qk)
 			}
 		}
 		q, z = z, q
@@ -354,7 +355,7 @@ func FitPCA(x [][]float32, out int) (*Adapter, error) {
 		qk := q[k*in : (k+1)*in]
 		var rq float64
 		for i := range in {
-			rq += qk[i] * dot64(m.xx[i*in:(i+1)*in], qk)
+			rq += qk[i] * dot(m.xx[i*in:(i+1)*in], qk)
 		}
 		dirs[k] = dir{qk, rq}
 	}
@@ -383,12 +384,12 @@ func orthonormalise(q []float64, n, k int) {
 		qa := q[a*n : (a+1)*n]
 		for b := range a {
 			qb := q[b*n : (b+1)*n]
-			d := dot64(qa, qb)
+			d := dot(qa, qb)
 			for i := range qa {
 				qa[i] -= d * qb[i]
 			}
 		}
-		nrm := math.Sqrt(dot64(qa, qa))
+		nrm := math.Sqrt(dot(qa, qa))
 		if nrm == 0 {
 			qa[a%n] = 1
 			continue

@@ -138,7 +138,7 @@ func linearData(n, in, out int, noise float32, orth bool) (x, y [][]float32, a [
 	if orth { // Gram–Schmidt rows of A when out <= in.
 		for i := range a {
 			for j := range i {
-				d := dot32(a[i], a[j])
+				d := dot(a[i], a[j])
 				for k := range a[i] {
 					a[i][k] -= d * a[j][k]
 				}
@@ -154,7 +154,7 @@ func linearData(n, in, out int, noise float32, orth bool) (x, y [][]float32, a [
 		xv := randVec(&s, in)
 		yv := make([]float32, out)
 		for i := range yv {
-			yv[i] = dot32(a[i], xv) + c[i] + noise*normal(&s)
+			yv[i] = dot(a[i], xv) + c[i] + noise*normal(&s)
 		}
 		x, y = append(x, xv), append(y, yv)
 	}

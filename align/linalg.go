@@ -15,7 +15,7 @@ var errNotPD = errors.New("matrix is not positive definite")
 func cholesky(a []float64, n int) error {
 	for j := range n {
 		rj := a[j*n : j*n+j]
-		d := a[j*n+j] - dot64(rj, rj)
+		d := a[j*n+j] - dot(rj, rj)
 		if !(d > 0) {
 			return errNotPD
 		}
@@ -23,7 +23,7 @@ func cholesky(a []float64, n int) error {
 		a[j*n+j] = d
 		for i := j + 1; i < n; i++ {
 			ri := a[i*n : i*n+j]
-			a[i*n+j] = (a[i*n+j] - dot64(ri, rj)) / d
+			a[i*n+j] = (a[i*n+j] - dot(ri, rj)) / d
 		}
 	}
 	return nil
@@ -32,7 +32,7 @@ func cholesky(a []float64, n int) error {
 // cholSolve solves (L Lᵀ) x = b in place for one right-hand side b.
 func cholSolve(l []float64, n int, b []float64) {
 	for i := range n {
-		b[i] = (b[i] - dot64(l[i*n:i*n+i], b[:i])) / l[i*n+i]
+		b[i] = (b[i] - dot(l[i*n:i*n+i], b[:i])) / l[i*n+i]
 	}
 	for i := n - 1; i >= 0; i-- {
 		s := b[i]
@@ -41,22 +41,6 @@ func cholSolve(l []float64, n int, b []float64) {
 		}
 		b[i] = s / l[i*n+i]
 	}
-}
-
-func dot64(a, b []float64) float64 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float64
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
 // symEigen returns the eigenvalues and eigenvectors (columns of v, row-major

@@ -977,21 +977,7 @@ func (g *GPU) launch(qs []Query, n int) ([][]Hit, error) {
 				hits[i].Score = float32(math.Cos(math.Pi * float64(dist) / compress.Dim))
 			}
 		}
-		if q.Mode.rerank() {
-			slices.SortStableFunc(hits, func(a, b Hit) int {
-				switch {
-				case a.Score > b.Score:
-					return -1
-				case a.Score < b.Score:
-					return 1
-				}
-				return 0
-			})
-		}
-		if len(hits) > q.K {
-			hits = hits[:q.K]
-		}
-		res[b] = hits
+		res[b] = finishHits(hits, q)
 	}
 	return res, nil
 }

@@ -395,21 +395,7 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 			hits[i].Score = float32(math.Cos(math.Pi * float64(b.dist) / compress.Dim))
 		}
 	}
-	if q.Mode.rerank() {
-		slices.SortStableFunc(hits, func(a, b Hit) int {
-			switch {
-			case a.Score > b.Score:
-				return -1
-			case a.Score < b.Score:
-				return 1
-			}
-			return 0
-		})
-	}
-	if len(hits) > q.K {
-		hits = hits[:q.K]
-	}
-	return hits, nil
+	return finishHits(hits, q), nil
 }
 
 // gather writes to dists[i] the full distance of q to the code of slots[i],
@@ -675,4 +661,25 @@ func scanRange(ctx context.Context, q, rows []uint64, w, lo, hi int, f *filter, 
 		c.add(dist[:m], b, f)
 	}
 	return nil
+}
+
+// finishHits orders re-ranked hits by score (stable, so equal scores keep
+// their Hamming order) and keeps the best q.K. Both backends end with it,
+// which keeps their results identical.
+func finishHits(hits []Hit, q Query) []Hit {
+	if q.Mode.rerank() {
+		slices.SortStableFunc(hits, func(a, b Hit) int {
+			switch {
+			case a.Score > b.Score:
+				return -1
+			case a.Score < b.Score:
+				return 1
+			}
+			return 0
+		})
+	}
+	if len(hits) > q.K {
+		hits = hits[:q.K]
+	}
+	return hits
 }
