@@ -1,11 +1,14 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -167,4 +170,45 @@ func TestFeedbackAPI(t *testing.T) {
 	if hdr.Get(proxy.HeaderFeedbackAccepted) != "1" || !strings.Contains(rej, "garbage") || !strings.Contains(rej, "unknown trace") || !strings.Contains(rej, "7") {
 		t.Errorf("accepted %q, rejected %q", hdr.Get(proxy.HeaderFeedbackAccepted), rej)
 	}
+}
+
+// Issue: a request that outlives Close (a forced shutdown) must not panic
+// on the closed trace queue; its trace is simply not stored.
+func TestTraceAfterCloseDoesNotPanic(t *testing.T) {
+	be := newBackend(t, "openai")
+	gloveEmbeddings(t, be, nil)
+	lib := newLibrary(t, t.TempDir())
+	var logs syncBuffer
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, time.Second), func(o *proxy.Options, _ []config.Backend) {
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	fe.proxy.Close()
+	code, hdr, _ := post(t, fe.URL+"/v1/chat/completions", chatBody("a question after close"))
+	if code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	if _, err := lib.Store().GetTrace(context.Background(), hdr.Get(proxy.HeaderTraceID)); err == nil {
+		t.Error("a trace was stored after Close")
+	}
+	if strings.Contains(logs.String(), "panic") {
+		t.Errorf("the request panicked: %s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -480,6 +480,13 @@ func (s *Server) recordTrace(ctx context.Context, tr *trace) {
 		return
 	}
 	tr.rec.Answer = answerText(tr.answer.Bytes())
+	s.traceMu.RLock()
+	defer s.traceMu.RUnlock()
+	if s.tracesClosed {
+		// A request outlived a forced shutdown: its trace is not stored.
+		s.traceSettled(tr.rec.ID)
+		return
+	}
 	select {
 	case s.traces <- tr.rec:
 	default:
@@ -534,7 +541,10 @@ func (s *Server) traceWriter() {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		if s.traces != nil {
+			s.traceMu.Lock()
+			s.tracesClosed = true
 			close(s.traces)
+			s.traceMu.Unlock()
 			<-s.tracesDone
 		}
 	})

@@ -63,7 +63,10 @@ type Server struct {
 	traces     chan store.Trace // queued for traceWriter
 	tracesDone chan struct{}
 	pending    sync.Map // trace id → chan struct{} closed once stored
-	closeOnce  sync.Once
+
+	traceMu      sync.RWMutex // protects tracesClosed and sends on traces
+	tracesClosed bool
+	closeOnce    sync.Once
 }
 
 // New builds a Server. It panics if opts.Router is nil: that is a wiring
