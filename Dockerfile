@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# Build a static dso binary (no cgo: the default build uses the CPU index and
-# the pure-Go SQLite driver) and run it as a non-root user.
+# Build dso without cgo (pure-Go SQLite, no GPU toolkit) and run it as a
+# non-root user. The binary is not fully static: to load an OpenCL runtime at
+# run time (the GPU index, through purego) it links glibc's loader, so the
+# runtime image is distroless/base (glibc, no shell) rather than /static.
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -9,7 +11,7 @@ COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/dso ./cmd/dso \
  && mkdir -p /out/data
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM gcr.io/distroless/base-debian12:nonroot
 COPY --from=build /out/dso /usr/local/bin/dso
 COPY --from=build --chown=65532:65532 /out/data /data
 USER 65532:65532
