@@ -6,11 +6,11 @@ import (
 	"context"
 	"errors"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/dso-proxy/dso/internal/shareddata"
 )
 
 const tinyGloVe = `the 1 0 0
@@ -110,31 +110,8 @@ func FuzzReadWordVectors(f *testing.F) {
 	})
 }
 
-// sharedData returns ../shared/data beside the module root, or skips.
-func sharedData(t testing.TB) string {
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	data := filepath.Join(dir, "..", "shared", "data")
-	if _, err := os.Stat(data); err != nil {
-		t.Skipf("shared data absent (%s): skipping", data)
-	}
-	return data
-}
-
 func TestGloVeFile(t *testing.T) {
-	path := filepath.Join(sharedData(t), "glove", "glove-6B-100d-top50k.txt.gz")
+	path := shareddata.GloVe(t)
 	wv, err := LoadWordVectors(path, WordVectorOptions{MaxWords: 20000})
 	if err != nil {
 		t.Fatal(err)

@@ -16,25 +16,13 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/internal/shareddata"
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
 	"github.com/dso-proxy/dso/store"
 	"github.com/ollama/ollama/api"
 )
-
-// sharedData is ../shared/data beside the module root, or the test skips.
-func sharedData(t testing.TB) string {
-	t.Helper()
-	dir, err := filepath.Abs(filepath.Join("..", "..", "shared", "data"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("shared data not found at %s: %v", dir, err)
-	}
-	return dir
-}
 
 var (
 	gloveOnce sync.Once
@@ -45,9 +33,9 @@ var (
 // gloveVectors loads the shared GloVe vectors once per test binary.
 func gloveVectors(t testing.TB) *providers.WordVectors {
 	t.Helper()
-	data := sharedData(t)
+	path := shareddata.GloVe(t)
 	gloveOnce.Do(func() {
-		glove, gloveErr = providers.LoadWordVectors(filepath.Join(data, "glove", "glove-6B-100d-top50k.txt.gz"), providers.WordVectorOptions{})
+		glove, gloveErr = providers.LoadWordVectors(path, providers.WordVectorOptions{})
 	})
 	if gloveErr != nil {
 		t.Fatal(gloveErr)
@@ -63,7 +51,7 @@ type stsPair struct {
 // stsPairs reads the STS-B dev split.
 func stsPairs(t testing.TB) []stsPair {
 	t.Helper()
-	f, err := os.Open(filepath.Join(sharedData(t), "stsb", "stsb-en-dev.csv"))
+	f, err := os.Open(filepath.Join(shareddata.Dir(t), "stsb", "stsb-en-dev.csv"))
 	if err != nil {
 		t.Fatal(err)
 	}

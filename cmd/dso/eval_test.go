@@ -10,34 +10,12 @@ import (
 	"testing"
 
 	"github.com/dso-proxy/dso/gpuidx"
+	"github.com/dso-proxy/dso/internal/shareddata"
 )
 
-// sharedData returns ../shared/data beside the module root, or skips.
-func sharedData(t testing.TB) string {
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	data := filepath.Join(dir, "..", "shared", "data")
-	if _, err := os.Stat(data); err != nil {
-		t.Skipf("shared data absent (%s): skipping", data)
-	}
-	return data
-}
-
 func TestEvalRetrievalTargets(t *testing.T) {
-	data := sharedData(t)
-	idx, err := openEmbedder("vectors:" + filepath.Join(data, "glove", "glove-6B-100d-top50k.txt.gz"))
+	data := shareddata.Dir(t)
+	idx, err := openEmbedder("vectors:" + shareddata.GloVe(t))
 	if err != nil {
 		t.Fatal(err)
 	}
