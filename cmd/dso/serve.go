@@ -17,6 +17,7 @@ import (
 	"github.com/dso-proxy/dso/align"
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/gpuidx"
+	"github.com/dso-proxy/dso/inject"
 	"github.com/dso-proxy/dso/learn"
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
@@ -327,6 +328,13 @@ func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (pr
 	if expModel == "" && len(cfg.Backends) > 0 {
 		expModel = cfg.Backends[0].EmbeddingModel
 	}
+	// Loading a BPE table takes ~0.1-0.2 s the first time: do it now, not
+	// inside the first request's retrieval.
+	go func() {
+		for _, m := range []string{"gpt-4o", "gpt-4"} {
+			inject.CounterFor(m).Count("warm")
+		}
+	}()
 	log.Info("experience library ready", "experiences", lib.Len(), "data", cfg.Data, "embedder", rc.Embedder)
 	return proxy.Retrieval{
 		Library: lib, Embedder: emb, EmbedderName: name, ExperienceModel: expModel,
