@@ -45,30 +45,39 @@ func (s *Server) library() (*library.Library, error) {
 	return s.opts.Retrieval.Library, nil
 }
 
-// embedForAPI embeds text in the space experiences live in: the local
-// embedder, or the named (or configured) backend embedding model.
-func (s *Server) embedForAPI(r *http.Request, model, text string) ([]float32, string, error) {
+// canonicalForAPI embeds text in the space experiences live in (the local
+// embedder, or the named or configured backend embedding model) and maps it
+// into the canonical space. It returns the vector and the space's name.
+func (s *Server) canonicalForAPI(r *http.Request, model, text string) ([]float32, string, error) {
 	lib, err := s.library()
 	if err != nil {
 		return nil, "", err
 	}
 	rt := s.opts.Retrieval
-	if rt.Embedder != nil {
-		v, err := lib.Embed(r.Context(), rt.Embedder, rt.EmbedderName, text)
-		return v, rt.EmbedderName, err
+	var emb library.Embedder = rt.Embedder
+	space := rt.EmbedderName
+	if emb == nil {
+		if model == "" {
+			model = rt.ExperienceModel
+		}
+		if model == "" {
+			return nil, "", badRequest("model is required: name the embedding model (no retrieval.embedding_model is configured)")
+		}
+		chain, err := s.router.Route(model)
+		if err != nil {
+			return nil, "", err
+		}
+		emb, space = chain[0], model
 	}
-	if model == "" {
-		model = rt.ExperienceModel
-	}
-	if model == "" {
-		return nil, "", badRequest("model is required: name the embedding model (no retrieval.embedding_model is configured)")
-	}
-	chain, err := s.router.Route(model)
+	vec, err := lib.Embed(r.Context(), emb, space, text)
 	if err != nil {
 		return nil, "", err
 	}
-	v, err := lib.Embed(r.Context(), chain[0], model, text)
-	return v, model, err
+	canon, err := lib.Canonical(space, vec)
+	if err != nil {
+		return nil, "", &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "could not align the embedding", Err: err}
+	}
+	return canon, space, nil
 }
 
 // createExperience serves POST /v1/experiences.
@@ -111,14 +120,9 @@ func (s *Server) createExperience(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, toJSON(e))
 		return
 	}
-	vec, space, err := s.embedForAPI(r, in.Model, *in.Text)
+	canon, space, err := s.canonicalForAPI(r, in.Model, *in.Text)
 	if err != nil {
 		s.fail(w, r, sf, err)
-		return
-	}
-	canon, err := lib.Canonical(space, vec)
-	if err != nil {
-		s.fail(w, r, sf, &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "could not align the embedding", Err: err})
 		return
 	}
 	e, created, err := lib.Add(r.Context(), store.Experience{
@@ -218,13 +222,8 @@ func (s *Server) searchExperiences(w http.ResponseWriter, r *http.Request) {
 	}
 	data := []experienceJSON{}
 	if lib.Len() > 0 {
-		vec, space, err := s.embedForAPI(r, q.Get("model"), capText(text, maxQueryBytes))
-		if err != nil {
+		if lq.Vector, _, err = s.canonicalForAPI(r, q.Get("model"), capText(text, maxQueryBytes)); err != nil {
 			s.fail(w, r, sf, err)
-			return
-		}
-		if lq.Vector, err = lib.Canonical(space, vec); err != nil {
-			s.fail(w, r, sf, &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "could not align the embedding", Err: err})
 			return
 		}
 		res, err := lib.Search(r.Context(), lq)
