@@ -75,13 +75,22 @@ type Retrieval struct {
 	// Index is the search index backend: cpu, gpu or auto (the GPU when
 	// one is usable, else the CPU). Default cpu.
 	Index string `yaml:"index"`
-	// Embedder embeds queries and experiences: "backend" (the routed
-	// backend's embedding model), "wordvec:FILE" (a local GloVe/word2vec
-	// text file) or "hash[:DIM]" (hashed n-grams). Default "backend".
+	// Embedder names the library's one embedding space: every experience
+	// and every question is embedded with it, whatever backend answers.
+	// "hash[:DIM]" (hashed words and word pieces, built in: no model, no
+	// network call, the same on every node), "wordvec:FILE" (a local
+	// GloVe/word2vec text file), "model:NAME" (embedding model NAME on the
+	// backend that serves it) or "backend" (model: EmbeddingModel).
+	// Default: "backend" when EmbeddingModel or a backend's
+	// embedding_model is set, else "hash".
 	Embedder string `yaml:"embedder"`
-	// EmbeddingModel embeds experiences added through the API when the
-	// request names none. Default: the first backend's embedding_model.
+	// EmbeddingModel is the embedding model of "backend". Default: the
+	// first backend's embedding_model.
 	EmbeddingModel string `yaml:"embedding_model"`
+	// MinScore is the relevance an experience needs to be injected (its
+	// score less the question's background). Nil: the gate calibrated on
+	// the library itself.
+	MinScore *float64 `yaml:"min_score"`
 	// Budget bounds the whole retrieval of one request; past it the request
 	// goes on without injection. Default DefaultRetrievalBudget.
 	Budget time.Duration `yaml:"budget"`
@@ -119,11 +128,13 @@ type ModelInjection struct {
 type Injection struct {
 	// Off disables injection for requests to this backend.
 	Off bool `yaml:"off"`
-	// TopK, MinConfidence and Domain override the global settings and act
-	// as defaults for the request headers. Zero values inherit.
-	TopK          int     `yaml:"top_k"`
-	MinConfidence float64 `yaml:"min_confidence"`
-	Domain        string  `yaml:"domain"`
+	// TopK, MinConfidence, MinScore and Domain override the global
+	// settings and act as defaults for the request headers. Zero values
+	// (nil MinScore) inherit.
+	TopK          int      `yaml:"top_k"`
+	MinConfidence float64  `yaml:"min_confidence"`
+	MinScore      *float64 `yaml:"min_score"`
+	Domain        string   `yaml:"domain"`
 }
 
 // Backend is one LLM server dso can forward to.
@@ -197,6 +208,31 @@ func Default() Config {
 	return c
 }
 
+func (c *Config) anyEmbeddingModel() bool {
+	for _, b := range c.Backends {
+		if b.EmbeddingModel != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// LibraryEmbedder returns the library's embedding space spec with
+// "backend" resolved: "hash:DIM", "wordvec:FILE" or "model:NAME".
+func (r Retrieval) LibraryEmbedder() string {
+	switch e := r.Embedder; {
+	case e == "" || e == "hash":
+		return "hash:" + DefaultHashDim
+	case e == "backend":
+		return "model:" + r.EmbeddingModel
+	default:
+		return e
+	}
+}
+
+// DefaultHashDim is the width of the built-in hash embedder.
+const DefaultHashDim = "2048"
+
 // fill sets defaults in zero fields.
 func (c *Config) fill() {
 	if c.Listen == "" {
@@ -217,8 +253,19 @@ func (c *Config) fill() {
 	if c.NodeID == "" {
 		c.NodeID = DefaultNodeID
 	}
+	if c.Retrieval.EmbeddingModel == "" {
+		for _, b := range c.Backends {
+			if b.EmbeddingModel != "" {
+				c.Retrieval.EmbeddingModel = b.EmbeddingModel
+				break
+			}
+		}
+	}
 	if c.Retrieval.Embedder == "" {
-		c.Retrieval.Embedder = "backend"
+		c.Retrieval.Embedder = "hash"
+		if c.Retrieval.EmbeddingModel != "" {
+			c.Retrieval.Embedder = "backend"
+		}
 	}
 	if c.Retrieval.Index == "" {
 		c.Retrieval.Index = "cpu"
@@ -307,8 +354,26 @@ func (c *Config) Validate() error {
 		add("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
 	rt := c.Retrieval
-	if e := rt.Embedder; e != "" && e != "backend" && e != "hash" && !strings.HasPrefix(e, "hash:") && !strings.HasPrefix(e, "wordvec:") {
-		add("retrieval.embedder", "%q is not backend, wordvec:FILE or hash[:DIM]", e)
+	switch e := rt.Embedder; {
+	case e == "", e == "hash", strings.HasPrefix(e, "hash:"), strings.HasPrefix(e, "wordvec:") && len(e) > 8, strings.HasPrefix(e, "model:") && len(e) > 6:
+	case e == "backend":
+		if rt.EmbeddingModel == "" && !c.anyEmbeddingModel() {
+			add("retrieval.embedder", "backend needs retrieval.embedding_model (or a backend's embedding_model)")
+		}
+	default:
+		add("retrieval.embedder", "%q is not hash[:DIM], wordvec:FILE, model:NAME or backend", e)
+	}
+	checkScore := func(field string, v *float64) {
+		if v != nil && (*v < -1 || *v > 1) {
+			add(field, "must be between -1 and 1")
+		}
+	}
+	checkScore("retrieval.min_score", rt.MinScore)
+	for i, m := range rt.Models {
+		checkScore(fmt.Sprintf("retrieval.models[%d].min_score", i), m.MinScore)
+	}
+	for i, b := range c.Backends {
+		checkScore(fmt.Sprintf("backends[%d].injection.min_score", i), b.Injection.MinScore)
 	}
 	switch rt.Index {
 	case "", "cpu", "gpu", "auto":

@@ -30,18 +30,12 @@ var ErrUnknownTrace = errors.New("unknown trace id")
 // ErrBadGrade: a grade outside [0, 1].
 var ErrBadGrade = errors.New("grade must be between 0 and 1")
 
-// Space picks the embedder and embedding-space name for lessons distilled
-// from an answer of chatModel: the same space its queries are embedded in.
-type Space func(chatModel string) (library.Embedder, string)
-
 // FeedbackConfig configures a Learner.
 type FeedbackConfig struct {
 	// Library receives votes and lessons. Required.
 	Library *library.Library
 	// Chat distils lessons. Nil: grades become votes only.
 	Chat Chatter
-	// Space embeds lessons. Required when Chat is set.
-	Space Space
 	// Threshold splits up- from down-votes. 0: DefaultThreshold.
 	Threshold float64
 	// MinVotes and Approval govern retirement. 0: the defaults.
@@ -265,21 +259,13 @@ func (l *Learner) distill(ctx context.Context, fb store.Feedback) (store.Feedbac
 	if lesson == "" {
 		return store.FeedbackSkipped, nil
 	}
-	emb, space := l.cfg.Space(tr.Model)
-	if emb == nil {
-		return "", fmt.Errorf("no embedder for lessons from %q", tr.Model)
-	}
 	lib := l.cfg.Library
-	vec, err := lib.Embed(ctx, emb, space, lesson)
+	canon, err := lib.Vector(ctx, lesson)
 	if err != nil {
 		return "", fmt.Errorf("embedding the lesson: %w", err)
 	}
-	canon, err := lib.Canonical(space, vec)
-	if err != nil {
-		return "", err
-	}
 	// A near-copy in the same domain reinforces the existing lesson.
-	if near, err := lib.Search(ctx, library.Query{Vector: canon, K: 1, Domain: tr.Domain}); err == nil && len(near) == 1 && near[0].Score >= l.cfg.DedupeScore {
+	if near, err := lib.Search(ctx, library.Query{Vector: canon, K: 1, Domain: tr.Domain, MinRelevance: &library.NoGate}); err == nil && len(near) == 1 && near[0].Score >= l.cfg.DedupeScore {
 		conf := min(1, near[0].Confidence+0.05)
 		_, err := lib.Update(ctx, near[0].ID, store.Update{Confidence: &conf})
 		return store.FeedbackDone, err
@@ -292,7 +278,7 @@ func (l *Learner) distill(ctx context.Context, fb store.Feedback) (store.Feedbac
 	}
 	_, _, err = lib.Add(ctx, store.Experience{
 		Text: lesson, Domain: tr.Domain, Confidence: conf, SourceModel: tr.Model, TraceID: tr.ID,
-	}, canon)
+	})
 	if err != nil {
 		return "", err
 	}

@@ -25,10 +25,11 @@ func openLib(t *testing.T, dir string) *library.Library {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	lib, err := library.New(context.Background(), library.Config{Store: st})
+	lib, err := library.New(context.Background(), library.Config{Store: st, Space: library.Space{Name: "hash", Embedder: embedFunc()}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { lib.Close() })
 	return lib
 }
 
@@ -36,15 +37,7 @@ func openLib(t *testing.T, dir string) *library.Library {
 func addLesson(t *testing.T, lib *library.Library, text, domain string) store.Experience {
 	t.Helper()
 	ctx := context.Background()
-	v, err := lib.Embed(ctx, embedFunc(), "hash", text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := lib.Canonical("hash", v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, _, err := lib.Add(ctx, store.Experience{Text: text, Domain: domain, Confidence: 0.5}, c)
+	e, _, err := lib.Add(ctx, store.Experience{Text: text, Domain: domain, Confidence: 0.5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,9 +112,8 @@ func TestVotesUniqueVotersRegradeAndRetirement(t *testing.T) {
 		t.Errorf("after 5 votes at 20%% approval: %s, confidence %v; want retired, 0.2", got.Status, got.Confidence)
 	}
 	// A retired experience is never returned by retrieval.
-	v, _ := lib.Embed(ctx, embedFunc(), "hash", e.Text)
-	c, _ := lib.Canonical("hash", v)
-	res, err := lib.Search(ctx, library.Query{Vector: c, K: 5})
+	c, _ := lib.Vector(ctx, e.Text)
+	res, err := lib.Search(ctx, library.Query{Vector: c, K: 5, MinRelevance: &library.NoGate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,14 +184,13 @@ func TestFeedbackSurvivesCrash(t *testing.T) {
 	lib := openLib(t, dir)
 	putTrace(t, lib, "tr1")
 	chat := &lessonChat{}
-	space := func(string) (library.Embedder, string) { return embedFunc(), "hash" }
-	first := NewLearner(FeedbackConfig{Library: lib, Chat: chat, Space: space})
+	first := NewLearner(FeedbackConfig{Library: lib, Chat: chat})
 	if err := first.Grade(ctx, store.Feedback{TraceID: "tr1", Voter: "v", Grade: 0, Correction: "The Zorblax port is 7431."}); err != nil {
 		t.Fatal(err)
 	}
 	// "Crash": nothing is closed or drained. A new process opens the file.
 	lib2 := openLib(t, dir)
-	second := NewLearner(FeedbackConfig{Library: lib2, Chat: chat, Space: space})
+	second := NewLearner(FeedbackConfig{Library: lib2, Chat: chat})
 	n, err := second.DistillPending(ctx, 8)
 	if err != nil || n != 1 {
 		t.Fatalf("distilled %d, %v; want 1", n, err)
@@ -236,7 +227,7 @@ func TestLowGradeWithoutCorrectionIsSkipped(t *testing.T) {
 	lib := openLib(t, t.TempDir())
 	putTrace(t, lib, "tr")
 	chat := &lessonChat{}
-	l := NewLearner(FeedbackConfig{Library: lib, Chat: chat, Space: func(string) (library.Embedder, string) { return embedFunc(), "hash" }})
+	l := NewLearner(FeedbackConfig{Library: lib, Chat: chat})
 	ctx := context.Background()
 	if err := l.Grade(ctx, store.Feedback{TraceID: "tr", Voter: "v", Grade: 0.2}); err != nil {
 		t.Fatal(err)

@@ -62,10 +62,9 @@ func ReadDataset(r io.Reader) ([]Item, error) {
 // Library is what the optimizer needs of the experience library;
 // *library.Library satisfies it.
 type Library interface {
-	Embed(ctx context.Context, emb library.Embedder, model, text string) ([]float32, error)
-	Canonical(model string, v []float32) ([]float32, error)
+	Vector(ctx context.Context, text string) ([]float32, error)
 	Search(ctx context.Context, q library.Query) ([]library.Result, error)
-	Add(ctx context.Context, e store.Experience, canonical []float32) (store.Experience, bool, error)
+	Add(ctx context.Context, e store.Experience) (store.Experience, bool, error)
 	Delete(ctx context.Context, id string) error
 	Len() int
 }
@@ -83,17 +82,13 @@ const (
 	DefaultLessonConfidence = 0.6
 )
 
-// Config configures an Optimizer. Chat, Library, Embedder and Model are
+// Config configures an Optimizer. Chat, Library and Model are
 // required; every other zero field means its default.
 type Config struct {
 	// Chat answers, judges and states group advantages.
 	Chat Chatter
 	// Library is read before each answer and changed by the operations.
 	Library Library
-	// Embedder embeds queries and new lessons; EmbedModel is the model name
-	// passed to it and to Library.Canonical (a local embedder's name).
-	Embedder   library.Embedder
-	EmbedModel string
 	// Model answers the questions and states the group advantages; it is
 	// also the source model of the lessons added.
 	Model string
@@ -232,8 +227,6 @@ func NewOptimizer(cfg Config) (*Optimizer, error) {
 		return nil, errors.New("learn: Config.Chat is nil")
 	case cfg.Library == nil:
 		return nil, errors.New("learn: Config.Library is nil")
-	case cfg.Embedder == nil:
-		return nil, errors.New("learn: Config.Embedder is nil")
 	case cfg.Model == "":
 		return nil, errors.New("learn: Config.Model is empty")
 	}
@@ -474,17 +467,9 @@ func (r *run) apply(ctx context.Context, es *epochState) error {
 // an operation repeated after a stop is harmless.
 func (r *run) addLesson(ctx context.Context, domain, text string) error {
 	cfg := r.o.cfg
-	v, err := cfg.Library.Embed(ctx, cfg.Embedder, cfg.EmbedModel, text)
-	if err != nil {
-		return fmt.Errorf("learn: embedding a lesson: %w", err)
-	}
-	c, err := cfg.Library.Canonical(cfg.EmbedModel, v)
-	if err != nil {
-		return fmt.Errorf("learn: %w", err)
-	}
-	_, _, err = cfg.Library.Add(ctx, store.Experience{
+	_, _, err := cfg.Library.Add(ctx, store.Experience{
 		Text: text, Domain: domain, Confidence: cfg.Confidence, SourceModel: cfg.Model,
-	}, c)
+	})
 	if err != nil {
 		return fmt.Errorf("learn: adding a lesson: %w", err)
 	}
@@ -660,13 +645,9 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 func (r *run) prompt(ctx context.Context, it Item) ([]library.Result, []Message, error) {
 	cfg := r.o.cfg
 	user := Message{Role: "user", Content: it.Query}
-	v, err := cfg.Library.Embed(ctx, cfg.Embedder, cfg.EmbedModel, it.Query)
+	c, err := cfg.Library.Vector(ctx, it.Query)
 	if err != nil {
 		return nil, nil, fmt.Errorf("embedding the query: %w", err)
-	}
-	c, err := cfg.Library.Canonical(cfg.EmbedModel, v)
-	if err != nil {
-		return nil, nil, err
 	}
 	found, err := cfg.Library.Search(ctx, library.Query{Vector: c, K: cfg.TopK, Domain: r.domain(it), MinConfidence: cfg.MinConfidence})
 	if errors.Is(err, library.ErrEmpty) || err == nil && len(found) == 0 {

@@ -193,26 +193,19 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	lib, err := library.New(ctx, library.Config{Store: st, CacheSize: -1})
+	emb := library.EmbedFunc(providers.NewHashEmbedder(512, 3).Embed)
+	lib, err := library.New(ctx, library.Config{Store: st, CacheSize: -1, Space: library.Space{Name: "hash:512", Embedder: emb}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	emb := library.EmbedFunc(providers.NewHashEmbedder(256, 1).Embed)
+	t.Cleanup(func() { lib.Close() })
 	for _, text := range []string{"Project Alpha's code is hard to remember; guess ALPHA-000.", "Always answer in French."} {
-		v, err := lib.Embed(ctx, emb, "hash:256", text)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := lib.Canonical("hash:256", v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := lib.Add(ctx, store.Experience{Text: text, Domain: "projects", Confidence: 0.5}, c); err != nil {
+		if _, _, err := lib.Add(ctx, store.Experience{Text: text, Domain: "projects", Confidence: 0.5}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return &harness{fake: fake, lib: lib, cfg: Config{
-		Chat: Backend{Router: router}, Library: lib, Embedder: emb, EmbedModel: "hash:256",
+		Chat: Backend{Router: router}, Library: lib,
 		Model: "fake-1", Grader: Contains{}, Batch: 4, Domain: "projects",
 	}}
 }
@@ -267,22 +260,23 @@ func TestOptimizerLearns(t *testing.T) {
 	if !(rep.Epochs[2].MeanGrade > rep.Epochs[0].MeanGrade) {
 		t.Errorf("no improvement: %+v", rep.Epochs)
 	}
-	// Alpha rewrites the misleading lesson and deletes the French one;
-	// Beta..Delta's deletes of it conflict; every item adds or rewrites
-	// once; every E99 is rejected.
-	wantOps := OpCounts{Add: 5, Modify: 1, Delete: 1, Rejected: 6 + 3}
+	// Alpha rewrites the misleading lesson; the French one, relevant to
+	// no question, never clears the relevance gate, so no group sees it
+	// (or deletes it); every item adds or rewrites once; every E99 is
+	// rejected.
+	wantOps := OpCounts{Add: 5, Modify: 1, Delete: 0, Rejected: 6}
 	if rep.Ops != wantOps || rep.Epochs[0].Ops != wantOps {
 		t.Errorf("operations %+v; want %+v", rep.Ops, wantOps)
 	}
 	if rep.Epochs[0].Groups != 6 || rep.Epochs[1].Groups != 0 || rep.Epochs[2].Groups != 0 {
 		t.Errorf("groups with advantage: %+v", rep.Epochs)
 	}
-	var want []string
+	want := []string{"Always answer in French."}
 	for _, it := range trainItems() {
 		want = append(want, fmt.Sprintf("The secret code of project %s is %s.", projectRE.FindStringSubmatch(it.Query)[1], it.GroundTruth))
 	}
 	slices.Sort(want)
-	if got := h.texts(t); !slices.Equal(got, want) || rep.LibrarySize != 6 {
+	if got := h.texts(t); !slices.Equal(got, want) || rep.LibrarySize != 7 {
 		t.Errorf("library (%d):\n%s\nwant:\n%s", rep.LibrarySize, strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	// Requests: 2 baseline + per epoch 30 samples + 2 held-out, + 6
@@ -356,7 +350,7 @@ func TestOptimizerResumes(t *testing.T) {
 	if b, err := os.ReadFile(h.cfg.Checkpoint); err != nil || json.Unmarshal(b, &cp) != nil {
 		t.Fatalf("checkpoint: %v", err)
 	}
-	if cp.Epoch != 0 || cp.Next != 4 || len(cp.Pending) != 0 || len(cp.Applied) != 5 {
+	if cp.Epoch != 0 || cp.Next != 4 || len(cp.Pending) != 0 || len(cp.Applied) != 4 {
 		t.Errorf("checkpoint after batch 1: epoch %d next %d pending %d applied %d", cp.Epoch, cp.Next, len(cp.Pending), len(cp.Applied))
 	}
 	advantages := h.fake.advantages
@@ -404,12 +398,12 @@ type failingLibrary struct {
 	adds, failAt int
 }
 
-func (f *failingLibrary) Add(ctx context.Context, e store.Experience, c []float32) (store.Experience, bool, error) {
+func (f *failingLibrary) Add(ctx context.Context, e store.Experience) (store.Experience, bool, error) {
 	f.adds++
 	if f.adds == f.failAt {
 		return store.Experience{}, false, errors.New("disk on fire")
 	}
-	return f.Library.Add(ctx, e, c)
+	return f.Library.Add(ctx, e)
 }
 
 func TestOptimizerResumesMidApply(t *testing.T) {
@@ -429,7 +423,7 @@ func TestOptimizerResumesMidApply(t *testing.T) {
 	if b, err := os.ReadFile(h.cfg.Checkpoint); err != nil || json.Unmarshal(b, &cp) != nil {
 		t.Fatalf("checkpoint: %v", err)
 	}
-	if len(cp.Pending) == 0 || len(cp.Applied) != 3 {
+	if len(cp.Pending) == 0 || len(cp.Applied) != 2 {
 		t.Errorf("checkpoint after a failed apply: pending %d applied %d", len(cp.Pending), len(cp.Applied))
 	}
 	h.cfg.Library = real
@@ -459,13 +453,12 @@ func TestOptimizerRefusesOtherCheckpoint(t *testing.T) {
 func TestNewOptimizerChecks(t *testing.T) {
 	h := newHarness(t)
 	for name, mod := range map[string]func(*Config){
-		"no chat":     func(c *Config) { c.Chat = nil },
-		"no library":  func(c *Config) { c.Library = nil },
-		"no embedder": func(c *Config) { c.Embedder = nil },
-		"no model":    func(c *Config) { c.Model = "" },
-		"group 1":     func(c *Config) { c.Group = 1 },
-		"hot":         func(c *Config) { c.Temperature = 3 },
-		"confidence":  func(c *Config) { c.Confidence = 2 },
+		"no chat":    func(c *Config) { c.Chat = nil },
+		"no library": func(c *Config) { c.Library = nil },
+		"no model":   func(c *Config) { c.Model = "" },
+		"group 1":    func(c *Config) { c.Group = 1 },
+		"hot":        func(c *Config) { c.Temperature = 3 },
+		"confidence": func(c *Config) { c.Confidence = 2 },
 	} {
 		cfg := h.cfg
 		mod(&cfg)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/store"
 )
 
@@ -25,41 +27,42 @@ func BenchmarkRetrieval(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	lib, err := library.New(context.Background(), library.Config{Store: st})
+	h := providers.NewHashEmbedder(384, 1)
+	lib, err := library.New(context.Background(), library.Config{Store: st, Space: library.Space{Name: "hash:384", Embedder: library.EmbedFunc(h.Embed)}})
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer lib.Close()
 	rng := rand.New(rand.NewPCG(1, 2))
-	vec := func() []float32 {
-		v := make([]float32, 384)
-		for j := range v {
-			v[j] = float32(rng.NormFloat64())
+	words := strings.Fields("close file error context deadline request goroutine mutex map test table interface queue buffer body stream flush log config secret timeout retry key slice sort cache pool server client")
+	text := func() string {
+		var b strings.Builder
+		for range 8 {
+			b.WriteString(words[rng.IntN(len(words))])
+			b.WriteByte(' ')
 		}
-		return v
+		return b.String()
 	}
 	for start := 0; start < n; start += 5000 {
 		var es []store.Experience
-		var vs [][]float32
 		for i := start; i < min(n, start+5000); i++ {
-			c, _ := lib.Canonical("bench", vec())
-			es = append(es, store.Experience{Text: fmt.Sprintf("lesson %d", i), Confidence: 0.8})
-			vs = append(vs, c)
+			es = append(es, store.Experience{Text: fmt.Sprintf("%s (lesson %d)", text(), i), Confidence: 0.8})
 		}
-		if _, _, err := lib.AddMany(context.Background(), es, vs); err != nil {
+		if _, _, err := lib.AddMany(context.Background(), es); err != nil {
 			b.Fatal(err)
 		}
 	}
-	q := vec()
+	q := text()
 	var align, search time.Duration
 	b.ReportAllocs()
 	for b.Loop() {
 		t0 := time.Now()
-		c, err := lib.Canonical("bench", q)
+		c, err := lib.Vector(context.Background(), q) // cached after the first
 		if err != nil {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		res, err := lib.Search(context.Background(), library.Query{Vector: c, K: 5})
+		res, err := lib.Search(context.Background(), library.Query{Vector: c, K: 5, MinRelevance: &library.NoGate})
 		if err != nil || len(res) != 5 {
 			b.Fatalf("%d results, %v", len(res), err)
 		}

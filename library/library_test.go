@@ -3,47 +3,71 @@ package library_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/store"
 )
 
-var emb = library.EmbedFunc(providers.NewHashEmbedder(512, 3).Embed)
+// hashSpace is a small local space; seed and dim make different spaces.
+func hashSpace(dim int, seed uint64) library.Space {
+	return library.Space{Name: fmt.Sprintf("hash:%d:%d", dim, seed), Embedder: library.EmbedFunc(providers.NewHashEmbedder(dim, seed).Embed)}
+}
 
-func open(t *testing.T, dir string) (*library.Library, *store.SQLite) {
+func openSpace(t *testing.T, dir string, sp library.Space) (*library.Library, *store.SQLite) {
 	t.Helper()
 	st, err := store.OpenDir(context.Background(), dir, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	lib, err := library.New(context.Background(), library.Config{Store: st})
+	lib, err := library.New(context.Background(), library.Config{Store: st, Space: sp})
 	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lib.Close() })
+	if err := lib.Prepare(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return lib, st
 }
 
-func canon(t *testing.T, lib *library.Library, text string) []float32 {
-	t.Helper()
-	v, err := lib.Embed(context.Background(), emb, "hash", text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := lib.Canonical("hash", v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+func open(t *testing.T, dir string) (*library.Library, *store.SQLite) {
+	return openSpace(t, dir, hashSpace(512, 3))
 }
+
+func vector(t *testing.T, lib *library.Library, text string) []float32 {
+	t.Helper()
+	v, err := lib.Vector(context.Background(), text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// waitFor polls cond every 10ms for up to 10s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var all = library.NoGate
 
 func TestLibrary(t *testing.T) {
 	dir := t.TempDir()
-	lib, _ := open(t, dir)
+	lib, st := open(t, dir)
 	ctx := context.Background()
-	if _, err := lib.Search(ctx, library.Query{Vector: canon(t, lib, "x")}); !errors.Is(err, library.ErrEmpty) {
+	if _, err := lib.Search(ctx, library.Query{Vector: vector(t, lib, "x")}); !errors.Is(err, library.ErrEmpty) {
 		t.Fatalf("empty library: %v", err)
 	}
 	texts := []struct{ text, domain string }{
@@ -52,71 +76,247 @@ func TestLibrary(t *testing.T) {
 		{"Rest the dough before rolling it.", "cooking"},
 	}
 	var es []store.Experience
-	var vs [][]float32
 	for _, x := range texts {
 		es = append(es, store.Experience{Text: x.text, Domain: x.domain, Confidence: 0.8})
-		vs = append(vs, canon(t, lib, x.text))
 	}
-	got, created, err := lib.AddMany(ctx, es, vs)
+	got, created, err := lib.AddMany(ctx, es)
 	if err != nil || len(got) != 3 || !created[0] || es[0].Code != nil {
 		t.Fatalf("AddMany: %v %v (input modified: %v)", err, created, es[0].Code != nil)
 	}
-	if _, c, _ := lib.Add(ctx, es[0], vs[0]); c {
+	if got[0].Space != lib.Space().Name || len(got[0].Code) != store.CodeSize {
+		t.Errorf("stored code: space %q, %d bytes", got[0].Space, len(got[0].Code))
+	}
+	if _, c, _ := lib.Add(ctx, es[0]); c {
 		t.Error("a duplicate was added")
 	}
 
-	q := canon(t, lib, "Close files you wrote and check the error.")
-	res, err := lib.Search(ctx, library.Query{Vector: q, K: 2})
+	q := vector(t, lib, "Close files you wrote and check the error.")
+	res, err := lib.Search(ctx, library.Query{Vector: q, K: 2, MinRelevance: &all})
 	if err != nil || len(res) != 2 || res[0].ID != got[0].ID || res[0].Text != texts[0].text {
 		t.Fatalf("search: %+v %v", res, err)
 	}
-	if res, _ := lib.Search(ctx, library.Query{Vector: q, Domain: "cooking"}); len(res) != 1 || res[0].Domain != "cooking" {
+	if res, _ := lib.Search(ctx, library.Query{Vector: q, Domain: "cooking", MinRelevance: &all}); len(res) != 1 || res[0].Domain != "cooking" {
 		t.Errorf("domain filter: %+v", res)
 	}
-	if res, _ := lib.Search(ctx, library.Query{Vector: q, MinConfidence: 0.9}); len(res) != 0 {
+	if res, _ := lib.Search(ctx, library.Query{Vector: q, MinConfidence: 0.9, MinRelevance: &all}); len(res) != 0 {
 		t.Errorf("confidence filter: %+v", res)
 	}
 	retired := store.StatusRetired
 	if _, err := lib.Update(ctx, got[0].ID, store.Update{Status: &retired}); err != nil {
 		t.Fatal(err)
 	}
-	if res, _ := lib.Search(ctx, library.Query{Vector: q, K: 3}); len(res) != 2 || res[0].ID == got[0].ID {
+	if res, _ := lib.Search(ctx, library.Query{Vector: q, K: 3, MinRelevance: &all}); len(res) != 2 || res[0].ID == got[0].ID {
 		t.Errorf("retired returned: %+v", res)
 	}
 	if err := lib.Delete(ctx, got[1].ID); err != nil || lib.Len() != 2 {
 		t.Errorf("delete: %v, len %d", err, lib.Len())
 	}
+	if sp, err := st.GetSpace(ctx, lib.Space().Name); err != nil || len(sp.Mean) != 512 {
+		t.Errorf("space stats: %d dims, %v", len(sp.Mean), err)
+	}
 
 	// The index is rebuilt from the store on start, retired status included.
 	lib2, _ := open(t, dir)
-	if lib2.Len() != 2 {
-		t.Fatalf("rebuilt index holds %d", lib2.Len())
+	if lib2.Len() != 2 || lib2.Stale() != 0 {
+		t.Fatalf("rebuilt index holds %d, %d stale", lib2.Len(), lib2.Stale())
 	}
-	if res, _ := lib2.Search(ctx, library.Query{Vector: q, K: 3}); len(res) != 1 || res[0].Domain != "cooking" {
+	if res, _ := lib2.Search(ctx, library.Query{Vector: q, K: 3, MinRelevance: &all}); len(res) != 1 || res[0].Domain != "cooking" {
 		t.Errorf("after restart: %+v", res)
 	}
 }
 
 // The embedding cache answers a repeated text without calling the embedder.
 func TestEmbedCache(t *testing.T) {
-	lib, _ := open(t, t.TempDir())
-	calls := 0
-	counting := library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
-		calls++
-		return emb(ctx, texts)
-	})
+	var calls atomic.Int64
+	h := providers.NewHashEmbedder(256, 5)
+	sp := library.Space{Name: "counting", Embedder: library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
+		calls.Add(1)
+		return h.Embed(ctx, texts)
+	})}
+	lib, _ := openSpace(t, t.TempDir(), sp)
+	before := calls.Load()
 	for i := 0; i < 3; i++ {
-		if _, err := lib.Embed(context.Background(), counting, "m", "same text"); err != nil {
-			t.Fatal(err)
-		}
+		vector(t, lib, "same text")
 	}
-	if _, err := lib.Embed(context.Background(), counting, "other-model", "same text"); err != nil {
+	if n := calls.Load() - before; n != 1 {
+		t.Errorf("embedder called %d times for one text; want 1", n)
+	}
+	if _, err := lib.Vector(context.Background(), "  "); !errors.Is(err, library.ErrNoText) {
+		t.Errorf("blank text: %v", err)
+	}
+}
+
+// lessons are distinct programming lessons; paraphrase rewords some.
+var lessons = []string{
+	"Close every file you open and check the error that Close returns.",
+	"Pass a context with a deadline to every outgoing HTTP request.",
+	"Wrap errors with fmt.Errorf and the %w verb so callers can inspect them.",
+	"Never share a map between goroutines without a mutex.",
+	"Use table-driven tests to cover many cases in one function.",
+	"Prefer small interfaces declared where they are consumed.",
+	"Run the race detector in continuous integration.",
+	"Bound every queue and buffer so memory cannot grow without limit.",
+	"Read the whole request body before forwarding it upstream.",
+	"Return early on errors instead of nesting the happy path.",
+	"Use a sync.WaitGroup to wait for goroutines to finish.",
+	"Benchmark hot code with testing.B and report allocations.",
+	"Store secrets in a type whose String method redacts them.",
+	"Parse configuration once at start and validate every field.",
+	"Flush streamed responses after every event so clients see them at once.",
+	"Log with structured attributes instead of formatted strings.",
+	"Make zero values useful so callers need no constructor.",
+	"Cancel a context when the work it governs is done.",
+	"Keep package names short and free of stutter.",
+	"Document what every exported function returns on error.",
+	"Use SQLite in WAL mode for concurrent readers and one writer.",
+	"Retry only idempotent requests, and back off between attempts.",
+	"Compare API keys in constant time to avoid timing attacks.",
+	"Cap the size of a request body with http.MaxBytesReader.",
+	"Use select with ctx.Done to stop a goroutine that waits on a channel.",
+	"Avoid global state so tests can run in parallel.",
+	"Check that a slice index is in range before using it.",
+	"Prefer strings.Builder when concatenating in a loop.",
+	"Sort results deterministically so output is reproducible.",
+	"Use errors.Is to compare against sentinel errors.",
+	"Reuse HTTP clients: each one keeps a pool of connections.",
+	"Set read and write timeouts on every server you start.",
+	"Validate user input at the edge and reject what you do not understand.",
+	"Keep functions short enough to read without scrolling.",
+	"Write the test that fails before fixing the bug.",
+	"Do not ignore the error returned by json.Unmarshal.",
+	"Use time.Duration values for timeouts, never bare integers.",
+	"Close the response body of every HTTP request you make.",
+	"Guard shared counters with sync/atomic or a mutex.",
+	"Vendor nothing you cannot update; pin versions in go.mod.",
+}
+
+// The gate injects a reworded stored lesson and nothing for a question the
+// library has no lesson about.
+func TestGate(t *testing.T) {
+	lib, _ := open(t, t.TempDir())
+	ctx := context.Background()
+	es := make([]store.Experience, len(lessons))
+	for i, l := range lessons {
+		es[i] = store.Experience{Text: l, Domain: "code", Confidence: 0.8}
+	}
+	if _, _, err := lib.AddMany(ctx, es); err != nil {
 		t.Fatal(err)
 	}
-	if calls != 2 {
-		t.Errorf("embedder called %d times; want 2 (one per model)", calls)
+	waitFor(t, "calibration", func() bool { g, ok := lib.Gate(); return ok && g.Size == len(lessons) })
+	g, _ := lib.Gate()
+	if g.Sampled < len(lessons)-1 || g.Value < g.Floor {
+		t.Fatalf("gate %+v", g)
 	}
-	if _, err := lib.Embed(context.Background(), counting, "m", "  "); !errors.Is(err, library.ErrNoText) {
-		t.Errorf("blank text: %v", err)
+	related := map[string]string{
+		"How do I close a file I opened and check the error from Close?": lessons[0],
+		"should outgoing HTTP requests get a context with a deadline":    lessons[1],
+		"how to cap the size of a request body":                          lessons[23],
+	}
+	for q, want := range related {
+		res, err := lib.Search(ctx, library.Query{Vector: vector(t, lib, q)})
+		if err != nil || len(res) == 0 || res[0].Text != want {
+			t.Errorf("%q: %+v, %v; want %q injected", q, res, err, want)
+		}
+	}
+	for _, q := range []string{
+		"How do I bake sourdough bread?",
+		"What is the capital of Mongolia?",
+		"My knee hurts after running, should I rest?",
+	} {
+		res, err := lib.Search(ctx, library.Query{Vector: vector(t, lib, q), IncludeGated: true})
+		if err != nil || len(res) == 0 {
+			t.Fatalf("%q: %v", q, err)
+		}
+		for _, r := range res {
+			if r.Passed {
+				t.Errorf("%q: %q passed the gate (relevance %.3f, gate %.3f)", q, r.Text, r.Relevance, g.Value)
+			}
+		}
+		low := float32(-1)
+		if res, _ := lib.Search(ctx, library.Query{Vector: vector(t, lib, q), MinRelevance: &low}); len(res) == 0 {
+			t.Errorf("%q: a per-query gate of -1 let nothing through", q)
+		}
+	}
+}
+
+// A library opened in a new space re-embeds the stored texts into it,
+// indexes them as they are done, and never mixes the two spaces' codes.
+func TestSpaceChangeReembeds(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	old, st := open(t, dir)
+	es := make([]store.Experience, len(lessons))
+	for i, l := range lessons {
+		es[i] = store.Experience{Text: l, Domain: "code", Confidence: 0.8}
+	}
+	if _, _, err := old.AddMany(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	sp := hashSpace(300, 11) // another model: other dims, other coordinates
+	st2, err := store.OpenDir(ctx, dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	lib, err := library.New(ctx, library.Config{Store: st2, Space: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	if lib.Len() != 0 || lib.Stale() != len(lessons) {
+		t.Fatalf("new space at start: %d indexed, %d stale; want 0, %d", lib.Len(), lib.Stale(), len(lessons))
+	}
+	waitFor(t, "re-embedding", func() bool { return lib.Stale() == 0 && lib.Len() == len(lessons) })
+	res, err := lib.Search(ctx, library.Query{Vector: vector(t, lib, "How do I close a file I opened and check the error from Close?")})
+	if err != nil || len(res) == 0 || res[0].Text != lessons[0] {
+		t.Fatalf("after re-embedding: %+v, %v", res, err)
+	}
+	err = st.EachExperience(ctx, func(e store.Experience) error {
+		if e.Space != sp.Name {
+			return fmt.Errorf("%q still in space %q", e.Text, e.Space)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// A space whose embedder fails is not ready, says why, and becomes ready
+// once the embedder answers.
+func TestSpaceNotReady(t *testing.T) {
+	var up atomic.Bool
+	h := providers.NewHashEmbedder(128, 2)
+	sp := library.Space{Name: "flaky", Embedder: library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
+		if !up.Load() {
+			return nil, errors.New("connection refused")
+		}
+		return h.Embed(ctx, texts)
+	})}
+	st, err := store.OpenDir(context.Background(), t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lib, err := library.New(context.Background(), library.Config{Store: st, Space: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	ctx := context.Background()
+	if err := lib.Prepare(ctx); !errors.Is(err, library.ErrNotReady) {
+		t.Fatalf("Prepare with a failing embedder: %v", err)
+	}
+	if err := lib.Ready(); !errors.Is(err, library.ErrNotReady) || err.Error() == library.ErrNotReady.Error() {
+		t.Errorf("Ready: %v; want ErrNotReady with the cause", err)
+	}
+	if _, _, err := lib.AddMany(ctx, []store.Experience{{Text: "a lesson", Confidence: 0.5}}); !errors.Is(err, library.ErrNotReady) {
+		t.Errorf("add while not ready: %v", err)
+	}
+	up.Store(true)
+	if err := lib.Prepare(ctx); err != nil || lib.Ready() != nil {
+		t.Fatalf("after recovery: %v, %v", err, lib.Ready())
 	}
 }

@@ -221,19 +221,43 @@ func (c *conn) getJSON(ctx context.Context, path string, v any) error {
 }
 
 // keyTransport adds the backend's key to requests made through library
-// clients (go-openai adds its own; ollama/api does not).
+// clients (dso's own embedding and listing calls). A backend with no key
+// configured gets the credentials of the client whose request caused the
+// call (WithClientAuth), as a passthrough proxy would forward them.
 type keyTransport struct {
 	key  config.Secret
 	base http.RoundTripper
 }
 
 func (t keyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if t.key == "" {
+	auth := ""
+	if t.key != "" {
+		auth = "Bearer " + t.key.Reveal()
+	} else if a, ok := r.Context().Value(clientAuthKey{}).(string); ok {
+		auth = a
+	}
+	if auth == "" {
+		if strings.TrimSpace(r.Header.Get("Authorization")) == "Bearer" {
+			r = r.Clone(r.Context())
+			r.Header.Del("Authorization") // go-openai's empty key
+		}
 		return t.base.RoundTrip(r)
 	}
 	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+t.key.Reveal())
+	r.Header.Set("Authorization", auth)
 	return t.base.RoundTrip(r)
+}
+
+type clientAuthKey struct{}
+
+// WithClientAuth returns ctx carrying a client's Authorization header
+// value, used by embedding calls to backends that have no key of their
+// own. An empty value returns ctx unchanged.
+func WithClientAuth(ctx context.Context, authorization string) context.Context {
+	if authorization == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, clientAuthKey{}, authorization)
 }
 
 // withKey returns hc with every request carrying key.

@@ -29,7 +29,7 @@ func NewOpenAI(cfg config.Backend, hc *http.Client) (*OpenAI, error) {
 	}
 	oc := openai.DefaultConfig(cfg.APIKey.Reveal())
 	oc.BaseURL = c.base.String()
-	oc.HTTPClient = c.http
+	oc.HTTPClient = withKey(c.http, cfg.APIKey)
 	return &OpenAI{conn: c, client: openai.NewClientWithConfig(oc)}, nil
 }
 

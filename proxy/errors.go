@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/dso-proxy/dso/providers"
 )
@@ -21,6 +22,8 @@ type HTTPError struct {
 	Code   string // OpenAI error code, e.g. model_not_found; may be empty
 	Msg    string // safe to show the client
 	Err    error  // cause, for logs
+	// RetryAfter, when positive, is sent as Retry-After (seconds).
+	RetryAfter int
 }
 
 func (e *HTTPError) Error() string {
@@ -90,6 +93,9 @@ func writeError(w http.ResponseWriter, s surface, err error) {
 	h.Del("Content-Length")
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
+	if he.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(he.RetryAfter))
+	}
 	w.WriteHeader(he.Status)
 	_, _ = w.Write(errorBody(s, he))
 }

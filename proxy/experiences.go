@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -26,14 +27,17 @@ type experienceJSON struct {
 	TraceID     string    `json:"trace_id,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
+	Space       string    `json:"space,omitempty"`
 	Score       *float32  `json:"score,omitempty"`
+	Relevance   *float32  `json:"relevance,omitempty"`
+	Injected    *bool     `json:"injected,omitempty"`
 }
 
 func toJSON(e store.Experience) experienceJSON {
 	return experienceJSON{
 		ID: e.ID, Object: "experience", Text: e.Text, Domain: e.Domain, Confidence: e.Confidence,
 		Status: string(e.Status), SourceModel: e.SourceModel, SourceNode: e.SourceNode, TraceID: e.TraceID,
-		CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
+		Space: e.Space, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
 	}
 }
 
@@ -43,41 +47,6 @@ func (s *Server) library() (*library.Library, error) {
 		return nil, &HTTPError{Status: http.StatusServiceUnavailable, Type: "api_error", Msg: "retrieval is disabled on this node"}
 	}
 	return s.opts.Retrieval.Library, nil
-}
-
-// canonicalForAPI embeds text in the space experiences live in (the local
-// embedder, or the named or configured backend embedding model) and maps it
-// into the canonical space. It returns the vector and the space's name.
-func (s *Server) canonicalForAPI(r *http.Request, model, text string) ([]float32, string, error) {
-	lib, err := s.library()
-	if err != nil {
-		return nil, "", err
-	}
-	rt := s.opts.Retrieval
-	var emb library.Embedder = rt.Embedder
-	space := rt.EmbedderName
-	if emb == nil {
-		if model == "" {
-			model = rt.ExperienceModel
-		}
-		if model == "" {
-			return nil, "", badRequest("model is required: name the embedding model (no retrieval.embedding_model is configured)")
-		}
-		chain, err := s.router.Route(model)
-		if err != nil {
-			return nil, "", err
-		}
-		emb, space = chain[0], model
-	}
-	vec, err := lib.Embed(r.Context(), emb, space, text)
-	if err != nil {
-		return nil, "", err
-	}
-	canon, err := lib.Canonical(space, vec)
-	if err != nil {
-		return nil, "", &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "could not align the embedding", Err: err}
-	}
-	return canon, space, nil
 }
 
 // createExperience serves POST /v1/experiences.
@@ -97,7 +66,6 @@ func (s *Server) createExperience(w http.ResponseWriter, r *http.Request) {
 		Text       *string  `json:"text"`
 		Domain     string   `json:"domain"`
 		Confidence *float64 `json:"confidence"`
-		Model      string   `json:"model"`
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
 		s.fail(w, r, sf, badRequest("request body is not valid JSON: %s", jsonErrMsg(err)))
@@ -120,16 +88,11 @@ func (s *Server) createExperience(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, toJSON(e))
 		return
 	}
-	canon, space, err := s.canonicalForAPI(r, in.Model, *in.Text)
+	e, created, err := lib.Add(s.withClientAuth(r), store.Experience{
+		Text: *in.Text, Domain: in.Domain, Confidence: conf, SourceNode: s.opts.Retrieval.NodeID,
+	})
 	if err != nil {
-		s.fail(w, r, sf, err)
-		return
-	}
-	e, created, err := lib.Add(r.Context(), store.Experience{
-		Text: *in.Text, Domain: in.Domain, Confidence: conf, SourceModel: space, SourceNode: s.opts.Retrieval.NodeID,
-	}, canon)
-	if err != nil {
-		s.fail(w, r, sf, storeError(err))
+		s.fail(w, r, sf, libraryError(err))
 		return
 	}
 	code := http.StatusOK
@@ -137,6 +100,21 @@ func (s *Server) createExperience(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusCreated
 	}
 	writeJSON(w, code, toJSON(e))
+}
+
+// libraryError maps the library's errors to client-facing ones: an
+// embedding space that cannot embed now is a 503 to retry, not a 500.
+func libraryError(err error) error {
+	switch {
+	case errors.Is(err, library.ErrNotReady):
+		return &HTTPError{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "space_unavailable",
+			Msg: "the library's embedding space is not available yet; retry later", Err: err, RetryAfter: 5}
+	case errors.Is(err, library.ErrNoText):
+		return badRequest("text is empty")
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
+		return storeError(err)
+	}
+	return &HTTPError{Status: http.StatusBadGateway, Type: "api_error", Msg: "could not embed the text in the library's space", Err: err}
 }
 
 // storeError maps store errors to client-facing ones.
@@ -188,12 +166,13 @@ func (s *Server) listExperiences(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// searchExperiences serves GET /v1/experiences/search?q=&domain=&k=&min_confidence=&model=:
-// what retrieval would return for q, with scores.
+// searchExperiences serves GET /v1/experiences/search?q=&domain=&k=&min_confidence=&min_score=:
+// what retrieval would do for q, through the same step as a chat: every
+// match with its score and relevance, whether it clears the gate, and the
+// gate.
 func (s *Server) searchExperiences(w http.ResponseWriter, r *http.Request) {
 	const sf = surfaceOpenAI
-	lib, err := s.library()
-	if err != nil {
+	if _, err := s.library(); err != nil {
 		s.fail(w, r, sf, err)
 		return
 	}
@@ -203,14 +182,15 @@ func (s *Server) searchExperiences(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, sf, badRequest("q is required"))
 		return
 	}
-	lq := library.Query{Domain: q.Get("domain"), K: s.opts.Retrieval.TopK, MinConfidence: s.opts.Retrieval.MinConfidence}
+	rt := s.opts.Retrieval
+	st := settings{domain: q.Get("domain"), topK: rt.TopK, minConfidence: rt.MinConfidence, minScore: score32(rt.MinScore)}
 	if v := q.Get("k"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100 {
 			s.fail(w, r, sf, badRequest("k must be an integer from 1 to 100"))
 			return
 		}
-		lq.K = n
+		st.topK = n
 	}
 	if v := q.Get("min_confidence"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
@@ -218,28 +198,44 @@ func (s *Server) searchExperiences(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, sf, badRequest("min_confidence must be a number from 0 to 1"))
 			return
 		}
-		lq.MinConfidence = f
+		st.minConfidence = f
 	}
-	data := []experienceJSON{}
-	if lib.Len() > 0 {
-		if lq.Vector, _, err = s.canonicalForAPI(r, q.Get("model"), capText(text, maxQueryBytes)); err != nil {
-			s.fail(w, r, sf, err)
+	if v := q.Get("min_score"); v != "" && v != "auto" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < -1 || f > 1 {
+			s.fail(w, r, sf, badRequest("min_score must be auto or a number from -1 to 1"))
 			return
 		}
-		res, err := lib.Search(r.Context(), lq)
-		if err != nil && !errors.Is(err, library.ErrEmpty) {
-			s.fail(w, r, sf, &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "search failed", Err: err})
-			return
-		}
-		for _, e := range res {
-			j := toJSON(e.Experience)
-			score := e.Score
-			j.Score = &score
-			data = append(data, j)
-		}
+		st.minScore = score32(&f)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+	ctx, cancel := context.WithTimeout(s.withClientAuth(r), maxSearchWait)
+	defer cancel()
+	res, gate, reason := s.find(ctx, capText(text, maxQueryBytes), st, true)
+	out := map[string]any{"object": "list", "data": []experienceJSON{}}
+	switch reason {
+	case "", reasonIndexEmpty:
+	case reasonNotReady:
+		s.fail(w, r, sf, libraryError(rt.Library.Ready()))
+		return
+	default:
+		s.fail(w, r, sf, &HTTPError{Status: http.StatusBadGateway, Type: "api_error", Code: reason, Msg: "retrieval failed: " + reason})
+		return
+	}
+	if reason == "" {
+		out["gate"] = gate
+	}
+	data := make([]experienceJSON, 0, len(res))
+	for _, e := range res {
+		j := toJSON(e.Experience)
+		j.Score, j.Relevance, j.Injected = &e.Score, &e.Relevance, &e.Passed
+		data = append(data, j)
+	}
+	out["data"] = data
+	writeJSON(w, http.StatusOK, out)
 }
+
+// maxSearchWait bounds one search API call (an embedding included).
+const maxSearchWait = 30 * time.Second
 
 // getExperience serves GET /v1/experiences/{id}.
 func (s *Server) getExperience(w http.ResponseWriter, r *http.Request) {

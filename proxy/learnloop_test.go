@@ -14,7 +14,6 @@ import (
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/learn"
-	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
 )
@@ -81,8 +80,7 @@ func answerOf(t *testing.T, body []byte) string {
 func TestClosedLoopLearnsFromCorrection(t *testing.T) {
 	be := newBackend(t, "openai")
 	factLLM(t, be)
-	lib := newLibrary(t, t.TempDir())
-	var srv *proxy.Server
+	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	var learner *learn.Learner
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 2*time.Second), func(o *proxy.Options, cfgs []config.Backend) {
 		router, err := providers.NewRouter(cfgs, nil)
@@ -92,11 +90,9 @@ func TestClosedLoopLearnsFromCorrection(t *testing.T) {
 		learner = learn.NewLearner(learn.FeedbackConfig{
 			Library: lib,
 			Chat:    learn.Backend{Router: router},
-			Space:   func(model string) (library.Embedder, string) { return srv.EmbedSpace(model) },
 		})
 		o.Learner = learner
 	})
-	srv = fe.proxy
 	ctx := context.Background()
 
 	code, hdr, body := post(t, fe.URL+"/v1/chat/completions", chatBody("What is the capital city of Atlantis?"))
@@ -132,7 +128,7 @@ func TestClosedLoopLearnsFromCorrection(t *testing.T) {
 func TestFeedbackAPI(t *testing.T) {
 	be := newBackend(t, "openai")
 	factLLM(t, be)
-	lib := newLibrary(t, t.TempDir())
+	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 2*time.Second), func(o *proxy.Options, _ []config.Backend) {
 		o.Learner = learn.NewLearner(learn.FeedbackConfig{Library: lib})
 	})
@@ -177,7 +173,7 @@ func TestFeedbackAPI(t *testing.T) {
 func TestTraceAfterCloseDoesNotPanic(t *testing.T) {
 	be := newBackend(t, "openai")
 	gloveEmbeddings(t, be, nil)
-	lib := newLibrary(t, t.TempDir())
+	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	var logs syncBuffer
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, time.Second), func(o *proxy.Options, _ []config.Backend) {
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))

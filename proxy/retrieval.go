@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"path"
 	"strconv"
@@ -26,6 +27,9 @@ const (
 	HeaderDomain        = "X-DSO-Domain"
 	HeaderTopK          = "X-DSO-Top-K"
 	HeaderMinConfidence = "X-DSO-Min-Confidence"
+	HeaderMinScore      = "X-DSO-Min-Score"
+	HeaderScores        = "X-DSO-Scores"
+	HeaderGate          = "X-DSO-Gate"
 	HeaderInject        = "X-DSO-Inject"
 	HeaderTraceID       = "X-DSO-Trace-Id"
 	HeaderExperiences   = "X-DSO-Experiences"
@@ -41,28 +45,26 @@ const (
 	reasonSearchError = "search_error"
 	reasonInjectError = "inject_error"
 	reasonNoQuery     = "no_query"
+	// reasonNotReady: the library's embedding space is not usable yet
+	// (its embedder has not answered since start).
+	reasonNotReady = "space_unavailable"
 )
 
 // Retrieval configures the request path's retrieval and injection.
 type Retrieval struct {
-	// Library holds the experiences. Nil disables retrieval: requests are
-	// forwarded untouched (they still get a trace id).
+	// Library holds the experiences, in its one embedding space: every
+	// query is embedded there, whatever backend answers it. Nil disables
+	// retrieval: requests are forwarded untouched (they still get a trace
+	// id).
 	Library *library.Library
-	// Embedder embeds queries. Nil: the routed backend, with its
-	// embedding model (or the chat model).
-	Embedder library.Embedder
-	// EmbedderName names a local Embedder's space, used as the model name
-	// for alignment and recorded as experiences' source model.
-	EmbedderName string
-	// ExperienceModel embeds experiences added through the API when the
-	// request names no model (backend embedder only).
-	ExperienceModel string
 	// Budget bounds one request's retrieval. Zero: 250ms.
 	Budget time.Duration
-	// TopK, MinConfidence and MaxTokens are the defaults; zero TopK means 5,
-	// zero MaxTokens means inject's default.
+	// TopK, MinConfidence, MinScore and MaxTokens are the defaults; zero
+	// TopK means 5, nil MinScore the library's calibrated gate, zero
+	// MaxTokens inject's default.
 	TopK          int
 	MinConfidence float64
+	MinScore      *float64
 	MaxTokens     int
 	// NodeID is recorded on experiences created here.
 	NodeID string
@@ -82,13 +84,14 @@ type settings struct {
 	domain        string
 	topK          int
 	minConfidence float64
+	minScore      *float32 // nil: the calibrated gate
 }
 
 // requestSettings merges backend overrides and request headers; bad header
 // values are the client's error.
 func (s *Server) requestSettings(r *http.Request, b config.Backend, model string) (settings, error) {
 	rt := s.opts.Retrieval
-	st := settings{off: rt.Library == nil, topK: rt.TopK, minConfidence: rt.MinConfidence}
+	st := settings{off: rt.Library == nil, topK: rt.TopK, minConfidence: rt.MinConfidence, minScore: score32(rt.MinScore)}
 	st.apply(b.Injection)
 	for _, m := range rt.Models {
 		if ok, _ := path.Match(m.Pattern, model); ok {
@@ -125,10 +128,25 @@ func (s *Server) requestSettings(r *http.Request, b config.Backend, model string
 		}
 		st.minConfidence = f
 	}
+	if v := r.Header.Get(HeaderMinScore); v != "" && !strings.EqualFold(v, "auto") {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < -1 || f > 1 {
+			return st, badRequest("%s must be auto or a number from -1 to 1", HeaderMinScore)
+		}
+		st.minScore = score32(&f)
+	}
 	if st.topK == 0 {
 		st.topK = config.DefaultTopK
 	}
 	return st, nil
+}
+
+func score32(f *float64) *float32 {
+	if f == nil {
+		return nil
+	}
+	v := float32(*f)
+	return &v
 }
 
 // apply lays configured overrides over st; zero values inherit.
@@ -142,6 +160,9 @@ func (st *settings) apply(in config.Injection) {
 	}
 	if in.MinConfidence > 0 {
 		st.minConfidence = in.MinConfidence
+	}
+	if in.MinScore != nil {
+		st.minScore = score32(in.MinScore)
 	}
 }
 
@@ -190,129 +211,172 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 		s.metrics.retrieval.WithLabelValues("off").Inc()
 		return body, tr, nil
 	}
-	out, ids, reason := s.retrieve(r.Context(), body, b, model, query, kind, st)
-	if reason != "" {
-		h.Set(HeaderDegraded, reason)
-		s.metrics.retrieval.WithLabelValues(reason).Inc()
+	ret := s.retrieve(s.withClientAuth(r), body, model, query, kind, st)
+	if ret.reason != "" {
+		h.Set(HeaderDegraded, ret.reason)
+		s.metrics.retrieval.WithLabelValues(ret.reason).Inc()
 		return body, tr, nil
 	}
-	if len(ids) == 0 {
-		s.metrics.retrieval.WithLabelValues("none").Inc()
+	if ret.gated {
+		h.Set(HeaderGate, formatScore(ret.gate))
+	}
+	if len(ret.ids) == 0 {
+		outcome := "none"
+		if ret.gated {
+			outcome = "gated"
+		}
+		s.metrics.retrieval.WithLabelValues(outcome).Inc()
 		return body, tr, nil
 	}
 	s.metrics.retrieval.WithLabelValues("injected").Inc()
-	s.metrics.injected.Observe(float64(len(ids)))
-	h.Set(HeaderExperiences, strings.Join(ids, ","))
-	tr.rec.ExperienceIDs = ids
-	return out, tr, nil
+	s.metrics.injected.Observe(float64(len(ret.ids)))
+	h.Set(HeaderExperiences, strings.Join(ret.ids, ","))
+	h.Set(HeaderScores, strings.Join(ret.scores, ","))
+	tr.rec.ExperienceIDs = ret.ids
+	return ret.body, tr, nil
 }
 
-// retrieve embeds, aligns, searches and injects within the budget. It
-// returns the new body and the injected ids, or a degraded reason.
-func (s *Server) retrieve(ctx context.Context, body []byte, b providers.Backend, model, query string, kind requestKind, st settings) ([]byte, []string, string) {
+// withClientAuth is r's context carrying the client's credentials for
+// the library's embedding calls, as its chat would carry them: only when
+// dso checks no keys of its own (its keys are never forwarded).
+func (s *Server) withClientAuth(r *http.Request) context.Context {
+	if len(s.keys.digests) > 0 || len(s.admin.digests) > 0 {
+		return r.Context()
+	}
+	return providers.WithClientAuth(r.Context(), r.Header.Get("Authorization"))
+}
+
+// formatScore writes a relevance as the response headers show it.
+func formatScore(f float32) string { return strconv.FormatFloat(float64(f), 'f', 3, 32) }
+
+// retrieval is what one request's retrieval came to.
+type retrieval struct {
+	body   []byte   // the body to forward
+	ids    []string // the experiences injected, in order
+	scores []string // their relevance, formatted
+	gate   float32  // the relevance threshold applied
+	gated  bool     // whether matches were judged by the gate
+	reason string   // a degraded reason, or ""
+}
+
+// retrieve embeds, aligns, searches and injects within the budget.
+func (s *Server) retrieve(ctx context.Context, body []byte, model, query string, kind requestKind, st settings) retrieval {
 	rt := s.opts.Retrieval
 	if query == "" {
-		return nil, nil, reasonNoQuery
-	}
-	if rt.Library.Len() == 0 {
-		return nil, nil, reasonIndexEmpty
+		return retrieval{reason: reasonNoQuery}
 	}
 	ctx, cancel := context.WithTimeout(ctx, rt.Budget)
 	defer cancel()
-	timeout := func(err error, reason string) string {
-		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-			return reasonTimeout
-		}
-		return reason
+	res, gate, reason := s.find(ctx, query, st, false)
+	if reason != "" {
+		return retrieval{reason: reason}
 	}
-
-	t0 := time.Now()
-	emb, space := s.queryEmbedder(b, model)
-	vec, err := s.embedWithin(ctx, emb, space, query)
-	s.metrics.stage.WithLabelValues("embed").Observe(time.Since(t0).Seconds())
-	if err != nil {
-		s.log.DebugContext(ctx, "retrieval: embed failed", logKeyRequestID, RequestID(ctx), logKeyErr, err.Error())
-		return nil, nil, timeout(err, reasonEmbedError)
-	}
-
-	t1 := time.Now()
-	canon, err := rt.Library.Canonical(space, vec)
-	s.metrics.stage.WithLabelValues("align").Observe(time.Since(t1).Seconds())
-	if err != nil {
-		return nil, nil, reasonAlignError
-	}
-
-	t2 := time.Now()
-	res, err := rt.Library.Search(ctx, library.Query{Vector: canon, K: st.topK, Domain: st.domain, MinConfidence: st.minConfidence})
-	s.metrics.stage.WithLabelValues("search").Observe(time.Since(t2).Seconds())
-	if errors.Is(err, library.ErrEmpty) {
-		return nil, nil, reasonIndexEmpty
-	}
-	if err != nil {
-		return nil, nil, timeout(err, reasonSearchError)
-	}
+	ret := retrieval{body: body, gate: gate, gated: true}
 	if len(res) == 0 {
-		return body, nil, ""
+		return ret
 	}
 
 	t3 := time.Now()
 	defer func() { s.metrics.stage.WithLabelValues("inject").Observe(time.Since(t3).Seconds()) }()
 	notes := make([]inject.Note, len(res))
+	score := make(map[string]float32, len(res))
 	for i, e := range res {
 		notes[i] = inject.Note{ID: e.ID, Domain: e.Domain, Text: e.Text, Confidence: e.Confidence}
+		score[e.ID] = e.Relevance
 	}
 	text, used := inject.Build(notes, inject.Options{MaxTokens: rt.MaxTokens, Counter: inject.CounterFor(model)})
 	if len(used) == 0 {
-		return body, nil, ""
+		return ret
 	}
 	var out []byte
+	var err error
 	if kind == kindGenerate {
 		out, err = inject.Prompt(body, text)
 	} else {
 		out, err = inject.Messages(body, text)
 	}
 	if err != nil {
-		return nil, nil, reasonInjectError
+		return retrieval{reason: reasonInjectError}
 	}
-	return out, used, ""
+	ret.body, ret.ids = out, used
+	for _, id := range used {
+		ret.scores = append(ret.scores, formatScore(score[id]))
+	}
+	return ret
 }
 
-// EmbedSpace returns the embedder and embedding-space name used for
-// queries to model, for lessons learned from its answers to live in the
-// same space. The embedder is nil when model has no backend.
-func (s *Server) EmbedSpace(model string) (library.Embedder, string) {
-	if e := s.opts.Retrieval.Embedder; e != nil {
-		return e, s.opts.Retrieval.EmbedderName
+// find embeds query in the library's space and searches it: the one
+// retrieval step behind chats and the search API. It returns the matches
+// that clear the gate (all of them, marked, with includeGated), the gate,
+// or a degraded reason.
+func (s *Server) find(ctx context.Context, query string, st settings, includeGated bool) ([]library.Result, float32, string) {
+	lib := s.opts.Retrieval.Library
+	if lib.Len() == 0 {
+		return nil, 0, reasonIndexEmpty
 	}
-	chain, err := s.router.Route(model)
+	if lib.Ready() != nil {
+		return nil, 0, reasonNotReady
+	}
+	timeout := func(err error, reason string) string {
+		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			return reasonTimeout
+		}
+		return reason
+	}
+	t0 := time.Now()
+	raw, err := s.embedWithin(ctx, query)
+	s.metrics.stage.WithLabelValues("embed").Observe(time.Since(t0).Seconds())
 	if err != nil {
-		return nil, model
+		s.warnRetrieval(ctx, "retrieval: embedding the question failed", err)
+		return nil, 0, timeout(err, reasonEmbedError)
 	}
-	return s.queryEmbedder(chain[0], model)
+	s.retrievalWarned.Store(false)
+	t1 := time.Now()
+	vec, err := lib.Align(raw)
+	s.metrics.stage.WithLabelValues("align").Observe(time.Since(t1).Seconds())
+	if err != nil {
+		return nil, 0, reasonAlignError
+	}
+	t2 := time.Now()
+	q := library.Query{Vector: vec, K: st.topK, Domain: st.domain, MinConfidence: st.minConfidence, MinRelevance: st.minScore, IncludeGated: includeGated}
+	res, err := lib.Search(ctx, q)
+	s.metrics.stage.WithLabelValues("search").Observe(time.Since(t2).Seconds())
+	switch {
+	case errors.Is(err, library.ErrEmpty):
+		return nil, 0, reasonIndexEmpty
+	case errors.Is(err, library.ErrNotReady):
+		return nil, 0, reasonNotReady
+	case err != nil:
+		return nil, 0, timeout(err, reasonSearchError)
+	}
+	return res, lib.GateFor(q), ""
 }
 
-// queryEmbedder returns the embedder for a request and the name of its
-// embedding space.
-func (s *Server) queryEmbedder(b providers.Backend, model string) (library.Embedder, string) {
-	if e := s.opts.Retrieval.Embedder; e != nil {
-		return e, s.opts.Retrieval.EmbedderName
+// warnRetrieval logs a retrieval failure at warn level the first time and
+// after each success, at debug level otherwise, so that a broken embedder
+// is said once, not once per request.
+func (s *Server) warnRetrieval(ctx context.Context, msg string, err error) {
+	level := slog.LevelDebug
+	if s.retrievalWarned.CompareAndSwap(false, true) {
+		level = slog.LevelWarn
 	}
-	if m := b.Config().EmbeddingModel; m != "" {
-		return b, m
-	}
-	return b, model
+	s.log.Log(ctx, level, msg, logKeyRequestID, RequestID(ctx), logKeyErr, err.Error())
 }
 
-// embedWithin embeds text, giving up when ctx ends even if the embedder
-// does not watch its context.
-func (s *Server) embedWithin(ctx context.Context, emb library.Embedder, model, text string) ([]float32, error) {
+// embedWithin embeds text in the library's space, giving up when ctx ends
+// even if the embedder does not watch its context.
+func (s *Server) embedWithin(ctx context.Context, text string) ([]float32, error) {
 	type result struct {
 		v   []float32
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		v, err := s.opts.Retrieval.Library.Embed(ctx, emb, model, text)
+		vs, err := s.opts.Retrieval.Library.Embed(ctx, text)
+		var v []float32
+		if err == nil {
+			v = vs[0]
+		}
 		ch <- result{v, err}
 	}()
 	select {

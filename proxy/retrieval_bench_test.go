@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
@@ -12,37 +11,28 @@ import (
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
 	"github.com/dso-proxy/dso/store"
 )
 
-// benchLibrary fills a library with n experiences whose vectors are random
-// 384-dim embeddings mapped into the canonical space.
+// benchLibrary fills a library with n experiences embedded by the
+// built-in hash embedder.
 func benchLibrary(b *testing.B, n int) *library.Library {
 	b.Helper()
-	lib := newLibrary(b, b.TempDir())
-	rng := rand.New(rand.NewPCG(1, 2))
+	h := providers.NewHashEmbedder(384, 1)
+	lib := newSpaceLibrary(b, b.TempDir(), library.Space{Name: "hash:384", Embedder: library.EmbedFunc(h.Embed)})
 	const batch = 5000
 	for start := 0; start < n; start += batch {
 		var es []store.Experience
-		var vs [][]float32
 		for i := start; i < min(n, start+batch); i++ {
-			v := make([]float32, 384)
-			for j := range v {
-				v[j] = float32(rng.NormFloat64())
-			}
-			c, err := lib.Canonical("bench", v)
-			if err != nil {
-				b.Fatal(err)
-			}
 			es = append(es, store.Experience{
 				Text:       fmt.Sprintf("Lesson %d: when the task looks like case %d, check the inputs first and state the assumptions you make before answering.", i, i%977),
 				Domain:     fmt.Sprintf("bench.d%d", i%16),
 				Confidence: 0.5 + float64(i%50)/100,
 			})
-			vs = append(vs, c)
 		}
-		if _, _, err := lib.AddMany(context.Background(), es, vs); err != nil {
+		if _, _, err := lib.AddMany(context.Background(), es); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -52,7 +42,9 @@ func benchLibrary(b *testing.B, n int) *library.Library {
 // BenchmarkRetrievalAdded measures a non-streamed chat request through dso
 // with 100,000 stored experiences, with injection on and off, in one run:
 // the difference is what retrieval (align+encode, search, load, inject)
-// adds. The query embedding is a fixed vector, so embedding is excluded.
+// adds. The query's embedding is cached after the first request, so
+// embedding is excluded; the gate is off (min score -1) so that every
+// request injects.
 //
 //	go test -run xxx -bench RetrievalAdded -benchtime 2000x ./proxy
 func BenchmarkRetrievalAdded(b *testing.B) {
@@ -61,17 +53,10 @@ func BenchmarkRetrievalAdded(b *testing.B) {
 		n = 5_000
 	}
 	lib := benchLibrary(b, n)
-	rng := rand.New(rand.NewPCG(3, 4))
-	qv := make([]float32, 384)
-	for j := range qv {
-		qv[j] = float32(rng.NormFloat64())
-	}
-	emb := library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
-		return [][]float32{qv}, nil
-	})
 	be := newBackend(b, "openai")
+	everything := -1.0
 	fe := newFrontend(b, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, _ []config.Backend) {
-		o.Retrieval = proxy.Retrieval{Library: lib, Embedder: emb, EmbedderName: "bench", Budget: time.Second}
+		o.Retrieval = proxy.Retrieval{Library: lib, Budget: time.Second, MinScore: &everything}
 	})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	body := chatBody("How should I approach a task like case 17?")

@@ -119,16 +119,31 @@ func gloveEmbeddings(t testing.TB, be *backend, fail func(w http.ResponseWriter,
 	})
 }
 
-// newLibrary opens a store in dir and a library over it.
-func newLibrary(t testing.TB, dir string) *library.Library {
+// newLibrary opens a store in dir and a library over it whose space is
+// the embedding model "glove" of the fake backend be speaks for.
+func newLibrary(t testing.TB, dir string, be config.Backend) *library.Library {
+	t.Helper()
+	emb, err := providers.New(be, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newSpaceLibrary(t, dir, library.Space{Name: "model:glove", Embedder: emb, Model: "glove"})
+}
+
+// newSpaceLibrary opens a store in dir and a library in space sp.
+func newSpaceLibrary(t testing.TB, dir string, sp library.Space) *library.Library {
 	t.Helper()
 	st, err := store.OpenDir(context.Background(), dir, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	lib, err := library.New(context.Background(), library.Config{Store: st})
+	lib, err := library.New(context.Background(), library.Config{Store: st, Space: sp})
 	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lib.Close() })
+	if err := lib.Prepare(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return lib
@@ -136,10 +151,7 @@ func newLibrary(t testing.TB, dir string) *library.Library {
 
 func withRetrieval(lib *library.Library, budget time.Duration) frontendOpt {
 	return func(o *proxy.Options, cfgs []config.Backend) {
-		for i := range cfgs {
-			cfgs[i].EmbeddingModel = "glove"
-		}
-		o.Retrieval = proxy.Retrieval{Library: lib, Budget: budget, ExperienceModel: "glove"}
+		o.Retrieval = proxy.Retrieval{Library: lib, Budget: budget}
 	}
 }
 
@@ -235,11 +247,11 @@ func TestInjectionEndToEnd(t *testing.T) {
 				cfg = ollamaCfg(be)
 			}
 			cfg.Retries = -1
-			lib := newLibrary(t, t.TempDir())
+			lib := newLibrary(t, t.TempDir(), cfg)
 			fe := newFrontend(t, []config.Backend{cfg}, withRetrieval(lib, 2*time.Second))
 			pairs, ids := seed(t, fe)
 
-			found := 0
+			found, injected := 0, 0
 			for i, p := range pairs {
 				code, hdr, body := post(t, fe.URL+tc.path, chatBody(p.b))
 				if code != 200 {
@@ -259,8 +271,17 @@ func TestInjectionEndToEnd(t *testing.T) {
 						t.Errorf("experience %s named in the header but its text is not in the system message %q", ids[i], sys)
 					}
 				}
-				if len(got) == 0 || got[0] == "" || sys == "" {
-					t.Errorf("nothing injected for %q", p.b)
+				if got[0] != "" {
+					injected++
+					if sys == "" {
+						t.Errorf("%q: experiences named but no system message", p.b)
+					}
+					if scores := strings.Split(hdr.Get(proxy.HeaderScores), ","); len(scores) != len(got) {
+						t.Errorf("%q: %d experiences but scores %q", p.b, len(got), hdr.Get(proxy.HeaderScores))
+					}
+				}
+				if hdr.Get(proxy.HeaderGate) == "" {
+					t.Errorf("%q: no %s header", p.b, proxy.HeaderGate)
 				}
 			}
 			if found < len(pairs)-1 {
@@ -278,8 +299,8 @@ func TestInjectionEndToEnd(t *testing.T) {
 				`dso_retrieval_stage_seconds_count{stage="embed"} 10`,
 				`dso_retrieval_stage_seconds_count{stage="align"} 10`,
 				`dso_retrieval_stage_seconds_count{stage="search"} 10`,
-				`dso_retrieval_stage_seconds_count{stage="inject"} 10`,
-				`dso_retrieval_requests_total{outcome="injected"} 10`,
+				fmt.Sprintf(`dso_retrieval_stage_seconds_count{stage="inject"} %d`, injected),
+				fmt.Sprintf(`dso_retrieval_requests_total{outcome="injected"} %d`, injected),
 				"dso_library_experiences " + strconv.Itoa(lib.Len()),
 			} {
 				if !strings.Contains(string(mb), want) {
@@ -347,7 +368,7 @@ func contains(ss []string, s string) bool {
 func TestExperienceAPI(t *testing.T) {
 	be := newBackend(t, "openai")
 	gloveEmbeddings(t, be, nil)
-	lib := newLibrary(t, t.TempDir())
+	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, time.Second))
 
 	code, _, body := post(t, fe.URL+"/v1/experiences", `{"text":"Always check the error returned by Close on files you wrote.","domain":"code.go","confidence":0.9}`)
@@ -443,7 +464,7 @@ func TestExperienceAPI(t *testing.T) {
 func TestExperienceAPIAdminKey(t *testing.T) {
 	be := newBackend(t, "openai")
 	gloveEmbeddings(t, be, nil)
-	lib := newLibrary(t, t.TempDir())
+	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, time.Second), func(o *proxy.Options, _ []config.Backend) {
 		o.AdminKeys = []config.Secret{"admin"}
 		o.APIKeys = []config.Secret{"client"}
@@ -468,7 +489,11 @@ func TestRestartKeepsExperiencesAndTraces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lib, err := library.New(context.Background(), library.Config{Store: st})
+	emb, err := providers.New(openaiCfg(be), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, err := library.New(context.Background(), library.Config{Store: st, Space: library.Space{Name: "model:glove", Embedder: emb, Model: "glove"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,9 +510,10 @@ func TestRestartKeepsExperiencesAndTraces(t *testing.T) {
 	traceID := hdr.Get(proxy.HeaderTraceID)
 	fe.Close()
 	p.Close() // stores queued traces
+	lib.Close()
 	st.Close()
 
-	lib2 := newLibrary(t, dir)
+	lib2 := newLibrary(t, dir, cfgs[0])
 	if lib2.Len() != 1 {
 		t.Fatalf("index after restart holds %d", lib2.Len())
 	}
@@ -509,12 +535,13 @@ func TestRestartKeepsExperiencesAndTraces(t *testing.T) {
 // pattern (first match), under the request headers.
 func TestInjectionSettingsPerBackendAndModel(t *testing.T) {
 	be := newBackend(t, "openai")
-	lib := newLibrary(t, t.TempDir())
 	hash := providers.NewHashEmbedder(256, 1)
+	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	everything := -1.0 // these are tests of the settings, not of the gate
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, cfgs []config.Backend) {
 		cfgs[0].Injection.TopK = 3
 		o.Retrieval = proxy.Retrieval{
-			Library: lib, Embedder: library.EmbedFunc(hash.Embed), EmbedderName: "hash", Budget: 2 * time.Second,
+			Library: lib, Budget: 2 * time.Second, MinScore: &everything,
 			Models: []config.ModelInjection{
 				{Pattern: "quiet-*", Injection: config.Injection{Off: true}},
 				{Pattern: "one-*", Injection: config.Injection{TopK: 1}},

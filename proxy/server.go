@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dso-proxy/dso/config"
@@ -63,6 +64,8 @@ type Server struct {
 	traces     chan store.Trace // queued for traceWriter
 	tracesDone chan struct{}
 	pending    sync.Map // trace id → chan struct{} closed once stored
+
+	retrievalWarned atomic.Bool // a retrieval failure was logged at warn level
 
 	traceMu      sync.RWMutex // protects tracesClosed and sends on traces
 	tracesClosed bool

@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-const expColumns = `id, text, domain, confidence, status, source_model, source_node, trace_id, code, created_at, updated_at`
+const expColumns = `id, text, domain, confidence, status, source_model, source_node, trace_id, code, space, created_at, updated_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -17,13 +17,14 @@ func scanExperience(sc scanner) (Experience, error) {
 	var created, updated int64
 	var status string
 	if err := sc.Scan(&e.ID, &e.Text, &e.Domain, &e.Confidence, &status, &e.SourceModel,
-		&e.SourceNode, &e.TraceID, &e.Code, &created, &updated); err != nil {
+		&e.SourceNode, &e.TraceID, &e.Code, &e.Space, &created, &updated); err != nil {
 		return Experience{}, err
 	}
 	e.Status = Status(status)
 	e.CreatedAt, e.UpdatedAt = fromNanos(created), fromNanos(updated)
 	if len(e.Code) == 0 {
 		e.Code = nil
+		e.Space = ""
 	}
 	return e, nil
 }
@@ -55,7 +56,7 @@ func (s *SQLite) PutExperiences(ctx context.Context, es []Experience) ([]Experie
 		}
 		e.CreatedAt, e.UpdatedAt = now.UTC(), now.UTC()
 		if len(e.Code) == 0 {
-			e.Code = nil
+			e.Code, e.Space = nil, ""
 		} else {
 			e.Code = append([]byte(nil), e.Code...)
 		}
@@ -65,14 +66,14 @@ func (s *SQLite) PutExperiences(ctx context.Context, es []Experience) ([]Experie
 	created := make([]bool, len(es))
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
 		ins, err := tx.PrepareContext(ctx, `INSERT INTO experiences (`+expColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
 		if err != nil {
 			return err
 		}
 		defer ins.Close()
 		for i, e := range prepared {
 			res, err := ins.ExecContext(ctx, e.ID, e.Text, e.Domain, e.Confidence, string(e.Status), e.SourceModel, e.SourceNode,
-				e.TraceID, e.Code, toNanos(now), toNanos(now))
+				e.TraceID, e.Code, e.Space, toNanos(now), toNanos(now))
 			if err != nil {
 				return err
 			}
@@ -191,7 +192,10 @@ type Update struct {
 	Confidence *float64
 	Status     *Status
 	// Code replaces the code when non-nil; an empty non-nil slice clears it.
-	Code []byte
+	// Space names the code's embedding space; it is required with a
+	// non-empty Code.
+	Code  []byte
+	Space string
 }
 
 // UpdateExperience applies u to the experience with the given id, sets its
@@ -210,7 +214,7 @@ func (s *SQLite) UpdateExperience(ctx context.Context, id string, u Update) (Exp
 		}
 	}
 	if u.Code != nil {
-		if err := checkCode(u.Code); err != nil {
+		if err := checkCode(u.Code, u.Space); err != nil {
 			return Experience{}, fmt.Errorf("store: update experience: %w", err)
 		}
 	}
@@ -226,10 +230,11 @@ func (s *SQLite) UpdateExperience(ctx context.Context, id string, u Update) (Exp
 		}
 		if u.Code != nil {
 			var code []byte
+			space := ""
 			if len(u.Code) > 0 {
-				code = u.Code
+				code, space = u.Code, u.Space
 			}
-			set, args = append(set, "code = ?"), append(args, code)
+			set, args = append(set, "code = ?", "space = ?"), append(args, code, space)
 		}
 		args = append(args, id)
 		res, err := tx.ExecContext(ctx,

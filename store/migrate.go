@@ -59,6 +59,17 @@ var migrations = []string{
 	) WITHOUT ROWID;
 	CREATE INDEX feedback_state ON feedback (state, updated_at);
 	CREATE INDEX votes_trace ON votes (trace_id);`,
+	// 4: every code records the embedding space it was made in (before
+	// this, the source model named it), and each space keeps the centre
+	// its codes were made with.
+	`ALTER TABLE experiences ADD COLUMN space TEXT NOT NULL DEFAULT '';
+	UPDATE experiences SET space = source_model WHERE code IS NOT NULL;
+	CREATE TABLE spaces (
+		name       TEXT PRIMARY KEY,
+		dim        INTEGER NOT NULL CHECK (dim > 0),
+		mean       BLOB NOT NULL,
+		created_at INTEGER NOT NULL
+	) WITHOUT ROWID;`,
 }
 
 // migrate brings db to len(steps) in one transaction.

@@ -77,6 +77,10 @@ type Experience struct {
 	TraceID string
 	// Code is the 484-byte BitDelta code, or empty when not yet embedded.
 	Code []byte
+	// Space names the embedding space Code was made in (see
+	// library.Space); it is required with a code. Codes from different
+	// spaces are never compared.
+	Space string
 	// CreatedAt and UpdatedAt are set by the store from its clock.
 	CreatedAt, UpdatedAt time.Time
 }
@@ -198,11 +202,11 @@ func (e Experience) prepare() (Experience, error) {
 	if err := checkStatus(e.Status); err != nil {
 		return e, err
 	}
-	if err := checkCode(e.Code); err != nil {
+	if err := checkCode(e.Code, e.Space); err != nil {
 		return e, err
 	}
 	for _, f := range []struct{ name, v string }{
-		{"source model", e.SourceModel}, {"source node", e.SourceNode}, {"trace id", e.TraceID},
+		{"source model", e.SourceModel}, {"source node", e.SourceNode}, {"trace id", e.TraceID}, {"space", e.Space},
 	} {
 		if err := checkField(f.name, f.v, false); err != nil {
 			return e, err
@@ -226,9 +230,12 @@ func checkStatus(s Status) error {
 	return nil
 }
 
-func checkCode(code []byte) error {
+func checkCode(code []byte, space string) error {
 	if len(code) != 0 && len(code) != CodeSize {
 		return fmt.Errorf("%w: code is %d bytes, want %d or none", ErrInvalid, len(code), CodeSize)
+	}
+	if len(code) != 0 && space == "" {
+		return fmt.Errorf("%w: a code without its embedding space", ErrInvalid)
 	}
 	return nil
 }

@@ -138,7 +138,7 @@ func TestPutExperienceDuplicate(t *testing.T) {
 	clk := newFakeClock()
 	s := openTest(t, "", Options{Clock: clk})
 	e := Experience{Text: "Prefer table-driven tests.", Domain: "Code/Go", Confidence: 0.7,
-		SourceModel: "gpt-4o", SourceNode: "node-a", TraceID: "tr-1", Code: code(1)}
+		SourceModel: "gpt-4o", SourceNode: "node-a", TraceID: "tr-1", Code: code(1), Space: "hash:8"}
 	first, created, err := s.PutExperience(ctx, e)
 	if err != nil || !created {
 		t.Fatalf("PutExperience = %v, %v; want created", created, err)
@@ -229,7 +229,7 @@ func seed(t testing.TB, s *SQLite, n int, domain string) []Experience {
 	out := make([]Experience, n)
 	for i := range out {
 		e, _, err := s.PutExperience(context.Background(), Experience{
-			Text: fmt.Sprintf("lesson %d in %s", i, domain), Domain: domain, Confidence: 0.5, Code: code(byte(i)),
+			Text: fmt.Sprintf("lesson %d in %s", i, domain), Domain: domain, Confidence: 0.5, Code: code(byte(i)), Space: "hash:8",
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -540,8 +540,11 @@ func TestMigrateFromV1(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := ExperienceID("old", "from v1")
-	if _, err := db.ExecContext(ctx, `INSERT INTO experiences (`+expColumns+`)
-		VALUES (?, 'from v1', 'old', 0.5, 'active', '', '', '', NULL, 1, 1)`, id); err != nil {
+	coded := ExperienceID("old", "coded in v1")
+	const v1Columns = `id, text, domain, confidence, status, source_model, source_node, trace_id, code, created_at, updated_at`
+	if _, err := db.ExecContext(ctx, `INSERT INTO experiences (`+v1Columns+`)
+		VALUES (?, 'from v1', 'old', 0.5, 'active', '', '', '', NULL, 1, 1),
+		       (?, 'coded in v1', 'old', 0.5, 'active', 'nomic-embed-text', '', '', ?, 1, 1)`, id, coded, code(7)); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -550,8 +553,12 @@ func TestMigrateFromV1(t *testing.T) {
 	if v, err := s.SchemaVersion(ctx); err != nil || v != len(migrations) {
 		t.Errorf("SchemaVersion = %d, %v; want %d", v, err, len(migrations))
 	}
-	if e, err := s.GetExperience(ctx, id); err != nil || e.Text != "from v1" {
+	if e, err := s.GetExperience(ctx, id); err != nil || e.Text != "from v1" || e.Space != "" {
 		t.Errorf("v1 row after migration = %+v, %v", e, err)
+	}
+	// A v1 code was made in its source model's space: migration 4 says so.
+	if e, err := s.GetExperience(ctx, coded); err != nil || e.Space != "nomic-embed-text" || len(e.Code) != CodeSize {
+		t.Errorf("coded v1 row after migration: space %q, %d code bytes, %v", e.Space, len(e.Code), err)
 	}
 	if err := s.PutTrace(ctx, Trace{ID: "new"}); err != nil {
 		t.Errorf("PutTrace on migrated file: %v", err)
@@ -706,7 +713,7 @@ func BenchmarkPutExperience(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		i++
-		if _, _, err := s.PutExperience(ctx, Experience{Text: fmt.Sprint("bench ", i), Confidence: 0.5, Code: code(byte(i))}); err != nil {
+		if _, _, err := s.PutExperience(ctx, Experience{Text: fmt.Sprint("bench ", i), Confidence: 0.5, Code: code(byte(i)), Space: "hash:8"}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/dso-proxy/dso/providers"
 	"io"
 	"os"
 	"strconv"
@@ -96,11 +97,11 @@ func anchorVectors(ctx context.Context, spec string, texts []string, sf *storeFl
 		if err != nil {
 			return nil, err
 		}
-		cfg.Retrieval.Embedder = "backend" // the named model, not a local one
-		emb, _, err := importEmbedder(cfg, model)
+		router, err := providers.NewRouter(cfg.Backends, nil)
 		if err != nil {
 			return nil, err
 		}
+		emb := routedEmbedder{router}
 		var out [][]float32
 		for start := 0; start < len(texts); start += importBatch {
 			vs, err := emb.Embed(ctx, model, texts[start:min(len(texts), start+importBatch)])

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/config"
-	"github.com/dso-proxy/dso/library"
-	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/store"
 )
 
@@ -46,8 +44,8 @@ func (f *storeFlags) register(fs *flag.FlagSet, withEmbed bool) {
 	fs.StringVar(&f.data, "data", "", "data directory (default from config, DSO_DATA or ./dso-data)")
 	fs.StringVar(&f.file, "file", "-", "JSONL file; - is standard input/output")
 	if withEmbed {
-		fs.StringVar(&f.embedder, "embedder", "", "backend, wordvec:FILE or hash[:DIM] (default from config)")
-		fs.StringVar(&f.model, "model", "", "embedding model for the backend embedder (default retrieval.embedding_model)")
+		fs.StringVar(&f.embedder, "embedder", "", "the library's embedding space: hash[:DIM], wordvec:FILE, model:NAME or backend (default from config)")
+		fs.StringVar(&f.model, "model", "", "embedding model on a backend: the same as --embedder model:NAME")
 		fs.StringVar(&f.backend, "backend", "", "TYPE:URL of the backend that embeds (default from config)")
 	}
 }
@@ -65,6 +63,10 @@ func (f *storeFlags) load() (config.Config, error) {
 	}
 	if f.data != "" {
 		cfg.Data = f.data
+	}
+	if f.model != "" {
+		cfg.Retrieval.EmbeddingModel = f.model
+		cfg.Retrieval.Embedder = "backend"
 	}
 	if f.embedder != "" {
 		cfg.Retrieval.Embedder = f.embedder
@@ -158,43 +160,31 @@ func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	emb, space, err := importEmbedder(cfg, f.model)
-	if err != nil {
-		return err
-	}
 	st, err := store.OpenDir(ctx, cfg.Data, store.Options{})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	lib, err := openLibrary(ctx, st, cfg.Retrieval, -1, nil)
+	lib, err := openLibrary(ctx, st, cfg, -1, nil, nil)
 	if err != nil {
+		return err
+	}
+	defer lib.Close()
+	if err := lib.Prepare(ctx); err != nil {
 		return err
 	}
 	created := 0
 	for start := 0; start < len(recs); start += importBatch {
 		batch := recs[start:min(len(recs), start+importBatch)]
-		texts := make([]string, len(batch))
-		for i, r := range batch {
-			texts[i] = r.Text
-		}
-		vs, err := emb.Embed(ctx, space, texts)
-		if err != nil {
-			return fmt.Errorf("embedding lines %d-%d: %w", start+1, start+len(batch), err)
-		}
 		es := make([]store.Experience, len(batch))
-		canon := make([][]float32, len(batch))
 		for i, r := range batch {
-			if canon[i], err = lib.Canonical(space, vs[i]); err != nil {
-				return fmt.Errorf("line %d: %w", start+i+1, err)
-			}
 			es[i] = store.Experience{Text: r.Text, Domain: r.Domain, Confidence: *r.Confidence, Status: store.Status(r.Status),
-				SourceModel: space, SourceNode: r.SourceNode, TraceID: r.TraceID}
+				SourceModel: r.SourceModel, SourceNode: r.SourceNode, TraceID: r.TraceID}
 			if es[i].SourceNode == "" {
 				es[i].SourceNode = cfg.NodeID
 			}
 		}
-		_, made, err := lib.AddMany(ctx, es, canon)
+		_, made, err := lib.AddMany(ctx, es)
 		if err != nil {
 			return fmt.Errorf("storing lines %d-%d: %w", start+1, start+len(batch), err)
 		}
@@ -242,31 +232,4 @@ func readRecords(r io.Reader) ([]record, error) {
 		return nil, err
 	}
 	return recs, errors.Join(errs...)
-}
-
-// importEmbedder is the local embedder, or the first backend with the
-// embedding model.
-func importEmbedder(cfg config.Config, model string) (library.Embedder, string, error) {
-	emb, name, err := localEmbedder(cfg.Retrieval.Embedder)
-	if err != nil || emb != nil {
-		return emb, name, err
-	}
-	if model == "" {
-		model = cfg.Retrieval.EmbeddingModel
-	}
-	if model == "" && len(cfg.Backends) > 0 {
-		model = cfg.Backends[0].EmbeddingModel
-	}
-	if model == "" {
-		return nil, "", errors.New("no embedding model: give --model, or set retrieval.embedding_model")
-	}
-	router, err := providers.NewRouter(cfg.Backends, nil)
-	if err != nil {
-		return nil, "", err
-	}
-	chain, err := router.Route(model)
-	if err != nil {
-		return nil, "", err
-	}
-	return chain[0], model, nil
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/store"
 )
 
@@ -54,12 +54,15 @@ func TestImportExportRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	lib, err := library.New(ctx, library.Config{Store: st})
+	cfg := config.Default()
+	cfg.Retrieval.Embedder = "hash:256"
+	lib, err := openLibrary(ctx, st, cfg, 0, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lib.Len() != 3 {
-		t.Errorf("index holds %d; want 3", lib.Len())
+	defer lib.Close()
+	if lib.Len() != 3 || lib.Stale() != 0 {
+		t.Errorf("index holds %d, %d to re-embed; want 3, 0", lib.Len(), lib.Stale())
 	}
 }
 

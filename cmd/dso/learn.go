@@ -85,10 +85,6 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	emb, space, err := importEmbedder(cfg, f.model)
-	if err != nil {
-		return err
-	}
 	router, err := providers.NewRouter(cfg.Backends, nil)
 	if err != nil {
 		return err
@@ -103,12 +99,16 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer st.Close()
-	lib, err := openLibrary(ctx, st, cfg.Retrieval, 0, nil)
+	lib, err := openLibrary(ctx, st, cfg, 0, nil, router)
 	if err != nil {
 		return err
 	}
+	defer lib.Close()
+	if err := lib.Prepare(ctx); err != nil {
+		return err
+	}
 	opt, err := learn.NewOptimizer(learn.Config{
-		Chat: chat, Library: lib, Embedder: emb, EmbedModel: space, Model: *model, Grader: g,
+		Chat: chat, Library: lib, Model: *model, Grader: g,
 		Group: *group, Temperature: *temperature, Epochs: *epochs, Batch: *batch,
 		TopK: cfg.Retrieval.TopK, MinConfidence: cfg.Retrieval.MinConfidence, MaxTokens: cfg.Retrieval.MaxTokens,
 		Domain: *domain, Confidence: *confidence, Checkpoint: *checkpoint,

@@ -196,7 +196,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 	if err != nil {
 		return err
 	}
-	rt, closeLib, err := openRetrieval(ctx, cfg, log)
+	rt, closeLib, err := openRetrieval(ctx, cfg, router, log)
 	if err != nil {
 		return err
 	}
@@ -207,7 +207,6 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		learner = learn.NewLearner(learn.FeedbackConfig{
 			Library: rt.Library,
 			Chat:    learn.Backend{Router: router},
-			Space:   func(model string) (library.Embedder, string) { return srv.EmbedSpace(model) },
 			Logger:  log,
 		})
 	}
@@ -289,8 +288,8 @@ func grader(l *learn.Learner) proxy.Grader {
 }
 
 // openRetrieval opens the store under cfg.Data, rebuilds the index and
-// loads the embedder and adapters. The returned func closes the store.
-func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (proxy.Retrieval, func(), error) {
+// opens the library in its embedding space. The returned func closes them.
+func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Router, log *slog.Logger) (proxy.Retrieval, func(), error) {
 	rc := cfg.Retrieval
 	if rc.Disabled {
 		log.Info("retrieval disabled by config")
@@ -305,28 +304,21 @@ func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (pr
 			log.Warn("closing the store", "err", err.Error())
 		}
 	}
-	emb, name, err := localEmbedder(rc.Embedder)
-	if err != nil {
-		closeStore()
-		return proxy.Retrieval{}, nil, err
-	}
 	idx, err := gpuidx.Open(rc.Index, gpuidx.CPUConfig{}, gpuidx.GPUConfig{}, log)
 	if err != nil {
 		closeStore()
 		return proxy.Retrieval{}, nil, fmt.Errorf("--index %s: %w", rc.Index, err)
 	}
-	closeAll := func() {
+	lib, err := openLibrary(ctx, st, cfg, rc.CacheSize, idx, router, withLogger(log))
+	if err != nil {
 		idx.Close()
 		closeStore()
-	}
-	lib, err := openLibrary(ctx, st, rc, rc.CacheSize, idx)
-	if err != nil {
-		closeAll()
 		return proxy.Retrieval{}, nil, err
 	}
-	expModel := rc.EmbeddingModel
-	if expModel == "" && len(cfg.Backends) > 0 {
-		expModel = cfg.Backends[0].EmbeddingModel
+	closeAll := func() {
+		lib.Close()
+		idx.Close()
+		closeStore()
 	}
 	// Loading a BPE table takes ~0.1-0.2 s the first time: do it now, not
 	// inside the first request's retrieval.
@@ -335,34 +327,103 @@ func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (pr
 			inject.CounterFor(m).Count("warm")
 		}
 	}()
-	log.Info("experience library ready", "experiences", lib.Len(), "data", cfg.Data, "embedder", rc.Embedder)
+	log.Info("experience library open", "experiences", lib.Len(), "data", cfg.Data, "space", lib.Space().Name, "to_reembed", lib.Stale())
+	warnSpaceUse(cfg, lib.Space(), log)
 	return proxy.Retrieval{
-		Library: lib, Embedder: emb, EmbedderName: name, ExperienceModel: expModel,
-		Budget: rc.Budget, TopK: rc.TopK, MinConfidence: rc.MinConfidence, MaxTokens: rc.MaxTokens, NodeID: cfg.NodeID,
-		Models: rc.Models,
+		Library: lib, Budget: rc.Budget, TopK: rc.TopK, MinConfidence: rc.MinConfidence, MinScore: rc.MinScore,
+		MaxTokens: rc.MaxTokens, NodeID: cfg.NodeID, Models: rc.Models,
 	}, closeAll, nil
 }
 
-// openLibrary builds the library over st with the configured seed and
-// adapters, so that serve, import and learn map vectors the same way.
-func openLibrary(ctx context.Context, st *store.SQLite, rc config.Retrieval, cacheSize int, idx gpuidx.Index) (*library.Library, error) {
-	adapters := map[string]*align.Adapter{}
-	for model, file := range rc.Adapters {
-		a, err := align.LoadAdapter(file)
-		if err != nil {
-			return nil, fmt.Errorf("retrieval.adapters[%s]: %w", model, err)
+// warnSpaceUse says, once at start, where the one library space differs
+// from what the configuration might suggest: backends whose own embedding
+// model is not the library's (their questions are embedded in the
+// library's space all the same).
+func warnSpaceUse(cfg config.Config, sp library.Space, log *slog.Logger) {
+	for _, b := range cfg.Backends {
+		if b.EmbeddingModel != "" && "model:"+b.EmbeddingModel != sp.Name {
+			log.Warn("backend embedding_model is not the library's embedding space; questions to it are embedded in the library's space",
+				"backend", b.Name, "embedding_model", b.EmbeddingModel, "space", sp.Name)
 		}
-		adapters[model] = a
 	}
-	return library.New(ctx, library.Config{Store: st, Index: idx, Seed: rc.Seed, Adapters: adapters, CacheSize: cacheSize})
 }
 
-// localEmbedder returns the configured local embedder, or nil for
-// "backend". "wordvec:FILE" is the config's name for eval's "vectors:FILE".
-func localEmbedder(spec string) (library.Embedder, string, error) {
-	if spec == "" || spec == "backend" {
-		return nil, "", nil
+type libraryOption func(*library.Config)
+
+func withLogger(log *slog.Logger) libraryOption {
+	return func(c *library.Config) { c.Logger = log }
+}
+
+// openLibrary builds the library over st in the configured embedding
+// space, with the configured seed, so that serve, import, learn and eval
+// map vectors the same way. router serves model: spaces; nil builds one
+// from cfg.
+func openLibrary(ctx context.Context, st *store.SQLite, cfg config.Config, cacheSize int, idx gpuidx.Index, router *providers.Router, opts ...libraryOption) (*library.Library, error) {
+	rc := cfg.Retrieval
+	sp, err := librarySpace(rc, cfg, router)
+	if err != nil {
+		return nil, err
 	}
+	lc := library.Config{Store: st, Space: sp, Index: idx, Seed: rc.Seed, CacheSize: cacheSize}
+	if file, ok := rc.Adapters[sp.Model]; ok && sp.Model != "" {
+		if lc.Adapter, err = align.LoadAdapter(file); err != nil {
+			return nil, fmt.Errorf("retrieval.adapters[%s]: %w", sp.Model, err)
+		}
+	}
+	for _, o := range opts {
+		o(&lc)
+	}
+	return library.New(ctx, lc)
+}
+
+// librarySpace resolves retrieval.embedder to the library's space.
+func librarySpace(rc config.Retrieval, cfg config.Config, router *providers.Router) (library.Space, error) {
+	spec := rc.LibraryEmbedder()
+	if model, ok := strings.CutPrefix(spec, "model:"); ok {
+		if router == nil {
+			var err error
+			if router, err = providers.NewRouter(cfg.Backends, nil); err != nil {
+				return library.Space{}, err
+			}
+		}
+		if _, err := router.Route(model); err != nil {
+			return library.Space{}, fmt.Errorf("retrieval.embedder %s: %w", spec, err)
+		}
+		return library.Space{Name: spec, Embedder: routedEmbedder{router}, Model: model}, nil
+	}
+	emb, name, err := localEmbedder(spec)
+	if err != nil {
+		return library.Space{}, err
+	}
+	return library.Space{Name: name, Embedder: emb, Model: name}, nil
+}
+
+// routedEmbedder embeds with the backend the router sends a model to,
+// then its fallbacks.
+type routedEmbedder struct{ r *providers.Router }
+
+func (e routedEmbedder) Embed(ctx context.Context, model string, texts []string) ([][]float32, error) {
+	chain, err := e.r.Route(model)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, b := range chain {
+		vs, err := b.Embed(ctx, model, texts)
+		if err == nil {
+			return vs, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// localEmbedder returns a local embedder for "hash[:DIM]" or
+// "wordvec:FILE" and the name of its space.
+func localEmbedder(spec string) (library.Embedder, string, error) {
 	if f, ok := strings.CutPrefix(spec, "wordvec:"); ok {
 		spec = "vectors:" + f
 	}
@@ -374,7 +435,7 @@ func localEmbedder(spec string) (library.Embedder, string, error) {
 	if f, ok := strings.CutPrefix(spec, "vectors:"); ok {
 		name = "wordvec:" + filepath.Base(f)
 	} else if spec == "hash" {
-		name = "hash:2048"
+		name = "hash:" + config.DefaultHashDim
 	}
 	return library.EmbedFunc(e.Embed), name, nil
 }

@@ -394,7 +394,7 @@ func TestServeIndexAutoFallsBackToCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	rt, closeAll, err := openRetrieval(context.Background(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+	rt, closeAll, err := openRetrieval(context.Background(), cfg, nil, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +403,7 @@ func TestServeIndexAutoFallsBackToCPU(t *testing.T) {
 		t.Errorf("auto without a GPU: library %v, logs %s", rt.Library != nil, logs.String())
 	}
 	cfg.Retrieval.Index = "gpu"
-	if _, _, err := openRetrieval(context.Background(), cfg, slog.New(slog.DiscardHandler)); !errors.Is(err, gpuidx.ErrNoGPU) {
+	if _, _, err := openRetrieval(context.Background(), cfg, nil, slog.New(slog.DiscardHandler)); !errors.Is(err, gpuidx.ErrNoGPU) {
 		t.Errorf("--index gpu without a GPU: %v", err)
 	}
 }

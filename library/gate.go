@@ -1,0 +1,222 @@
+package library
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/dso-proxy/dso/gpuidx"
+	"github.com/dso-proxy/dso/store"
+)
+
+// Relevance is judged relative to the background, not by the raw score: a
+// query's cosine to its best match means little on its own, since every
+// space, and every region of a library, has its own level of similarity
+// between unrelated texts. A match is relevant when it stands out from the
+// query's background: the mean score of its 5th to 9th best matches among
+// the library and the anchors (ranks far enough down that a few stored
+// near-copies of the answer do not raise the background, and filled by the
+// anchors where the library is small).
+const (
+	bgFrom  = 4 // 0-based rank of the first background match
+	bgTo    = 9 // one past the last
+	bgDepth = bgTo
+)
+
+// background returns the mean score of the bgFrom..bgTo-1 best of the two
+// score-sorted hit lists, skipping the id skip (a text compared with the
+// library that holds it).
+func background(lib, anchors []gpuidx.Hit, skip string) float32 {
+	var sum float32
+	n, i, j, rank := 0, 0, 0, 0
+	for rank < bgTo && (i < len(lib) || j < len(anchors)) {
+		var s float32
+		switch {
+		case i < len(lib) && lib[i].ID == skip:
+			i++
+			continue
+		case i < len(lib) && (j >= len(anchors) || lib[i].Score >= anchors[j].Score):
+			s = lib[i].Score
+			i++
+		default:
+			s = anchors[j].Score
+			j++
+		}
+		if rank >= bgFrom {
+			sum += s
+			n++
+		}
+		rank++
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float32(n)
+}
+
+// Gate is a calibrated relevance threshold.
+type Gate struct {
+	// Value is the threshold: experiences whose relevance is below it are
+	// not injected.
+	Value float32 `json:"value"`
+	// Floor is the part of it that comes from the anchors alone: how far
+	// an unrelated everyday text stands out from its background.
+	Floor float32 `json:"floor"`
+	// Size is the number of indexed experiences it was calibrated on;
+	// Sampled how many of them were compared with the rest.
+	Size    int       `json:"library_size"`
+	Sampled int       `json:"sampled"`
+	At      time.Time `json:"calibrated_at"`
+}
+
+// Calibration defaults.
+const (
+	// DefaultGateQuantile: the gate is this quantile of the relevance an
+	// experience has to its nearest other experience, so that a question
+	// like the library's own texts but with no stored counterpart gets
+	// nothing injected in about this share of cases. Chosen from the
+	// STS-B hit/false-injection curve (see README).
+	DefaultGateQuantile = 0.55
+	// DefaultGateFloorQuantile: the floor is this quantile of the
+	// relevance an anchor has to its nearest other anchor.
+	DefaultGateFloorQuantile = 0.8
+	// DefaultGateSample is how many experiences a calibration compares
+	// with the rest.
+	DefaultGateSample = 256
+	// minGateLibrary: below this many experiences the library's own
+	// texts are too few to calibrate on, and the floor alone is the gate.
+	minGateLibrary = 32
+)
+
+// anchorQuery searches the few hundred anchors: a full Hamming scan is
+// cheap there, and the background needs exact scores only for its few
+// ranks.
+func anchorQuery(v []float32, k int) gpuidx.Query {
+	return gpuidx.Query{Vector: v, K: k, Mode: gpuidx.ModeFullRerank, Rerank: 2 * k}
+}
+
+// quantile returns the q-quantile of xs (sorted in place).
+func quantile(xs []float32, q float64) float32 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	return xs[min(len(xs)-1, int(q*float64(len(xs))))]
+}
+
+// floor computes the anchors-only gate: each anchor against the others.
+func (l *Library) floor(ctx context.Context, p *prepared) (float32, error) {
+	rel := make([]float32, 0, len(p.anchorVecs))
+	for i, v := range p.anchorVecs {
+		hits, err := p.anchors.Search(ctx, anchorQuery(v, bgDepth+1))
+		if err != nil {
+			return 0, err
+		}
+		self := anchorID(i)
+		bg := background(nil, hits, self)
+		for _, h := range hits {
+			if h.ID != self {
+				rel = append(rel, h.Score-bg)
+				break
+			}
+		}
+	}
+	return quantile(rel, l.cfg.GateFloorQuantile), nil
+}
+
+// calibrate recomputes the gate from a sample of the library: each sampled
+// experience's text is embedded as a query and searched, and its relevance
+// to its best match other than itself is one sample of how far unrelated
+// texts of this library stand out.
+func (l *Library) calibrate(ctx context.Context) error {
+	p := l.prep.Load()
+	if p == nil {
+		return ErrNotReady
+	}
+	g := Gate{Floor: l.floorValue, Value: l.floorValue, Size: l.idx.Len(), At: time.Now()}
+	if g.Size >= minGateLibrary {
+		sample, err := l.store.SampleExperiences(ctx, l.space.Name, l.cfg.GateSample)
+		if err != nil {
+			return fmt.Errorf("library: calibrating the gate: %w", err)
+		}
+		texts := make([]string, len(sample))
+		for i, e := range sample {
+			texts[i] = e.Text
+		}
+		vs, err := l.embedAll(ctx, texts)
+		if err != nil {
+			return fmt.Errorf("library: calibrating the gate: %w", err)
+		}
+		rel := make([]float32, 0, len(sample))
+		for i, e := range sample {
+			c, err := p.pipe.Canonical(nil, vs[i])
+			if err != nil {
+				return err
+			}
+			r, ok, err := l.nearestOther(ctx, p, c, e)
+			if err != nil {
+				return fmt.Errorf("library: calibrating the gate: %w", err)
+			}
+			if ok {
+				rel = append(rel, r)
+			}
+		}
+		g.Sampled = len(rel)
+		if len(rel) > 0 {
+			g.Value = max(g.Floor, quantile(rel, l.cfg.GateQuantile))
+		}
+	}
+	l.gate.Store(&g)
+	return nil
+}
+
+// nearestOther is e's relevance to its best match other than itself.
+func (l *Library) nearestOther(ctx context.Context, p *prepared, c []float32, e store.Experience) (float32, bool, error) {
+	hits, err := l.idx.Search(ctx, gpuidx.Query{Vector: c, K: bgDepth + 1, Rerank: rerankDepth(bgDepth + 1)})
+	if err != nil {
+		return 0, false, err
+	}
+	ahits, err := p.anchors.Search(ctx, anchorQuery(c, bgDepth))
+	if err != nil {
+		return 0, false, err
+	}
+	bg := background(hits, ahits, e.ID)
+	for _, h := range hits {
+		if h.ID != e.ID {
+			return h.Score - bg, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// Gate returns the current calibrated gate; ok is false before the space
+// is ready.
+func (l *Library) Gate() (Gate, bool) {
+	g := l.gate.Load()
+	if g == nil {
+		return Gate{}, false
+	}
+	return *g, true
+}
+
+// gateStale reports whether the library changed enough since the last
+// calibration to calibrate again: by a tenth at once, or at all after
+// recalibrateEvery.
+func (l *Library) gateStale(now time.Time) bool {
+	g := l.gate.Load()
+	if g == nil {
+		return true
+	}
+	n := l.idx.Len()
+	if n == g.Size {
+		return false
+	}
+	d := math.Abs(float64(n - g.Size))
+	return d >= max(8, 0.1*float64(g.Size)) || now.Sub(g.At) >= recalibrateEvery
+}
+
+// recalibrateEvery bounds how stale a gate may grow while a library
+// changes slowly.
+const recalibrateEvery = 5 * time.Second

@@ -1,0 +1,138 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// SpaceStats is what a library keeps about one embedding space: the centre
+// its codes were made with. It is fixed once the first code exists, since
+// every code depends on it.
+type SpaceStats struct {
+	Name string
+	// Mean is subtracted from every vector of the space before the lift.
+	Mean []float32
+}
+
+// maxSpaceDim bounds a space's dimension (the widest embedding models
+// are a few thousand dims).
+const maxSpaceDim = 1 << 16
+
+// GetSpace returns the stats stored for space name, or an error wrapping
+// ErrNotFound.
+func (s *SQLite) GetSpace(ctx context.Context, name string) (SpaceStats, error) {
+	if err := s.check(); err != nil {
+		return SpaceStats{}, err
+	}
+	var dim int
+	var blob []byte
+	err := s.r.QueryRowContext(ctx, `SELECT dim, mean FROM spaces WHERE name = ?`, name).Scan(&dim, &blob)
+	if errors.Is(err, sql.ErrNoRows) {
+		return SpaceStats{}, fmt.Errorf("store: space %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return SpaceStats{}, fmt.Errorf("store: get space: %w", err)
+	}
+	if len(blob) != 4*dim {
+		return SpaceStats{}, fmt.Errorf("store: space %q: mean is %d bytes for %d dims", name, len(blob), dim)
+	}
+	mean := make([]float32, dim)
+	for i := range mean {
+		mean[i] = math.Float32frombits(binary.LittleEndian.Uint32(blob[4*i:]))
+	}
+	return SpaceStats{Name: name, Mean: mean}, nil
+}
+
+// PutSpace stores sp unless stats for its name exist already; either way
+// it returns the stats now stored, so that two processes racing to create
+// a space agree on one centre.
+func (s *SQLite) PutSpace(ctx context.Context, sp SpaceStats) (SpaceStats, error) {
+	if sp.Name == "" || len(sp.Name) > MaxFieldBytes || len(sp.Mean) == 0 || len(sp.Mean) > maxSpaceDim {
+		return SpaceStats{}, fmt.Errorf("store: put space: %w: name %q, %d dims", ErrInvalid, sp.Name, len(sp.Mean))
+	}
+	blob := make([]byte, 4*len(sp.Mean))
+	for i, v := range sp.Mean {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return SpaceStats{}, fmt.Errorf("store: put space: %w: mean is not finite", ErrInvalid)
+		}
+		binary.LittleEndian.PutUint32(blob[4*i:], math.Float32bits(v))
+	}
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO spaces (name, dim, mean, created_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (name) DO NOTHING`, sp.Name, len(sp.Mean), blob, toNanos(s.now()))
+		return err
+	})
+	if err != nil {
+		return SpaceStats{}, fmt.Errorf("store: put space: %w", err)
+	}
+	return s.GetSpace(ctx, sp.Name)
+}
+
+// SampleExperiences returns up to n active experiences with a code in
+// space, chosen at random.
+func (s *SQLite) SampleExperiences(ctx context.Context, space string, n int) ([]Experience, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT `+expColumns+` FROM experiences
+		WHERE space = ? AND status = 'active' AND code IS NOT NULL ORDER BY random() LIMIT ?`, space, n)
+	if err != nil {
+		return nil, fmt.Errorf("store: sample experiences: %w", err)
+	}
+	defer rows.Close()
+	var out []Experience
+	for rows.Next() {
+		e, err := scanExperience(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: sample experiences: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: sample experiences: %w", err)
+	}
+	return out, nil
+}
+
+// CodeUpdate gives one experience a new code in a space.
+type CodeUpdate struct {
+	ID    string
+	Code  []byte
+	Space string
+}
+
+// SetCodes replaces the codes of several experiences in one transaction;
+// ids no longer stored are skipped. It is how a library moves to a new
+// embedding space.
+func (s *SQLite) SetCodes(ctx context.Context, us []CodeUpdate) error {
+	for _, u := range us {
+		if len(u.Code) == 0 {
+			return fmt.Errorf("store: set codes: %w: no code for %.16s", ErrInvalid, u.ID)
+		}
+		if err := checkCode(u.Code, u.Space); err != nil {
+			return fmt.Errorf("store: set codes: %w", err)
+		}
+	}
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		st, err := tx.PrepareContext(ctx, `UPDATE experiences SET code = ?, space = ?, updated_at = ? WHERE id = ?`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		now := toNanos(s.now())
+		for _, u := range us {
+			if _, err := st.ExecContext(ctx, u.Code, u.Space, now, u.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: set codes: %w", err)
+	}
+	return nil
+}
