@@ -15,6 +15,8 @@ FROM gcr.io/distroless/base-debian12:nonroot
 COPY --from=build /out/dso /usr/local/bin/dso
 COPY --from=build --chown=65532:65532 /out/data /data
 USER 65532:65532
+# 0.0.0.0 is beyond loopback: with no keys, chat works and the experience
+# API and feedback answer 403 until DSO_ADMIN_KEYS (or DSO_OPEN_LIBRARY=1) is set.
 ENV DSO_LISTEN=0.0.0.0:8080 \
     DSO_DATA=/data
 EXPOSE 8080

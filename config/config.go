@@ -62,6 +62,12 @@ type Config struct {
 	// AdminKeys, when non-empty, are required for the experience API.
 	// Empty: the experience API takes the client keys (if any).
 	AdminKeys []Secret `yaml:"admin_keys"`
+	// OpenLibrary opens the experience library (the experience API, reads
+	// and writes) and feedback to anyone who can reach dso, when dso
+	// listens beyond loopback with neither api_keys nor admin_keys. Default
+	// false: there, those requests are refused (403) until keys are set;
+	// chat works either way. On a loopback address they are always open.
+	OpenLibrary bool `yaml:"open_library"`
 	// NodeID names this node in the experiences it creates. Default "local".
 	NodeID string `yaml:"node_id"`
 	// Retrieval configures experience retrieval and injection.

@@ -235,6 +235,29 @@ func TestApplyEnv(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "DSO_OPEN_LIBRARY=1 opens the library",
+			env:  map[string]string{EnvOpenLibrary: "1"},
+			check: func(t *testing.T, c Config) {
+				if !c.OpenLibrary {
+					t.Error("OpenLibrary false; want true")
+				}
+			},
+		},
+		{
+			name: "DSO_OPEN_LIBRARY=false keeps it closed",
+			env:  map[string]string{EnvOpenLibrary: "false"},
+			check: func(t *testing.T, c Config) {
+				if c.OpenLibrary {
+					t.Error("OpenLibrary true; want false")
+				}
+			},
+		},
+		{
+			name:    "bad DSO_OPEN_LIBRARY",
+			env:     map[string]string{EnvOpenLibrary: "yes please"},
+			wantErr: EnvOpenLibrary,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -405,4 +428,31 @@ func FuzzCheck(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestIsLoopback(t *testing.T) {
+	for _, tt := range []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:8080", true},
+		{"127.1.2.3:8080", true},
+		{"localhost:8080", true},
+		{"LocalHost.:8080", true},
+		{"[::1]:8080", true},
+		{"[::ffff:127.0.0.1]:8080", true},
+		{"::1", true},
+		{":8080", false}, // every interface
+		{"0.0.0.0:8080", false},
+		{"[::]:8080", false},
+		{"10.1.2.3:80", false},
+		{"[2001:db8::1]:80", false},
+		{"example.com:80", false},
+		{"localhost.example.com:80", false},
+		{"", false},
+	} {
+		if got := IsLoopback(tt.addr); got != tt.want {
+			t.Errorf("IsLoopback(%q) = %v; want %v", tt.addr, got, tt.want)
+		}
+	}
 }

@@ -2,18 +2,20 @@ package config
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
 // Environment variables read by ApplyEnv.
 const (
-	EnvConfig    = "DSO_CONFIG"     // path of the YAML file
-	EnvListen    = "DSO_LISTEN"     // Config.Listen
-	EnvBackends  = "DSO_BACKENDS"   // comma-separated TYPE:URL, replaces Config.Backends
-	EnvData      = "DSO_DATA"       // Config.Data
-	EnvAPIKeys   = "DSO_API_KEYS"   // comma-separated client keys, replaces Config.APIKeys
-	EnvAdminKeys = "DSO_ADMIN_KEYS" // comma-separated admin keys, replaces Config.AdminKeys
-	EnvEmbedder  = "DSO_EMBEDDER"   // Config.Retrieval.Embedder
+	EnvConfig      = "DSO_CONFIG"       // path of the YAML file
+	EnvListen      = "DSO_LISTEN"       // Config.Listen
+	EnvBackends    = "DSO_BACKENDS"     // comma-separated TYPE:URL, replaces Config.Backends
+	EnvData        = "DSO_DATA"         // Config.Data
+	EnvAPIKeys     = "DSO_API_KEYS"     // comma-separated client keys, replaces Config.APIKeys
+	EnvAdminKeys   = "DSO_ADMIN_KEYS"   // comma-separated admin keys, replaces Config.AdminKeys
+	EnvEmbedder    = "DSO_EMBEDDER"     // Config.Retrieval.Embedder
+	EnvOpenLibrary = "DSO_OPEN_LIBRARY" // Config.OpenLibrary: 1/true or 0/false
 )
 
 // ApplyEnv overrides c with the DSO_* environment variables that are set.
@@ -40,6 +42,13 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 	}
 	if v := getenv(EnvEmbedder); v != "" {
 		c.Retrieval.Embedder = v
+	}
+	if v := getenv(EnvOpenLibrary); v != "" {
+		open, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not 1, true, 0 or false", EnvOpenLibrary, v)
+		}
+		c.OpenLibrary = open
 	}
 	return nil
 }

@@ -184,7 +184,7 @@ func newFrontend(t testing.TB, cfgs []config.Backend, opts ...frontendOpt) *fron
 			cfgs[i].RetryBackoff = time.Millisecond
 		}
 	}
-	o := proxy.Options{}
+	o := proxy.Options{OpenLibrary: true} // as dso serve on loopback
 	for _, f := range opts {
 		f(&o, cfgs)
 	}
@@ -211,7 +211,13 @@ func ollamaCfg(b *backend) config.Backend {
 // post sends body to the frontend and returns status, headers and body.
 func post(t testing.TB, url string, body string, hdr ...string) (int, http.Header, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewBufferString(body))
+	return send(t, http.MethodPost, url, body, hdr...)
+}
+
+// send is post with any method; hdr are name, value pairs.
+func send(t testing.TB, method, url string, body string, hdr ...string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewBufferString(body))
 	if err != nil {
 		t.Fatal(err)
 	}

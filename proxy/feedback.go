@@ -160,6 +160,10 @@ func (s *Server) headerFeedback(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(HeaderFeedbackRejected, strings.Join(rejected, "; "))
 		}
 	}()
+	if s.closed {
+		reject("%s", errLibraryClosed().Msg)
+		return
+	}
 	if s.opts.Learner == nil {
 		reject("learning is disabled on this node")
 		return

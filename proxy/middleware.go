@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -238,6 +239,29 @@ func (s *Server) requireKey(k *keyring) func(http.Handler) http.Handler {
 			}
 			next.ServeHTTP(w, r)
 		})
+	}
+}
+
+// guardLibrary refuses every request when no key guards the library and
+// it was not opened (Options.OpenLibrary).
+func (s *Server) guardLibrary(next http.Handler) http.Handler {
+	if !s.closed {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, routeSurface(r), errLibraryClosed())
+	})
+}
+
+// errLibraryClosed is what a request to a closed library gets: the fix,
+// in the names the operator sets.
+func errLibraryClosed() *HTTPError {
+	return &HTTPError{
+		Status: http.StatusForbidden, Type: "permission_error", Code: "library_closed",
+		Msg: fmt.Sprintf("this dso has no keys, so it keeps its experience library and feedback closed: "+
+			"set %s (admin_keys in the config file) and send Authorization: Bearer KEY, "+
+			"or set %s=1 (open_library: true) to open them to anyone who can reach it",
+			config.EnvAdminKeys, config.EnvOpenLibrary),
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 )
 
 // hopHeaders are connection-level headers never forwarded either way
-// (RFC 9110 §7.6.1), plus ones dso sets itself.
+// (RFC 9110 §7.6.1).
 var hopHeaders = []string{
 	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
@@ -25,8 +25,19 @@ var notUpstream = map[string]bool{
 	"Host": true, "Content-Length": true, "Content-Type": true, "Accept-Encoding": true,
 }
 
+// dsoOwned reports whether a header is one only dso may set: X-DSO-* and
+// X-Request-Id, in any case. They are never copied across dso, in either
+// direction. A backend's (or anything behind it) must not pass for dso's
+// trace id, injected experiences, degraded reason, feedback outcome or
+// request id, which clients act on; a client's must not steer a backend
+// that happens to be another dso. dso sets its own values itself.
+func dsoOwned(k string) bool {
+	const prefix = "X-Dso-"
+	return strings.EqualFold(k, "X-Request-Id") || len(k) >= len(prefix) && strings.EqualFold(k[:len(prefix)], prefix)
+}
+
 // copyHeaders copies src to dst without hop-by-hop headers, including any
-// named in src's Connection header.
+// named in src's Connection header, and without the headers dso owns.
 func copyHeaders(dst, src http.Header, skip map[string]bool) {
 	drop := map[string]bool{}
 	for _, h := range hopHeaders {
@@ -40,7 +51,7 @@ func copyHeaders(dst, src http.Header, skip map[string]bool) {
 		}
 	}
 	for k, vs := range src {
-		if drop[k] || skip[k] {
+		if drop[k] || skip[k] || dsoOwned(k) {
 			continue
 		}
 		dst[k] = append([]string(nil), vs...)
@@ -53,11 +64,6 @@ func copyHeaders(dst, src http.Header, skip map[string]bool) {
 func (s *Server) upstreamHeader(r *http.Request, hasKey bool) http.Header {
 	h := http.Header{}
 	copyHeaders(h, r.Header, notUpstream)
-	for k := range h {
-		if strings.HasPrefix(k, "X-Dso-") {
-			delete(h, k)
-		}
-	}
 	if hasKey || len(s.keys.digests) > 0 {
 		h.Del("Authorization")
 		h.Del("X-Api-Key")

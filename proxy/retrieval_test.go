@@ -497,7 +497,7 @@ func TestRestartKeepsExperiencesAndTraces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := proxy.Options{}
+	o := proxy.Options{OpenLibrary: true}
 	cfgs := []config.Backend{openaiCfg(be)}
 	cfgs[0].Name, cfgs[0].Timeout = "a", 10*time.Second
 	withRetrieval(lib, 2*time.Second)(&o, cfgs)

@@ -48,6 +48,16 @@ type Options struct {
 	// Learner records feedback (POST /v1/feedback, X-DSO-Feedback). Nil:
 	// feedback is refused.
 	Learner Grader
+	// OpenLibrary lets requests without a key use the experience API
+	// (reads and writes) and send feedback (POST /v1/feedback,
+	// X-DSO-Feedback) when neither APIKeys nor AdminKeys are set. False,
+	// the zero value: with no keys at all those requests get 403 saying
+	// how to fix it, and header feedback is rejected, because anyone who
+	// can reach dso could otherwise read other users' lessons or rewrite
+	// what every user is told; chat and the other routes work as usual.
+	// When keys are set they guard these routes either way. dso serve sets
+	// it on loopback addresses and for config.Config.OpenLibrary.
+	OpenLibrary bool
 }
 
 // Server is dso's HTTP surface.
@@ -60,6 +70,7 @@ type Server struct {
 	keys    *keyring
 	admin   *keyring
 	handler http.Handler
+	closed  bool // the library refuses requests: no keys, not OpenLibrary
 
 	traces     chan store.Trace // queued for traceWriter
 	tracesDone chan struct{}
@@ -111,6 +122,7 @@ func New(opts Options) *Server {
 		metrics: newMetrics(opts.Registry),
 		keys:    newKeyring(opts.APIKeys),
 		admin:   newKeyring(opts.AdminKeys),
+		closed:  !opts.OpenLibrary && len(opts.APIKeys) == 0 && len(opts.AdminKeys) == 0,
 	}
 	if lib := opts.Retrieval.Library; lib != nil {
 		s.traces = make(chan store.Trace, 4096)
@@ -161,15 +173,16 @@ func (s *Server) routes() http.Handler {
 		r.Get("/api/tags", s.ollamaTags)
 		r.Get("/api/version", s.ollamaVersion)
 
-		r.Post("/v1/feedback", s.postFeedback)
+		r.With(s.guardLibrary).Post("/v1/feedback", s.postFeedback)
 	})
 
-	// Experience API: admin keys when configured, else the client keys.
+	// Experience API: admin keys when configured, else the client keys,
+	// else closed unless Options.OpenLibrary.
 	r.Group(func(r chi.Router) {
 		if len(s.admin.digests) > 0 {
 			r.Use(s.requireKey(s.admin))
 		} else {
-			r.Use(s.auth)
+			r.Use(s.auth, s.guardLibrary)
 		}
 		r.Post("/v1/experiences", s.createExperience)
 		r.Get("/v1/experiences", s.listExperiences)

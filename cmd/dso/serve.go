@@ -54,11 +54,25 @@ Environment only:
                        "Authorization: Bearer KEY"; unset means no client auth
   DSO_ADMIN_KEYS       comma-separated keys for the experience API
                        (/v1/experiences); unset means the client keys
+  DSO_OPEN_LIBRARY     1 opens the experience API and feedback to anyone
+                       who can reach a non-loopback address with no keys
+                       set (open_library: true); see "Keys and addresses"
   DSO_EMBEDDER         retrieval.embedder (backend, wordvec:FILE, hash[:DIM])
 
 Request headers: X-DSO-Domain (domain prefix), X-DSO-Top-K, X-DSO-Min-Confidence,
 X-DSO-Inject: off. Response headers: X-DSO-Trace-Id, X-DSO-Experiences (ids
 injected), X-DSO-Degraded (why retrieval was skipped: timeout, embed_error, ...).
+
+Keys and addresses: on a loopback address (127.0.0.1, ::1, localhost) only
+this machine can reach dso, and everything works without keys. On any other
+address (0.0.0.0, ::, ":8080", a LAN IP or a name for one) with neither
+DSO_API_KEYS nor DSO_ADMIN_KEYS set, chat still works, but the experience API
+(reads and writes) and feedback (POST /v1/feedback, X-DSO-Feedback) are
+refused with 403 until DSO_ADMIN_KEYS is set, or DSO_OPEN_LIBRARY=1 opens
+them to anyone: otherwise anyone who reaches the port could read every
+user's lessons and rewrite what every user is told. dso logs a warning at
+start for each of these, and for chat open to anyone (who then spends the
+backends' API keys, if they have any).
 
 Config file (every field optional):
   listen: 127.0.0.1:8080
@@ -68,6 +82,7 @@ Config file (every field optional):
   log_level: info
   api_keys: [key1, key2]
   admin_keys: [admin1]
+  open_library: false            # true: no keys needed for the library beyond loopback
   node_id: local                 # recorded on experiences made here
   retrieval:
     disabled: false
@@ -210,6 +225,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 			Logger:  log,
 		})
 	}
+	addr := ln.Addr().String()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gpuidx.NewGPUCollector())
 	srv = proxy.New(proxy.Options{
@@ -221,6 +237,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Retrieval:    rt,
 		Learner:      grader(learner),
+		OpenLibrary:  libraryOpen(addr, cfg),
 	})
 	defer srv.Close() // after Shutdown: stores the traces still queued
 	if learner != nil {
@@ -238,7 +255,8 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 	for _, b := range cfg.Backends {
 		names = append(names, b.Type+":"+b.Name)
 	}
-	log.Info("dso listening", "addr", ln.Addr().String(), "backends", names)
+	warnExposure(log, addr, cfg)
+	log.Info("dso listening", "addr", addr, "backends", names)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -257,6 +275,48 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		return err
 	}
 	return nil
+}
+
+// libraryOpen decides proxy.Options.OpenLibrary from the address dso
+// listens on: without keys, the experience library and feedback are open
+// only where no one else can reach dso, or where the operator opened them.
+// It takes the bound address, not the configured one: a name that
+// resolves to a loopback IP is as private as 127.0.0.1.
+func libraryOpen(addr string, cfg config.Config) bool {
+	return cfg.OpenLibrary || config.IsLoopback(addr)
+}
+
+// warnExposure logs, once at start, what anyone who can reach a
+// non-loopback address may do for want of keys.
+func warnExposure(log *slog.Logger, addr string, cfg config.Config) {
+	if config.IsLoopback(addr) {
+		return
+	}
+	if len(cfg.APIKeys) == 0 {
+		var keyed []string
+		for _, b := range cfg.Backends {
+			if b.APIKey != "" {
+				keyed = append(keyed, b.Name)
+			}
+		}
+		if len(keyed) > 0 {
+			log.Warn("no client keys on a non-loopback address: anyone who can reach it spends the backends' API keys; set "+config.EnvAPIKeys+" to require a key",
+				"addr", addr, "backends_with_keys", keyed)
+		} else {
+			log.Warn("no client keys on a non-loopback address: anyone who can reach it can use the backends through dso; set "+config.EnvAPIKeys+" to require a key",
+				"addr", addr)
+		}
+	}
+	if len(cfg.APIKeys) > 0 || len(cfg.AdminKeys) > 0 {
+		return
+	}
+	if cfg.OpenLibrary {
+		log.Warn("the experience library and feedback are open to anyone who can reach this address ("+config.EnvOpenLibrary+", open_library)", "addr", addr)
+		return
+	}
+	log.Warn("no keys on a non-loopback address: the experience API and feedback are refused (403); set "+config.EnvAdminKeys+
+		" (admin_keys) to use them with a key, or "+config.EnvOpenLibrary+"=1 (open_library: true) to open them to anyone who can reach it",
+		"addr", addr)
 }
 
 func configCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {

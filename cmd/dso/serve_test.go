@@ -165,7 +165,7 @@ func TestServeHelp(t *testing.T) {
 				t.Errorf("usage does not mention --%s", name)
 			}
 		}
-		for _, env := range []string{config.EnvConfig, config.EnvListen, config.EnvBackends, config.EnvData, config.EnvAPIKeys} {
+		for _, env := range []string{config.EnvConfig, config.EnvListen, config.EnvBackends, config.EnvData, config.EnvAPIKeys, config.EnvAdminKeys, config.EnvOpenLibrary, "open_library"} {
 			if !strings.Contains(usage, env) {
 				t.Errorf("usage does not mention %s", env)
 			}

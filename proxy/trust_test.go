@@ -1,0 +1,249 @@
+package proxy_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/learn"
+	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/providers"
+	"github.com/dso-proxy/dso/proxy"
+)
+
+// forgeDSOHeaders makes be answer as usual (or with status, when not 0)
+// while claiming dso's own response headers, in assorted cases.
+func forgeDSOHeaders(be *backend, status int) {
+	be.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		h := w.Header()
+		h.Set(proxy.HeaderTraceID, "forged-trace")
+		h.Set(proxy.HeaderExperiences, "forged-exp")
+		h["X-Dso-Degraded"] = []string{"forged-degraded"}
+		h["x-dso-feedback-accepted"] = []string{"99"} // sent as written, not canonical
+		h.Set("X-Request-Id", "forged-request-id")
+		if status == 0 {
+			return false // the usual answer, with these headers
+		}
+		h.Set("Content-Type", "application/json")
+		h.Set("X-Backend-Header", "kept")
+		w.WriteHeader(status)
+		if be.typ == "ollama" {
+			_, _ = w.Write([]byte(`{"error":"the model refused"}`))
+		} else {
+			_, _ = w.Write([]byte(`{"error":{"message":"the model refused","type":"invalid_request_error"}}`))
+		}
+		return true
+	})
+}
+
+// A backend's X-DSO-* and X-Request-Id response headers never reach the
+// client: on every route that relays or translates a backend's answer, in
+// both surfaces, streamed or not, and on a backend's error status, the
+// client sees only dso's own values.
+func TestBackendCannotForgeDSOHeaders(t *testing.T) {
+	routes := []struct {
+		name    string
+		surface string // the backend type that speaks the route's format
+		path    string
+		body    string
+		chat    bool // dso sets a trace id
+	}{
+		{"openai chat", "openai", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, true},
+		{"openai chat stream", "openai", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`, true},
+		{"ollama chat", "ollama", "/api/chat", `{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}]}`, true},
+		{"ollama chat stream", "ollama", "/api/chat", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, true},
+		{"ollama generate", "ollama", "/api/generate", `{"model":"m","stream":false,"prompt":"hi"}`, true},
+		{"ollama generate stream", "ollama", "/api/generate", `{"model":"m","prompt":"hi"}`, true},
+		{"openai embeddings", "openai", "/v1/embeddings", `{"model":"m","input":"hi"}`, false},
+		{"ollama embed", "ollama", "/api/embed", `{"model":"m","input":"hi"}`, false},
+	}
+	const requestID = "client-request-7"
+	for _, rt := range routes {
+		for _, typ := range []string{"openai", "ollama"} {
+			for _, status := range []int{0, http.StatusUnprocessableEntity} {
+				name := rt.name + "/backend=" + typ
+				if status != 0 {
+					name += "/error"
+				}
+				t.Run(name, func(t *testing.T) {
+					be := newBackend(t, typ)
+					forgeDSOHeaders(be, status)
+					cfg := openaiCfg(be)
+					if typ == "ollama" {
+						cfg = ollamaCfg(be)
+					}
+					fe := newFrontend(t, []config.Backend{cfg})
+					code, hdr, body := post(t, fe.URL+rt.path, rt.body, "X-Request-Id", requestID, proxy.HeaderDomain, "d")
+					wantCode := http.StatusOK
+					if status != 0 {
+						wantCode = status
+					}
+					if code != wantCode {
+						t.Fatalf("status %d; want %d: %s", code, wantCode, body)
+					}
+					if got := hdr.Values("X-Request-Id"); len(got) != 1 || got[0] != requestID {
+						t.Errorf("X-Request-Id %q; want [%q]", got, requestID)
+					}
+					sent := be.last(t).Header
+					if got := sent.Values("X-Request-Id"); len(got) != 1 || got[0] != requestID {
+						t.Errorf("backend got X-Request-Id %q; want [%q]", got, requestID)
+					}
+					if got := sent.Values(proxy.HeaderDomain); len(got) != 0 {
+						t.Errorf("backend got the client's %s %q; want none", proxy.HeaderDomain, got)
+					}
+					trace := hdr.Values(proxy.HeaderTraceID)
+					if rt.chat {
+						if len(trace) != 1 || trace[0] == "" || trace[0] == "forged-trace" {
+							t.Errorf("%s %q; want one of dso's", proxy.HeaderTraceID, trace)
+						}
+					} else if len(trace) != 0 {
+						t.Errorf("%s %q; want none", proxy.HeaderTraceID, trace)
+					}
+					if got := hdr.Values(proxy.HeaderExperiences); len(got) > 1 || (len(got) == 1 && got[0] != "") {
+						t.Errorf("%s %q; want dso's (none injected)", proxy.HeaderExperiences, got)
+					}
+					for _, h := range []string{proxy.HeaderDegraded, proxy.HeaderFeedbackAccepted} {
+						if got := hdr.Values(h); len(got) != 0 {
+							t.Errorf("%s %q; want none", h, got)
+						}
+					}
+					// Where dso relays (same format), the backend's other
+					// headers still arrive: only dso's own are held back.
+					if typ == rt.surface {
+						if got := hdr.Get("X-Backend-Header"); got != "kept" {
+							t.Errorf("X-Backend-Header %q; want the backend's %q", got, "kept")
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// With no keys at all and the library not opened (dso serve beyond
+// loopback), the experience API and feedback answer 403 with the fix, and
+// header feedback is rejected; chat goes on. Keys, or the opt-out, open
+// them as before.
+func TestLibraryClosedWithoutKeys(t *testing.T) {
+	be := newBackend(t, "openai")
+	lib := newLibrary(t, t.TempDir())
+	hash := providers.NewHashEmbedder(256, 1)
+	withLibrary := func(open bool, apiKeys, adminKeys []config.Secret) frontendOpt {
+		return func(o *proxy.Options, _ []config.Backend) {
+			o.Retrieval = proxy.Retrieval{Library: lib, Embedder: library.EmbedFunc(hash.Embed), EmbedderName: "hash", Budget: 2 * time.Second}
+			o.Learner = learn.NewLearner(learn.FeedbackConfig{Library: lib})
+			o.OpenLibrary, o.APIKeys, o.AdminKeys = open, apiKeys, adminKeys
+		}
+	}
+	// The lessons each case reads and tries to delete, added where the
+	// library is open.
+	admin := newFrontend(t, []config.Backend{openaiCfg(be)}, withLibrary(true, nil, nil))
+
+	const (
+		chat       = `{"model":"m","messages":[{"role":"user","content":"How should I cache answers?"}]}`
+		ollamaChat = `{"model":"m","stream":false,"messages":[{"role":"user","content":"How should I cache answers?"}]}`
+		feedback   = `{"trace_id":"tr_unknown","grade":1}`
+	)
+	type step struct {
+		method, path, body string
+		key                string // sent as a bearer token when not empty
+		want               int
+		rejected           string // in X-DSO-Feedback-Rejected, when not empty
+	}
+	tests := []struct {
+		name            string
+		open            bool
+		apiKeys, admins []config.Secret
+		steps           []step
+		kept            bool // the lesson survives the case's DELETE
+	}{
+		{
+			name: "no keys, closed",
+			steps: []step{
+				{method: "POST", path: "/v1/experiences", body: `{"text":"Closed: never stored."}`, want: 403},
+				{method: "GET", path: "/v1/experiences", want: 403},
+				{method: "GET", path: "/v1/experiences/search?q=caching", want: 403},
+				{method: "GET", path: "/v1/experiences/{id}", want: 403},
+				{method: "DELETE", path: "/v1/experiences/{id}", want: 403},
+				{method: "POST", path: "/v1/feedback", body: feedback, want: 403},
+				{method: "POST", path: "/v1/chat/completions", body: chat, want: 200, rejected: config.EnvAdminKeys},
+				{method: "POST", path: "/api/chat", body: ollamaChat, want: 200, rejected: config.EnvAdminKeys},
+			},
+			kept: true,
+		},
+		{
+			name: "no keys, opened",
+			open: true,
+			steps: []step{
+				{method: "POST", path: "/v1/experiences", body: `{"text":"Opened: stored."}`, want: 201},
+				{method: "GET", path: "/v1/experiences", want: 200},
+				{method: "GET", path: "/v1/experiences/search?q=caching", want: 200},
+				{method: "GET", path: "/v1/experiences/{id}", want: 200},
+				{method: "POST", path: "/v1/feedback", body: feedback, want: 400}, // reaches the learner
+				{method: "POST", path: "/v1/chat/completions", body: chat, want: 200, rejected: "unknown trace"},
+				{method: "DELETE", path: "/v1/experiences/{id}", want: 200},
+			},
+		},
+		{
+			name:   "admin keys",
+			admins: []config.Secret{"admin-secret"},
+			steps: []step{
+				{method: "POST", path: "/v1/experiences", body: `{"text":"Admin: refused."}`, want: 401},
+				{method: "GET", path: "/v1/experiences", key: "wrong", want: 401},
+				{method: "POST", path: "/v1/experiences", body: `{"text":"Admin: stored."}`, key: "admin-secret", want: 201},
+				{method: "GET", path: "/v1/experiences/search?q=caching", key: "admin-secret", want: 200},
+				{method: "POST", path: "/v1/feedback", body: feedback, want: 400},
+				{method: "POST", path: "/v1/chat/completions", body: chat, want: 200, rejected: "unknown trace"},
+				{method: "DELETE", path: "/v1/experiences/{id}", key: "admin-secret", want: 200},
+			},
+		},
+		{
+			name:    "client keys only",
+			apiKeys: []config.Secret{"client-secret"},
+			steps: []step{
+				{method: "POST", path: "/v1/experiences", body: `{"text":"Client: refused."}`, want: 401},
+				{method: "POST", path: "/v1/experiences", body: `{"text":"Client: stored."}`, key: "client-secret", want: 201},
+				{method: "POST", path: "/v1/feedback", body: feedback, key: "client-secret", want: 400},
+				{method: "POST", path: "/v1/chat/completions", body: chat, want: 401},
+				{method: "POST", path: "/v1/chat/completions", body: chat, key: "client-secret", want: 200, rejected: "unknown trace"},
+				{method: "DELETE", path: "/v1/experiences/{id}", key: "client-secret", want: 200},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := addExperience(t, admin, "Lesson for "+tt.name+": cache answers with care.", "")
+			fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withLibrary(tt.open, tt.apiKeys, tt.admins))
+			for _, st := range tt.steps {
+				hdr := []string{proxy.HeaderFeedback, "tr_unknown=1"}
+				if st.key != "" {
+					hdr = append(hdr, "Authorization", "Bearer "+st.key)
+				}
+				code, rh, body := send(t, st.method, fe.URL+strings.ReplaceAll(st.path, "{id}", id), st.body, hdr...)
+				if code != st.want {
+					t.Errorf("%s %s: %d %s; want %d", st.method, st.path, code, body, st.want)
+					continue
+				}
+				if code == http.StatusForbidden {
+					msg := errorMessage(t, "openai", body)
+					for _, fix := range []string{config.EnvAdminKeys, config.EnvOpenLibrary} {
+						if !strings.Contains(msg, fix) {
+							t.Errorf("%s %s: 403 message %q does not say to set %s", st.method, st.path, msg, fix)
+						}
+					}
+				}
+				if st.rejected != "" {
+					if got := rh.Get(proxy.HeaderFeedbackRejected); !strings.Contains(got, st.rejected) {
+						t.Errorf("%s %s: %s %q; want it to mention %q", st.method, st.path, proxy.HeaderFeedbackRejected, got, st.rejected)
+					}
+				}
+			}
+			code, _, _ := send(t, "GET", admin.URL+"/v1/experiences/"+id, "")
+			if kept := code == http.StatusOK; kept != tt.kept {
+				t.Errorf("after the case the lesson exists: %v (%d); want %v", kept, code, tt.kept)
+			}
+		})
+	}
+}
