@@ -76,6 +76,7 @@ type Library struct {
 	adapters  map[string]*align.Adapter
 	pipelines map[string]*align.Pipeline
 	cache     *lru.Cache[cacheKey, []float32]
+	follow    follower // see Follow
 }
 
 type cacheKey struct{ model, text string }
@@ -117,7 +118,15 @@ func New(ctx context.Context, cfg Config) (*Library, error) {
 		}
 		l.pipelines[model] = &align.Pipeline{Adapter: a, Mean: mean, Lift: l.lift}
 	}
-	err := cfg.Store.EachExperience(ctx, func(e store.Experience) error {
+	// Follow replays the change log from here. Taking the cursor before the
+	// rebuild means a write that races the rebuild is applied twice at
+	// worst, never missed.
+	from, err := cfg.Store.LastChange(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("library: %w", err)
+	}
+	l.follow.seq = from
+	err = cfg.Store.EachExperience(ctx, func(e store.Experience) error {
 		if len(e.Code) == 0 {
 			return nil
 		}
