@@ -288,8 +288,14 @@ func grader(l *learn.Learner) proxy.Grader {
 	return l
 }
 
-// openRetrieval opens the store under cfg.Data, rebuilds the index and
-// loads the embedder and adapters. The returned func closes the store.
+// followInterval is how often serve reads the store's change log: other
+// processes' writes are searched here within about a second, for one
+// indexed read a second when nothing changed.
+const followInterval = time.Second
+
+// openRetrieval opens the store under cfg.Data, rebuilds the index, loads
+// the embedder and adapters, and starts following the store's changes. The
+// returned func stops following and closes the index and the store.
 func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (proxy.Retrieval, func(), error) {
 	rc := cfg.Retrieval
 	if rc.Disabled {
@@ -323,6 +329,20 @@ func openRetrieval(ctx context.Context, cfg config.Config, log *slog.Logger) (pr
 	if err != nil {
 		closeAll()
 		return proxy.Retrieval{}, nil, err
+	}
+	// dso import, dso learn and other serves write the same file: follow
+	// its change log so that what they write is searched here too.
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		lib.Follow(followCtx, followInterval)
+	}()
+	closeAll = func() {
+		stopFollowing()
+		<-followed // before the index and store it uses close
+		idx.Close()
+		closeStore()
 	}
 	expModel := rc.EmbeddingModel
 	if expModel == "" && len(cfg.Backends) > 0 {
