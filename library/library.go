@@ -106,6 +106,8 @@ type Library struct {
 	kick   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	follow follower // see Follow
 }
 
 // New builds a Library, fills the index from the store with every code made
@@ -159,8 +161,16 @@ func New(ctx context.Context, cfg Config) (*Library, error) {
 		}
 		l.cache = c
 	}
+	// Follow replays the change log from here. Taking the cursor before the
+	// rebuild means a write that races the rebuild is applied twice at
+	// worst, never missed.
+	from, err := cfg.Store.LastChange(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("library: %w", err)
+	}
+	l.follow.seq = from
 	var stale int64
-	err := cfg.Store.EachExperience(ctx, func(e store.Experience) error {
+	err = cfg.Store.EachExperience(ctx, func(e store.Experience) error {
 		if len(e.Code) == 0 || e.Space != cfg.Space.Name {
 			stale++
 			return nil

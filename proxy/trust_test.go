@@ -128,11 +128,11 @@ func TestBackendCannotForgeDSOHeaders(t *testing.T) {
 // them as before.
 func TestLibraryClosedWithoutKeys(t *testing.T) {
 	be := newBackend(t, "openai")
-	lib := newLibrary(t, t.TempDir())
 	hash := providers.NewHashEmbedder(256, 1)
+	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
 	withLibrary := func(open bool, apiKeys, adminKeys []config.Secret) frontendOpt {
 		return func(o *proxy.Options, _ []config.Backend) {
-			o.Retrieval = proxy.Retrieval{Library: lib, Embedder: library.EmbedFunc(hash.Embed), EmbedderName: "hash", Budget: 2 * time.Second}
+			o.Retrieval = proxy.Retrieval{Library: lib, Budget: 2 * time.Second}
 			o.Learner = learn.NewLearner(learn.FeedbackConfig{Library: lib})
 			o.OpenLibrary, o.APIKeys, o.AdminKeys = open, apiKeys, adminKeys
 		}

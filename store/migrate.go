@@ -70,6 +70,35 @@ var migrations = []string{
 		mean       BLOB NOT NULL,
 		created_at INTEGER NOT NULL
 	) WITHOUT ROWID;`,
+	// 5: the experience change log (see changes.go). Triggers write it, so
+	// every write to experiences, from any code path in any process on the
+	// file, is logged without the Go code having to remember. AUTOINCREMENT
+	// keeps seq strictly increasing even after pruning empties the table's
+	// top, so a follower's cursor never sees a seq reused. at is SQLite's
+	// wall clock in Unix nanoseconds, whole milliseconds: one clock for
+	// inserts, updates and deletes alike (a deleted row has no new
+	// updated_at). It is informational; retention goes by row count. An
+	// update that changed an id (none does: ids are content hashes) would
+	// log the old id as well as the new.
+	`CREATE TABLE experience_changes (
+		seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+		experience_id TEXT NOT NULL,
+		at            INTEGER NOT NULL
+	);
+	CREATE TRIGGER experiences_changes_insert AFTER INSERT ON experiences BEGIN
+		INSERT INTO experience_changes (experience_id, at)
+		VALUES (NEW.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
+	END;
+	CREATE TRIGGER experiences_changes_update AFTER UPDATE ON experiences BEGIN
+		INSERT INTO experience_changes (experience_id, at)
+		SELECT OLD.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000 WHERE OLD.id IS NOT NEW.id;
+		INSERT INTO experience_changes (experience_id, at)
+		VALUES (NEW.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
+	END;
+	CREATE TRIGGER experiences_changes_delete AFTER DELETE ON experiences BEGIN
+		INSERT INTO experience_changes (experience_id, at)
+		VALUES (OLD.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
+	END;`,
 }
 
 // migrate brings db to len(steps) in one transaction.

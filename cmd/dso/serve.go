@@ -347,8 +347,14 @@ func grader(l *learn.Learner) proxy.Grader {
 	return l
 }
 
-// openRetrieval opens the store under cfg.Data, rebuilds the index and
-// opens the library in its embedding space. The returned func closes them.
+// followInterval is how often serve reads the store's change log: other
+// processes' writes are searched here within about a second, for one
+// indexed read a second when nothing changed.
+const followInterval = time.Second
+
+// openRetrieval opens the store under cfg.Data, rebuilds the index, opens
+// the library in its embedding space and follows the store's changes. The
+// returned func stops following and closes them.
 func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Router, log *slog.Logger) (proxy.Retrieval, func(), error) {
 	rc := cfg.Retrieval
 	if rc.Disabled {
@@ -375,7 +381,17 @@ func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Rou
 		closeStore()
 		return proxy.Retrieval{}, nil, err
 	}
+	// dso import, dso learn and other serves write the same file: follow
+	// its change log so that what they write is searched here too.
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		lib.Follow(followCtx, followInterval)
+	}()
 	closeAll := func() {
+		stopFollowing()
+		<-followed // before the index and store it uses close
 		lib.Close()
 		idx.Close()
 		closeStore()
