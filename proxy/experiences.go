@@ -224,6 +224,9 @@ func (s *Server) searchExperiences(w http.ResponseWriter, r *http.Request) {
 	if reason == "" {
 		out["gate"] = gate
 	}
+	if g, ok := rt.Library.Gate(); ok {
+		out["calibration"] = g
+	}
 	data := make([]experienceJSON, 0, len(res))
 	for _, e := range res {
 		j := toJSON(e.Experience)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/store"
 	"github.com/go-chi/chi/v5"
@@ -131,6 +132,23 @@ func New(opts Options) *Server {
 		opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dso_library_experiences", Help: "Experiences in the search index.",
 		}, func() float64 { return float64(lib.Len()) }))
+		opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dso_library_space_ready", Help: "1 when the library's embedding space can embed (else chats go through uninjected).",
+		}, func() float64 {
+			if lib.Ready() != nil {
+				return 0
+			}
+			return 1
+		}))
+		opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dso_library_reembed_pending", Help: "Stored experiences not yet embedded in the library's space.",
+		}, func() float64 { return float64(lib.Stale()) }))
+		opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dso_library_gate_relevance", Help: "The calibrated relevance an experience needs to be injected.",
+		}, func() float64 {
+			g, _ := lib.Gate()
+			return float64(g.Value)
+		}))
 	}
 	s.handler = s.routes()
 	return s
@@ -229,7 +247,38 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !ready {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": ready, "backends": status})
+	out := map[string]any{"ready": ready, "backends": status}
+	if lib := s.opts.Retrieval.Library; lib != nil {
+		out["retrieval"] = retrievalStatus(lib)
+	}
+	writeJSON(w, code, out)
+}
+
+// retrievalStatus is retrieval's part of /readyz. Retrieval never holds
+// chat back (a request it cannot serve goes through uninjected), so it
+// does not decide readiness; it says what injection can do now and why not.
+func retrievalStatus(lib *library.Library) map[string]any {
+	st := map[string]any{
+		"space":       lib.Space().Name,
+		"experiences": lib.Len(),
+		"to_reembed":  lib.Stale(),
+	}
+	if err := lib.Ready(); err != nil {
+		st["state"] = reasonNotReady
+		st["reason"] = err.Error()
+		return st
+	}
+	st["state"] = "ready"
+	if lib.Len() == 0 {
+		st["state"] = reasonIndexEmpty
+	}
+	if g, ok := lib.Gate(); ok {
+		st["gate"] = g
+	}
+	if err := lib.FollowErr(); err != nil {
+		st["follow_error"] = err.Error()
+	}
+	return st
 }
 
 // readBody reads the whole request body within the size limit. Reading it

@@ -28,7 +28,7 @@ func TestChangesFromAnotherHandle(t *testing.T) {
 
 	before := time.Now()
 	got, _, err := writer.PutExperiences(ctx, []Experience{
-		{Text: "first lesson", Confidence: 0.5, Code: code(1)},
+		{Text: "first lesson", Confidence: 0.5, Code: code(1), Space: "hash:8"},
 		{Text: "second lesson", Confidence: 0.5},
 	})
 	if err != nil {
@@ -121,7 +121,7 @@ func TestChangesRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO experiences (`+expColumns+`)
-		VALUES (?, 'gone', '', 0.5, 'active', '', '', '', NULL, 1, 1)`, ExperienceID("", "gone")); err != nil {
+		VALUES (?, 'gone', '', 0.5, 'active', '', '', '', NULL, '', 1, 1)`, ExperienceID("", "gone")); err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(); err != nil {
