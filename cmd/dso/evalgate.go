@@ -123,7 +123,9 @@ func evalGate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		sctx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- serveOn(sctx, ln, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))) }()
+		go func() {
+			done <- serveOn(sctx, ln, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		}()
 		defer func() { stop(); <-done }()
 		base = "http://" + ln.Addr().String()
 	}
