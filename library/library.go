@@ -103,9 +103,12 @@ type Library struct {
 	prepErr    atomic.Pointer[error] // the last failure to prepare
 	stale      atomic.Int64          // stored experiences not yet coded in this space
 
-	kick   chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
+	kick    chan struct{}
+	bg      context.Context // the background work's; done at Close
+	cancel  context.CancelFunc
+	done    chan struct{}
+	helpers sync.WaitGroup // PrepareInBackground's goroutines
+	trying  atomic.Bool    // a PrepareInBackground is running
 
 	follow follower // see Follow
 }
@@ -187,9 +190,8 @@ func New(ctx context.Context, cfg Config) (*Library, error) {
 	l.stale.Store(stale)
 	notReady := error(ErrNotReady)
 	l.prepErr.Store(&notReady)
-	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	l.cancel = cancel
-	go l.run(bg)
+	l.bg, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	go l.run(l.bg)
 	return l, nil
 }
 
@@ -197,7 +199,35 @@ func New(ctx context.Context, cfg Config) (*Library, error) {
 func (l *Library) Close() error {
 	l.cancel()
 	<-l.done
+	l.helpers.Wait()
 	return nil
+}
+
+// prepareTimeout bounds one PrepareInBackground.
+const prepareTimeout = time.Minute
+
+// PrepareInBackground starts preparing the space, unless it is ready or
+// one such preparation is running already, and returns at once. The work keeps
+// ctx's values (a client's credentials for an embedding backend that has
+// no key of its own) but not its deadline: a request that finds the space
+// not ready goes on uninjected, and a later one finds it ready.
+func (l *Library) PrepareInBackground(ctx context.Context) {
+	if l.prep.Load() != nil || l.bg.Err() != nil {
+		return
+	}
+	if !l.trying.CompareAndSwap(false, true) {
+		return
+	}
+	l.helpers.Add(1)
+	go func() {
+		defer l.helpers.Done()
+		defer l.trying.Store(false)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), prepareTimeout)
+		defer cancel()
+		stop := context.AfterFunc(l.bg, cancel)
+		defer stop()
+		_ = l.Prepare(ctx)
+	}()
 }
 
 // Space returns the library's embedding space.
@@ -576,10 +606,16 @@ func (l *Library) run(ctx context.Context) {
 	l.reembed(ctx)
 	tick := time.NewTicker(recalibrateEvery)
 	defer tick.Stop()
+	failing := false
 	for {
 		if l.gateStale(time.Now()) {
-			if err := l.calibrate(ctx); err != nil && ctx.Err() == nil {
-				l.log.Warn("experience library: calibrating the relevance gate failed", "space", l.space.Name, "err", err.Error())
+			err := l.calibrate(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil && !failing:
+				l.log.Warn("experience library: calibrating the relevance gate failed; the last gate stays", "space", l.space.Name, "err", err.Error())
+				failing = true
+			case err == nil:
+				failing = false
 			}
 		}
 		select {

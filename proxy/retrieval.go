@@ -311,11 +311,13 @@ func (s *Server) retrieve(ctx context.Context, body []byte, model, query string,
 // or a degraded reason.
 func (s *Server) find(ctx context.Context, query string, st settings, includeGated bool) ([]library.Result, float32, string) {
 	lib := s.opts.Retrieval.Library
+	if lib.Ready() != nil {
+		// With this request's credentials the embedder may answer now.
+		lib.PrepareInBackground(ctx)
+		return nil, 0, reasonNotReady
+	}
 	if lib.Len() == 0 {
 		return nil, 0, reasonIndexEmpty
-	}
-	if lib.Ready() != nil {
-		return nil, 0, reasonNotReady
 	}
 	timeout := func(err error, reason string) string {
 		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {

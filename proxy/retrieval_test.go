@@ -130,14 +130,21 @@ func newLibrary(t testing.TB, dir string, be config.Backend) *library.Library {
 	return newSpaceLibrary(t, dir, library.Space{Name: "model:glove", Embedder: emb, Model: "glove"})
 }
 
-// newSpaceLibrary opens a store in dir and a library in space sp.
-func newSpaceLibrary(t testing.TB, dir string, sp library.Space) *library.Library {
+// openStore opens the store in dir, closed when the test ends.
+func openStore(t testing.TB, dir string) *store.SQLite {
 	t.Helper()
 	st, err := store.OpenDir(context.Background(), dir, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// newSpaceLibrary opens a store in dir and a library in space sp.
+func newSpaceLibrary(t testing.TB, dir string, sp library.Space) *library.Library {
+	t.Helper()
+	st := openStore(t, dir)
 	lib, err := library.New(context.Background(), library.Config{Store: st, Space: sp})
 	if err != nil {
 		t.Fatal(err)

@@ -57,11 +57,22 @@ Environment only:
   DSO_OPEN_LIBRARY     1 opens the experience API and feedback to anyone
                        who can reach a non-loopback address with no keys
                        set (open_library: true); see "Keys and addresses"
-  DSO_EMBEDDER         retrieval.embedder (backend, wordvec:FILE, hash[:DIM])
+  DSO_EMBEDDER         retrieval.embedder (hash[:DIM], wordvec:FILE,
+                       model:NAME, backend)
 
 Request headers: X-DSO-Domain (domain prefix), X-DSO-Top-K, X-DSO-Min-Confidence,
-X-DSO-Inject: off. Response headers: X-DSO-Trace-Id, X-DSO-Experiences (ids
-injected), X-DSO-Degraded (why retrieval was skipped: timeout, embed_error, ...).
+X-DSO-Min-Score (auto or -1..1), X-DSO-Inject: off. Response headers:
+X-DSO-Trace-Id, X-DSO-Experiences (ids injected), X-DSO-Scores (their
+relevance), X-DSO-Gate (the relevance they had to clear), X-DSO-Degraded (why
+retrieval was skipped: timeout, embed_error, space_unavailable, ...).
+
+The library lives in one embedding space (retrieval.embedder): every
+experience and every question is embedded there, whatever backend answers.
+The default, hash, is built in (no model, no network call, the same on every
+node); model:NAME uses a backend's embedding model. Changing it re-embeds the
+stored texts in the background. An experience is injected only when its
+relevance (score less the question's background) clears a gate calibrated on
+the library itself; min_score sets it by hand.
 
 Keys and addresses: on a loopback address (127.0.0.1, ::1, localhost) only
 this machine can reach dso, and everything works without keys. On any other
@@ -87,11 +98,12 @@ Config file (every field optional):
   retrieval:
     disabled: false
     index: cpu                   # cpu | gpu | auto
-    embedder: backend            # backend | wordvec:FILE | hash[:DIM]
-    embedding_model: nomic-embed-text  # embeds experiences added by API/import
+    embedder: hash               # the library's space: hash[:DIM] | wordvec:FILE | model:NAME | backend
+    embedding_model: nomic-embed-text  # the model of "backend" (then the default embedder)
     budget: 250ms                # past it, requests go on without injection
     top_k: 5
     min_confidence: 0
+    min_score: 0.2               # relevance needed to inject; unset = calibrated gate
     max_tokens: 1024             # size of the injected note
     seed: 0                      # canonical lift seed; same on every node
     adapters: {my-embed-model: ./my-model.dsoalign}  # from dso align fit
@@ -106,12 +118,12 @@ Config file (every field optional):
       type: ollama               # openai | ollama
       url: http://127.0.0.1:11434
       models: ["llama*", "qwen*"]  # glob patterns; empty = every model
-      embedding_model: nomic-embed-text  # empty = the chat model
+      embedding_model: nomic-embed-text  # the first one set is the library's space
       timeout: 5m                # wait for headers, and between body reads
       retries: 2                 # retries before the first byte; -1 = none
       retry_backoff: 200ms       # doubles each retry
       fallbacks: [cloud]         # tried in order after this one fails
-      injection: {off: false, top_k: 3, min_confidence: 0.5, domain: code}
+      injection: {off: false, top_k: 3, min_confidence: 0.5, min_score: 0.1, domain: code}
     - name: cloud
       type: openai
       url: https://api.openai.com/v1
