@@ -167,26 +167,48 @@ func (l *Library) sync(ctx context.Context, ids []string) error {
 	return errors.Join(skipped...)
 }
 
-// apply makes the index entry for id match e (stored says whether e
-// exists).
+// apply makes the index entries for id match e (stored says whether e
+// exists): in the state served, and during a move in the state being
+// built, each holds e only when e's code is of its space (another process
+// may have written it with another embedder).
 func (l *Library) apply(id string, e store.Experience, stored bool) error {
-	// A code from another space is never compared with this library's
-	// (another process may have written it with another embedder).
-	if !stored || len(e.Code) == 0 || e.Space != l.space.Name {
-		l.idx.Delete(id)
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	var errs []error
+	for i, st := range l.states() {
+		if i > 0 && stored && e.Space != st.space.Name {
+			// Its code in the space being built, if any, is a pending
+			// one: keep it, with e's meta.
+			if m, c, ok := st.idx.Get(id); ok && m != meta(e) {
+				if err := st.idx.Upsert(id, meta(e), c); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			continue
+		}
+		if err := applyTo(st, id, e, stored); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func applyTo(st *state, id string, e store.Experience, stored bool) error {
+	if !stored || len(e.Code) == 0 || e.Space != st.space.Name {
+		st.idx.Delete(id)
 		return nil
 	}
 	c, err := compress.Decode(e.Code)
 	if err != nil {
-		l.idx.Delete(id)
+		st.idx.Delete(id)
 		return fmt.Errorf("%w: experience %.16s: %w", errUnindexable, id, err)
 	}
 	m := meta(e)
-	if om, oc, ok := l.idx.Get(id); ok && om == m && oc == c {
+	if om, oc, ok := st.idx.Get(id); ok && om == m && oc == c {
 		return nil
 	}
-	if err := l.idx.Upsert(id, m, c); err != nil {
-		l.idx.Delete(id)
+	if err := st.idx.Upsert(id, m, c); err != nil {
+		st.idx.Delete(id)
 		return fmt.Errorf("%w: experience %.16s: %w", errUnindexable, id, err)
 	}
 	return nil

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/gpuidx"
-	"github.com/dso-proxy/dso/store"
 )
 
 // Relevance is judged relative to the background, not by the raw score: a
@@ -61,8 +60,8 @@ type Gate struct {
 	// Value is the threshold: experiences whose relevance is below it are
 	// not injected.
 	Value float32 `json:"value"`
-	// Floor is the part of it that comes from the anchors alone: how far
-	// an unrelated everyday text stands out from its background.
+	// Floor is the gate the anchors alone give (how far an everyday text
+	// stands out among unrelated ones): the gate is never below it.
 	Floor float32 `json:"floor"`
 	// Size is the number of indexed experiences it was calibrated on;
 	// Sampled how many of them were compared with the rest.
@@ -79,8 +78,10 @@ const (
 	// nothing injected in about this share of cases. Chosen from the
 	// STS-B hit/false-injection curve (see README).
 	DefaultGateQuantile = 0.55
-	// DefaultGateFloorQuantile: the floor is this quantile of the
-	// relevance an anchor has to its nearest other anchor.
+	// DefaultGateFloorQuantile: the gate is never below this quantile of
+	// the relevance an anchor has to its nearest other anchor (how far an
+	// everyday text stands out among unrelated ones), and below
+	// minGateLibrary experiences it is just that.
 	DefaultGateFloorQuantile = 0.8
 	// DefaultGateSample is how many experiences a calibration compares
 	// with the rest.
@@ -126,18 +127,18 @@ func (l *Library) floor(ctx context.Context, p *prepared) (float32, error) {
 	return quantile(rel, l.cfg.GateFloorQuantile), nil
 }
 
-// calibrate recomputes the gate from a sample of the library: each sampled
-// experience's text is embedded as a query and searched, and its relevance
-// to its best match other than itself is one sample of how far unrelated
-// texts of this library stand out.
-func (l *Library) calibrate(ctx context.Context) error {
-	p := l.prep.Load()
+// calibrate recomputes st's gate from a sample of its experiences: each
+// sampled experience's text is embedded as a query and searched, and its
+// relevance to its best match other than itself is one sample of how far
+// unrelated texts of this library stand out.
+func (l *Library) calibrate(ctx context.Context, st *state) error {
+	p := st.prep.Load()
 	if p == nil {
-		return ErrNotReady
+		return st.ready()
 	}
-	g := Gate{Floor: l.floorValue, Value: l.floorValue, Size: l.idx.Len(), At: time.Now()}
+	g := Gate{Floor: p.floor, Value: p.floor, Size: st.idx.Len(), At: time.Now()}
 	if g.Size >= minGateLibrary {
-		sample, err := l.store.SampleExperiences(ctx, l.space.Name, l.cfg.GateSample)
+		sample, err := l.store.SampleExperiences(ctx, st.space.Name, l.cfg.GateSample)
 		if err != nil {
 			return fmt.Errorf("library: calibrating the gate: %w", err)
 		}
@@ -145,17 +146,13 @@ func (l *Library) calibrate(ctx context.Context) error {
 		for i, e := range sample {
 			texts[i] = e.Text
 		}
-		vs, err := l.embedAll(ctx, texts)
+		vs, err := l.vectors(ctx, st, texts)
 		if err != nil {
 			return fmt.Errorf("library: calibrating the gate: %w", err)
 		}
 		rel := make([]float32, 0, len(sample))
 		for i, e := range sample {
-			c, err := p.pipe.Canonical(nil, vs[i])
-			if err != nil {
-				return err
-			}
-			r, ok, err := l.nearestOther(ctx, p, c, e)
+			r, ok, err := nearestOther(ctx, st, p, vs[i], e.ID)
 			if err != nil {
 				return fmt.Errorf("library: calibrating the gate: %w", err)
 			}
@@ -168,13 +165,14 @@ func (l *Library) calibrate(ctx context.Context) error {
 			g.Value = max(g.Floor, quantile(rel, l.cfg.GateQuantile))
 		}
 	}
-	l.gate.Store(&g)
+	st.gate.Store(&g)
 	return nil
 }
 
-// nearestOther is e's relevance to its best match other than itself.
-func (l *Library) nearestOther(ctx context.Context, p *prepared, c []float32, e store.Experience) (float32, bool, error) {
-	hits, err := l.idx.Search(ctx, gpuidx.Query{Vector: c, K: bgDepth + 1, Rerank: rerankDepth(bgDepth + 1)})
+// nearestOther is the relevance of the experience id (with canonical
+// vector c) to its best match other than itself.
+func nearestOther(ctx context.Context, st *state, p *prepared, c []float32, id string) (float32, bool, error) {
+	hits, err := st.idx.Search(ctx, gpuidx.Query{Vector: c, K: bgDepth + 1, Rerank: rerankDepth(bgDepth + 1)})
 	if err != nil {
 		return 0, false, err
 	}
@@ -182,9 +180,9 @@ func (l *Library) nearestOther(ctx context.Context, p *prepared, c []float32, e 
 	if err != nil {
 		return 0, false, err
 	}
-	bg := background(hits, ahits, e.ID)
+	bg := background(hits, ahits, id)
 	for _, h := range hits {
-		if h.ID != e.ID {
+		if h.ID != id {
 			return h.Score - bg, true, nil
 		}
 	}
@@ -194,22 +192,22 @@ func (l *Library) nearestOther(ctx context.Context, p *prepared, c []float32, e 
 // Gate returns the current calibrated gate; ok is false before the space
 // is ready.
 func (l *Library) Gate() (Gate, bool) {
-	g := l.gate.Load()
+	g := l.cur.Load().gate.Load()
 	if g == nil {
 		return Gate{}, false
 	}
 	return *g, true
 }
 
-// gateStale reports whether the library changed enough since the last
-// calibration to calibrate again: by a tenth at once, or at all after
+// gateStale reports whether st changed enough since its last calibration
+// to calibrate again: by a tenth at once, or at all after
 // recalibrateEvery.
-func (l *Library) gateStale(now time.Time) bool {
-	g := l.gate.Load()
+func gateStale(st *state, now time.Time) bool {
+	g := st.gate.Load()
 	if g == nil {
 		return true
 	}
-	n := l.idx.Len()
+	n := st.idx.Len()
 	if n == g.Size {
 		return false
 	}

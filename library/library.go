@@ -60,9 +60,20 @@ type Config struct {
 	Store *store.SQLite
 	// Space is the library's embedding space. Required.
 	Space Space
+	// Previous, when set, gives the embedder of an earlier space the
+	// stored codes were made in (false when it has none). A library whose
+	// codes are in such a space goes on serving them, with questions
+	// embedded there, while it re-embeds every text into Space; then it
+	// moves to Space in one step. Without it, experiences join Space's
+	// index one by one as they are re-embedded.
+	Previous func(name string) (Space, bool)
 	// Index is searched (CPU or GPU backend); nil means a new CPU index
 	// with default settings. The library does not close it.
 	Index gpuidx.Index
+	// NewIndex makes the index for the space a library moves to while
+	// Index serves the old one; nil means a CPU index. The library closes
+	// the one it made.
+	NewIndex func() (gpuidx.Index, error)
 	// Seed is the lift's seed; it must be the same on every node of a
 	// network. 0 means DefaultSeed.
 	Seed uint64
@@ -87,21 +98,22 @@ type Config struct {
 // It is safe for concurrent use. Its space is prepared in the background
 // (New does not wait for the embedder); Ready says when it can serve.
 type Library struct {
-	cfg     Config
-	store   *store.SQLite
-	idx     gpuidx.Index
-	lift    *align.Lift
-	space   Space
-	adapter *align.Adapter
-	cache   *lru.Cache[string, []float32]
-	log     *slog.Logger
+	cfg   Config
+	store *store.SQLite
+	lift  *align.Lift
+	cache *lru.Cache[string, []float32]
+	log   *slog.Logger
 
-	prep       atomic.Pointer[prepared] // nil until the space is ready
-	floorValue float32                  // set once with prep
-	gate       atomic.Pointer[Gate]
-	prepMu     sync.Mutex            // serialises prepare
-	prepErr    atomic.Pointer[error] // the last failure to prepare
-	stale      atomic.Int64          // stored experiences not yet coded in this space
+	// mu is held for reading by every write (store and indexes), and for
+	// writing by the move to a new space, so that no write lands between
+	// the old state and the new.
+	mu    sync.RWMutex
+	cur   atomic.Pointer[state] // the state served
+	next  atomic.Pointer[state] // the state being built for Space; nil when none
+	owned gpuidx.Index          // an index the library made, closed by Close
+	stale atomic.Int64          // stored experiences without a code in Space yet
+
+	follow follower // see Follow
 
 	kick    chan struct{}
 	bg      context.Context // the background work's; done at Close
@@ -109,15 +121,12 @@ type Library struct {
 	done    chan struct{}
 	helpers sync.WaitGroup // PrepareInBackground's goroutines
 	trying  atomic.Bool    // a PrepareInBackground is running
-
-	follow follower // see Follow
 }
 
-// New builds a Library, fills the index from the store with every code made
-// in cfg.Space, and starts preparing the space in the background: embedding
-// the anchors, taking the space's centre, calibrating the gate, and
-// re-embedding experiences whose codes are from another space. Call Close
-// to stop that work.
+// New builds a Library, fills the index from the store, and starts
+// preparing the space in the background: embedding the anchors, taking the
+// space's centre, calibrating the gate, and re-embedding experiences whose
+// codes are from another space. Call Close to stop that work.
 func New(ctx context.Context, cfg Config) (*Library, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("library: Config.Store is nil")
@@ -127,6 +136,9 @@ func New(ctx context.Context, cfg Config) (*Library, error) {
 	}
 	if cfg.Index == nil {
 		cfg.Index = gpuidx.NewCPU(gpuidx.CPUConfig{})
+	}
+	if cfg.NewIndex == nil {
+		cfg.NewIndex = func() (gpuidx.Index, error) { return gpuidx.NewCPU(gpuidx.CPUConfig{}), nil }
 	}
 	if cfg.Seed == 0 {
 		cfg.Seed = DefaultSeed
@@ -147,15 +159,12 @@ func New(ctx context.Context, cfg Config) (*Library, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	l := &Library{
-		cfg:     cfg,
-		store:   cfg.Store,
-		idx:     cfg.Index,
-		lift:    align.NewLift(cfg.Seed),
-		space:   cfg.Space,
-		adapter: cfg.Adapter,
-		log:     cfg.Logger,
-		kick:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		cfg:   cfg,
+		store: cfg.Store,
+		lift:  align.NewLift(cfg.Seed),
+		log:   cfg.Logger,
+		kick:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
 	}
 	if cfg.CacheSize > 0 {
 		c, err := lru.New[string, []float32](cfg.CacheSize)
@@ -172,47 +181,153 @@ func New(ctx context.Context, cfg Config) (*Library, error) {
 		return nil, fmt.Errorf("library: %w", err)
 	}
 	l.follow.seq = from
-	var stale int64
-	err = cfg.Store.EachExperience(ctx, func(e store.Experience) error {
-		if len(e.Code) == 0 || e.Space != cfg.Space.Name {
-			stale++
-			return nil
+	if err := l.rebuild(ctx); err != nil {
+		if l.owned != nil {
+			l.owned.Close()
 		}
-		c, err := compress.Decode(e.Code)
-		if err != nil {
-			return fmt.Errorf("experience %s: %w", e.ID, err)
-		}
-		return l.idx.Upsert(e.ID, meta(e), c)
-	})
-	if err != nil {
 		return nil, fmt.Errorf("library: rebuilding the index: %w", err)
 	}
-	l.stale.Store(stale)
-	notReady := error(ErrNotReady)
-	l.prepErr.Store(&notReady)
 	l.bg, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	go l.run(l.bg)
 	return l, nil
 }
 
-// Close stops the background work. It does not close the store or index.
+// rebuild fills the index from the store. When the stored codes are
+// mostly of an earlier space that Previous can still embed in, that space
+// is served while a second index is built for Space.
+func (l *Library) rebuild(ctx context.Context) error {
+	target := newState(l.cfg.Space, l.cfg.Adapter, l.cfg.Index)
+	counts := map[string]int{}
+	err := l.store.EachExperience(ctx, func(e store.Experience) error {
+		if len(e.Code) > 0 {
+			counts[e.Space]++
+		} else {
+			counts[""]++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	old, most := "", 0
+	for sp, n := range counts {
+		if sp != "" && sp != l.cfg.Space.Name && n > most {
+			old, most = sp, n
+		}
+	}
+	var prev Space
+	moving := most > counts[l.cfg.Space.Name] && l.cfg.Previous != nil
+	if moving {
+		prev, moving = l.cfg.Previous(old)
+	}
+	if !moving {
+		l.cur.Store(target)
+		l.stale.Store(int64(sumExcept(counts, l.cfg.Space.Name)))
+		return l.store.EachExperience(ctx, target.index)
+	}
+	idx, err := l.cfg.NewIndex()
+	if err != nil {
+		return err
+	}
+	l.owned = idx
+	target.idx = idx
+	serving := newState(prev, nil, l.cfg.Index)
+	l.cur.Store(serving)
+	l.next.Store(target)
+	err = l.store.EachExperience(ctx, func(e store.Experience) error {
+		if err := serving.index(e); err != nil {
+			return err
+		}
+		return target.index(e)
+	})
+	if err != nil {
+		return err
+	}
+	pending := 0
+	err = l.store.PendingCodes(ctx, target.space.Name, func(id string, code []byte) error {
+		pending++
+		c, err := compress.Decode(code)
+		if err != nil {
+			return nil // re-embedded again
+		}
+		es, err := l.store.GetExperiences(ctx, []string{id})
+		if err != nil || len(es) == 0 {
+			return err
+		}
+		return target.idx.Upsert(id, meta(es[0]), c)
+	})
+	if err != nil {
+		return err
+	}
+	l.stale.Store(int64(max(0, sumExcept(counts, l.cfg.Space.Name)-pending)))
+	l.log.Info("experience library: serving the codes of the earlier space while moving to the new one",
+		"from", prev.Name, "to", target.space.Name, "experiences", serving.idx.Len(), "to_reembed", l.stale.Load())
+	return nil
+}
+
+func sumExcept(counts map[string]int, skip string) int {
+	n := 0
+	for sp, c := range counts {
+		if sp != skip {
+			n += c
+		}
+	}
+	return n
+}
+
+// Close stops the background work. It does not close the store or the
+// configured index.
 func (l *Library) Close() error {
 	l.cancel()
 	<-l.done
 	l.helpers.Wait()
+	if l.owned != nil && l.owned != l.cur.Load().idx {
+		return l.owned.Close()
+	}
 	return nil
 }
+
+// Seed returns the lift's seed.
+func (l *Library) Seed() uint64 { return l.cfg.Seed }
+
+// Space returns the embedding space the library serves now.
+func (l *Library) Space() Space { return l.cur.Load().space }
+
+// Moving returns the space the library is moving to while it serves an
+// earlier one, or "".
+func (l *Library) Moving() string {
+	if st := l.next.Load(); st != nil {
+		return st.space.Name
+	}
+	return ""
+}
+
+// Len is the number of experiences indexed in the space served.
+func (l *Library) Len() int { return l.cur.Load().idx.Len() }
+
+// Stale is the number of stored experiences not yet coded in the
+// configured space (they are being re-embedded).
+func (l *Library) Stale() int { return int(l.stale.Load()) }
+
+// Ready returns nil when the space served is prepared, else an error
+// wrapping ErrNotReady and the last failure.
+func (l *Library) Ready() error { return l.cur.Load().ready() }
+
+// Prepare prepares the space served now if it is not yet, waiting for it.
+// The background work does the same; Prepare is for callers that would
+// rather wait than be told ErrNotReady.
+func (l *Library) Prepare(ctx context.Context) error { return l.prepareState(ctx, l.cur.Load()) }
 
 // prepareTimeout bounds one PrepareInBackground.
 const prepareTimeout = time.Minute
 
 // PrepareInBackground starts preparing the space, unless it is ready or
-// one such preparation is running already, and returns at once. The work keeps
-// ctx's values (a client's credentials for an embedding backend that has
-// no key of its own) but not its deadline: a request that finds the space
-// not ready goes on uninjected, and a later one finds it ready.
+// one such preparation is running already, and returns at once. The work
+// keeps ctx's values (a client's credentials for an embedding backend that
+// has no key of its own) but not its deadline: a request that finds the
+// space not ready goes on uninjected, and a later one finds it ready.
 func (l *Library) PrepareInBackground(ctx context.Context) {
-	if l.prep.Load() != nil || l.bg.Err() != nil {
+	if l.Ready() == nil || l.bg.Err() != nil {
 		return
 	}
 	if !l.trying.CompareAndSwap(false, true) {
@@ -230,67 +345,20 @@ func (l *Library) PrepareInBackground(ctx context.Context) {
 	}()
 }
 
-// Space returns the library's embedding space.
-func (l *Library) Space() Space { return l.space }
-
-// Len is the number of indexed experiences.
-func (l *Library) Len() int { return l.idx.Len() }
-
-// Stale is the number of stored experiences not yet coded in the
-// library's space (they are being re-embedded).
-func (l *Library) Stale() int { return int(l.stale.Load()) }
-
-// Ready returns nil when the space is prepared, else an error wrapping
-// ErrNotReady and the last failure.
-func (l *Library) Ready() error {
-	if l.prep.Load() != nil {
-		return nil
-	}
-	return *l.prepErr.Load()
-}
-
-// Prepare prepares the space now if it is not yet, waiting for it. The
-// background work does the same; Prepare is for callers that would rather
-// wait than be told ErrNotReady.
-func (l *Library) Prepare(ctx context.Context) error {
-	if l.prep.Load() != nil {
-		return nil
-	}
-	l.prepMu.Lock()
-	defer l.prepMu.Unlock()
-	if l.prep.Load() != nil {
-		return nil
-	}
-	p, err := l.prepare(ctx)
-	if err == nil {
-		var f float32
-		if f, err = l.floor(ctx, p); err == nil {
-			l.floorValue = f
-			l.prep.Store(p)
-			l.log.Info("experience library space ready", "space", l.space.Name, "dims", p.dim, "experiences", l.idx.Len(), "gate_floor", f)
-			l.poke()
-			return nil
-		}
-	}
-	err = fmt.Errorf("%w: %w", ErrNotReady, err)
-	l.prepErr.Store(&err)
-	return err
-}
-
 func meta(e store.Experience) gpuidx.Meta {
 	return gpuidx.Meta{Domain: e.Domain, Confidence: float32(e.Confidence), Retired: e.Status == store.StatusRetired}
 }
 
-func (l *Library) cached(text string) ([]float32, bool) {
+func (l *Library) cached(st *state, text string) ([]float32, bool) {
 	if l.cache == nil {
 		return nil, false
 	}
-	return l.cache.Get(text)
+	return l.cache.Get(st.space.Name + "\x00" + text)
 }
 
-func (l *Library) remember(text string, v []float32) {
+func (l *Library) remember(st *state, text string, v []float32) {
 	if l.cache != nil {
-		l.cache.Add(text, v)
+		l.cache.Add(st.space.Name+"\x00"+text, v)
 	}
 }
 
@@ -306,51 +374,37 @@ func (l *Library) Vector(ctx context.Context, text string) ([]float32, error) {
 
 // Vectors is Vector for several texts, embedded in batches.
 func (l *Library) Vectors(ctx context.Context, texts []string) ([][]float32, error) {
-	raw, err := l.Embed(ctx, texts...)
-	if err != nil {
+	if err := checkTexts(texts); err != nil {
 		return nil, err
 	}
-	out := make([][]float32, len(raw))
-	for i, v := range raw {
-		if out[i], err = l.Align(v); err != nil {
-			return nil, err
+	return l.vectors(ctx, l.cur.Load(), texts)
+}
+
+func checkTexts(texts []string) error {
+	for _, t := range texts {
+		if strings.TrimSpace(t) == "" {
+			return ErrNoText
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // Embed embeds texts in the library's space (the first half of Vectors),
 // preparing the space first if it is not yet.
 func (l *Library) Embed(ctx context.Context, texts ...string) ([][]float32, error) {
-	if l.prep.Load() == nil {
-		if err := l.Prepare(ctx); err != nil {
-			return nil, err
-		}
+	if err := checkTexts(texts); err != nil {
+		return nil, err
 	}
-	for _, t := range texts {
-		if strings.TrimSpace(t) == "" {
-			return nil, ErrNoText
-		}
+	st := l.cur.Load()
+	if err := l.prepareState(ctx, st); err != nil {
+		return nil, err
 	}
-	return l.embedAll(ctx, texts)
+	return l.embedAll(ctx, st, texts)
 }
 
 // Align maps a vector of the library's space into the canonical space
 // (the second half of Vectors).
-func (l *Library) Align(v []float32) ([]float32, error) {
-	p := l.prep.Load()
-	if p == nil {
-		return nil, l.Ready()
-	}
-	if len(v) != p.dim {
-		return nil, fmt.Errorf("library: space %s gave a %d-dim vector, want %d", l.space.Name, len(v), p.dim)
-	}
-	out, err := p.pipe.Canonical(nil, v)
-	if err != nil {
-		return nil, fmt.Errorf("library: aligning: %w", err)
-	}
-	return out, nil
-}
+func (l *Library) Align(v []float32) ([]float32, error) { return alignIn(l.cur.Load(), v) }
 
 // Query is one retrieval.
 type Query struct {
@@ -392,28 +446,34 @@ func (l *Library) GateFor(q Query) float32 {
 	if q.MinRelevance != nil {
 		return *q.MinRelevance
 	}
-	if g := l.gate.Load(); g != nil {
+	st := l.cur.Load()
+	if g := st.gate.Load(); g != nil {
 		return g.Value
 	}
-	return l.floorValue
+	if p := st.prep.Load(); p != nil {
+		return p.floor
+	}
+	return 0
 }
 
 // Search returns the best experiences for q that clear the gate (and,
 // with IncludeGated, those that do not), best first. Retired experiences
-// are never returned.
+// are never returned. q.Vector must come from this library's Vector (or
+// Align) of the space it serves.
 func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
-	p := l.prep.Load()
+	st := l.cur.Load()
+	p := st.prep.Load()
 	if p == nil {
-		return nil, l.Ready()
+		return nil, st.ready()
 	}
-	if l.idx.Len() == 0 {
+	if st.idx.Len() == 0 {
 		return nil, ErrEmpty
 	}
 	if q.K <= 0 {
 		q.K = 5
 	}
 	depth := max(q.K, bgDepth)
-	hits, err := l.idx.Search(ctx, gpuidx.Query{
+	hits, err := st.idx.Search(ctx, gpuidx.Query{
 		Vector: q.Vector, K: depth, Domain: store.NormalizeDomain(q.Domain), MinConfidence: float32(q.MinConfidence),
 		Rerank: rerankDepth(depth),
 	})
@@ -467,7 +527,12 @@ func (l *Library) Add(ctx context.Context, e store.Experience) (store.Experience
 }
 
 // AddMany is Add for several experiences, stored in one transaction.
+// While the library moves to a new space, new experiences are coded in
+// both: the old space's code serves now, the new one after the move.
 func (l *Library) AddMany(ctx context.Context, es []store.Experience) ([]store.Experience, []bool, error) {
+	if err := checkTexts(textsOf(es)); err != nil {
+		return nil, nil, err
+	}
 	ids := make([]string, len(es))
 	for i, e := range es {
 		ids[i] = store.ExperienceID(e.Domain, e.Text)
@@ -480,86 +545,120 @@ func (l *Library) AddMany(ctx context.Context, es []store.Experience) ([]store.E
 	for _, e := range have {
 		known[e.ID] = true
 	}
-	var texts []string
-	var at []int
-	for i, e := range es {
-		if !known[ids[i]] {
-			texts, at = append(texts, e.Text), append(at, i)
-		}
-	}
-	canon := make([][]float32, len(es))
-	if len(texts) > 0 {
-		vs, err := l.Vectors(ctx, texts)
-		if err != nil {
-			return nil, nil, err
-		}
-		for j, i := range at {
-			canon[i] = vs[j]
-		}
-	}
-	return l.addVectors(ctx, es, canon)
-}
-
-// addVectors stores es with the codes of their canonical vectors (nil for
-// those already stored) and indexes the new ones.
-func (l *Library) addVectors(ctx context.Context, es []store.Experience, canonical [][]float32) ([]store.Experience, []bool, error) {
-	es = append([]store.Experience(nil), es...) // the codes go on copies
-	codes := make([]compress.Code, len(es))
+	var fresh []int
 	for i := range es {
-		if canonical[i] == nil {
-			continue
+		if !known[ids[i]] {
+			fresh = append(fresh, i)
 		}
-		c, err := compress.Encode(canonical[i])
-		if err != nil {
-			return nil, nil, fmt.Errorf("library: encode: %w", err)
-		}
-		b, err := c.MarshalBinary()
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	cur, next := l.cur.Load(), l.next.Load()
+	texts := make([]string, len(fresh))
+	for j, i := range fresh {
+		texts[j] = es[i].Text
+	}
+	es = append([]store.Experience(nil), es...) // the codes go on copies
+	var curCodes []compress.Code
+	if len(fresh) > 0 {
+		vs, err := l.vectors(ctx, cur, texts)
 		if err != nil {
 			return nil, nil, err
 		}
-		codes[i], es[i].Code, es[i].Space = c, b, l.space.Name
+		var bs [][]byte
+		if curCodes, bs, err = codes(vs); err != nil {
+			return nil, nil, err
+		}
+		for j, i := range fresh {
+			es[i].Code, es[i].Space = bs[j], cur.space.Name
+		}
 	}
 	got, created, err := l.store.PutExperiences(ctx, es)
 	if err != nil {
 		return nil, nil, err
 	}
-	for i, e := range got {
-		if created[i] && canonical[i] != nil {
-			if err := l.idx.Upsert(e.ID, meta(e), codes[i]); err != nil {
+	for j, i := range fresh {
+		if created[i] {
+			if err := cur.idx.Upsert(got[i].ID, meta(got[i]), curCodes[j]); err != nil {
 				return got, created, fmt.Errorf("library: index: %w", err)
 			}
+		}
+	}
+	if next != nil && len(fresh) > 0 {
+		// Best effort: what is not coded in the new space now is
+		// re-embedded by the move before it completes.
+		if err := l.codeForNext(ctx, next, got, created, fresh); err != nil {
+			l.log.Warn("experience library: coding new experiences in the space being moved to", "space", next.space.Name, "err", err.Error())
 		}
 	}
 	l.poke()
 	return got, created, nil
 }
 
+func textsOf(es []store.Experience) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.Text
+	}
+	return out
+}
+
+// codeForNext codes the created experiences among got[fresh] in the space
+// being moved to, as pending codes, and indexes them there.
+func (l *Library) codeForNext(ctx context.Context, next *state, got []store.Experience, created []bool, fresh []int) error {
+	var batch []store.Experience
+	for _, i := range fresh {
+		if created[i] {
+			batch = append(batch, got[i])
+		}
+	}
+	if len(batch) == 0 || next.ready() != nil {
+		return nil
+	}
+	return l.codeBatch(ctx, next, batch, true)
+}
+
 // Update changes an experience's confidence or status in the store and
-// the index.
+// the indexes.
 func (l *Library) Update(ctx context.Context, id string, u store.Update) (store.Experience, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
 	e, err := l.store.UpdateExperience(ctx, id, u)
 	if err != nil {
 		return e, err
 	}
-	if m, c, ok := l.idx.Get(id); ok {
-		nm := meta(e)
-		if nm != m {
-			if err := l.idx.Upsert(id, nm, c); err != nil {
-				return e, err
+	for _, st := range l.states() {
+		if m, c, ok := st.idx.Get(id); ok {
+			if nm := meta(e); nm != m {
+				if err := st.idx.Upsert(id, nm, c); err != nil {
+					return e, err
+				}
 			}
 		}
 	}
 	return e, nil
 }
 
-// Delete removes an experience from the store and the index.
+// Delete removes an experience from the store and the indexes.
 func (l *Library) Delete(ctx context.Context, id string) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
 	if err := l.store.DeleteExperience(ctx, id); err != nil {
 		return err
 	}
-	l.idx.Delete(id)
+	for _, st := range l.states() {
+		st.idx.Delete(id)
+	}
 	l.poke()
 	return nil
+}
+
+// states returns the state served and, during a move, the one being built.
+func (l *Library) states() []*state {
+	if next := l.next.Load(); next != nil {
+		return []*state{l.cur.Load(), next}
+	}
+	return []*state{l.cur.Load()}
 }
 
 // Store returns the underlying store.
@@ -573,46 +672,54 @@ func (l *Library) poke() {
 	}
 }
 
-// Background retry bounds for preparing the space.
+// Background retry bounds for preparing a space.
 const (
 	prepRetryMin = time.Second
 	prepRetryMax = 30 * time.Second
 )
 
-// run prepares the space (retrying with backoff), moves stale experiences
-// into it, and keeps the gate calibrated, until Close.
-func (l *Library) run(ctx context.Context) {
-	defer close(l.done)
+// awaitPrepared prepares st, retrying with backoff and saying once at warn
+// level that it cannot, until it is prepared or ctx is done.
+func (l *Library) awaitPrepared(ctx context.Context, st *state, what string) bool {
 	wait := prepRetryMin
 	warned := false
-	for l.Prepare(ctx) != nil {
+	for l.prepareState(ctx, st) != nil {
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		if !warned {
-			l.log.Warn("experience library: embedding space not ready; chats go through without injection until it is",
-				"space", l.space.Name, "err", l.Ready().Error())
+			l.log.Warn("experience library: "+what, "space", st.space.Name, "err", st.ready().Error())
 			warned = true
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return false
 		case <-t.C:
 		}
 		wait = min(2*wait, prepRetryMax)
+	}
+	return true
+}
+
+// run prepares the space served, moves stale experiences into the
+// configured space, and keeps the gate calibrated, until Close.
+func (l *Library) run(ctx context.Context) {
+	defer close(l.done)
+	if !l.awaitPrepared(ctx, l.cur.Load(), "embedding space not ready; chats go through without injection until it is") {
+		return
 	}
 	l.reembed(ctx)
 	tick := time.NewTicker(recalibrateEvery)
 	defer tick.Stop()
 	failing := false
 	for {
-		if l.gateStale(time.Now()) {
-			err := l.calibrate(ctx)
+		if st := l.cur.Load(); gateStale(st, time.Now()) {
+			err := l.calibrate(ctx, st)
 			switch {
 			case err != nil && ctx.Err() == nil && !failing:
-				l.log.Warn("experience library: calibrating the relevance gate failed; the last gate stays", "space", l.space.Name, "err", err.Error())
+				l.log.Warn("experience library: calibrating the relevance gate failed; the last gate stays", "space", st.space.Name, "err", err.Error())
 				failing = true
 			case err == nil:
 				failing = false

@@ -320,3 +320,84 @@ func TestSpaceNotReady(t *testing.T) {
 		t.Fatalf("after recovery: %v, %v", err, lib.Ready())
 	}
 }
+
+// A library whose codes are of an earlier space it can still embed in
+// serves that space, with questions embedded there, until every text is
+// coded in the new one; then it moves in one step. What is added during the
+// move is found after it.
+func TestMoveServesTheOldSpaceUntilDone(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	oldSpace := hashSpace(512, 3)
+	old, _ := openSpace(t, dir, oldSpace)
+	es := make([]store.Experience, len(lessons))
+	for i, l := range lessons {
+		es[i] = store.Experience{Text: l, Domain: "code", Confidence: 0.8}
+	}
+	if _, _, err := old.AddMany(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	release := make(chan struct{})
+	h := providers.NewHashEmbedder(300, 11)
+	newSpace := library.Space{Name: "hash:300:11", Embedder: library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return h.Embed(ctx, texts)
+	})}
+	st, err := store.OpenDir(ctx, dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lib, err := library.New(ctx, library.Config{Store: st, Space: newSpace, Previous: func(name string) (library.Space, bool) {
+		return oldSpace, name == oldSpace.Name
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	if lib.Space().Name != oldSpace.Name || lib.Moving() != newSpace.Name || lib.Len() != len(lessons) || lib.Stale() != len(lessons) {
+		t.Fatalf("at start: serving %s, moving to %q, %d indexed, %d to re-embed", lib.Space().Name, lib.Moving(), lib.Len(), lib.Stale())
+	}
+	if err := lib.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	q := "How do I close a file I opened and check the error from Close?"
+	if res, err := lib.Search(ctx, library.Query{Vector: vector(t, lib, q)}); err != nil || len(res) == 0 || res[0].Text != lessons[0] {
+		t.Fatalf("during the move: %+v, %v", res, err)
+	}
+	added := "Name goroutines' owners in a comment beside each go statement."
+	if _, created, err := lib.Add(ctx, store.Experience{Text: added, Domain: "code", Confidence: 0.8}); err != nil || !created {
+		t.Fatalf("add during the move: %v", err)
+	}
+
+	close(release)
+	waitFor(t, "the move", func() bool { return lib.Moving() == "" })
+	if lib.Space().Name != newSpace.Name || lib.Len() != len(lessons)+1 || lib.Stale() != 0 {
+		t.Fatalf("after the move: serving %s, %d indexed, %d to re-embed", lib.Space().Name, lib.Len(), lib.Stale())
+	}
+	for q, want := range map[string]string{q: lessons[0], "Should I name the owner of each goroutine in a comment?": added} {
+		if res, err := lib.Search(ctx, library.Query{Vector: vector(t, lib, q)}); err != nil || len(res) == 0 || res[0].Text != want {
+			t.Errorf("after the move, %q: %+v, %v; want %q", q, res, err, want)
+		}
+	}
+	err = st.EachExperience(ctx, func(e store.Experience) error {
+		if e.Space != newSpace.Name {
+			return fmt.Errorf("%q still in space %q", e.Text, e.Space)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	pending := 0
+	st.PendingCodes(ctx, newSpace.Name, func(string, []byte) error { pending++; return nil })
+	if pending != 0 {
+		t.Errorf("%d pending codes left after the move", pending)
+	}
+}

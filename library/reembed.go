@@ -2,22 +2,66 @@ package library
 
 import (
 	"context"
+	"errors"
 	"time"
 
-	"github.com/dso-proxy/dso/compress"
 	"github.com/dso-proxy/dso/store"
 )
 
-// reembed moves every stored experience whose code is missing or from
-// another embedding space into the library's space, from the text it
-// keeps, a batch at a time, indexing each batch as it is stored. A failed
-// batch is retried after a pause; the work resumes at the next start if
-// the process stops.
+// reembed brings every stored experience into the configured space from the
+// text it keeps, a batch at a time. While the library serves an earlier
+// space (a move), the new codes are kept as pending codes beside the old
+// ones and indexed in the new state; once every experience has one, they
+// replace the old codes in one transaction and the library serves the new
+// state. Without a move, each batch's new codes replace the old at once and
+// join the index. A failed batch is retried after a pause; the work
+// resumes at the next start if the process stops.
 func (l *Library) reembed(ctx context.Context) {
-	if l.stale.Load() == 0 {
-		return
+	next := l.next.Load()
+	target := l.cur.Load()
+	if next != nil {
+		target = next
+		if !l.awaitPrepared(ctx, next, "the space being moved to is not ready; the earlier space goes on serving") {
+			return
+		}
 	}
-	l.log.Info("experience library: re-embedding experiences into the library's space", "space", l.space.Name, "experiences", l.stale.Load())
+	for ctx.Err() == nil {
+		if l.stale.Load() > 0 || next != nil {
+			l.log.Info("experience library: re-embedding experiences", "space", target.space.Name, "experiences", l.stale.Load())
+		}
+		if !l.codeAll(ctx, target, next != nil) {
+			return
+		}
+		if next == nil {
+			l.stale.Store(0)
+			return
+		}
+		err := l.commitMove(ctx, next)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, store.ErrIncomplete) {
+			l.pause(ctx, err)
+		}
+		// Experiences added meanwhile: another pass codes them.
+	}
+}
+
+// codeAll codes, in st's space, every stored experience that has no code
+// there yet (as pending codes when pending). It returns false when ctx
+// ended first.
+func (l *Library) codeAll(ctx context.Context, st *state, pending bool) bool {
+	have := map[string]bool{}
+	if pending {
+		err := l.store.PendingCodes(ctx, st.space.Name, func(id string, _ []byte) error {
+			have[id] = true
+			return nil
+		})
+		if err != nil {
+			l.pause(ctx, err)
+			return ctx.Err() == nil && l.codeAll(ctx, st, pending)
+		}
+	}
 	after := ""
 	for ctx.Err() == nil {
 		page, next, err := l.store.ListExperiences(ctx, store.ListOptions{After: after, Limit: 1000})
@@ -25,15 +69,15 @@ func (l *Library) reembed(ctx context.Context) {
 			l.pause(ctx, err)
 			continue
 		}
-		var stale []store.Experience
+		var todo []store.Experience
 		for _, e := range page {
-			if len(e.Code) == 0 || e.Space != l.space.Name {
-				stale = append(stale, e)
+			if !(len(e.Code) > 0 && e.Space == st.space.Name) && !have[e.ID] {
+				todo = append(todo, e)
 			}
 		}
-		for start := 0; start < len(stale) && ctx.Err() == nil; {
-			batch := stale[start:min(start+embedBatch, len(stale))]
-			if err := l.reembedBatch(ctx, batch); err != nil {
+		for start := 0; start < len(todo) && ctx.Err() == nil; {
+			batch := todo[start:min(start+embedBatch, len(todo))]
+			if err := l.codeBatch(ctx, st, batch, pending); err != nil {
 				l.pause(ctx, err)
 				continue
 			}
@@ -41,46 +85,66 @@ func (l *Library) reembed(ctx context.Context) {
 			start += len(batch)
 		}
 		if next == "" {
-			break
+			return ctx.Err() == nil
 		}
 		after = next
 	}
-	if ctx.Err() == nil {
-		l.stale.Store(0)
-		l.log.Info("experience library: re-embedding done", "space", l.space.Name, "experiences", l.idx.Len())
-	}
+	return false
 }
 
-func (l *Library) reembedBatch(ctx context.Context, batch []store.Experience) error {
-	texts := make([]string, len(batch))
-	for i, e := range batch {
-		texts[i] = e.Text
+// codeBatch embeds batch's texts in st's space and stores the codes (as
+// pending codes when pending), then indexes them in st.
+func (l *Library) codeBatch(ctx context.Context, st *state, batch []store.Experience, pending bool) error {
+	vs, err := l.vectors(ctx, st, textsOf(batch))
+	if err != nil {
+		return err
 	}
-	vs, err := l.Vectors(ctx, texts)
+	cs, bs, err := codes(vs)
 	if err != nil {
 		return err
 	}
 	us := make([]store.CodeUpdate, len(batch))
-	codes := make([]compress.Code, len(batch))
 	for i, e := range batch {
-		c, err := compress.Encode(vs[i])
-		if err != nil {
-			return err
-		}
-		b, err := c.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		codes[i], us[i] = c, store.CodeUpdate{ID: e.ID, Code: b, Space: l.space.Name}
+		us[i] = store.CodeUpdate{ID: e.ID, Code: bs[i], Space: st.space.Name}
 	}
-	if err := l.store.SetCodes(ctx, us); err != nil {
+	if pending {
+		err = l.store.PutPendingCodes(ctx, us)
+	} else {
+		err = l.store.SetCodes(ctx, us)
+	}
+	if err != nil {
 		return err
 	}
 	for i, e := range batch {
-		if err := l.idx.Upsert(e.ID, meta(e), codes[i]); err != nil {
+		if err := st.idx.Upsert(e.ID, meta(e), cs[i]); err != nil {
 			return err
 		}
 	}
+	l.poke()
+	return nil
+}
+
+// commitMove makes the pending codes the stored ones and serves next, with
+// no write in between. It fails with store.ErrIncomplete when an
+// experience still lacks a code in next's space.
+func (l *Library) commitMove(ctx context.Context, next *state) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.store.CommitPendingCodes(ctx, next.space.Name); err != nil {
+		return err
+	}
+	old := l.cur.Load()
+	l.cur.Store(next)
+	l.next.Store(nil)
+	l.stale.Store(0)
+	// The old space's codes are of no use now; the index the library made
+	// for the new space serves until the next start, which loads the new
+	// codes into the configured index.
+	_ = l.store.EachExperience(ctx, func(e store.Experience) error {
+		old.idx.Delete(e.ID)
+		return nil
+	})
+	l.log.Info("experience library: moved to the new space", "from", old.space.Name, "to", next.space.Name, "experiences", next.idx.Len())
 	l.poke()
 	return nil
 }
@@ -89,7 +153,7 @@ func (l *Library) pause(ctx context.Context, err error) {
 	if ctx.Err() != nil {
 		return
 	}
-	l.log.Warn("experience library: re-embedding paused", "space", l.space.Name, "err", err.Error())
+	l.log.Warn("experience library: re-embedding paused", "err", err.Error())
 	t := time.NewTimer(prepRetryMax)
 	defer t.Stop()
 	select {

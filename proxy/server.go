@@ -263,6 +263,9 @@ func retrievalStatus(lib *library.Library) map[string]any {
 		"experiences": lib.Len(),
 		"to_reembed":  lib.Stale(),
 	}
+	if m := lib.Moving(); m != "" {
+		st["moving_to"] = m
+	}
 	if err := lib.Ready(); err != nil {
 		st["state"] = reasonNotReady
 		st["reason"] = err.Error()

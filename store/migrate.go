@@ -99,6 +99,14 @@ var migrations = []string{
 		INSERT INTO experience_changes (experience_id, at)
 		VALUES (OLD.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
 	END;`,
+	// 6: codes made for the space a library is moving to, kept apart until
+	// every experience has one, so that the old space's codes go on
+	// serving until the move is complete (see CommitPendingCodes).
+	`CREATE TABLE pending_codes (
+		experience_id TEXT PRIMARY KEY REFERENCES experiences (id) ON DELETE CASCADE,
+		space         TEXT NOT NULL,
+		code          BLOB NOT NULL
+	) WITHOUT ROWID;`,
 }
 
 // migrate brings db to len(steps) in one transaction.

@@ -136,3 +136,107 @@ func (s *SQLite) SetCodes(ctx context.Context, us []CodeUpdate) error {
 	}
 	return nil
 }
+
+// CountCodes is the number of experiences with a code in space.
+func (s *SQLite) CountCodes(ctx context.Context, space string) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM experiences WHERE space = ? AND code IS NOT NULL`, space).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("store: count codes: %w", err)
+	}
+	return n, nil
+}
+
+// PutPendingCodes stores codes made for a space a library is moving to,
+// beside the experiences' current codes (replacing earlier pending ones).
+// Ids no longer stored are skipped.
+func (s *SQLite) PutPendingCodes(ctx context.Context, us []CodeUpdate) error {
+	for _, u := range us {
+		if len(u.Code) == 0 {
+			return fmt.Errorf("store: put pending codes: %w: no code for %.16s", ErrInvalid, u.ID)
+		}
+		if err := checkCode(u.Code, u.Space); err != nil {
+			return fmt.Errorf("store: put pending codes: %w", err)
+		}
+	}
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		st, err := tx.PrepareContext(ctx, `INSERT INTO pending_codes (experience_id, space, code)
+			SELECT id, ?, ? FROM experiences WHERE id = ?
+			ON CONFLICT (experience_id) DO UPDATE SET space = excluded.space, code = excluded.code`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, u := range us {
+			if _, err := st.ExecContext(ctx, u.Space, u.Code, u.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: put pending codes: %w", err)
+	}
+	return nil
+}
+
+// PendingCodes calls fn for every pending code made for space.
+func (s *SQLite) PendingCodes(ctx context.Context, space string, fn func(id string, code []byte) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT experience_id, code FROM pending_codes WHERE space = ?`, space)
+	if err != nil {
+		return fmt.Errorf("store: pending codes: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var code []byte
+		if err := rows.Scan(&id, &code); err != nil {
+			return fmt.Errorf("store: pending codes: %w", err)
+		}
+		if err := fn(id, code); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// ErrIncomplete: CommitPendingCodes found experiences with neither a code
+// in the space nor a pending one; nothing was changed.
+var ErrIncomplete = errors.New("store: experiences without a code in the new space")
+
+// CommitPendingCodes makes the pending codes of space the experiences'
+// codes, in one transaction, if every experience has a code in space
+// either way; else it changes nothing and returns an error wrapping
+// ErrIncomplete with the number missing. Pending codes of other spaces are
+// dropped with them.
+func (s *SQLite) CommitPendingCodes(ctx context.Context, space string) error {
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		var missing int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM experiences e
+			WHERE NOT (e.space = ? AND e.code IS NOT NULL)
+			AND NOT EXISTS (SELECT 1 FROM pending_codes p WHERE p.experience_id = e.id AND p.space = ?)`, space, space).Scan(&missing); err != nil {
+			return err
+		}
+		if missing > 0 {
+			return fmt.Errorf("%w: %d", ErrIncomplete, missing)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE experiences SET
+			code = (SELECT p.code FROM pending_codes p WHERE p.experience_id = experiences.id),
+			space = ?, updated_at = ?
+			WHERE id IN (SELECT experience_id FROM pending_codes WHERE space = ?)`, space, toNanos(s.now()), space); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM pending_codes`)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: commit pending codes: %w", err)
+	}
+	return nil
+}

@@ -415,7 +415,8 @@ func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Rou
 			inject.CounterFor(m).Count("warm")
 		}
 	}()
-	log.Info("experience library open", "experiences", lib.Len(), "data", cfg.Data, "space", lib.Space().Name, "to_reembed", lib.Stale())
+	log.Info("experience library open", "experiences", lib.Len(), "data", cfg.Data, "space", lib.Space().Name,
+		"moving_to", lib.Moving(), "to_reembed", lib.Stale())
 	warnSpaceUse(cfg, lib.Space(), log)
 	return proxy.Retrieval{
 		Library: lib, Budget: rc.Budget, TopK: rc.TopK, MinConfidence: rc.MinConfidence, MinScore: rc.MinScore,
@@ -452,7 +453,12 @@ func openLibrary(ctx context.Context, st *store.SQLite, cfg config.Config, cache
 	if err != nil {
 		return nil, err
 	}
-	lc := library.Config{Store: st, Space: sp, Index: idx, Seed: rc.Seed, CacheSize: cacheSize}
+	lc := library.Config{Store: st, Space: sp, Index: idx, Seed: rc.Seed, CacheSize: cacheSize,
+		Previous: func(name string) (library.Space, bool) { return previousSpace(name, cfg, router) },
+		NewIndex: func() (gpuidx.Index, error) {
+			return gpuidx.Open(rc.Index, gpuidx.CPUConfig{}, gpuidx.GPUConfig{}, slog.New(slog.DiscardHandler))
+		},
+	}
 	if file, ok := rc.Adapters[sp.Model]; ok && sp.Model != "" {
 		if lc.Adapter, err = align.LoadAdapter(file); err != nil {
 			return nil, fmt.Errorf("retrieval.adapters[%s]: %w", sp.Model, err)
@@ -484,6 +490,34 @@ func librarySpace(rc config.Retrieval, cfg config.Config, router *providers.Rout
 		return library.Space{}, err
 	}
 	return library.Space{Name: name, Embedder: emb, Model: name}, nil
+}
+
+// previousSpace rebuilds the embedder of an earlier library space, when
+// this configuration can still embed there: the built-in hash spaces, and
+// backend models the router still serves (spaces named by a bare model
+// name come from before spaces were named).
+func previousSpace(name string, cfg config.Config, router *providers.Router) (library.Space, bool) {
+	if strings.HasPrefix(name, "hash") {
+		emb, n, err := localEmbedder(name)
+		if err != nil || n != name {
+			return library.Space{}, false
+		}
+		return library.Space{Name: name, Embedder: emb, Model: name}, true
+	}
+	if strings.HasPrefix(name, "wordvec:") {
+		return library.Space{}, false // the file is not known
+	}
+	model := strings.TrimPrefix(name, "model:")
+	if router == nil {
+		var err error
+		if router, err = providers.NewRouter(cfg.Backends, nil); err != nil {
+			return library.Space{}, false
+		}
+	}
+	if _, err := router.Route(model); err != nil {
+		return library.Space{}, false
+	}
+	return library.Space{Name: name, Embedder: routedEmbedder{router}, Model: model}, true
 }
 
 // routedEmbedder embeds with the backend the router sends a model to,
