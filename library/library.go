@@ -203,6 +203,9 @@ func (l *Library) Close() error {
 // Space returns the library's embedding space.
 func (l *Library) Space() Space { return l.space }
 
+// Seed returns the seed of the library's lift into the canonical space.
+func (l *Library) Seed() uint64 { return l.lift.Seed() }
+
 // Len is the number of indexed experiences.
 func (l *Library) Len() int { return l.idx.Len() }
 
