@@ -5,20 +5,22 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
+	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/gpuidx"
 	"github.com/dso-proxy/dso/internal/shareddata"
+	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/store"
 )
 
 func TestEvalRetrievalTargets(t *testing.T) {
 	data := shareddata.Dir(t)
-	idx, err := openEmbedder("vectors:" + shareddata.GloVe(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	glove := shareddata.GloVe(t)
 	pairs, err := readPairs(filepath.Join(data, "stsb", "stsb-en-dev.csv"))
 	if err != nil {
 		t.Fatal(err)
@@ -31,11 +33,33 @@ func TestEvalRetrievalTargets(t *testing.T) {
 		anchors = anchors[:4000]
 	}
 	q, _ := openEmbedder("hash:512")
-	res, err := runEval(context.Background(), evalConfig{Index: idx, Query: q, Pairs: pairs, Anchors: anchors, Lambda: 0.1})
+	res, err := runEval(context.Background(), evalConfig{Vectors: glove, Query: q, Pairs: pairs, Anchors: anchors, Lambda: 0.1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%+v", res.Ratios)
+	t.Logf("%+v gate %+v", res.Ratios, res.Gate)
+	// The figures are the product's: the library is the one serve opens
+	// with retrieval.embedder wordvec:FILE and its defaults.
+	cfg, err := loadServeConfig(nil, io.Discard, func(k string) string {
+		if k == config.EnvEmbedder {
+			return "wordvec:" + glove
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := librarySpace(cfg.Retrieval, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Space != sp.Name || res.Seed != library.DefaultSeed || cfg.Retrieval.Seed != 0 {
+		t.Errorf("eval library in space %q seed %#x; serve's default config gives space %q seed %d (0 is %#x)",
+			res.Space, res.Seed, sp.Name, cfg.Retrieval.Seed, library.DefaultSeed)
+	}
+	if res.Corpus != 2650 || res.Queries != 264 {
+		t.Errorf("corpus %d, queries %d; want 2650, 264", res.Corpus, res.Queries)
+	}
 	if r := res.Ratios["bits_rerank"]; r < 0.99 {
 		t.Errorf("bits_rerank keeps %.4f of float top-10; want >= 0.99", r)
 	}
@@ -44,6 +68,55 @@ func TestEvalRetrievalTargets(t *testing.T) {
 	}
 	if a, n := res.Ratios["cross_adapter"], res.Ratios["cross_naive"]; a < 0.35 || a < n+0.3 {
 		t.Errorf("cross-model adapter %.3f vs naive %.3f: want a wide margin", a, n)
+	}
+	if g := res.Gate; g.Value < g.Floor || g.Sampled == 0 || g.Passed.Top10 <= 0 || g.Passed.Top10 > res.BitsRerank.Top10 {
+		t.Errorf("gate %+v with bits_rerank %+v", g, res.BitsRerank)
+	}
+}
+
+// The evaluation's library maps a text exactly as a library opened from
+// serve's default config does: same space, centre, lift and seed.
+func TestEvalRetrievalLibraryIsServes(t *testing.T) {
+	glove := shareddata.GloVe(t)
+	ctx := context.Background()
+	cfg, err := loadServeConfig(nil, io.Discard, func(k string) string {
+		if k == config.EnvEmbedder {
+			return "wordvec:" + glove
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenDir(ctx, t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	served, err := openLibrary(ctx, st, cfg, cfg.Retrieval.CacheSize, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer served.Close()
+	lib, _, closeLib, err := openEvalLibrary(ctx, evalLibraryConfig(glove))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeLib()
+	if lib.Space().Name != served.Space().Name || lib.Seed() != served.Seed() {
+		t.Fatalf("eval library %s seed %#x; serve's %s seed %#x", lib.Space().Name, lib.Seed(), served.Space().Name, served.Seed())
+	}
+	const text = "A man is playing a guitar on the street."
+	a, err := lib.Vector(ctx, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := served.Vector(ctx, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(a, b) {
+		t.Fatal("the eval library's canonical vector differs from serve's")
 	}
 }
 
