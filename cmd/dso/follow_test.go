@@ -34,20 +34,7 @@ func TestServeFollowsImport(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- serveOn(ctx, ln, cfg, slog.New(slog.DiscardHandler)) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("serveOn: %v", err)
-			}
-		case <-time.After(wait):
-			t.Error("serve did not stop")
-		}
-	})
+	serveUntilStopped(t, ln, cfg, slog.New(slog.DiscardHandler))
 
 	text := "Check the error from Close on written files."
 	id := store.ExperienceID("code.go", text)

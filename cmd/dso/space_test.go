@@ -61,9 +61,16 @@ func startServe(t *testing.T, cfg config.Config) (base string, stop func()) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	return "http://" + ln.Addr().String(), serveUntilStopped(t, ln, cfg, slog.New(slog.DiscardHandler))
+}
+
+// serveUntilStopped runs serveOn on ln until the returned stop is called
+// (or the test ends), and checks that it stops cleanly.
+func serveUntilStopped(t *testing.T, ln net.Listener, cfg config.Config, log *slog.Logger) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- serveOn(ctx, ln, cfg, slog.New(slog.DiscardHandler)) }()
+	go func() { served <- serveOn(ctx, ln, cfg, log) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -79,7 +86,7 @@ func startServe(t *testing.T, cfg config.Config) (base string, stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return "http://" + ln.Addr().String(), stop
+	return stop
 }
 
 func postJSON(t *testing.T, url, body string) (int, http.Header, []byte) {

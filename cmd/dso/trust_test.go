@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/proxy"
@@ -205,21 +203,11 @@ func TestServeLibraryClosedBeyondLoopback(t *testing.T) {
 				t.Fatal(err)
 			}
 			var logs syncBuffer
-			ctx, cancel := context.WithCancel(context.Background())
-			served := make(chan error, 1)
-			go func() { served <- serveOn(ctx, ln, cfg, slog.New(slog.NewJSONHandler(&logs, nil))) }()
+			stop := serveUntilStopped(t, ln, cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
 			client := &http.Client{Transport: &http.Transport{}, Timeout: wait}
 			defer func() {
 				client.CloseIdleConnections()
-				cancel()
-				select {
-				case err := <-served:
-					if err != nil {
-						t.Errorf("serveOn: %v", err)
-					}
-				case <-time.After(wait):
-					t.Error("serveOn did not return")
-				}
+				stop()
 			}()
 
 			for _, st := range tt.steps {
