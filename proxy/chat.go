@@ -158,6 +158,8 @@ func classify(err error) failure {
 func (s *Server) dispatch(ctx context.Context, chain []providers.Backend, call attempt) (*http.Response, providers.Backend, error) {
 	var last providers.Backend
 	var lastErr error
+	t0 := time.Now()
+	defer func() { info(ctx).timing.upstream = time.Since(t0) }()
 	for _, b := range chain {
 		last = b
 		info(ctx).backend = b.Name()
@@ -238,6 +240,7 @@ func chatCall(s *Server, r *http.Request, body []byte, sameType string, translat
 // openAIChat serves POST /v1/chat/completions.
 func (s *Server) openAIChat(w http.ResponseWriter, r *http.Request) {
 	const sf = surfaceOpenAI
+	info(r.Context()).timing.on = true
 	s.headerFeedback(w, r)
 	body, err := s.readBody(w, r)
 	if err != nil {
@@ -295,6 +298,7 @@ func (s *Server) ollamaGenerate(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate bool) {
 	const sf = surfaceOllama
+	info(r.Context()).timing.on = true
 	s.headerFeedback(w, r)
 	body, err := s.readBody(w, r)
 	if err != nil {

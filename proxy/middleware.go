@@ -39,6 +39,7 @@ type reqInfo struct {
 	model   string
 	backend string
 	err     error // logged, never sent
+	timing  timing
 }
 
 func info(ctx context.Context) *reqInfo {
@@ -78,7 +79,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		ri := &reqInfo{id: requestID(r)}
 		ctx := context.WithValue(r.Context(), ctxKeyInfo{}, ri)
 		w.Header().Set("X-Request-Id", ri.id)
-		sw := &statusWriter{ResponseWriter: w, start: start}
+		sw := &statusWriter{ResponseWriter: w, start: start, ri: ri}
 		defer func() {
 			rec := recover()
 			if rec != nil && rec != http.ErrAbortHandler {
@@ -111,6 +112,9 @@ func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, 
 	dur := time.Since(start)
 	backend := ri.backend
 	s.metrics.observe(route, backend, status, dur, sw.firstByte)
+	if ri.timing.on && sw.firstByte > 0 {
+		s.metrics.overhead.WithLabelValues(route).Observe(ri.timing.dso.Seconds())
+	}
 	attrs := []slog.Attr{
 		slog.String(logKeyRequestID, ri.id),
 		slog.String("method", r.Method),
@@ -143,6 +147,7 @@ func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, 
 type statusWriter struct {
 	http.ResponseWriter
 	start       time.Time
+	ri          *reqInfo
 	status      int
 	wroteHeader bool
 	bytes       int64
@@ -154,6 +159,11 @@ func (w *statusWriter) WriteHeader(code int) {
 		w.status, w.wroteHeader = code, true
 		if code >= 200 {
 			w.firstByte = time.Since(w.start)
+			if w.ri.timing.on {
+				// Added, not set: a backend's own Server-Timing metrics,
+				// relayed, stay beside dso's.
+				w.Header().Add("Server-Timing", w.ri.timing.header(w.firstByte))
+			}
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)

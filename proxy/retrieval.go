@@ -277,7 +277,7 @@ func (s *Server) retrieve(ctx context.Context, body []byte, model, query string,
 	}
 
 	t3 := time.Now()
-	defer func() { s.metrics.stage.WithLabelValues("inject").Observe(time.Since(t3).Seconds()) }()
+	defer func() { s.observeStage(ctx, stageInject, time.Since(t3)) }()
 	notes := make([]inject.Note, len(res))
 	score := make(map[string]float32, len(res))
 	for i, e := range res {
@@ -327,7 +327,7 @@ func (s *Server) find(ctx context.Context, query string, st settings, includeGat
 	}
 	t0 := time.Now()
 	raw, err := s.embedWithin(ctx, query)
-	s.metrics.stage.WithLabelValues("embed").Observe(time.Since(t0).Seconds())
+	s.observeStage(ctx, stageEmbed, time.Since(t0))
 	if err != nil {
 		s.warnRetrieval(ctx, "retrieval: embedding the question failed", err)
 		return nil, 0, timeout(err, reasonEmbedError)
@@ -335,14 +335,14 @@ func (s *Server) find(ctx context.Context, query string, st settings, includeGat
 	s.retrievalWarned.Store(false)
 	t1 := time.Now()
 	vec, err := lib.Align(raw)
-	s.metrics.stage.WithLabelValues("align").Observe(time.Since(t1).Seconds())
+	s.observeStage(ctx, stageAlign, time.Since(t1))
 	if err != nil {
 		return nil, 0, reasonAlignError
 	}
 	t2 := time.Now()
 	q := library.Query{Vector: vec, K: st.topK, Domain: st.domain, MinConfidence: st.minConfidence, MinRelevance: st.minScore, IncludeGated: includeGated}
 	res, err := lib.Search(ctx, q)
-	s.metrics.stage.WithLabelValues("search").Observe(time.Since(t2).Seconds())
+	s.observeStage(ctx, stageSearch, time.Since(t2))
 	switch {
 	case errors.Is(err, library.ErrEmpty):
 		return nil, 0, reasonIndexEmpty

@@ -1,0 +1,63 @@
+package proxy
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Retrieval stages, as metrics label them and Server-Timing names them.
+const (
+	stageEmbed  = "embed"
+	stageAlign  = "align"
+	stageSearch = "search"
+	stageInject = "inject"
+)
+
+// timing is one chat request's time, decomposed: dso's retrieval stages,
+// the backends' time to response headers, and what is left, dso's own.
+// It goes out as a W3C Server-Timing header with the response header.
+type timing struct {
+	on                                     bool // a chat route: send it
+	embed, align, search, inject, upstream time.Duration
+	dso                                    time.Duration // set when the header goes out
+}
+
+// observeStage records a retrieval stage in the metrics and the request's
+// timing.
+func (s *Server) observeStage(ctx context.Context, stage string, d time.Duration) {
+	s.metrics.stage.WithLabelValues(stage).Observe(d.Seconds())
+	t := &info(ctx).timing
+	switch stage {
+	case stageEmbed:
+		t.embed += d
+	case stageAlign:
+		t.align += d
+	case stageSearch:
+		t.search += d
+	case stageInject:
+		t.inject += d
+	}
+}
+
+// header is the Server-Timing value for a response header sent elapsed
+// after the request arrived: every stage with dur in milliseconds, 0 for
+// a stage that did not run, and dso's own share of elapsed (all of it but
+// the backends').
+func (t *timing) header(elapsed time.Duration) string {
+	t.dso = max(0, elapsed-t.upstream)
+	var b strings.Builder
+	for i, m := range []struct {
+		name string
+		d    time.Duration
+	}{{stageEmbed, t.embed}, {stageAlign, t.align}, {stageSearch, t.search}, {stageInject, t.inject}, {"upstream", t.upstream}, {"dso", t.dso}} {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(m.name)
+		b.WriteString(";dur=")
+		b.WriteString(strconv.FormatFloat(float64(m.d.Nanoseconds())/1e6, 'f', 3, 64))
+	}
+	return b.String()
+}
