@@ -28,6 +28,8 @@ const (
 	DefaultBackend         = "ollama:http://127.0.0.1:11434"
 	DefaultData            = "./dso-data"
 	DefaultMaxBodyBytes    = 32 << 20
+	DefaultBodyTimeout     = time.Minute
+	DefaultMaxConnections  = 4096
 	DefaultBackendTimeout  = 5 * time.Minute
 	DefaultRetries         = 2
 	DefaultRetryBackoff    = 200 * time.Millisecond
@@ -54,6 +56,12 @@ type Config struct {
 	APIKeys []Secret `yaml:"api_keys"`
 	// MaxBodyBytes caps request bodies. Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// BodyTimeout bounds reading one request body (408 past it). Default
+	// DefaultBodyTimeout.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// MaxConnections bounds open client connections; more wait to be
+	// accepted. Default DefaultMaxConnections; negative means no limit.
+	MaxConnections int `yaml:"max_connections"`
 	// ShutdownTimeout is how long a graceful stop waits for streams to
 	// finish. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -250,6 +258,12 @@ func (c *Config) fill() {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = DefaultBodyTimeout
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -347,6 +361,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen == "" {
 		add("listen", "must not be empty")
+	}
+	if c.BodyTimeout < 0 {
+		add("body_timeout", "must not be negative")
 	}
 	if c.MaxBodyBytes < 0 {
 		add("max_body_bytes", "must not be negative")

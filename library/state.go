@@ -82,7 +82,7 @@ func (l *Library) embedAll(ctx context.Context, st *state, texts []string) ([][]
 		for j, i := range idx {
 			batch[j] = texts[i]
 		}
-		vs, err := st.space.Embedder.Embed(ctx, st.space.Model, batch)
+		vs, err := safeEmbed(ctx, st.space, batch)
 		if err != nil {
 			return nil, fmt.Errorf("library: embedding in %s: %w", st.space.Name, err)
 		}
@@ -98,6 +98,18 @@ func (l *Library) embedAll(ctx context.Context, st *state, texts []string) ([][]
 		}
 	}
 	return out, nil
+}
+
+// safeEmbed calls the space's embedder, turning a panic in it into an
+// error: an embedder is outside code, and it runs in request paths and in
+// the library's background work alike.
+func safeEmbed(ctx context.Context, sp Space, texts []string) (vs [][]float32, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			vs, err = nil, fmt.Errorf("embedder panicked: %v", p)
+		}
+	}()
+	return sp.Embedder.Embed(ctx, sp.Model, texts)
 }
 
 // prepareState prepares st if it is not yet, waiting for it.

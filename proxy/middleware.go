@@ -244,6 +244,9 @@ func (s *Server) requireKey(k *keyring) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !k.check(presentedKey(r)) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="dso"`)
+				// Refused without reading the body; closing the
+				// connection keeps the server from waiting to drain it.
+				w.Header().Set("Connection", "close")
 				writeError(w, routeSurface(r), &HTTPError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key", Msg: "missing or invalid API key"})
 				return
 			}

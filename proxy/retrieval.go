@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path"
@@ -48,6 +49,9 @@ const (
 	// reasonNotReady: the library's embedding space is not usable yet
 	// (its embedder has not answered since start).
 	reasonNotReady = "space_unavailable"
+	// reasonInternal: retrieval failed in a way dso did not foresee (a
+	// panic); logged at error level.
+	reasonInternal = "internal_error"
 )
 
 // Retrieval configures the request path's retrieval and injection.
@@ -259,8 +263,19 @@ type retrieval struct {
 	reason string   // a degraded reason, or ""
 }
 
-// retrieve embeds, aligns, searches and injects within the budget.
-func (s *Server) retrieve(ctx context.Context, body []byte, model, query string, kind requestKind, st settings) retrieval {
+// retrieve embeds, aligns, searches and injects within the budget. A
+// panic in any of it fails open like any other retrieval failure.
+func (s *Server) retrieve(ctx context.Context, body []byte, model, query string, kind requestKind, st settings) (ret retrieval) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.ErrorContext(ctx, "panic in retrieval; the request goes on without injection", logKeyRequestID, RequestID(ctx), "panic", fmt.Sprint(p))
+			ret = retrieval{reason: reasonInternal}
+		}
+	}()
+	return s.retrieveOpen(ctx, body, model, query, kind, st)
+}
+
+func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query string, kind requestKind, st settings) retrieval {
 	rt := s.opts.Retrieval
 	if query == "" {
 		return retrieval{reason: reasonNoQuery}

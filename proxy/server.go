@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -35,6 +36,10 @@ type Options struct {
 	APIKeys []config.Secret
 	// MaxBodyBytes caps request bodies. Zero: config.DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// BodyTimeout bounds reading one request body, so that a client
+	// trickling a body cannot hold a connection (and a descriptor) for
+	// ever. Zero: config.DefaultBodyTimeout.
+	BodyTimeout time.Duration
 	// MaxRetryWait caps one wait between retries, including a backend's
 	// Retry-After. Zero: 5s.
 	MaxRetryWait time.Duration
@@ -99,6 +104,9 @@ func New(opts Options) *Server {
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = config.DefaultMaxBodyBytes
+	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = config.DefaultBodyTimeout
 	}
 	if opts.MaxRetryWait <= 0 {
 		opts.MaxRetryWait = 5 * time.Second
@@ -288,11 +296,24 @@ func retrievalStatus(lib *library.Library) map[string]any {
 // first is deliberate: see DESIGN.md on streams lost when the request body
 // is streamed upstream while the response streams back.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	// A deadline for the body only: cleared once it is read, so that a
+	// long stream back is not cut. Servers that cannot set one (tests'
+	// recorders) go without.
+	deadline := rc.SetReadDeadline(time.Now().Add(s.opts.BodyTimeout)) == nil
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+	if deadline {
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
 			return nil, &HTTPError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large", Msg: fmt.Sprintf("request body is larger than %d bytes", mbe.Limit), Err: err}
+		case errors.As(err, &ne) && ne.Timeout():
+			w.Header().Set("Connection", "close")
+			return nil, &HTTPError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: "body_timeout", Msg: fmt.Sprintf("the request body was not received within %v", s.opts.BodyTimeout), Err: err}
 		}
 		return nil, &HTTPError{Status: http.StatusBadRequest, Type: "invalid_request_error", Msg: "could not read the request body", Err: err}
 	}

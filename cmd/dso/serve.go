@@ -25,6 +25,7 @@ import (
 	"github.com/dso-proxy/dso/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/net/netutil"
 )
 
 func init() {
@@ -247,6 +248,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		APIKeys:      cfg.APIKeys,
 		AdminKeys:    cfg.AdminKeys,
 		MaxBodyBytes: cfg.MaxBodyBytes,
+		BodyTimeout:  cfg.BodyTimeout,
 		Retrieval:    rt,
 		Learner:      grader(learner),
 		OpenLibrary:  libraryOpen(addr, cfg),
@@ -269,6 +271,11 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 	}
 	warnExposure(log, addr, cfg)
 	log.Info("dso listening", "addr", addr, "backends", names)
+	if cfg.MaxConnections > 0 {
+		// Past the limit, connections wait in the kernel's backlog: the
+		// descriptors of dso stay its own.
+		ln = netutil.LimitListener(ln, cfg.MaxConnections)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {

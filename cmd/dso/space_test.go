@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -209,5 +210,46 @@ func TestServeZeroConfigLibrary(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// max_connections bounds the connections dso holds: past it, a new
+// connection is not served until one closes.
+func TestServeMaxConnections(t *testing.T) {
+	be := newChatBackend(t)
+	cfg := config.Default()
+	cfg.Data = t.TempDir()
+	cfg.MaxConnections = 1
+	cfg.SetBackends([]config.Backend{{Type: config.TypeOpenAI, URL: be.URL + "/v1"}})
+	base, _ := startServe(t, cfg)
+	addr := strings.TrimPrefix(base, "http://")
+	get := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+	first, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	io.WriteString(first, get)
+	r1 := bufio.NewReader(first)
+	if resp, err := http.ReadResponse(r1, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first connection: %v", err)
+	}
+	// The first connection stays open (keep-alive): the second waits.
+	second, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	io.WriteString(second, get)
+	second.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	r2 := bufio.NewReader(second)
+	if _, err := http.ReadResponse(r2, nil); err == nil {
+		t.Fatal("a second connection was served while the limit of 1 was held")
+	}
+	first.Close()
+	second.SetReadDeadline(time.Now().Add(wait))
+	if resp, err := http.ReadResponse(r2, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("second connection after the first closed: %v", err)
 	}
 }

@@ -1,0 +1,111 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/providers"
+	"github.com/dso-proxy/dso/proxy"
+)
+
+// rawRequest writes head (and part of a body) on a new connection to
+// addr and returns the response dso sends, read within limit.
+func rawRequest(t *testing.T, addr, head string, limit time.Duration) (*http.Response, []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, head); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(limit))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no response within %v: %v", limit, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+// A body that trickles in is cut at the body timeout with 408 in the
+// route's shape, and the connection is closed, so that slow clients cannot
+// hold dso's descriptors.
+func TestSlowBodyTimesOut(t *testing.T) {
+	be := newBackend(t, "openai")
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, _ []config.Backend) {
+		o.BodyTimeout = 200 * time.Millisecond
+	})
+	addr := strings.TrimPrefix(fe.URL, "http://")
+	for _, path := range []string{"/v1/chat/completions", "/api/chat"} {
+		head := "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+		resp, body := rawRequest(t, addr, head, 10*time.Second)
+		if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+			t.Errorf("%s: %d, close %v; want 408 and the connection closed", path, resp.StatusCode, resp.Close)
+		}
+		var shape map[string]any
+		if json.Unmarshal(body, &shape) != nil || shape["error"] == nil {
+			t.Errorf("%s: body %s is not the route's error shape", path, body)
+		}
+	}
+	if n := len(be.requests()); n != 0 {
+		t.Errorf("the backend got %d requests", n)
+	}
+}
+
+// A request without a valid key is refused before its body is read: a
+// client that never sends the body still gets its 401 at once.
+func TestAuthFailsWithoutTheBody(t *testing.T) {
+	be := newBackend(t, "openai")
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, _ []config.Backend) {
+		o.APIKeys = []config.Secret{"sk-right"}
+		o.BodyTimeout = time.Minute // not what answers
+	})
+	head := "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-wrong\r\nContent-Length: 100000\r\n\r\n{"
+	resp, body := rawRequest(t, strings.TrimPrefix(fe.URL, "http://"), head, 10*time.Second)
+	if resp.StatusCode != http.StatusUnauthorized || !resp.Close || !strings.Contains(string(body), "invalid_api_key") {
+		t.Errorf("%d, close %v, %s; want 401 at once and the connection closed", resp.StatusCode, resp.Close, body)
+	}
+}
+
+// An embedder that panics fails retrieval open: the chat is answered,
+// uninjected, with a degraded reason, and dso goes on serving.
+func TestPanickingEmbedderFailsOpen(t *testing.T) {
+	be := newBackend(t, "openai")
+	hash := providers.NewHashEmbedder(256, 1)
+	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "panicky", Embedder: library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
+		for _, s := range texts {
+			if strings.Contains(s, "boom") {
+				panic(errors.New("boom"))
+			}
+		}
+		return hash.Embed(ctx, texts)
+	})})
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, time.Second))
+	addExperience(t, fe, "Cache answers for a minute.", "")
+	for i, q := range []string{"boom: how long to cache answers?", "How long should I cache answers?"} {
+		body := chatBody(q)
+		code, hdr, resp := post(t, fe.URL+"/v1/chat/completions", body)
+		if code != 200 {
+			t.Fatalf("%q: %d %s", q, code, resp)
+		}
+		if i == 0 && (hdr.Get(proxy.HeaderDegraded) != "embed_error" || string(be.last(t).Body) != body) {
+			t.Errorf("%q: degraded %q, backend got %s", q, hdr.Get(proxy.HeaderDegraded), be.last(t).Body)
+		}
+		if i == 1 && hdr.Get(proxy.HeaderDegraded) != "" {
+			t.Errorf("%q after a panic: degraded %q", q, hdr.Get(proxy.HeaderDegraded))
+		}
+	}
+}
