@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"github.com/dso-proxy/dso/providers"
 	"io"
 	"mime"
 	"net/http"
@@ -112,12 +114,29 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, sf surface, t
 	if tee != nil {
 		dst = io.MultiWriter(w, tee)
 	}
-	copyHeaders(w.Header(), resp.Header, nil)
 	fr := framingOf(resp)
+	var whole []byte
+	if fr == framingNone && resp.ContentLength >= 0 && resp.ContentLength <= maxWholeBody {
+		// A whole answer of known, bounded size is read before anything is
+		// sent: a backend that breaks off then gets the client a 502 in
+		// its route's shape, not a response that is cut short.
+		whole = make([]byte, resp.ContentLength)
+		if _, err := io.ReadFull(resp.Body, whole); err != nil {
+			s.fail(w, resp.Request, sf, &HTTPError{
+				Status: http.StatusBadGateway, Type: "upstream_error", Code: "backend_unreachable",
+				Msg: "the backend broke off its response", Err: fmt.Errorf("%w: %v", providers.ErrUnreachable, err)})
+			return
+		}
+	}
+	copyHeaders(w.Header(), resp.Header, nil)
 	if fr != framingNone {
 		w.Header().Del("Content-Length")
 	}
 	w.WriteHeader(resp.StatusCode)
+	if whole != nil {
+		_, _ = dst.Write(whole)
+		return
+	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -130,11 +149,26 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, sf surface, t
 		return
 	}
 	var pending []byte
+	partial := false // bytes of an unfinished event went out
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
+			// Only the new bytes (and the two before them, for a boundary
+			// split across reads) can hold a new boundary.
+			from := max(0, len(pending)-2)
 			pending = append(pending, buf[:n]...)
-			if cut := lastBoundary(pending, fr); cut > 0 {
+			cut := 0
+			if c := lastBoundary(pending[from:], fr); c > 0 {
+				cut = from + c
+			}
+			if cut == 0 && len(pending) >= maxPendingEvent {
+				// No boundary in sight: relay what came, in bounded
+				// pieces, rather than hold a stream whole.
+				cut, partial = len(pending), true
+			} else if cut > 0 {
+				partial = false
+			}
+			if cut > 0 {
 				if _, werr := dst.Write(pending[:cut]); werr != nil {
 					return // client gone; its context cancels the backend
 				}
@@ -151,11 +185,24 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, sf surface, t
 		}
 		if err != nil {
 			info(resp.Request.Context()).err = err
+			if partial {
+				panic(http.ErrAbortHandler) // an error event cannot follow half an event
+			}
 			s.streamError(w, sf, fr, err)
 			return
 		}
 	}
 }
+
+// Relay bounds.
+const (
+	// maxWholeBody: whole (non-stream) answers up to this size are read
+	// before they are relayed; larger ones stream through.
+	maxWholeBody = 8 << 20
+	// maxPendingEvent bounds the bytes held while waiting for the end of
+	// a stream event; real events are far smaller.
+	maxPendingEvent = 1 << 20
+)
 
 // lastBoundary returns the end of the last complete event in b, or 0.
 func lastBoundary(b []byte, fr framing) int {
