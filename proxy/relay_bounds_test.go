@@ -60,7 +60,7 @@ func TestStreamWithoutBoundariesFlows(t *testing.T) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(200)
 		chunk := "data: " + strings.Repeat("x", 64<<10) // never a blank line
-		for range 160 {                                   // 10 MiB, more than dso holds for an event
+		for range 160 {                                 // 10 MiB, more than dso holds for an event
 			if _, err := io.WriteString(w, chunk); err != nil {
 				return true
 			}
