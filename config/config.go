@@ -24,19 +24,23 @@ const (
 
 // Defaults, named so that docs and code agree.
 const (
-	DefaultListen          = "127.0.0.1:8080"
-	DefaultBackend         = "ollama:http://127.0.0.1:11434"
-	DefaultData            = "./dso-data"
-	DefaultMaxBodyBytes    = 32 << 20
-	DefaultBodyTimeout     = time.Minute
-	DefaultMaxConnections  = 4096
-	DefaultBackendTimeout  = 5 * time.Minute
-	DefaultRetries         = 2
-	DefaultRetryBackoff    = 200 * time.Millisecond
-	DefaultShutdownTimeout = 30 * time.Second
-	DefaultRetrievalBudget = 250 * time.Millisecond
-	DefaultTopK            = 5
-	DefaultNodeID          = "local"
+	DefaultListen         = "127.0.0.1:8080"
+	DefaultBackend        = "ollama:http://127.0.0.1:11434"
+	DefaultData           = "./dso-data"
+	DefaultMaxBodyBytes   = 32 << 20
+	DefaultBodyTimeout    = time.Minute
+	DefaultMaxConnections = 4096
+	DefaultMaxInFlight    = 1024
+	// DefaultMaxBytesInFlight bounds the request bodies held at once;
+	// each is copied a few times on its way (parsing, injection).
+	DefaultMaxBytesInFlight = 256 << 20
+	DefaultBackendTimeout   = 5 * time.Minute
+	DefaultRetries          = 2
+	DefaultRetryBackoff     = 200 * time.Millisecond
+	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultRetrievalBudget  = 250 * time.Millisecond
+	DefaultTopK             = 5
+	DefaultNodeID           = "local"
 )
 
 // Config is everything `dso serve` needs. The zero value of each field means
@@ -62,6 +66,11 @@ type Config struct {
 	// MaxConnections bounds open client connections; more wait to be
 	// accepted. Default DefaultMaxConnections; negative means no limit.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxInFlight and MaxBytesInFlight bound the requests and request body
+	// bytes served at once (503 with Retry-After beyond). Defaults
+	// DefaultMaxInFlight and DefaultMaxBytesInFlight.
+	MaxInFlight      int   `yaml:"max_in_flight"`
+	MaxBytesInFlight int64 `yaml:"max_bytes_in_flight"`
 	// ShutdownTimeout is how long a graceful stop waits for streams to
 	// finish. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -264,6 +273,12 @@ func (c *Config) fill() {
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
 	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.MaxBytesInFlight == 0 {
+		c.MaxBytesInFlight = DefaultMaxBytesInFlight
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -364,6 +379,12 @@ func (c *Config) Validate() error {
 	}
 	if c.BodyTimeout < 0 {
 		add("body_timeout", "must not be negative")
+	}
+	if c.MaxInFlight < 0 {
+		add("max_in_flight", "must not be negative")
+	}
+	if c.MaxBytesInFlight < 0 {
+		add("max_bytes_in_flight", "must not be negative")
 	}
 	if c.MaxBodyBytes < 0 {
 		add("max_body_bytes", "must not be negative")

@@ -109,3 +109,72 @@ func TestPanickingEmbedderFailsOpen(t *testing.T) {
 		}
 	}
 }
+
+// Requests and request bytes in flight are bounded: past either bound a
+// chat gets 503 with Retry-After in its route's shape at once, and is
+// served again once room is made.
+func TestInFlightBounds(t *testing.T) {
+	be := newBackend(t, "openai")
+	arrived, release := make(chan struct{}, 8), make(chan struct{})
+	be.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if strings.Contains(string(body), "hold") {
+			arrived <- struct{}{}
+			<-release
+		}
+		return false
+	})
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, _ []config.Backend) {
+		o.MaxInFlight, o.MaxBytesInFlight = 2, 1000
+	})
+	held := func(pad int) chan int {
+		done := make(chan int, 1)
+		body := `{"model":"m","messages":[{"role":"user","content":"hold` + strings.Repeat(" ", pad) + `"}]}`
+		go func() {
+			resp, err := http.Post(fe.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+			if err != nil {
+				done <- 0
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("held request: %d %s", resp.StatusCode, b)
+			}
+			done <- resp.StatusCode
+		}()
+		select {
+		case <-arrived:
+		case code := <-done:
+			t.Fatalf("the held request ended (%d) before reaching the backend", code)
+		}
+		return done
+	}
+	small := chatBody("hi")
+	first := held(500) // about 560 bytes in flight
+	// Another 560 bytes would pass the byte bound; a small one does not.
+	big := `{"model":"m","messages":[{"role":"user","content":"x` + strings.Repeat(" ", 500) + `"}]}`
+	code, hdr, body := post(t, fe.URL+"/v1/chat/completions", big)
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") != "1" || !strings.Contains(string(body), "overloaded") {
+		t.Errorf("past the byte bound: %d, Retry-After %q, %s", code, hdr.Get("Retry-After"), body)
+	}
+	second := held(0)
+	// Two requests in flight: the request bound refuses a third, on the
+	// Ollama surface in its shape too.
+	code, _, body = post(t, fe.URL+"/api/chat", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	if code != http.StatusServiceUnavailable || !strings.HasPrefix(string(body), `{"error":"`) {
+		t.Errorf("past the request bound: %d %s", code, body)
+	}
+	close(release)
+	if a, b := <-first, <-second; a != 200 || b != 200 {
+		t.Errorf("held requests: %d, %d", a, b)
+	}
+	if code, _, body := post(t, fe.URL+"/v1/chat/completions", small); code != 200 {
+		t.Errorf("after the held ones ended: %d %s", code, body)
+	}
+	_, _, mb := send(t, http.MethodGet, fe.URL+"/metrics", "")
+	for _, want := range []string{`dso_proxy_refused_total{bound="bytes"} 1`, `dso_proxy_refused_total{bound="requests"} 1`} {
+		if !strings.Contains(string(mb), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

@@ -21,6 +21,7 @@ type metrics struct {
 	injected     prometheus.Histogram
 	traceDropped prometheus.Counter
 	overhead     *prometheus.HistogramVec
+	refused      *prometheus.CounterVec
 }
 
 // latencyBuckets span a cached token (ms) to a long generation (minutes).
@@ -61,7 +62,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "dso_proxy_overhead_seconds", Help: "dso's own time in a chat request until its response header: all but the backends' time to headers (Server-Timing dso).",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 	}, []string{"route"})
-	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped, m.overhead)
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dso_proxy_refused_total", Help: "Requests refused with 503 because the requests or request bytes in flight were at their bound.",
+	}, []string{"bound"})
+	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped, m.overhead, m.refused)
 	return m
 }
 

@@ -36,6 +36,12 @@ type Options struct {
 	APIKeys []config.Secret
 	// MaxBodyBytes caps request bodies. Zero: config.DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxInFlight and MaxBytesInFlight bound the requests, and the bytes
+	// of their bodies, served at once (a body of unknown length counts as
+	// MaxBodyBytes); beyond them requests get 503 with Retry-After. Zero:
+	// config.DefaultMaxInFlight and config.DefaultMaxBytesInFlight.
+	MaxInFlight      int
+	MaxBytesInFlight int64
 	// BodyTimeout bounds reading one request body, so that a client
 	// trickling a body cannot hold a connection (and a descriptor) for
 	// ever. Zero: config.DefaultBodyTimeout.
@@ -83,6 +89,7 @@ type Server struct {
 	pending    sync.Map // trace id → chan struct{} closed once stored
 
 	retrievalWarned atomic.Bool // a retrieval failure was logged at warn level
+	flight          *inFlight
 
 	traceMu      sync.RWMutex // protects tracesClosed and sends on traces
 	tracesClosed bool
@@ -108,6 +115,12 @@ func New(opts Options) *Server {
 	if opts.BodyTimeout <= 0 {
 		opts.BodyTimeout = config.DefaultBodyTimeout
 	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = config.DefaultMaxInFlight
+	}
+	if opts.MaxBytesInFlight <= 0 {
+		opts.MaxBytesInFlight = config.DefaultMaxBytesInFlight
+	}
 	if opts.MaxRetryWait <= 0 {
 		opts.MaxRetryWait = 5 * time.Second
 	}
@@ -132,6 +145,7 @@ func New(opts Options) *Server {
 		keys:    newKeyring(opts.APIKeys),
 		admin:   newKeyring(opts.AdminKeys),
 		closed:  !opts.OpenLibrary && len(opts.APIKeys) == 0 && len(opts.AdminKeys) == 0,
+		flight:  &inFlight{maxRequests: opts.MaxInFlight, maxBytes: opts.MaxBytesInFlight, maxBody: opts.MaxBodyBytes},
 	}
 	if lib := opts.Retrieval.Library; lib != nil {
 		s.traces = make(chan store.Trace, 4096)
@@ -185,17 +199,17 @@ func (s *Server) routes() http.Handler {
 
 		// OpenAI surface, with and without the /v1 prefix.
 		for _, p := range []string{"/v1", ""} {
-			r.Post(p+"/chat/completions", s.openAIChat)
+			r.With(s.limit).Post(p+"/chat/completions", s.openAIChat)
 			r.Get(p+"/models", s.openAIModels)
-			r.Post(p+"/embeddings", s.openAIEmbeddings)
+			r.With(s.limit).Post(p+"/embeddings", s.openAIEmbeddings)
 		}
 
 		// Ollama surface.
 		r.Get("/", s.ollamaRoot)
 		r.Head("/", s.ollamaRoot)
-		r.Post("/api/chat", s.ollamaChat)
-		r.Post("/api/generate", s.ollamaGenerate)
-		r.Post("/api/embed", s.ollamaEmbed)
+		r.With(s.limit).Post("/api/chat", s.ollamaChat)
+		r.With(s.limit).Post("/api/generate", s.ollamaGenerate)
+		r.With(s.limit).Post("/api/embed", s.ollamaEmbed)
 		r.Get("/api/tags", s.ollamaTags)
 		r.Get("/api/version", s.ollamaVersion)
 
@@ -301,7 +315,16 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	// long stream back is not cut. Servers that cannot set one (tests'
 	// recorders) go without.
 	deadline := rc.SetReadDeadline(time.Now().Add(s.opts.BodyTimeout)) == nil
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+	lr := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+	var body []byte
+	var err error
+	if n := r.ContentLength; n > 0 && n <= s.opts.MaxBodyBytes {
+		// The size is known: one allocation, not ReadAll's doublings.
+		body = make([]byte, n)
+		_, err = io.ReadFull(lr, body)
+	} else {
+		body, err = io.ReadAll(lr)
+	}
 	if deadline {
 		_ = rc.SetReadDeadline(time.Time{})
 	}

@@ -249,9 +249,12 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		AdminKeys:    cfg.AdminKeys,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		BodyTimeout:  cfg.BodyTimeout,
-		Retrieval:    rt,
-		Learner:      grader(learner),
-		OpenLibrary:  libraryOpen(addr, cfg),
+		MaxInFlight:  cfg.MaxInFlight,
+
+		MaxBytesInFlight: cfg.MaxBytesInFlight,
+		Retrieval:        rt,
+		Learner:          grader(learner),
+		OpenLibrary:      libraryOpen(addr, cfg),
 	})
 	defer srv.Close() // after Shutdown: stores the traces still queued
 	if learner != nil {
