@@ -20,6 +20,7 @@ type metrics struct {
 	stage        *prometheus.HistogramVec
 	injected     prometheus.Histogram
 	traceDropped prometheus.Counter
+	traceBatch   prometheus.Histogram
 }
 
 // latencyBuckets span a cached token (ms) to a long generation (minutes).
@@ -54,9 +55,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "dso_retrieval_injected_experiences", Help: "Experiences injected per request that got any.", Buckets: []float64{1, 2, 3, 5, 8, 13, 21},
 	})
 	m.traceDropped = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "dso_traces_dropped_total", Help: "Traces dropped because the write queue was full.",
+		Name: "dso_traces_dropped_total", Help: "Traces dropped because the write queue stayed full past the wait for room.",
 	})
-	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped)
+	m.traceBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "dso_traces_batch_size", Help: "Traces stored per transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1 to 512
+	})
+	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped, m.traceBatch)
 	return m
 }
 
