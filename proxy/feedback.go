@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dso-proxy/dso/learn"
 	"github.com/dso-proxy/dso/store"
@@ -27,9 +28,22 @@ const (
 	HeaderCorrection = "X-DSO-Correction"
 	// HeaderVoter names the voter; honoured only with an admin key.
 	HeaderVoter = "X-DSO-Voter"
-	// HeaderFeedbackAccepted and HeaderFeedbackRejected report what became
-	// of header feedback; the request itself goes on either way.
+	// HeaderFeedbackAccepted, HeaderFeedbackQueued and
+	// HeaderFeedbackRejected report what became of header feedback; the
+	// request itself goes on either way, without waiting for any of it to
+	// be written.
+	//
+	// Accepted is the number of grades accepted: well-formed, for a trace
+	// this node has stored or is storing. Their votes are recorded in the
+	// background, moments after the response.
 	HeaderFeedbackAccepted = "X-DSO-Feedback-Accepted"
+	// HeaderFeedbackQueued names, "<trace-id>=queued[; ...]", the accepted
+	// grades whose trace was still being stored (feedback sent right after
+	// its answer): each vote is recorded once its trace is, and lost, with
+	// a warning in the log, if the trace never is.
+	HeaderFeedbackQueued = "X-DSO-Feedback-Queued"
+	// HeaderFeedbackRejected gives the reason for each grade rejected:
+	// malformed, out of range, or for a trace this node does not have.
 	HeaderFeedbackRejected = "X-DSO-Feedback-Rejected"
 )
 
@@ -146,16 +160,22 @@ func feedbackError(err error) error {
 	return &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "feedback could not be recorded", Err: err}
 }
 
-// headerFeedback applies X-DSO-Feedback on a chat request. The request goes
-// on whatever happens; the response says what was accepted and rejected.
+// headerFeedback takes X-DSO-Feedback on a chat request. The request goes
+// on whatever happens, and never waits for a store write: each grade is
+// checked here (its syntax and range, and with a read whether its trace is
+// known) and a valid one is queued for recordFeedback. The response says
+// what was accepted, queued and rejected.
 func (s *Server) headerFeedback(w http.ResponseWriter, r *http.Request) {
 	raw := r.Header.Values(HeaderFeedback)
 	if len(raw) == 0 {
 		return
 	}
-	var rejected []string
+	var rejected, queued []string
 	reject := func(format string, args ...any) { rejected = append(rejected, fmt.Sprintf(format, args...)) }
 	defer func() {
+		if len(queued) > 0 {
+			w.Header().Set(HeaderFeedbackQueued, strings.Join(queued, "; "))
+		}
 		if len(rejected) > 0 {
 			w.Header().Set(HeaderFeedbackRejected, strings.Join(rejected, "; "))
 		}
@@ -203,15 +223,96 @@ func (s *Server) headerFeedback(w http.ResponseWriter, r *http.Request) {
 			reject("%s: %v", clipHeader(id), err)
 			continue
 		}
-		s.awaitTrace(r.Context(), id)
-		err = s.opts.Learner.Grade(r.Context(), store.Feedback{TraceID: id, Voter: voter, Grade: g, Correction: corrections[id]})
-		if err != nil {
+		fb := store.Feedback{TraceID: id, Voter: voter, Grade: g, Correction: corrections[id]}
+		if err := fb.Validate(); err != nil {
 			reject("%s: %s", clipHeader(id), feedbackError(err).(*HTTPError).Msg)
 			continue
 		}
+		state, err := s.traceState(r.Context(), id)
+		if err != nil {
+			s.feedbackFails.add(r.Context(), 1, fmt.Errorf("request %s, trace %s: checking the trace: %w", RequestID(r.Context()), clipHeader(id), err))
+			reject("%s: %s", clipHeader(id), feedbackError(err).(*HTTPError).Msg)
+			continue
+		}
+		if state == traceUnknown {
+			reject("%s: %s", clipHeader(id), feedbackError(learn.ErrUnknownTrace).(*HTTPError).Msg)
+			continue
+		}
+		switch err := s.feedbackQ.put(feedbackJob{fb: fb, requestID: RequestID(r.Context())}, 0, nil); {
+		case errors.Is(err, errQueueFull):
+			reject("%s: too much feedback at once; send it again shortly", clipHeader(id))
+			continue
+		case err != nil:
+			reject("%s: dso is shutting down", clipHeader(id))
+			continue
+		}
 		accepted++
+		if state == traceWriting {
+			queued = append(queued, clipHeader(id)+"=queued")
+		}
 	}
 	w.Header().Set(HeaderFeedbackAccepted, strconv.Itoa(accepted))
+}
+
+// traceState is what header feedback knows of the trace it names.
+type traceState int
+
+const (
+	traceUnknown traceState = iota // neither being stored nor stored here
+	traceStored                    // in the store
+	traceWriting                   // created here and on its way to the store
+)
+
+// traceState tells a trace this node is storing or has stored from an
+// unknown one, with a read at most. Pending is checked first: a trace
+// leaves the pending set only after its batch committed (or it was given
+// up), so one not pending is in the store or nowhere.
+func (s *Server) traceState(ctx context.Context, id string) (traceState, error) {
+	if s.tracePending(id) {
+		return traceWriting, nil
+	}
+	lib := s.opts.Retrieval.Library
+	if lib == nil {
+		return traceUnknown, nil // this node stores no traces
+	}
+	_, err := lib.Store().GetTrace(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return traceUnknown, nil
+	case err != nil:
+		return traceUnknown, err
+	}
+	return traceStored, nil
+}
+
+// feedbackQueueLen bounds the header feedback waiting to be recorded: a
+// grade that finds the queue full is rejected, so that the client can send
+// it again, rather than wait.
+const feedbackQueueLen = 1024
+
+// feedbackWriteTimeout bounds recording one grade.
+const feedbackWriteTimeout = 10 * time.Second
+
+// feedbackJob is one accepted header grade waiting to be recorded.
+type feedbackJob struct {
+	fb        store.Feedback
+	requestID string // of the request that carried it, for the log
+}
+
+// recordFeedback records queued header grades, in the order they came,
+// until the queue is closed and drained. A grade whose trace is still
+// being stored waits for it first (as POST /v1/feedback does, bounded by
+// maxTraceWait); traces are stored in about the order their grades come,
+// so the grades queued behind it seldom wait longer than it does.
+func (s *Server) recordFeedback(ch <-chan feedbackJob) {
+	for j := range ch {
+		s.awaitTrace(context.Background(), j.fb.TraceID)
+		ctx, cancel := context.WithTimeout(context.Background(), feedbackWriteTimeout)
+		if err := s.opts.Learner.Grade(ctx, j.fb); err != nil {
+			s.feedbackFails.add(ctx, 1, fmt.Errorf("request %s, trace %s: %w", j.requestID, clipHeader(j.fb.TraceID), err))
+		}
+		cancel()
+	}
 }
 
 func clipHeader(s string) string {

@@ -16,6 +16,7 @@ import (
 	"github.com/dso-proxy/dso/learn"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
+	"github.com/dso-proxy/dso/store"
 )
 
 // factLLM makes a fake OpenAI backend behave like a model that knows only
@@ -55,6 +56,20 @@ func factLLM(t *testing.T, be *backend) {
 	})
 }
 
+// notifyGrader sends what became of each grade on done once it is
+// recorded: header feedback is recorded in the background, and a test
+// waits for it there.
+type notifyGrader struct {
+	proxy.Grader
+	done chan<- error
+}
+
+func (g notifyGrader) Grade(ctx context.Context, fb store.Feedback) error {
+	err := g.Grader.Grade(ctx, fb)
+	g.done <- err
+	return err
+}
+
 func lastWord(s string) string {
 	f := strings.Fields(strings.TrimSpace(s))
 	if len(f) == 0 {
@@ -82,6 +97,7 @@ func TestClosedLoopLearnsFromCorrection(t *testing.T) {
 	factLLM(t, be)
 	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	var learner *learn.Learner
+	graded := make(chan error, 1)
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 2*time.Second), func(o *proxy.Options, cfgs []config.Backend) {
 		router, err := providers.NewRouter(cfgs, nil)
 		if err != nil {
@@ -91,7 +107,7 @@ func TestClosedLoopLearnsFromCorrection(t *testing.T) {
 			Library: lib,
 			Chat:    learn.Backend{Router: router},
 		})
-		o.Learner = learner
+		o.Learner = notifyGrader{learner, graded}
 	})
 	ctx := context.Background()
 
@@ -107,6 +123,10 @@ func TestClosedLoopLearnsFromCorrection(t *testing.T) {
 		proxy.HeaderCorrection, traceID+"="+url.QueryEscape("The capital of Atlantis is Poseidonia"))
 	if code != 200 || hdr.Get(proxy.HeaderFeedbackAccepted) != "1" || hdr.Get(proxy.HeaderFeedbackRejected) != "" {
 		t.Fatalf("feedback: %d accepted %q rejected %q", code, hdr.Get(proxy.HeaderFeedbackAccepted), hdr.Get(proxy.HeaderFeedbackRejected))
+	}
+	// Header feedback is recorded in the background.
+	if err := <-graded; err != nil {
+		t.Fatalf("recording the grade: %v", err)
 	}
 	// The distillation worker's step, run here so the test needs no waiting.
 	if n, err := learner.DistillPending(ctx, 8); err != nil || n != 1 {

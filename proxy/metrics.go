@@ -22,6 +22,7 @@ type metrics struct {
 	traceDropped prometheus.Counter
 	overhead     *prometheus.HistogramVec
 	refused      *prometheus.CounterVec
+	traceBatch   prometheus.Histogram
 }
 
 // latencyBuckets span a cached token (ms) to a long generation (minutes).
@@ -56,7 +57,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "dso_retrieval_injected_experiences", Help: "Experiences injected per request that got any.", Buckets: []float64{1, 2, 3, 5, 8, 13, 21},
 	})
 	m.traceDropped = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "dso_traces_dropped_total", Help: "Traces dropped because the write queue was full.",
+		Name: "dso_traces_dropped_total", Help: "Traces dropped because the write queue stayed full past the wait for room.",
 	})
 	m.overhead = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "dso_proxy_overhead_seconds", Help: "dso's own time in a chat request until its response header: all but the backends' time to headers (Server-Timing dso).",
@@ -65,7 +66,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dso_proxy_refused_total", Help: "Requests refused with 503 because the requests or request bytes in flight were at their bound.",
 	}, []string{"bound"})
-	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped, m.overhead, m.refused)
+	m.traceBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "dso_traces_batch_size", Help: "Traces stored per transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1 to 512
+	})
+	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped, m.overhead, m.refused, m.traceBatch)
 	return m
 }
 

@@ -3,8 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -170,19 +168,6 @@ func (st *settings) apply(in config.Injection) {
 	}
 }
 
-// trace is what a request records for later feedback.
-type trace struct {
-	rec    store.Trace
-	answer *cappedBuffer
-}
-
-// newTraceID returns a fresh trace id.
-func newTraceID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return "tr_" + hex.EncodeToString(b[:])
-}
-
 // requestKind says where the query text and the injected note live.
 type requestKind int
 
@@ -200,10 +185,11 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 	if err != nil {
 		return nil, nil, err
 	}
-	tr := &trace{rec: store.Trace{ID: newTraceID(), Domain: st.domain, Model: model}, answer: &cappedBuffer{max: maxTraceAnswer}}
+	tr := &trace{rec: store.Trace{ID: newTraceID(), Domain: st.domain, Model: model}, answer: &cappedBuffer{max: maxTraceAnswer}, w: w}
 	if s.opts.Retrieval.Library != nil {
 		// Feedback may name this trace as soon as the client has the answer,
-		// before the trace is stored: it waits for the write (awaitTrace).
+		// before the trace is stored: POST /v1/feedback waits for the write
+		// (awaitTrace), header feedback queues its vote behind it.
 		s.pending.Store(tr.rec.ID, make(chan struct{}))
 	}
 	h := w.Header()
@@ -553,81 +539,4 @@ func answerText(raw []byte) string {
 		out.WriteString(v.Response)
 	}
 	return out.String()
-}
-
-// recordTrace queues tr for the store; it never blocks the request.
-func (s *Server) recordTrace(ctx context.Context, tr *trace) {
-	if tr == nil || s.opts.Retrieval.Library == nil {
-		return
-	}
-	tr.rec.Answer = answerText(tr.answer.Bytes())
-	s.traceMu.RLock()
-	defer s.traceMu.RUnlock()
-	if s.tracesClosed {
-		// A request outlived a forced shutdown: its trace is not stored.
-		s.traceSettled(tr.rec.ID)
-		return
-	}
-	select {
-	case s.traces <- tr.rec:
-	default:
-		s.metrics.traceDropped.Inc()
-		s.log.WarnContext(ctx, "trace queue full; trace dropped", logKeyRequestID, RequestID(ctx))
-		s.traceSettled(tr.rec.ID)
-	}
-}
-
-// traceSettled wakes feedback waiting for a trace that is now stored (or
-// dropped).
-func (s *Server) traceSettled(id string) {
-	if ch, ok := s.pending.LoadAndDelete(id); ok {
-		close(ch.(chan struct{}))
-	}
-}
-
-// maxTraceWait bounds how long feedback waits for its trace to be stored.
-const maxTraceWait = 10 * time.Second
-
-// awaitTrace waits until a trace this node is still storing is stored.
-func (s *Server) awaitTrace(ctx context.Context, id string) {
-	ch, ok := s.pending.Load(id)
-	if !ok {
-		return
-	}
-	t := time.NewTimer(maxTraceWait)
-	defer t.Stop()
-	select {
-	case <-ch.(chan struct{}):
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-// traceWriter stores queued traces until the queue is closed.
-func (s *Server) traceWriter() {
-	defer close(s.tracesDone)
-	st := s.opts.Retrieval.Library.Store()
-	for t := range s.traces {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := st.PutTrace(ctx, t); err != nil {
-			s.log.Warn("storing trace failed", "trace_id", t.ID, logKeyErr, err.Error())
-		}
-		cancel()
-		s.traceSettled(t.ID)
-	}
-}
-
-// Close stops accepting traces and waits for queued ones to be stored.
-// Call it after the HTTP server has shut down.
-func (s *Server) Close() error {
-	s.closeOnce.Do(func() {
-		if s.traces != nil {
-			s.traceMu.Lock()
-			s.tracesClosed = true
-			close(s.traces)
-			s.traceMu.Unlock()
-			<-s.tracesDone
-		}
-	})
-	return nil
 }

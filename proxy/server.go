@@ -58,8 +58,23 @@ type Options struct {
 	// Retrieval.Library disables it.
 	Retrieval Retrieval
 	// Learner records feedback (POST /v1/feedback, X-DSO-Feedback). Nil:
-	// feedback is refused.
+	// feedback is refused. Header feedback is recorded in the background,
+	// after the request was forwarded; its trace ids are checked against
+	// the traces Retrieval.Library stores (without one, none is known).
 	Learner Grader
+	// TraceQueue is how many finished traces may wait for the trace
+	// writer, which stores what has gathered in batches of up to 512, one
+	// transaction each. It bounds the memory traces take while the store
+	// is behind. Zero: DefaultTraceQueue.
+	TraceQueue int
+	// TraceWait is how long a finished request waits for room in a full
+	// trace queue before its trace is dropped (counted in
+	// dso_traces_dropped_total; feedback for it is then refused as for an
+	// unknown trace). The wait comes after the answer's bytes were sent
+	// (see recordTrace): it slows a burst down to what the store can take
+	// rather than lose traces. Zero: DefaultTraceWait; negative: no wait,
+	// drop at once.
+	TraceWait time.Duration
 	// OpenLibrary lets requests without a key use the experience API
 	// (reads and writes) and send feedback (POST /v1/feedback,
 	// X-DSO-Feedback) when neither APIKeys nor AdminKeys are set. False,
@@ -70,6 +85,8 @@ type Options struct {
 	// When keys are set they guard these routes either way. dso serve sets
 	// it on loopback addresses and for config.Config.OpenLibrary.
 	OpenLibrary bool
+
+	now func() time.Time // the clock of rate-limited warnings; nil: time.Now (tests set it)
 }
 
 // Server is dso's HTTP surface.
@@ -84,16 +101,19 @@ type Server struct {
 	handler http.Handler
 	closed  bool // the library refuses requests: no keys, not OpenLibrary
 
-	traces     chan store.Trace // queued for traceWriter
-	tracesDone chan struct{}
-	pending    sync.Map // trace id → chan struct{} closed once stored
+	traceQ    *queue[store.Trace] // finished traces, for writeTraces; nil without a library
+	pending   sync.Map            // trace id → chan struct{} closed once stored or given up
+	feedbackQ *queue[feedbackJob] // header feedback, for recordFeedback; nil without a learner
+
+	// Repeated warnings, each at most once per warnInterval.
+	traceDrops    *warnEvery // traces dropped: the queue stayed full
+	traceFails    *warnEvery // trace batches the store failed to write
+	feedbackFails *warnEvery // header feedback that could not be recorded
 
 	retrievalWarned atomic.Bool // a retrieval failure was logged at warn level
 	flight          *inFlight
 
-	traceMu      sync.RWMutex // protects tracesClosed and sends on traces
-	tracesClosed bool
-	closeOnce    sync.Once
+	closeOnce sync.Once
 }
 
 // New builds a Server. It panics if opts.Router is nil: that is a wiring
@@ -136,6 +156,15 @@ func New(opts Options) *Server {
 	if opts.Retrieval.NodeID == "" {
 		opts.Retrieval.NodeID = config.DefaultNodeID
 	}
+	if opts.TraceQueue <= 0 {
+		opts.TraceQueue = DefaultTraceQueue
+	}
+	if opts.TraceWait == 0 {
+		opts.TraceWait = DefaultTraceWait
+	}
+	if opts.now == nil {
+		opts.now = time.Now
+	}
 	s := &Server{
 		opts:    opts,
 		router:  opts.Router,
@@ -146,11 +175,19 @@ func New(opts Options) *Server {
 		admin:   newKeyring(opts.AdminKeys),
 		closed:  !opts.OpenLibrary && len(opts.APIKeys) == 0 && len(opts.AdminKeys) == 0,
 		flight:  &inFlight{maxRequests: opts.MaxInFlight, maxBytes: opts.MaxBytesInFlight, maxBody: opts.MaxBodyBytes},
+
+		traceDrops:    newWarnEvery(opts.Logger, opts.now, warnInterval, "trace queue full; traces dropped (feedback for them will be refused)"),
+		traceFails:    newWarnEvery(opts.Logger, opts.now, warnInterval, "storing traces failed; traces lost"),
+		feedbackFails: newWarnEvery(opts.Logger, opts.now, warnInterval, "recording header feedback failed"),
+	}
+	if opts.Learner != nil {
+		s.feedbackQ = newQueue(feedbackQueueLen, s.recordFeedback)
 	}
 	if lib := opts.Retrieval.Library; lib != nil {
-		s.traces = make(chan store.Trace, 4096)
-		s.tracesDone = make(chan struct{})
-		go s.traceWriter()
+		s.traceQ = newQueue(opts.TraceQueue, s.writeTraces)
+		opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dso_traces_queue_depth", Help: "Finished traces waiting to be stored.",
+		}, func() float64 { return float64(s.traceQ.len()) }))
 		opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dso_library_experiences", Help: "Experiences in the search index.",
 		}, func() float64 { return float64(lib.Len()) }))

@@ -33,21 +33,32 @@ type Feedback struct {
 	UpdatedAt  time.Time
 }
 
-// RecordFeedback stores fb as pending (a regrade by the same voter replaces
-// the earlier grade and queues it again) and, in the same transaction, a
-// vote up or down by fb.Voter through fb.TraceID on each of experienceIDs
-// that is still stored. It returns once all of it is committed.
-func (s *SQLite) RecordFeedback(ctx context.Context, fb Feedback, up bool, experienceIDs []string) error {
+// Validate returns an error wrapping ErrInvalid if RecordFeedback would
+// refuse fb for its fields: a missing trace id or voter, a field too long
+// or not UTF-8, a grade outside [0, 1]. Callers that record feedback later
+// check it up front with this.
+func (fb Feedback) Validate() error {
 	for _, f := range []struct {
 		name, v  string
 		required bool
 	}{{"trace id", fb.TraceID, true}, {"voter", fb.Voter, true}, {"comment", fb.Comment, false}, {"correction", fb.Correction, false}} {
 		if err := checkField(f.name, f.v, f.required); err != nil {
-			return fmt.Errorf("store: record feedback: %w", err)
+			return err
 		}
 	}
 	if !(fb.Grade >= 0 && fb.Grade <= 1) {
-		return fmt.Errorf("store: record feedback: %w: grade %v is outside [0, 1]", ErrInvalid, fb.Grade)
+		return fmt.Errorf("%w: grade %v is outside [0, 1]", ErrInvalid, fb.Grade)
+	}
+	return nil
+}
+
+// RecordFeedback stores fb as pending (a regrade by the same voter replaces
+// the earlier grade and queues it again) and, in the same transaction, a
+// vote up or down by fb.Voter through fb.TraceID on each of experienceIDs
+// that is still stored. It returns once all of it is committed.
+func (s *SQLite) RecordFeedback(ctx context.Context, fb Feedback, up bool, experienceIDs []string) error {
+	if err := fb.Validate(); err != nil {
+		return fmt.Errorf("store: record feedback: %w", err)
 	}
 	now := toNanos(s.now())
 	return s.writeTx(ctx, func(tx *sql.Tx) error {

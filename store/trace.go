@@ -19,34 +19,75 @@ import (
 // goroutine is needed; PruneTraces exists for a store that sees no new
 // traces for a long time.
 func (s *SQLite) PutTrace(ctx context.Context, t Trace) error {
-	if err := checkField("trace id", t.ID, true); err != nil {
+	if err := s.putTraces(ctx, []Trace{t}); err != nil {
 		return fmt.Errorf("store: put trace: %w", err)
 	}
-	if t.ExperienceIDs == nil {
-		t.ExperienceIDs = []string{}
+	return nil
+}
+
+// PutTraces stores ts in one transaction, as PutTrace stores each: a later
+// trace replaces an earlier one with the same ID, also within ts. Either
+// all of them are stored or, on error, none.
+//
+// One commit, one sync to disk, for the whole batch is what lets a busy
+// proxy store every trace: written one transaction each, traces are capped
+// by the disk's syncs per second, not by the load. Retention is applied
+// once, after the batch, with the same result as after each trace: the
+// newest Options.MaxTraces are kept, none older than Options.TraceMaxAge.
+func (s *SQLite) PutTraces(ctx context.Context, ts []Trace) error {
+	if err := s.putTraces(ctx, ts); err != nil {
+		return fmt.Errorf("store: put traces: %w", err)
 	}
-	ids, err := json.Marshal(t.ExperienceIDs)
-	if err != nil {
-		return fmt.Errorf("store: put trace: %w", err)
+	return nil
+}
+
+// traceRow is a trace as its columns store it.
+type traceRow struct {
+	t   Trace
+	ids string
+}
+
+func (s *SQLite) putTraces(ctx context.Context, ts []Trace) error {
+	if len(ts) == 0 {
+		return nil
 	}
 	now := s.now()
-	if t.CreatedAt.IsZero() {
-		t.CreatedAt = now
-	}
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO traces
-			(id, query, domain, experience_ids, model, answer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			t.ID, t.Query, t.Domain, string(ids), t.Model, t.Answer, toNanos(t.CreatedAt))
+	rows := make([]traceRow, len(ts))
+	for i, t := range ts {
+		if err := checkField("trace id", t.ID, true); err != nil {
+			if len(ts) > 1 {
+				return fmt.Errorf("trace %d: %w", i, err)
+			}
+			return err
+		}
+		if t.ExperienceIDs == nil {
+			t.ExperienceIDs = []string{}
+		}
+		ids, err := json.Marshal(t.ExperienceIDs)
 		if err != nil {
 			return err
+		}
+		if t.CreatedAt.IsZero() {
+			t.CreatedAt = now
+		}
+		rows[i] = traceRow{t: t, ids: string(ids)}
+	}
+	return s.writeTx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO traces
+			(id, query, domain, experience_ids, model, answer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, r := range rows {
+			t := r.t
+			if _, err := stmt.ExecContext(ctx, t.ID, t.Query, t.Domain, r.ids, t.Model, t.Answer, toNanos(t.CreatedAt)); err != nil {
+				return err
+			}
 		}
 		_, err = s.prune(ctx, tx, now)
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("store: put trace: %w", err)
-	}
-	return nil
 }
 
 // GetTrace returns the trace with the given id, or an error wrapping

@@ -1,0 +1,187 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/dso-proxy/dso/store"
+)
+
+// Trace queue defaults and limits.
+const (
+	// DefaultTraceQueue is Options.TraceQueue's default: finished traces
+	// waiting for the trace writer.
+	DefaultTraceQueue = 4096
+	// DefaultTraceWait is Options.TraceWait's default.
+	DefaultTraceWait = time.Second
+	// maxTraceBatch caps the traces stored in one transaction: big enough
+	// that one sync to disk carries a whole burst, small enough that a
+	// batch commits in milliseconds and feedback waiting on one of its
+	// traces is not held long.
+	maxTraceBatch = 512
+	// traceWriteTimeout bounds one batch's transaction.
+	traceWriteTimeout = 10 * time.Second
+	// warnInterval is the least time between two lines of one repeated
+	// warning.
+	warnInterval = 10 * time.Second
+)
+
+// trace is what a request records for later feedback.
+type trace struct {
+	rec    store.Trace
+	answer *cappedBuffer
+	w      http.ResponseWriter // the request's, to send its answer before waiting for room
+}
+
+// newTraceID returns a fresh trace id.
+func newTraceID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "tr_" + hex.EncodeToString(b[:])
+}
+
+// recordTrace queues tr for the trace writer. When the queue is full (the
+// store is not keeping up even in batches) it waits up to
+// Options.TraceWait for room, so that a burst slows down instead of losing
+// traces, and only then drops the trace, counting it and warning at most
+// once per warnInterval.
+//
+// The chat handlers (openAIChat, ollamaChatLike in chat.go) call it in a
+// defer, after the answer has been relayed or translated and written, so
+// waiting here holds back the handler's return, and with it the next
+// request on the client's connection, not the answer. One caveat: net/http
+// keeps what a handler wrote and did not flush until the handler returns,
+// and a non-streamed answer is never flushed (relay copies it whole,
+// translateWhole writes it once), so before waiting recordTrace flushes
+// what was written. A body with a Content-Length then reaches the client
+// whole; a chunked one (a stream, or a translated answer) has all its
+// bytes there but its closing chunk still waits for the handler's return.
+func (s *Server) recordTrace(ctx context.Context, tr *trace) {
+	if tr == nil || s.opts.Retrieval.Library == nil {
+		return
+	}
+	tr.rec.Answer = answerText(tr.answer.Bytes())
+	err := s.traceQ.put(tr.rec, s.opts.TraceWait, func() { flushWritten(tr.w) })
+	switch {
+	case errors.Is(err, errQueueClosed):
+		// A request outlived a forced shutdown: its trace is not stored.
+		s.traceSettled(tr.rec.ID)
+	case errors.Is(err, errQueueFull):
+		s.metrics.traceDropped.Inc()
+		s.traceDrops.add(ctx, 1, nil)
+		s.traceSettled(tr.rec.ID)
+	}
+}
+
+// flushWritten sends the response written so far, if one was begun: a
+// response that was not (a handler that panicked before writing) must keep
+// its status unsent for the recoverer to write.
+func flushWritten(w http.ResponseWriter) {
+	for w != nil {
+		if sw, ok := w.(*statusWriter); ok {
+			if sw.wroteHeader {
+				sw.Flush()
+			}
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
+}
+
+// traceSettled wakes feedback waiting for a trace that is now stored (or
+// will never be).
+func (s *Server) traceSettled(id string) {
+	if ch, ok := s.pending.LoadAndDelete(id); ok {
+		close(ch.(chan struct{}))
+	}
+}
+
+// tracePending reports whether the trace is still on its way to the store:
+// created by a request here, and neither stored nor given up yet.
+func (s *Server) tracePending(id string) bool {
+	_, ok := s.pending.Load(id)
+	return ok
+}
+
+// maxTraceWait bounds how long feedback waits for its trace to be stored.
+const maxTraceWait = 10 * time.Second
+
+// awaitTrace waits until a trace this node is still storing is stored (or
+// given up).
+func (s *Server) awaitTrace(ctx context.Context, id string) {
+	ch, ok := s.pending.Load(id)
+	if !ok {
+		return
+	}
+	t := time.NewTimer(maxTraceWait)
+	defer t.Stop()
+	select {
+	case <-ch.(chan struct{}):
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// writeTraces stores queued traces until the queue is closed and drained.
+// It takes whatever has queued up, to maxTraceBatch, and stores it in one
+// transaction, so the traces stored per second follow the load rather
+// than the disk's syncs per second: while one batch commits, the next one
+// gathers. Each trace is settled after its batch commits, so feedback
+// waiting on it finds it stored.
+func (s *Server) writeTraces(ch <-chan store.Trace) {
+	st := s.opts.Retrieval.Library.Store()
+	batch := make([]store.Trace, 0, min(maxTraceBatch, cap(ch)))
+	for t := range ch {
+		batch = append(batch[:0], t)
+	gather:
+		for len(batch) < cap(batch) {
+			select {
+			case t, ok := <-ch:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, t)
+			default:
+				break gather
+			}
+		}
+		s.metrics.traceBatch.Observe(float64(len(batch)))
+		ctx, cancel := context.WithTimeout(context.Background(), traceWriteTimeout)
+		if err := st.PutTraces(ctx, batch); err != nil {
+			s.traceFails.add(ctx, len(batch), err)
+		}
+		cancel()
+		for _, t := range batch {
+			s.traceSettled(t.ID)
+		}
+	}
+}
+
+// Close stops accepting traces and header feedback, and waits until the
+// queued traces are stored and the queued feedback recorded. Call it after
+// the HTTP server has shut down.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		// Traces first: feedback queued for a trace still being written
+		// waits for it, and then finds it stored.
+		if s.traceQ != nil {
+			s.traceQ.close()
+		}
+		if s.feedbackQ != nil {
+			s.feedbackQ.close()
+		}
+		ctx := context.Background()
+		for _, w := range []*warnEvery{s.traceDrops, s.traceFails, s.feedbackFails} {
+			w.flush(ctx)
+		}
+	})
+	return nil
+}

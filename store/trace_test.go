@@ -1,0 +1,222 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestPutTraces(t *testing.T) {
+	ctx := context.Background()
+	ids := func(n int) []Trace {
+		ts := make([]Trace, n)
+		for i := range ts {
+			ts[i] = Trace{ID: fmt.Sprint("t", i), Query: fmt.Sprint("q", i)}
+		}
+		return ts
+	}
+	tests := []struct {
+		name    string
+		opts    Options
+		before  func(t *testing.T, s *SQLite, clk *fakeClock) // stored before the batch
+		batch   []Trace
+		wantErr error
+		kept    []string          // stored afterwards
+		gone    []string          // not stored afterwards
+		answers map[string]string // answers stored afterwards, by id
+		count   int               // traces stored afterwards
+	}{
+		{
+			name:  "every trace of the batch is stored",
+			batch: ids(5),
+			kept:  []string{"t0", "t1", "t2", "t3", "t4"},
+			count: 5,
+		},
+		{
+			name:  "empty batch",
+			batch: nil,
+			count: 0,
+		},
+		{
+			name: "count limit: the newest are kept, ties by insertion",
+			opts: Options{MaxTraces: 3},
+			before: func(t *testing.T, s *SQLite, clk *fakeClock) {
+				if err := s.PutTrace(ctx, Trace{ID: "old"}); err != nil {
+					t.Fatal(err)
+				}
+				clk.Advance(time.Minute)
+			},
+			batch: ids(5),
+			kept:  []string{"t2", "t3", "t4"},
+			gone:  []string{"old", "t0", "t1"},
+			count: 3,
+		},
+		{
+			name: "age limit: traces older than the limit go",
+			opts: Options{TraceMaxAge: time.Hour},
+			before: func(t *testing.T, s *SQLite, clk *fakeClock) {
+				if err := s.PutTrace(ctx, Trace{ID: "old"}); err != nil {
+					t.Fatal(err)
+				}
+				clk.Advance(2 * time.Hour)
+			},
+			batch: append(ids(2), Trace{ID: "backdated", CreatedAt: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)}),
+			kept:  []string{"t0", "t1"},
+			gone:  []string{"old", "backdated"},
+			count: 2,
+		},
+		{
+			name:    "a later trace replaces an earlier one with the same id",
+			batch:   []Trace{{ID: "t0", Answer: "draft"}, {ID: "t1"}, {ID: "t0", Answer: "final"}},
+			kept:    []string{"t0", "t1"},
+			answers: map[string]string{"t0": "final"},
+			count:   2,
+		},
+		{
+			name:    "one invalid trace writes none",
+			batch:   append(ids(2), Trace{ID: ""}),
+			wantErr: ErrInvalid,
+			gone:    []string{"t0", "t1"},
+			count:   0,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newFakeClock()
+			tt.opts.Clock = clk
+			s := openTest(t, "", tt.opts)
+			if tt.before != nil {
+				tt.before(t, s, clk)
+			}
+			err := s.PutTraces(ctx, tt.batch)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("PutTraces err = %v; want %v", err, tt.wantErr)
+			}
+			for _, id := range tt.kept {
+				got, err := s.GetTrace(ctx, id)
+				if err != nil {
+					t.Errorf("GetTrace(%s): %v", id, err)
+					continue
+				}
+				if !got.CreatedAt.Equal(clk.Now()) || got.ExperienceIDs == nil {
+					t.Errorf("GetTrace(%s) = %+v; want created now, experience ids not nil", id, got)
+				}
+			}
+			for _, id := range tt.gone {
+				if _, err := s.GetTrace(ctx, id); !errors.Is(err, ErrNotFound) {
+					t.Errorf("GetTrace(%s) err = %v; want ErrNotFound", id, err)
+				}
+			}
+			for id, want := range tt.answers {
+				if got, _ := s.GetTrace(ctx, id); got.Answer != want {
+					t.Errorf("GetTrace(%s).Answer = %q; want %q", id, got.Answer, want)
+				}
+			}
+			if n, err := s.CountTraces(ctx); err != nil || n != tt.count {
+				t.Errorf("CountTraces = %d, %v; want %d", n, err, tt.count)
+			}
+		})
+	}
+}
+
+// Retention once per batch leaves what retention after every trace leaves.
+func TestPutTracesRetentionMatchesPutTrace(t *testing.T) {
+	ctx := context.Background()
+	opts := func(clk *fakeClock) Options { return Options{Clock: clk, MaxTraces: 7, TraceMaxAge: time.Hour} }
+	oneClk, batchClk := newFakeClock(), newFakeClock()
+	one := openTest(t, "", opts(oneClk))
+	batch := openTest(t, "", opts(batchClk))
+	base := oneClk.Now()
+	for round := range 4 {
+		var ts []Trace
+		for i := range 5 {
+			tr := Trace{ID: fmt.Sprintf("r%d-%d", round, i%4)} // ids repeat within a round
+			switch i {
+			case 1:
+				tr.CreatedAt = base.Add(-2 * time.Hour) // already past the age limit
+			case 2:
+				tr.CreatedAt = base.Add(time.Duration(round) * 10 * time.Minute) // out of order
+			}
+			ts = append(ts, tr)
+		}
+		for _, tr := range ts {
+			if err := one.PutTrace(ctx, tr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := batch.PutTraces(ctx, ts); err != nil {
+			t.Fatal(err)
+		}
+		oneClk.Advance(25 * time.Minute)
+		batchClk.Advance(25 * time.Minute)
+	}
+	stored := func(s *SQLite) []string {
+		rows, err := s.r.QueryContext(ctx, `SELECT id FROM traces ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, id)
+		}
+		return out
+	}
+	if a, b := stored(one), stored(batch); !slices.Equal(a, b) || len(a) == 0 {
+		t.Errorf("one by one kept %q; in batches %q", a, b)
+	}
+}
+
+// BenchmarkPutTraces stores traces one transaction each (PutTrace) and 512
+// per transaction (PutTraces); the batched sub-benchmark reports its speed-up
+// over the one measured just before it, in the same run.
+func BenchmarkPutTraces(b *testing.B) {
+	ctx := context.Background()
+	var single float64 // ns per trace, one transaction each
+	for _, bc := range []struct {
+		name  string
+		batch int
+	}{{"PutTrace", 1}, {"PutTraces-512", 512}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := openTest(b, "", Options{})
+			ts := make([]Trace, bc.batch)
+			n := 0
+			next := func() {
+				for i := range ts {
+					n++
+					ts[i] = Trace{ID: fmt.Sprint("tr_", n), Query: "How do I close a file I wrote?", ExperienceIDs: []string{"e1", "e2"}, Model: "m", Answer: "Check the error Close returns."}
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				next()
+				var err error
+				if bc.batch == 1 {
+					err = s.PutTrace(ctx, ts[0])
+				} else {
+					err = s.PutTraces(ctx, ts)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			if got, err := s.CountTraces(ctx); err != nil || got != min(n, DefaultMaxTraces) {
+				b.Fatalf("stored %d traces, %v; want %d", got, err, min(n, DefaultMaxTraces))
+			}
+			perTrace := float64(b.Elapsed().Nanoseconds()) / float64(n)
+			b.ReportMetric(perTrace, "ns/trace")
+			if bc.batch == 1 {
+				single = perTrace
+			} else if single > 0 {
+				b.ReportMetric(single/perTrace, "x-vs-PutTrace")
+			}
+		})
+	}
+}
