@@ -172,7 +172,7 @@ func (l *Library) calibrate(ctx context.Context, st *state) error {
 // nearestOther is the relevance of the experience id (with canonical
 // vector c) to its best match other than itself.
 func nearestOther(ctx context.Context, st *state, p *prepared, c []float32, id string) (float32, bool, error) {
-	hits, err := st.idx.Search(ctx, gpuidx.Query{Vector: c, K: bgDepth + 1, Rerank: rerankDepth(bgDepth + 1)})
+	hits, err := st.idx.Search(ctx, gpuidx.Query{Vector: c, K: bgDepth + 1, Rerank: rerankDepth(1)})
 	if err != nil {
 		return 0, false, err
 	}

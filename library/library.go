@@ -426,9 +426,11 @@ type Query struct {
 // NoGate is a MinRelevance that lets every match through.
 var NoGate = float32(-2)
 
-// rerankDepth is how many candidates are re-ranked exactly for k hits:
-// exact, but a 3840-float dot product per candidate, so few.
-func rerankDepth(k int) int { return max(8*k, 32) }
+// rerankDepth is how many candidates are re-ranked exactly for k hits
+// wanted: exact, but a 3840-float dot product per candidate, so few. (It
+// is at least bgDepth, so the background's ranks come from the re-ranked
+// candidates too.)
+func rerankDepth(k int) int { return max(8*k, 32, bgDepth) }
 
 // Result is one retrieved experience.
 type Result struct {
@@ -475,7 +477,7 @@ func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
 	depth := max(q.K, bgDepth)
 	hits, err := st.idx.Search(ctx, gpuidx.Query{
 		Vector: q.Vector, K: depth, Domain: store.NormalizeDomain(q.Domain), MinConfidence: float32(q.MinConfidence),
-		Rerank: rerankDepth(depth),
+		Rerank: rerankDepth(q.K), // the background's ranks need no more
 	})
 	if err != nil {
 		return nil, fmt.Errorf("library: search: %w", err)

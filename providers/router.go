@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"path"
+	"sync"
 	"time"
 
 	"github.com/dso-proxy/dso/config"
@@ -110,9 +111,25 @@ func (r *Router) Route(model string) ([]Backend, error) {
 // kept only where the router would send that model to that backend. A
 // backend that fails to list is reported in errs and skipped.
 func (r *Router) Models(ctx context.Context) (models []Model, errs []error) {
+	// Every backend is asked at once: one slow backend costs the caller
+	// its own wait, not the sum of all.
+	type listing struct {
+		ms  []Model
+		err error
+	}
+	lists := make([]listing, len(r.backends))
+	var wg sync.WaitGroup
+	for i, b := range r.backends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lists[i].ms, lists[i].err = b.Models(ctx)
+		}()
+	}
+	wg.Wait()
 	seen := map[string]bool{}
-	for _, b := range r.backends {
-		ms, err := b.Models(ctx)
+	for i, b := range r.backends {
+		ms, err := lists[i].ms, lists[i].err
 		if err != nil {
 			errs = append(errs, err)
 			continue

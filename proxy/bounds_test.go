@@ -178,3 +178,26 @@ func TestInFlightBounds(t *testing.T) {
 		}
 	}
 }
+
+// /v1/models asks every backend at once and leaves out one that does not
+// answer within the models timeout, instead of waiting on it.
+func TestModelsDoNotWaitForAHangingBackend(t *testing.T) {
+	good, hung := newBackend(t, "openai"), newBackend(t, "ollama")
+	hung.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		<-r.Context().Done() // never answers
+		return true
+	})
+	gcfg, hcfg := openaiCfg(good), ollamaCfg(hung)
+	gcfg.Name, hcfg.Name = "good", "hung"
+	hcfg.Models = []string{"llama*"}
+	fe := newFrontend(t, []config.Backend{hcfg, gcfg}, func(o *proxy.Options, _ []config.Backend) {
+		o.ModelsTimeout = 300 * time.Millisecond
+	})
+	code, _, body := send(t, http.MethodGet, fe.URL+"/v1/models", "")
+	var list struct {
+		Data []struct{ ID string } `json:"data"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil || code != 200 || len(list.Data) == 0 {
+		t.Fatalf("/v1/models with one backend hanging: %d %s", code, body)
+	}
+}

@@ -57,6 +57,8 @@ func (s *Server) ollamaTags(w http.ResponseWriter, r *http.Request) {
 // models lists models over every backend; it fails only when every
 // backend failed.
 func (s *Server) models(ctx context.Context) ([]providers.Model, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.ModelsTimeout)
+	defer cancel()
 	ms, errs := s.router.Models(ctx)
 	for _, err := range errs {
 		s.log.WarnContext(ctx, "listing models failed", logKeyRequestID, RequestID(ctx), logKeyErr, err.Error())

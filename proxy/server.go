@@ -51,6 +51,10 @@ type Options struct {
 	MaxRetryWait time.Duration
 	// ReadyTimeout bounds each backend check of /readyz. Zero: 3s.
 	ReadyTimeout time.Duration
+	// ModelsTimeout bounds listing the backends' models (/v1/models,
+	// /api/tags), asked all at once; a backend that has not answered by
+	// then is left out. Zero: 10s.
+	ModelsTimeout time.Duration
 	// AdminKeys, when non-empty, are required for the experience API
 	// instead of APIKeys.
 	AdminKeys []config.Secret
@@ -146,6 +150,9 @@ func New(opts Options) *Server {
 	}
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 3 * time.Second
+	}
+	if opts.ModelsTimeout <= 0 {
+		opts.ModelsTimeout = 10 * time.Second
 	}
 	if opts.Retrieval.Budget <= 0 {
 		opts.Retrieval.Budget = config.DefaultRetrievalBudget
