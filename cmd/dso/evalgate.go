@@ -197,11 +197,15 @@ func runEvalGate(ctx context.Context, c *gateClient, ps []pair, progress io.Writ
 			fmt.Fprintf(progress, "stored %d/%d experiences\n", i+1, len(corpus))
 		}
 	}
-	space, err := c.awaitCalibration(ctx, len(corpus))
+	distinct := map[string]bool{} // texts equal once normalised are one experience
+	for _, id := range ids {
+		distinct[id] = true
+	}
+	space, err := c.awaitCalibration(ctx, len(distinct))
 	if err != nil {
 		return nil, err
 	}
-	rep := &gateReport{Space: space, Corpus: len(corpus), Positives: len(pos), Negatives: len(neg)}
+	rep := &gateReport{Space: space, Corpus: len(distinct), Positives: len(pos), Negatives: len(neg)}
 	// For each question: the relevance at which its counterpart would be
 	// injected (positives) or at which anything would be (negatives), and
 	// whether the server's own gate injects it.
