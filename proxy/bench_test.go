@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,14 +13,17 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
+	"github.com/dso-proxy/dso/store"
 )
 
 // overheadRig is a fake OpenAI backend replaying recorded payloads from
 // memory, and dso in front of it, with one client for both.
 type overheadRig struct {
 	backend, frontend *httptest.Server
+	proxy             *proxy.Server
 	client            *http.Client
 	chat, stream      []byte // golden responses
 }
@@ -29,7 +33,10 @@ const (
 	benchStream = `{"model":"gpt-4o","messages":[{"role":"user","content":"Capital of France?"}],"stream":true,"stream_options":{"include_usage":true}}`
 )
 
-func newOverheadRig(tb testing.TB) *overheadRig {
+func newOverheadRig(tb testing.TB) *overheadRig { return newOverheadRigWith(tb, proxy.Retrieval{}) }
+
+// newOverheadRigWith is newOverheadRig with retrieval (and so traces) as rt.
+func newOverheadRigWith(tb testing.TB, rt proxy.Retrieval) *overheadRig {
 	rig := &overheadRig{chat: golden(tb, "openai/chat.json"), stream: golden(tb, "openai/chat_stream.sse")}
 	events := splitKeep(rig.stream, "\n\n")
 	rig.backend = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -55,7 +62,8 @@ func newOverheadRig(tb testing.TB) *overheadRig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := proxy.New(proxy.Options{Router: router})
+	p := proxy.New(proxy.Options{Router: router, Retrieval: rt})
+	rig.proxy = p
 	rig.frontend = httptest.NewServer(p)
 	tb.Cleanup(func() { p.Close() })
 	tb.Cleanup(rig.frontend.Close)
@@ -181,7 +189,18 @@ func TestNoLostStreamsUnderLoad(t *testing.T) {
 	if testing.Short() {
 		perClient = 5
 	}
-	rig := newOverheadRig(t)
+	// With a library, so that retrieval, injection and a trace per stream
+	// are on the path under load too.
+	hash := providers.NewHashEmbedder(256, 1)
+	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	if _, _, err := lib.AddMany(context.Background(), []store.Experience{
+		{Text: "Answer greetings briefly.", Confidence: 0.9},
+		{Text: "Say hello back to a user who says hello.", Confidence: 0.9},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	everything := -1.0 // inject on every request
+	rig := newOverheadRigWith(t, proxy.Retrieval{Library: lib, Budget: 2 * time.Second, MinScore: &everything})
 	if !bytes.HasSuffix(rig.stream, []byte("data: [DONE]\n\n")) {
 		t.Fatalf("golden stream does not end with [DONE]: %q", tail(rig.stream))
 	}
@@ -213,5 +232,13 @@ func TestNoLostStreamsUnderLoad(t *testing.T) {
 	if lost > 0 {
 		t.Fatalf("%d of %d streams lost or incomplete; e.g. %v", lost, clients*perClient, sample)
 	}
-	t.Logf("%d streams through dso at %d connections, all complete", clients*perClient, clients)
+	rig.proxy.Close() // stores the traces still queued
+	n, err := lib.Store().CountTraces(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != clients*perClient {
+		t.Errorf("%d traces stored for %d streams", n, clients*perClient)
+	}
+	t.Logf("%d streams through dso at %d connections, with retrieval and traces, all complete", clients*perClient, clients)
 }
