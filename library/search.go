@@ -1,0 +1,120 @@
+package library
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/dso-proxy/dso/gpuidx"
+	"github.com/dso-proxy/dso/store"
+)
+
+// Query is one retrieval.
+type Query struct {
+	// Vector is the canonical query vector (from Vector).
+	Vector []float32
+	// K is how many experiences to return at most; 0 means 5.
+	K int
+	// Domain keeps experiences in this domain or below it ("" keeps all).
+	Domain string
+	// MinConfidence drops experiences below it.
+	MinConfidence float64
+	// MinRelevance, when set, replaces the calibrated gate.
+	MinRelevance *float32
+	// IncludeGated keeps the matches below the gate too, marked so (for
+	// showing what retrieval would do).
+	IncludeGated bool
+}
+
+// NoGate is a MinRelevance that lets every match through.
+var NoGate = float32(-2)
+
+// rerankDepth is how many candidates are re-ranked exactly for k hits
+// wanted: exact, but a 3840-float dot product per candidate, so few. (It
+// is at least bgDepth, so the background's ranks come from the re-ranked
+// candidates too.)
+func rerankDepth(k int) int { return max(8*k, 32, bgDepth) }
+
+// Result is one retrieved experience.
+type Result struct {
+	store.Experience
+	// Score estimates the cosine between query and experience.
+	Score float32
+	// Relevance is Score less the query's background; the gate compares it.
+	Relevance float32
+	// Passed says whether it cleared the gate.
+	Passed bool
+}
+
+// GateFor returns the relevance threshold q is judged by.
+func (l *Library) GateFor(q Query) float32 {
+	if q.MinRelevance != nil {
+		return *q.MinRelevance
+	}
+	st := l.cur.Load()
+	if g := st.gate.Load(); g != nil {
+		return g.Value
+	}
+	if p := st.prep.Load(); p != nil {
+		return p.floor
+	}
+	return 0
+}
+
+// Search returns the best experiences for q that clear the gate (and,
+// with IncludeGated, those that do not), best first. Retired experiences
+// are never returned. q.Vector must come from this library's Vector (or
+// Align) of the space it serves.
+func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
+	st := l.cur.Load()
+	p := st.prep.Load()
+	if p == nil {
+		return nil, st.ready()
+	}
+	if st.idx.Len() == 0 {
+		return nil, ErrEmpty
+	}
+	if q.K <= 0 {
+		q.K = 5
+	}
+	depth := max(q.K, bgDepth)
+	hits, err := st.idx.Search(ctx, gpuidx.Query{
+		Vector: q.Vector, K: depth, Domain: store.NormalizeDomain(q.Domain), MinConfidence: float32(q.MinConfidence),
+		Rerank: rerankDepth(q.K), // the background's ranks need no more
+	})
+	if err != nil {
+		return nil, fmt.Errorf("library: search: %w", err)
+	}
+	ahits, err := p.anchors.Search(ctx, anchorQuery(q.Vector, bgDepth))
+	if err != nil {
+		return nil, fmt.Errorf("library: search: %w", err)
+	}
+	bg := background(hits, ahits, "")
+	gate := l.GateFor(q)
+	hits = hits[:min(q.K, len(hits))]
+	ids := make([]string, 0, len(hits))
+	byID := make(map[string]gpuidx.Hit, len(hits))
+	for _, h := range hits {
+		if q.IncludeGated || h.Score-bg >= gate {
+			ids = append(ids, h.ID)
+			byID[h.ID] = h
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	exps, err := l.store.GetExperiences(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("library: loading experiences: %w", err)
+	}
+	out := make([]Result, 0, len(exps))
+	for _, e := range exps {
+		// The index may lag a concurrent change; the store has the last word.
+		if e.Status == store.StatusRetired || e.Confidence < q.MinConfidence {
+			continue
+		}
+		h := byID[e.ID]
+		rel := h.Score - bg
+		out = append(out, Result{Experience: e, Score: h.Score, Relevance: rel, Passed: rel >= gate})
+	}
+	return out, nil
+}
