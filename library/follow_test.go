@@ -162,19 +162,7 @@ func TestFollowFromBeforeStart(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), store.FileName)
 	w := writer(t, path)
-	st, err := store.Open(ctx, path, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	lib, err := library.New(ctx, library.Config{Store: st, Space: hashSpace(512, 3)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lib.Close() })
-	if err := lib.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
+	lib, _ := openSpace(t, filepath.Dir(path), hashSpace(512, 3))
 	text := "Use contexts with deadlines for outgoing requests."
 	q := vector(t, w, text)
 	e, _, err := w.Add(ctx, store.Experience{Text: text, Confidence: 0.8})
@@ -198,19 +186,7 @@ func TestFollowSkipsBadRecord(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), store.FileName)
 	w := writer(t, path)
-	st, err := store.Open(ctx, path, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	lib, err := library.New(ctx, library.Config{Store: st, Space: hashSpace(512, 3)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lib.Close() })
-	if err := lib.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
+	lib, _ := openSpace(t, filepath.Dir(path), hashSpace(512, 3))
 	bad := make([]byte, store.CodeSize) // the store checks the length only
 	bad[0] = 0xff                       // no such code version
 	if _, _, err := w.Store().PutExperience(ctx, store.Experience{Text: "undecodable", Confidence: 0.5, Code: bad, Space: w.Space().Name}); err != nil {
@@ -241,19 +217,7 @@ func TestFollowAfterPrune(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), store.FileName)
 	w := writer(t, path)
-	st, err := store.Open(ctx, path, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	lib, err := library.New(ctx, library.Config{Store: st, Space: hashSpace(512, 3)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lib.Close() })
-	if err := lib.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
+	lib, _ := openSpace(t, filepath.Dir(path), hashSpace(512, 3))
 	var qs [][]float32
 	var ids []string
 	for i := range 5 {
