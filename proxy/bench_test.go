@@ -7,8 +7,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,13 +107,26 @@ func tail(b []byte) []byte {
 }
 
 // BenchmarkOverhead measures what dso adds to a request: the same requests
-// straight to the backend and through dso, in one run, so the difference of
-// the p50 and p99 latencies is dso's cost.
+// straight to the backend, through a bare httputil.ReverseProxy (the Go
+// floor), through dso, and through dso with retrieval on over an empty
+// library, in one run. Besides latency it reports the process's CPU time
+// per request (client and backend included, the same for every route, so
+// differences are the proxies'), and logs dso's ratios to the floor.
 //
-//	go test -run xxx -bench Overhead -benchtime 3000x ./proxy
+//	go test -run xxx -bench 'Overhead$' -benchtime 3000x ./proxy
 func BenchmarkOverhead(b *testing.B) {
 	rig := newOverheadRig(b)
-	for _, route := range []struct{ name, base string }{{"direct", rig.backend.URL}, {"proxied", rig.frontend.URL}} {
+	u, _ := url.Parse(rig.backend.URL)
+	floor := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
+	b.Cleanup(floor.Close)
+	hash := providers.NewHashEmbedder(256, 1)
+	lib := newSpaceLibrary(b, b.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	withLib := newOverheadRigWith(b, proxy.Retrieval{Library: lib, Budget: time.Second})
+	cpu := map[string]float64{}
+	p50 := map[string]float64{}
+	for _, route := range []struct{ name, base string }{
+		{"direct", rig.backend.URL}, {"floor", floor.URL}, {"dso", rig.frontend.URL}, {"dso+library", withLib.frontend.URL},
+	} {
 		for _, mode := range []struct {
 			name   string
 			stream bool
@@ -121,7 +137,7 @@ func BenchmarkOverhead(b *testing.B) {
 				}
 				b.ReportAllocs()
 				lat := make([]time.Duration, 0, b.N)
-				start := time.Now()
+				start, cpu0 := time.Now(), processCPU()
 				for b.Loop() {
 					t0 := time.Now()
 					if err := rig.do(route.base, mode.stream); err != nil {
@@ -130,15 +146,37 @@ func BenchmarkOverhead(b *testing.B) {
 					lat = append(lat, time.Since(t0))
 				}
 				elapsed := time.Since(start)
-				reportLatency(b, lat, elapsed)
+				perReq := float64((processCPU() - cpu0).Microseconds()) / float64(len(lat))
+				b.ReportMetric(perReq, "cpu-µs/op")
+				p50[route.name+"/"+mode.name] = reportLatency(b, lat, elapsed)
+				cpu[route.name+"/"+mode.name] = perReq
 			})
+		}
+	}
+	for _, mode := range []string{"nonstream", "stream"} {
+		d, f := cpu["direct/"+mode], cpu["floor/"+mode]
+		for _, r := range []string{"dso", "dso+library"} {
+			if f-d > 0 {
+				b.Logf("%s %s: CPU added per request %.1f µs vs the floor's %.1f µs (ratio %.2f); added p50 %.0f µs vs %.0f µs",
+					r, mode, cpu[r+"/"+mode]-d, f-d, (cpu[r+"/"+mode]-d)/(f-d), p50[r+"/"+mode]-p50["direct/"+mode], p50["floor/"+mode]-p50["direct/"+mode])
+			}
 		}
 	}
 }
 
-func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {
+// processCPU is the CPU time this process has used, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportLatency reports p50, p99 and throughput, and returns the p50 in µs.
+func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) float64 {
 	if len(lat) == 0 {
-		return
+		return 0
 	}
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
@@ -147,6 +185,7 @@ func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {
 	b.ReportMetric(pct(0.50), "p50-µs")
 	b.ReportMetric(pct(0.99), "p99-µs")
 	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "req/s")
+	return pct(0.50)
 }
 
 // BenchmarkOverheadParallel is BenchmarkOverhead's throughput: many
