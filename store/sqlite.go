@@ -81,6 +81,10 @@ type SQLite struct {
 	r      *sql.DB // read-only pool
 	opts   Options
 	closed atomic.Bool
+	// traces estimates the stored traces (this process's inserts since the
+	// last count), so that the count limit walks the table only when it
+	// may be exceeded.
+	traces atomic.Int64
 }
 
 // Open opens or creates the SQLite database file at path, creating its
@@ -130,6 +134,11 @@ func (s *SQLite) open(ctx context.Context, path string) error {
 	if err := s.r.PingContext(ctx); err != nil {
 		return fmt.Errorf("store: open: %w", err)
 	}
+	var n int64
+	if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM traces`).Scan(&n); err != nil {
+		return fmt.Errorf("store: open: counting traces: %w", err)
+	}
+	s.traces.Store(n)
 	return nil
 }
 

@@ -85,6 +85,7 @@ func (s *SQLite) putTraces(ctx context.Context, ts []Trace) error {
 				return err
 			}
 		}
+		s.traces.Add(int64(len(rows))) // replaced ones over-count: a walk too many, never too few
 		_, err = s.prune(ctx, tx, now)
 		return err
 	})
@@ -141,15 +142,25 @@ func (s *SQLite) prune(ctx context.Context, tx *sql.Tx, now time.Time) (int, err
 		n, _ := res.RowsAffected()
 		total += n
 	}
-	if max := s.opts.MaxTraces; max > 0 {
-		// Keep the newest max traces (ties broken by rowid, i.e. insertion).
+	if max := s.opts.MaxTraces; max > 0 && s.traces.Load() > int64(max) {
+		// Keep the newest traces (ties broken by rowid, i.e. insertion):
+		// max of them, less a hundredth, so that the walk this takes is
+		// paid once per max/100 inserts, not on every one.
+		keep := max - max/100
 		res, err := tx.ExecContext(ctx, `DELETE FROM traces WHERE rowid IN (
-			SELECT rowid FROM traces ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)`, max)
+			SELECT rowid FROM traces ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)`, keep)
 		if err != nil {
 			return 0, err
 		}
 		n, _ := res.RowsAffected()
 		total += n
+	}
+	if max := s.opts.MaxTraces; total > 0 || max > 0 && s.traces.Load() > int64(max) {
+		var n int64
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM traces`).Scan(&n); err != nil {
+			return 0, err
+		}
+		s.traces.Store(n)
 	}
 	return int(total), nil
 }

@@ -220,3 +220,30 @@ func BenchmarkPutTraces(b *testing.B) {
 		})
 	}
 }
+
+// The count limit is applied in steps: past MaxTraces, the oldest are
+// dropped down to 99% of it, so that the walk over the table is paid once
+// per MaxTraces/100 traces; the table never holds more than MaxTraces.
+func TestTraceCountLimitSteps(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "", Options{MaxTraces: 200})
+	for i := range 450 {
+		if err := s.PutTrace(ctx, Trace{ID: fmt.Sprintf("t%03d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		n, err := s.CountTraces(ctx)
+		if err != nil || n > 200 {
+			t.Fatalf("after %d traces: %d stored, %v; want at most 200", i+1, n, err)
+		}
+	}
+	n, _ := s.CountTraces(ctx)
+	if n < 198 {
+		t.Errorf("%d stored; want the newest 198 to 200", n)
+	}
+	if _, err := s.GetTrace(ctx, "t449"); err != nil {
+		t.Errorf("the newest trace is gone: %v", err)
+	}
+	if _, err := s.GetTrace(ctx, "t100"); err == nil {
+		t.Error("an old trace survived the limit")
+	}
+}
