@@ -275,14 +275,14 @@ func sumExcept(counts map[string]int, skip string) int {
 	return n
 }
 
-// Close stops the background work. It does not close the store or the
-// configured index.
+// Close stops the background work and closes the index the library made
+// for a move, if any. It does not close the store or the configured index.
 func (l *Library) Close() error {
 	l.cancel()
 	<-l.done
 	l.helpers.Wait()
-	if l.owned != nil && l.owned != l.cur.Load().idx {
-		return l.owned.Close()
+	if l.owned != nil {
+		return l.owned.Close() // made here, served or not
 	}
 	return nil
 }
