@@ -387,11 +387,23 @@ func TestGracefulShutdown(t *testing.T) {
 }
 
 // On a machine without a GPU, --index auto starts on the CPU index and
-// logs why; --index gpu refuses to start.
+// logs why; --index gpu refuses to start. On one with a GPU, both take it.
 func TestServeIndexAutoFallsBackToCPU(t *testing.T) {
 	cfg, err := loadServeConfig([]string{"--index", "auto", "--data", t.TempDir()}, io.Discard, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
+	}
+	if gpu, err := gpuidx.Open(gpuidx.KindGPU, gpuidx.CPUConfig{}, gpuidx.GPUConfig{}, slog.New(slog.DiscardHandler)); err == nil {
+		gpu.Close()
+		for _, kind := range []string{gpuidx.KindAuto, gpuidx.KindGPU} {
+			cfg.Retrieval.Index = kind
+			rt, closeAll, err := openRetrieval(context.Background(), cfg, nil, slog.New(slog.DiscardHandler))
+			if err != nil || rt.Library == nil {
+				t.Fatalf("--index %s on a machine with a GPU: %v", kind, err)
+			}
+			closeAll()
+		}
+		return
 	}
 	var logs bytes.Buffer
 	rt, closeAll, err := openRetrieval(context.Background(), cfg, nil, slog.New(slog.NewJSONHandler(&logs, nil)))
