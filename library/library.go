@@ -234,27 +234,28 @@ func (l *Library) rebuild(ctx context.Context) error {
 	serving := newState(prev, nil, l.cfg.Index)
 	l.cur.Store(serving)
 	l.next.Store(target)
-	err = l.store.EachExperience(ctx, func(e store.Experience) error {
-		if err := serving.index(e); err != nil {
-			return err
+	// Codes already made for the move, indexed with their rows' meta in
+	// the one walk below; an undecodable one is left out, and so made again.
+	pendingCodes := map[string]compress.Code{}
+	err = l.store.PendingCodes(ctx, target.space.Name, func(id string, code []byte) error {
+		if c, err := compress.Decode(code); err == nil {
+			pendingCodes[id] = c
 		}
-		return target.index(e)
+		return nil
 	})
 	if err != nil {
 		return err
 	}
 	pending := 0
-	err = l.store.PendingCodes(ctx, target.space.Name, func(id string, code []byte) error {
-		pending++
-		c, err := compress.Decode(code)
-		if err != nil {
-			return nil // re-embedded again
-		}
-		es, err := l.store.GetExperiences(ctx, []string{id})
-		if err != nil || len(es) == 0 {
+	err = l.store.EachExperience(ctx, func(e store.Experience) error {
+		if err := serving.index(e); err != nil {
 			return err
 		}
-		return target.idx.Upsert(id, meta(es[0]), c)
+		if c, ok := pendingCodes[e.ID]; ok {
+			pending++
+			return target.idx.Upsert(e.ID, meta(e), c)
+		}
+		return target.index(e)
 	})
 	if err != nil {
 		return err

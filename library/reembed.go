@@ -47,21 +47,11 @@ func (l *Library) reembed(ctx context.Context) {
 	}
 }
 
-// codeAll codes, in st's space, every stored experience that has no code
-// there yet (as pending codes when pending). It returns false when ctx
-// ended first.
+// codeAll codes, in st's space, every stored experience that st's index
+// does not hold yet (as pending codes when pending): the index holds every
+// experience with a usable code there, stored or pending, so it is the
+// to-do list. It returns false when ctx ended first.
 func (l *Library) codeAll(ctx context.Context, st *state, pending bool) bool {
-	have := map[string]bool{}
-	if pending {
-		err := l.store.PendingCodes(ctx, st.space.Name, func(id string, _ []byte) error {
-			have[id] = true
-			return nil
-		})
-		if err != nil {
-			l.pause(ctx, err)
-			return ctx.Err() == nil && l.codeAll(ctx, st, pending)
-		}
-	}
 	after := ""
 	for ctx.Err() == nil {
 		page, next, err := l.store.ListExperiences(ctx, store.ListOptions{After: after, Limit: 1000})
@@ -71,7 +61,7 @@ func (l *Library) codeAll(ctx context.Context, st *state, pending bool) bool {
 		}
 		var todo []store.Experience
 		for _, e := range page {
-			if !(len(e.Code) > 0 && e.Space == st.space.Name) && !have[e.ID] {
+			if _, _, ok := st.idx.Get(e.ID); !ok {
 				todo = append(todo, e)
 			}
 		}
