@@ -16,6 +16,7 @@ import (
 	"github.com/dso-proxy/dso/gpuidx"
 	"github.com/dso-proxy/dso/internal/shareddata"
 	"github.com/dso-proxy/dso/library"
+	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/store"
 )
 
@@ -50,7 +51,11 @@ func TestEvalRetrievalTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp, err := librarySpace(cfg.Retrieval, cfg, nil)
+	router, err := providers.NewRouter(cfg.Backends, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := librarySpace(cfg.Retrieval, router)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -459,12 +459,18 @@ func withLogger(log *slog.Logger) libraryOption {
 // from cfg.
 func openLibrary(ctx context.Context, st *store.SQLite, cfg config.Config, cacheSize int, idx gpuidx.Index, router *providers.Router, opts ...libraryOption) (*library.Library, error) {
 	rc := cfg.Retrieval
-	sp, err := librarySpace(rc, cfg, router)
+	if router == nil {
+		var err error
+		if router, err = providers.NewRouter(cfg.Backends, nil); err != nil {
+			return nil, err
+		}
+	}
+	sp, err := librarySpace(rc, router)
 	if err != nil {
 		return nil, err
 	}
 	lc := library.Config{Store: st, Space: sp, Index: idx, Seed: rc.Seed, CacheSize: cacheSize,
-		Previous: func(name string) (library.Space, bool) { return previousSpace(name, cfg, router) },
+		Previous: func(name string) (library.Space, bool) { return previousSpace(name, router) },
 		NewIndex: func() (gpuidx.Index, error) {
 			return gpuidx.Open(rc.Index, gpuidx.CPUConfig{}, gpuidx.GPUConfig{}, slog.New(slog.DiscardHandler))
 		},
@@ -480,20 +486,16 @@ func openLibrary(ctx context.Context, st *store.SQLite, cfg config.Config, cache
 	return library.New(ctx, lc)
 }
 
-// librarySpace resolves retrieval.embedder to the library's space.
-func librarySpace(rc config.Retrieval, cfg config.Config, router *providers.Router) (library.Space, error) {
+// librarySpace resolves retrieval.embedder to the library's space; router
+// serves model: spaces.
+func librarySpace(rc config.Retrieval, router *providers.Router) (library.Space, error) {
 	spec := rc.LibraryEmbedder()
 	if model, ok := strings.CutPrefix(spec, "model:"); ok {
-		if router == nil {
-			var err error
-			if router, err = providers.NewRouter(cfg.Backends, nil); err != nil {
-				return library.Space{}, err
-			}
-		}
-		if _, err := router.Route(model); err != nil {
+		sp, err := routedSpace(router, spec, model)
+		if err != nil {
 			return library.Space{}, fmt.Errorf("retrieval.embedder %s: %w", spec, err)
 		}
-		return library.Space{Name: spec, Embedder: routedEmbedder{router}, Model: model}, nil
+		return sp, nil
 	}
 	emb, name, err := localEmbedder(spec)
 	if err != nil {
@@ -506,7 +508,7 @@ func librarySpace(rc config.Retrieval, cfg config.Config, router *providers.Rout
 // this configuration can still embed there: the built-in hash spaces, and
 // backend models the router still serves (spaces named by a bare model
 // name come from before spaces were named).
-func previousSpace(name string, cfg config.Config, router *providers.Router) (library.Space, bool) {
+func previousSpace(name string, router *providers.Router) (library.Space, bool) {
 	if strings.HasPrefix(name, "hash") {
 		emb, n, err := localEmbedder(name)
 		if err != nil || n != name {
@@ -517,17 +519,17 @@ func previousSpace(name string, cfg config.Config, router *providers.Router) (li
 	if strings.HasPrefix(name, "wordvec:") {
 		return library.Space{}, false // the file is not known
 	}
-	model := strings.TrimPrefix(name, "model:")
-	if router == nil {
-		var err error
-		if router, err = providers.NewRouter(cfg.Backends, nil); err != nil {
-			return library.Space{}, false
-		}
-	}
+	sp, err := routedSpace(router, name, strings.TrimPrefix(name, "model:"))
+	return sp, err == nil
+}
+
+// routedSpace is the space name of embedding model, embedded by the
+// backend router sends it to; an error when no backend serves it.
+func routedSpace(router *providers.Router, name, model string) (library.Space, error) {
 	if _, err := router.Route(model); err != nil {
-		return library.Space{}, false
+		return library.Space{}, err
 	}
-	return library.Space{Name: name, Embedder: routedEmbedder{router}, Model: model}, true
+	return library.Space{Name: name, Embedder: routedEmbedder{router}, Model: model}, nil
 }
 
 // routedEmbedder embeds with the backend the router sends a model to,
