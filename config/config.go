@@ -229,15 +229,6 @@ func Default() Config {
 	return c
 }
 
-func (c *Config) anyEmbeddingModel() bool {
-	for _, b := range c.Backends {
-		if b.EmbeddingModel != "" {
-			return true
-		}
-	}
-	return false
-}
-
 // LibraryEmbedder returns the library's embedding space spec with
 // "backend" resolved: "hash:DIM", "wordvec:FILE" or "model:NAME".
 func (r Retrieval) LibraryEmbedder() string {

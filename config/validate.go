@@ -60,7 +60,8 @@ func (c *Config) Validate() error {
 	switch e := rt.Embedder; {
 	case e == "", e == "hash", strings.HasPrefix(e, "hash:"), strings.HasPrefix(e, "wordvec:") && len(e) > 8, strings.HasPrefix(e, "model:") && len(e) > 6:
 	case e == "backend":
-		if rt.EmbeddingModel == "" && !c.anyEmbeddingModel() {
+		// fill takes EmbeddingModel from the first backend that names one.
+		if rt.EmbeddingModel == "" {
 			add("retrieval.embedder", "backend needs retrieval.embedding_model (or a backend's embedding_model)")
 		}
 	default:
