@@ -207,15 +207,10 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 		s.metrics.retrieval.WithLabelValues(ret.reason).Inc()
 		return body, tr, nil
 	}
-	if ret.gated {
-		h.Set(HeaderGate, formatScore(ret.gate))
-	}
+	h.Set(HeaderGate, formatScore(ret.gate))
 	if len(ret.ids) == 0 {
-		outcome := "none"
-		if ret.gated {
-			outcome = "gated"
-		}
-		s.metrics.retrieval.WithLabelValues(outcome).Inc()
+		// Nothing matched the filters and cleared the gate.
+		s.metrics.retrieval.WithLabelValues("none").Inc()
 		return body, tr, nil
 	}
 	s.metrics.retrieval.WithLabelValues("injected").Inc()
@@ -245,7 +240,6 @@ type retrieval struct {
 	ids    []string // the experiences injected, in order
 	scores []string // their relevance, formatted
 	gate   float32  // the relevance threshold applied
-	gated  bool     // whether matches were judged by the gate
 	reason string   // a degraded reason, or ""
 }
 
@@ -272,7 +266,7 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	if reason != "" {
 		return retrieval{reason: reason}
 	}
-	ret := retrieval{body: body, gate: gate, gated: true}
+	ret := retrieval{body: body, gate: gate}
 	if len(res) == 0 {
 		return ret
 	}
