@@ -1,16 +1,11 @@
 package learn
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,45 +14,6 @@ import (
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/store"
 )
-
-// Item is one training or held-out example: a line of the JSONL dataset.
-type Item struct {
-	Query       string `json:"query"`
-	GroundTruth string `json:"ground_truth"`
-	// Domain is the lessons' domain for this item; empty: Config.Domain.
-	Domain string `json:"domain,omitempty"`
-}
-
-// ReadDataset reads JSONL items, one object per line (blank lines are
-// skipped). Every line is checked; the error lists each bad line.
-func ReadDataset(r io.Reader) ([]Item, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	var items []Item
-	var errs []error
-	for line := 1; sc.Scan(); line++ {
-		b := sc.Bytes()
-		if len(strings.TrimSpace(string(b))) == 0 {
-			continue
-		}
-		var it Item
-		dec := json.NewDecoder(strings.NewReader(string(b)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&it); err != nil {
-			errs = append(errs, fmt.Errorf("line %d: %v", line, err))
-			continue
-		}
-		if strings.TrimSpace(it.Query) == "" || strings.TrimSpace(it.GroundTruth) == "" {
-			errs = append(errs, fmt.Errorf("line %d: query and ground_truth are required", line))
-			continue
-		}
-		items = append(items, it)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	return items, errors.Join(errs...)
-}
 
 // Library is what the optimizer needs of the experience library;
 // *library.Library satisfies it.
@@ -122,94 +78,6 @@ type Config struct {
 	Progress func(Progress)
 }
 
-// Progress reports one finished batch.
-type Progress struct {
-	Epoch, Epochs int // 1-based
-	Done, Items   int // items of the epoch done, of all
-	// MeanGrade is the batch's mean grade over sampled answers.
-	MeanGrade   float64
-	Ops         OpCounts // the batch's operations
-	LibrarySize int
-	Tokens      Tokens // the run's, so far
-}
-
-// OpCounts counts library operations. Applied operations are counted once
-// even if a resumed run had to execute them again.
-type OpCounts struct {
-	Add      int `json:"add"`
-	Modify   int `json:"modify"`
-	Delete   int `json:"delete"`
-	Keep     int `json:"keep"`
-	Rejected int `json:"rejected"` // malformed, unknown id, or in conflict
-}
-
-func (c *OpCounts) plus(d OpCounts) {
-	c.Add += d.Add
-	c.Modify += d.Modify
-	c.Delete += d.Delete
-	c.Keep += d.Keep
-	c.Rejected += d.Rejected
-}
-
-// Tokens sums the Usage reported by the backends.
-type Tokens struct {
-	Prompt     int `json:"prompt"`
-	Completion int `json:"completion"`
-	Total      int `json:"total"`
-}
-
-func (t *Tokens) add(u Usage) {
-	t.Prompt += u.PromptTokens
-	t.Completion += u.CompletionTokens
-	t.Total += u.PromptTokens + u.CompletionTokens
-}
-
-func (t *Tokens) plus(d Tokens) {
-	t.Prompt += d.Prompt
-	t.Completion += d.Completion
-	t.Total += d.Total
-}
-
-// Report is the outcome of a run.
-//
-// Accuracy on the training set is measured while learning, on the answers
-// sampled in that epoch (each with the library as it was at the start of
-// its batch): MeanGrade is the mean grade of all sampled answers, and
-// MajorityAccuracy the fraction of items more than half of whose G answers
-// grade at least 0.5. Held-out accuracy is the mean grade of one answer per
-// held-out item at temperature 0, with the library as it is at the end of
-// the epoch (HeldoutBaseline: before the first epoch).
-type Report struct {
-	Model           string        `json:"model"`
-	Items           int           `json:"items"`
-	HeldoutItems    int           `json:"heldout_items"`
-	Group           int           `json:"group"`
-	Epochs          []EpochReport `json:"epochs"`
-	HeldoutBaseline *float64      `json:"heldout_baseline,omitempty"`
-	LibrarySize     int           `json:"library_size"`
-	Ops             OpCounts      `json:"operations"`
-	Tokens          Tokens        `json:"tokens"`
-	// Resumed says the run went on from a checkpoint.
-	Resumed bool `json:"resumed"`
-}
-
-// EpochReport is one epoch of a Report.
-type EpochReport struct {
-	Epoch            int      `json:"epoch"` // 1-based
-	Items            int      `json:"items"` // items sampled so far
-	MeanGrade        float64  `json:"mean_grade"`
-	MajorityAccuracy float64  `json:"majority_accuracy"`
-	HeldoutAccuracy  *float64 `json:"heldout_accuracy,omitempty"`
-	// Groups is how many items' groups had differing grades (an advantage).
-	Groups int `json:"groups_with_advantage"`
-	// BadReplies counts advantage replies with no operations object and
-	// judge replies without a grade (scored 0).
-	BadReplies  int      `json:"bad_replies"`
-	Ops         OpCounts `json:"operations"`
-	Tokens      Tokens   `json:"tokens"`
-	LibrarySize int      `json:"library_size"`
-}
-
 // Optimizer is the training-free GRPO optimizer (Training-Free GRPO,
 // Tencent Youtu, 2025): no weights change, only the experience library. For
 // each question it retrieves lessons, samples a group of answers with them
@@ -259,50 +127,6 @@ func NewOptimizer(cfg Config) (*Optimizer, error) {
 		return nil, fmt.Errorf("learn: confidence %v outside [0, 1]", cfg.Confidence)
 	}
 	return &Optimizer{cfg: cfg}, nil
-}
-
-// checkpointVersion is the checkpoint file format's version.
-const checkpointVersion = 1
-
-// checkpoint is the saved state of a run, written after each batch and
-// after each operation applied.
-type checkpoint struct {
-	Version     int    `json:"version"`
-	Fingerprint string `json:"fingerprint"`
-	// Epoch is the 0-based epoch in progress; Next the first item of its
-	// next batch.
-	Epoch int `json:"epoch"`
-	Next  int `json:"next"`
-	// Pending are the last batch's operations, being applied; Applied the
-	// ids of every operation applied.
-	Pending         []pendingOp  `json:"pending,omitempty"`
-	Applied         []string     `json:"applied"`
-	BaselineDone    bool         `json:"baseline_done"`
-	HeldoutBaseline *float64     `json:"heldout_baseline,omitempty"`
-	Epochs          []epochState `json:"epochs"`
-}
-
-// epochState accumulates one epoch.
-type epochState struct {
-	Items         int      `json:"items"`
-	Samples       int      `json:"samples"`
-	GradeSum      float64  `json:"grade_sum"`
-	MajorityRight int      `json:"majority_right"`
-	Groups        int      `json:"groups"`
-	BadReplies    int      `json:"bad_replies"`
-	Ops           OpCounts `json:"ops"`
-	Tokens        Tokens   `json:"tokens"`
-	Heldout       *float64 `json:"heldout,omitempty"`
-	LibrarySize   int      `json:"library_size"`
-}
-
-// pendingOp is an operation resolved against the library, ready to apply.
-type pendingOp struct {
-	ID     string `json:"id"` // hash of epoch, item and operation
-	Kind   OpKind `json:"op"`
-	Target string `json:"target,omitempty"` // experience id for modify, delete, keep
-	Domain string `json:"domain,omitempty"`
-	Text   string `json:"text,omitempty"`
 }
 
 // Run optimises the library over train for the configured epochs,
@@ -736,102 +560,4 @@ func (r *run) evaluate(ctx context.Context, items []Item) (float64, Tokens, erro
 		sum += g
 	}
 	return sum / float64(len(items)), tok, nil
-}
-
-func (r *run) tokens() Tokens {
-	var t Tokens
-	for _, e := range r.cp.Epochs {
-		t.plus(e.Tokens)
-	}
-	return t
-}
-
-func (r *run) report(items, heldout int) Report {
-	cfg := r.o.cfg
-	rep := Report{
-		Model: cfg.Model, Items: items, HeldoutItems: heldout, Group: cfg.Group,
-		HeldoutBaseline: r.cp.HeldoutBaseline, LibrarySize: cfg.Library.Len(), Tokens: r.tokens(),
-		Epochs: []EpochReport{},
-	}
-	for i, e := range r.cp.Epochs {
-		rep.Ops.plus(e.Ops)
-		if e.Items == 0 && e.Heldout == nil {
-			continue
-		}
-		rep.Epochs = append(rep.Epochs, EpochReport{
-			Epoch: i + 1, Items: e.Items,
-			MeanGrade:        e.GradeSum / float64(max(1, e.Samples)),
-			MajorityAccuracy: float64(e.MajorityRight) / float64(max(1, e.Items)),
-			HeldoutAccuracy:  e.Heldout, Groups: e.Groups, BadReplies: e.BadReplies,
-			Ops: e.Ops, Tokens: e.Tokens, LibrarySize: e.LibrarySize,
-		})
-	}
-	return rep
-}
-
-// fingerprint ties a checkpoint to its datasets and sampling settings.
-func fingerprint(cfg Config, train, heldout []Item) string {
-	h := sha256.New()
-	enc := json.NewEncoder(h)
-	enc.Encode(train)
-	enc.Encode(heldout)
-	fmt.Fprintf(h, "%s\x00%d\x00%d", cfg.Model, cfg.Group, cfg.Batch)
-	return hex.EncodeToString(h.Sum(nil)[:16])
-}
-
-func loadCheckpoint(path, fp string) (*checkpoint, bool, error) {
-	fresh := &checkpoint{Version: checkpointVersion, Fingerprint: fp, Applied: []string{}}
-	if path == "" {
-		return fresh, false, nil
-	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return fresh, false, nil
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("learn: checkpoint: %w", err)
-	}
-	var cp checkpoint
-	if err := json.Unmarshal(b, &cp); err != nil {
-		return nil, false, fmt.Errorf("learn: checkpoint %s: %w", path, err)
-	}
-	if cp.Version != checkpointVersion {
-		return nil, false, fmt.Errorf("learn: checkpoint %s has version %d; want %d", path, cp.Version, checkpointVersion)
-	}
-	if cp.Fingerprint != fp {
-		return nil, false, fmt.Errorf("learn: checkpoint %s is for another dataset, model, group or batch size", path)
-	}
-	return &cp, true, nil
-}
-
-// save writes the checkpoint atomically: a temporary file in the same
-// folder, synced, renamed over the old one.
-func (r *run) save() error {
-	path := r.o.cfg.Checkpoint
-	if path == "" {
-		return nil
-	}
-	b, err := json.MarshalIndent(r.cp, "", "  ")
-	if err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("learn: checkpoint: %w", err)
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("learn: checkpoint: %w", err)
-	}
-	return nil
 }
