@@ -47,10 +47,10 @@ func (l *Library) reembed(ctx context.Context) {
 	}
 }
 
-// codeAll codes, in st's space, every stored experience that st's index
-// does not hold yet (as pending codes when pending): the index holds every
-// experience with a usable code there, stored or pending, so it is the
-// to-do list. It returns false when ctx ended first.
+// codeAll codes, in st's space, every stored experience that has no code
+// there yet (as pending codes when pending: then the new state's index,
+// which holds every usable pending code, says which are done). It returns
+// false when ctx ended first.
 func (l *Library) codeAll(ctx context.Context, st *state, pending bool) bool {
 	after := ""
 	for ctx.Err() == nil {
@@ -61,9 +61,13 @@ func (l *Library) codeAll(ctx context.Context, st *state, pending bool) bool {
 		}
 		var todo []store.Experience
 		for _, e := range page {
-			if _, _, ok := st.idx.Get(e.ID); !ok {
-				todo = append(todo, e)
+			if len(e.Code) > 0 && e.Space == st.space.Name {
+				continue
 			}
+			if _, _, done := st.idx.Get(e.ID); pending && done {
+				continue
+			}
+			todo = append(todo, e)
 		}
 		for start := 0; start < len(todo) && ctx.Err() == nil; {
 			batch := todo[start:min(start+embedBatch, len(todo))]
