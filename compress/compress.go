@@ -161,30 +161,3 @@ func Hamming(a, b *Code) int {
 	}
 	return n
 }
-
-// Dot returns the dot product of the float query q ([Dim] components) with
-// the ±scale reconstruction of the code given by its words and scale. It
-// panics if q or words is too short.
-func Dot(q []float32, words []uint64, scale float32) float32 {
-	q = q[:Dim]
-	words = words[:Words]
-	var p0, p1, p2, p3, a0, a1, a2, a3 float32
-	for w, word := range words {
-		x := (*[64]float32)(q[w*64 : w*64+64])
-		for i := 0; i < 64; i += 4 {
-			f0, f1, f2, f3 := x[i], x[i+1], x[i+2], x[i+3]
-			a0 += f0
-			a1 += f1
-			a2 += f2
-			a3 += f3
-			b := uint32(word >> uint(i))
-			p0 += math.Float32frombits(math.Float32bits(f0) & -(b & 1))
-			p1 += math.Float32frombits(math.Float32bits(f1) & -(b >> 1 & 1))
-			p2 += math.Float32frombits(math.Float32bits(f2) & -(b >> 2 & 1))
-			p3 += math.Float32frombits(math.Float32bits(f3) & -(b >> 3 & 1))
-		}
-	}
-	pos, all := (p0+p1)+(p2+p3), (a0+a1)+(a2+a3)
-	// sum(+f over set bits) - sum(f over clear bits) = 2*pos - all.
-	return scale * (2*pos - all)
-}

@@ -34,7 +34,45 @@ var hasAVX2 = func() bool {
 	return ebx7&(1<<5) != 0
 }()
 
-// hamming is the kernel the index uses: AVX2 where the CPU has it.
+// hasAVX512 says whether the CPU and OS support the 512-bit kernels:
+// AVX-512 F, BW and VL with the VPOPCNTQ extension, ZMM state enabled.
+var hasAVX512 = func() bool {
+	if !hasAVX2 {
+		return false
+	}
+	_, ebx7, ecx7, _ := cpuid(7, 0)
+	const f, bw, vl, vpopcntdq = 1 << 16, 1 << 30, 1 << 31, 1 << 14
+	if ebx7&f == 0 || ebx7&bw == 0 || ebx7&vl == 0 || ecx7&vpopcntdq == 0 {
+		return false
+	}
+	xcr0, _ := xgetbv()
+	return xcr0&0xe6 == 0xe6 // SSE, AVX, opmask, ZMM 0-15 high halves, ZMM 16-31
+}()
+
+// hamming8AVX512 is hammingAVX2 for words = 8 and n a positive multiple of
+// 8, eight codes at a time with VPOPCNTQ; it also sets bit j of below[i]
+// when code 8i+j is at a distance below limit.
+//
+//go:noescape
+func hamming8AVX512(q *uint64, codes *uint64, n int, limit int, out *uint16, below *uint8)
+
+// hammingBelow is hamming for the 8-word prefix scan where the CPU has
+// AVX-512, with below as hamming8AVX512 fills it; it reports false, doing
+// nothing, where it has not (or n is not a multiple of 8).
+func hammingBelow(q []uint64, codes []uint64, n, words, limit int, out []uint16, below []uint8) bool {
+	if !hasAVX512 || words != 8 || n == 0 || n%8 != 0 {
+		return false
+	}
+	_ = q[words-1]
+	_ = codes[n*words-1]
+	_ = out[n-1]
+	_ = below[n/8-1]
+	hamming8AVX512(&q[0], &codes[0], n, min(limit, 1<<16-1), &out[0], &below[0])
+	return true
+}
+
+// hamming is the kernel the index uses: AVX-512 or AVX2 where the CPU has
+// them.
 func hamming(q []uint64, codes []uint64, n, words int, out []uint16) {
 	if n == 0 {
 		return

@@ -311,3 +311,70 @@ TEXT ·xgetbv(SB), NOSPLIT, $0-8
 	MOVL AX, eax+0(FP)
 	MOVL DX, edx+4(FP)
 	RET
+
+// func hamming8AVX512(q *uint64, codes *uint64, n int, limit int, out *uint16, below *uint8)
+// n must be a positive multiple of 8. Eight codes at a time: each code is
+// one 512-bit register, whose eight word popcounts (at most 64 each) are
+// narrowed to bytes and summed with VPSADBW, one code per 64-bit lane. Bit
+// j of below[i] is set when code 8i+j is at a distance below limit, so that
+// the caller visits only those.
+TEXT ·hamming8AVX512(SB), NOSPLIT, $0-48
+	MOVQ q+0(FP), SI
+	MOVQ codes+8(FP), DI
+	MOVQ n+16(FP), CX
+	MOVQ limit+24(FP), AX
+	MOVQ out+32(FP), R8
+	MOVQ below+40(FP), R9
+	VMOVDQU64 (SI), Z31
+	VPXORQ Z30, Z30, Z30
+	VPBROADCASTW AX, X29
+	SHRQ $3, CX
+	JZ done8z
+
+oct8:
+	VPXORQ 0(DI), Z31, Z0
+	VPXORQ 64(DI), Z31, Z1
+	VPXORQ 128(DI), Z31, Z2
+	VPXORQ 192(DI), Z31, Z3
+	VPXORQ 256(DI), Z31, Z4
+	VPXORQ 320(DI), Z31, Z5
+	VPXORQ 384(DI), Z31, Z6
+	VPXORQ 448(DI), Z31, Z7
+	VPOPCNTQ Z0, Z0
+	VPOPCNTQ Z1, Z1
+	VPOPCNTQ Z2, Z2
+	VPOPCNTQ Z3, Z3
+	VPOPCNTQ Z4, Z4
+	VPOPCNTQ Z5, Z5
+	VPOPCNTQ Z6, Z6
+	VPOPCNTQ Z7, Z7
+	VPMOVQB Z0, X0
+	VPMOVQB Z1, X1
+	VPMOVQB Z2, X2
+	VPMOVQB Z3, X3
+	VPMOVQB Z4, X4
+	VPMOVQB Z5, X5
+	VPMOVQB Z6, X6
+	VPMOVQB Z7, X7
+	VPUNPCKLQDQ X1, X0, X0
+	VPUNPCKLQDQ X3, X2, X2
+	VPUNPCKLQDQ X5, X4, X4
+	VPUNPCKLQDQ X7, X6, X6
+	VINSERTI128 $1, X2, Y0, Y0
+	VINSERTI128 $1, X6, Y4, Y4
+	VINSERTI64X4 $1, Y4, Z0, Z0
+	VPSADBW Z30, Z0, Z0
+	VPMOVQW Z0, X0
+	VMOVDQU X0, (R8)
+	VPCMPUW $1, X29, X0, K1
+	KMOVW K1, BX
+	MOVB BX, (R9)
+	ADDQ $16, R8
+	INCQ R9
+	ADDQ $512, DI
+	DECQ CX
+	JNZ oct8
+
+done8z:
+	VZEROUPPER
+	RET

@@ -11,3 +11,7 @@ func hamming(q []uint64, codes []uint64, n, words int, out []uint16) {
 func hammingGather(q []uint64, codes []uint64, slots []int32, out []uint16) {
 	hammingGatherGo(q, codes, slots, out)
 }
+
+func hammingBelow(q []uint64, codes []uint64, n, words, limit int, out []uint16, below []uint8) bool {
+	return false
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"runtime"
 	"slices"
 	"strings"
@@ -382,15 +383,16 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 	slices.SortFunc(top, cmpCand)
 
 	var norm float32
-	if q.Mode.rerank() {
+	if q.Mode.rerank() && len(top) > 0 {
 		norm = rerankNorm(q.Vector)
+		sc.dot.Reset(q.Vector)
 	}
 	hits := make([]Hit, len(top))
 	for i, b := range top {
 		s := int(b.slot)
 		hits[i] = Hit{ID: x.ids[s], Distance: int(b.dist)}
 		if q.Mode.rerank() {
-			hits[i].Score = norm * compress.Dot(q.Vector, x.codes[s*words:(s+1)*words], 1)
+			hits[i].Score = norm * sc.dot.Dot(x.codes[s*words:(s+1)*words], 1)
 		} else {
 			hits[i].Score = float32(math.Cos(math.Pi * float64(b.dist) / compress.Dim))
 		}
@@ -480,20 +482,51 @@ func (c *collector) reset(k, maxDist int) {
 func (c *collector) add(dist []uint16, base int, f *filter) {
 	lim := c.limit
 	n := len(c.slots)
-	for j, d := range dist {
-		if int(d) >= lim {
+	// Most records are at or above the limit once it has tightened: skip
+	// them four at a time, testing four 16-bit distances (all below 1<<15)
+	// in one word: d|1<<15 - lim keeps bit 15 exactly when d >= lim.
+	lims := uint64(lim) * 0x0001_0001_0001_0001
+	const highs = 0x8000_8000_8000_8000
+	j := 0
+	for ; j+4 <= len(dist); j += 4 {
+		w := uint64(dist[j]) | uint64(dist[j+1])<<16 | uint64(dist[j+2])<<32 | uint64(dist[j+3])<<48
+		if ((w|highs)-lims)&highs == highs {
 			continue
 		}
-		s := base + j
-		if !f.ok(s) {
-			continue
+		for i := j; i < j+4; i++ {
+			c.admit(dist[i], base+i, lim, f)
 		}
-		c.slots = append(c.slots, int32(s))
-		c.dists = append(c.dists, d)
-		c.hist[d]++
+	}
+	for ; j < len(dist); j++ {
+		c.admit(dist[j], base+j, lim, f)
 	}
 	c.held += len(c.slots) - n
 	c.tighten()
+}
+
+// addBelow is add where the kernel has marked the records below the
+// limit: bit j of below[i] for record 8i+j of dist.
+func (c *collector) addBelow(dist []uint16, below []uint8, base int, f *filter) {
+	lim := c.limit
+	n := len(c.slots)
+	for i, m := range below {
+		for ; m != 0; m &= m - 1 {
+			j := 8*i + bits.TrailingZeros8(m)
+			c.admit(dist[j], base+j, lim, f)
+		}
+	}
+	c.held += len(c.slots) - n
+	c.tighten()
+}
+
+// admit buffers record s at distance d if it is below lim and passes f.
+func (c *collector) admit(d uint16, s, lim int, f *filter) {
+	if int(d) >= lim || !f.ok(s) {
+		return
+	}
+	c.slots = append(c.slots, int32(s))
+	c.dists = append(c.dists, d)
+	c.hist[d]++
 }
 
 // push collects one record, which passed the filters.
@@ -597,6 +630,7 @@ type scratch struct {
 	dists []uint16
 	cands []cand
 	top   collector
+	dot   compress.DotTable // the query's, for re-ranking
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -652,11 +686,16 @@ func (x *CPU) scan(ctx context.Context, q, rows []uint64, w, k int, f *filter, s
 
 func scanRange(ctx context.Context, q, rows []uint64, w, lo, hi int, f *filter, c *collector) error {
 	var dist [block]uint16
+	var below [block / 8]uint8
 	for b := lo; b < hi; b += block {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		m := min(block, hi-b)
+		if hammingBelow(q, rows[b*w:(b+m)*w], m, w, c.limit, dist[:m], below[:m/8]) {
+			c.addBelow(dist[:m], below[:m/8], b, f)
+			continue
+		}
 		hamming(q, rows[b*w:(b+m)*w], m, w, dist[:m])
 		c.add(dist[:m], b, f)
 	}

@@ -128,6 +128,7 @@ func (l *Library) resync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("library: follow: %w", err)
 	}
+	l.seen.clear() // what was missed includes deletions apply never sees
 	var skipped []error
 	err = l.store.EachExperience(ctx, func(e store.Experience) error {
 		if err := l.apply(e.ID, e, true); err != nil {
@@ -174,6 +175,7 @@ func (l *Library) sync(ctx context.Context, ids []string) error {
 func (l *Library) apply(id string, e store.Experience, stored bool) error {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
+	l.seen.drop(id)
 	var errs []error
 	for i, st := range l.states() {
 		if i > 0 && stored && e.Space != st.space.Name {

@@ -54,6 +54,9 @@ func (f EmbedFunc) Embed(ctx context.Context, _ string, texts []string) ([][]flo
 // DefaultSeed is the lift seed when a network names none.
 const DefaultSeed = 0x64736f // "dso"
 
+// recentSize is how many experiences searches keep to skip the store.
+const recentSize = 4096
+
 // Config configures a Library.
 type Config struct {
 	// Store holds the records. Required.
@@ -102,6 +105,7 @@ type Library struct {
 	store *store.SQLite
 	lift  *align.Lift
 	cache *lru.Cache[string, []float32]
+	seen  *recent // experiences searches returned, kept until they change
 	log   *slog.Logger
 
 	// mu is held for reading by every write (store and indexes), and for
@@ -162,6 +166,7 @@ func New(ctx context.Context, cfg Config) (*Library, error) {
 		cfg:   cfg,
 		store: cfg.Store,
 		lift:  align.NewLift(cfg.Seed),
+		seen:  newRecent(recentSize),
 		log:   cfg.Logger,
 		kick:  make(chan struct{}, 1),
 		done:  make(chan struct{}),

@@ -106,6 +106,7 @@ func (l *Library) codeBatch(ctx context.Context, st *state, batch []store.Experi
 	} else {
 		err = l.store.SetCodes(ctx, us)
 	}
+	l.seen.drop(idsOf(batch)...)
 	if err != nil {
 		return err
 	}
@@ -124,7 +125,9 @@ func (l *Library) codeBatch(ctx context.Context, st *state, batch []store.Experi
 func (l *Library) commitMove(ctx context.Context, next *state) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.store.CommitPendingCodes(ctx, next.space.Name); err != nil {
+	err := l.store.CommitPendingCodes(ctx, next.space.Name)
+	l.seen.clear()
+	if err != nil {
 		return err
 	}
 	old := l.cur.Load()

@@ -102,7 +102,7 @@ func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	exps, err := l.store.GetExperiences(ctx, ids)
+	exps, err := l.seen.get(ctx, ids, l.store.GetExperiences)
 	if err != nil {
 		return nil, fmt.Errorf("library: loading experiences: %w", err)
 	}

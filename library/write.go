@@ -70,6 +70,7 @@ func (l *Library) AddMany(ctx context.Context, es []store.Experience) ([]store.E
 	if err != nil {
 		return nil, nil, err
 	}
+	l.seen.drop(ids...)
 	for j, i := range fresh {
 		if created[i] {
 			if err := cur.idx.Upsert(got[i].ID, meta(got[i]), curCodes[j]); err != nil {
@@ -86,6 +87,14 @@ func (l *Library) AddMany(ctx context.Context, es []store.Experience) ([]store.E
 	}
 	l.poke()
 	return got, created, nil
+}
+
+func idsOf(es []store.Experience) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.ID
+	}
+	return out
 }
 
 func textsOf(es []store.Experience) []string {
@@ -117,6 +126,7 @@ func (l *Library) Update(ctx context.Context, id string, u store.Update) (store.
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	e, err := l.store.UpdateExperience(ctx, id, u)
+	l.seen.drop(id) // even on an error: the store may have changed
 	if err != nil {
 		return e, err
 	}
@@ -136,7 +146,9 @@ func (l *Library) Update(ctx context.Context, id string, u store.Update) (store.
 func (l *Library) Delete(ctx context.Context, id string) error {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	if err := l.store.DeleteExperience(ctx, id); err != nil {
+	err := l.store.DeleteExperience(ctx, id)
+	l.seen.drop(id)
+	if err != nil {
 		return err
 	}
 	for _, st := range l.states() {

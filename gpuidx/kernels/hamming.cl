@@ -123,7 +123,8 @@ __kernel void gather(__global const ulong *codes, __global const ulong *qcodes,
 }
 
 // rerank: qnorm[pq[j]] * (float query pq[j]) · sign(code ps[j]), summed as
-// compress.Dot sums it: four lanes over the components in order.
+// compress.Dot sums it: groups of four components, each group's set
+// components added from the highest down, group g into lane g % 4.
 __kernel void rerank(__global const ulong *codes, __global const float *qvec,
                      __global const float *qnorm, __global const int *pq,
                      __global const int *ps, int m, __global float *out)
@@ -133,25 +134,21 @@ __kernel void rerank(__global const ulong *codes, __global const float *qvec,
 		return;
 	__global const float *x = qvec + (size_t)pq[j] * DIM;
 	__global const ulong *r = codes + (size_t)ps[j] * WORDS;
-	float p0 = 0, p1 = 0, p2 = 0, p3 = 0, a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-	for (int w = 0; w < WORDS; w++) {
-		ulong word = r[w];
-		__global const float *y = x + w * 64;
-		for (int i = 0; i < 64; i += 4) {
-			float f0 = y[i], f1 = y[i + 1], f2 = y[i + 2], f3 = y[i + 3];
-			a0 += f0;
-			a1 += f1;
-			a2 += f2;
-			a3 += f3;
-			uint bb = (uint)(word >> i);
-			p0 += as_float(as_uint(f0) & (0u - (bb & 1u)));
-			p1 += as_float(as_uint(f1) & (0u - (bb >> 1 & 1u)));
-			p2 += as_float(as_uint(f2) & (0u - (bb >> 2 & 1u)));
-			p3 += as_float(as_uint(f3) & (0u - (bb >> 3 & 1u)));
+	float p[4] = {0, 0, 0, 0}, a[4] = {0, 0, 0, 0};
+	for (int g = 0; g < DIM / 4; g++) {
+		uint nib = (uint)(r[g / 16] >> (4 * (g % 16))) & 15u;
+		__global const float *f = x + 4 * g;
+		float s = 0, t = 0;
+		for (int b = 3; b >= 0; b--) {
+			t += f[b];
+			if (nib >> b & 1u)
+				s += f[b];
 		}
+		p[g & 3] += s;
+		a[g & 3] += t;
 	}
-	float pos = (p0 + p1) + (p2 + p3);
-	float all = (a0 + a1) + (a2 + a3);
+	float pos = (p[0] + p[1]) + (p[2] + p[3]);
+	float all = (a[0] + a[1]) + (a[2] + a[3]);
 	float dot = 2.0f * pos - all;
 	out[j] = qnorm[pq[j]] * dot;
 }
