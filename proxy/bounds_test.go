@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -199,5 +200,80 @@ func TestModelsDoNotWaitForAHangingBackend(t *testing.T) {
 	}
 	if err := json.Unmarshal(body, &list); err != nil || code != 200 || len(list.Data) == 0 {
 		t.Fatalf("/v1/models with one backend hanging: %d %s", code, body)
+	}
+}
+
+// A request with both Content-Length and Transfer-Encoding (the shape of a
+// smuggling attempt) is answered and its connection closed; a plain
+// request on a kept-alive connection is not.
+func TestLengthAndTransferEncodingClosesTheConnection(t *testing.T) {
+	be := newBackend(t, "openai")
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)})
+	addr := strings.TrimPrefix(fe.URL, "http://")
+	body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+	for _, tc := range []struct {
+		name, head string
+		closed     bool
+	}{
+		{"length and chunked", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body), true},
+		{"length only", fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, tc.head); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			// A closed connection reads EOF at once; an open one would
+			// wait for a next response until the deadline.
+			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			_, err = br.ReadByte()
+			closed := errors.Is(err, io.EOF)
+			if closed != tc.closed || resp.Close != tc.closed {
+				t.Errorf("connection closed %v (read: %v, response says close %v); want %v", closed, err, resp.Close, tc.closed)
+			}
+		})
+	}
+}
+
+// Headers past proxy.MaxHeaderBytes get 431 in the route's error shape,
+// not Go's plain-text answer.
+func TestOversizedHeadersGetTheRouteShape(t *testing.T) {
+	be := newBackend(t, "openai")
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)})
+	big := strings.Repeat("a", proxy.MaxHeaderBytes)
+	for _, tc := range []struct{ path, want string }{
+		{"/v1/chat/completions", `"message"`},
+		{"/api/chat", `"error":"`},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, fe.URL+tc.path, strings.NewReader(`{}`))
+		req.Header.Set("X-Big", big)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge || !json.Valid(b) || !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s: %d %s; want 431 in the route's shape", tc.path, resp.StatusCode, b)
+		}
+	}
+	if n := len(be.requests()); n != 0 {
+		t.Errorf("the backend got %d requests", n)
 	}
 }
