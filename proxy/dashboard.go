@@ -132,8 +132,14 @@ func (s *Server) patchExperience(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, toJSON(e))
 }
 
-// talliesFor adds each experience's votes and approval to a listing.
-func (s *Server) talliesFor(ctx context.Context, st *store.SQLite, data []experienceJSON) error {
+// tallier is what talliesFor needs of the store.
+type tallier interface {
+	Tally(ctx context.Context, experienceID string) (store.Tally, error)
+}
+
+// talliesFor adds each experience's votes and approval to a listing: one
+// read each, so listings bound how many they hold.
+func (s *Server) talliesFor(ctx context.Context, st tallier, data []experienceJSON) error {
 	for i := range data {
 		t, err := st.Tally(ctx, data[i].ID)
 		if err != nil {

@@ -146,17 +146,17 @@ func (r *statsRing) librarySize(n int) {
 
 // statsBucketJSON is one bucket as GET /v1/stats shows it.
 type statsBucketJSON struct {
-	Start              time.Time      `json:"start"`
-	Requests           int            `json:"requests"`
-	Errors             int            `json:"errors"`
-	LatencyP50Ms       float64        `json:"latency_p50_ms"`
-	LatencyP99Ms       float64        `json:"latency_p99_ms"`
-	OverheadP50Ms      float64        `json:"overhead_p50_ms"`
-	OverheadP99Ms      float64        `json:"overhead_p99_ms"`
-	Retrieval          map[string]int `json:"retrieval"`
-	InjectedExperience int            `json:"injected_experiences"`
-	Feedback           int            `json:"feedback"`
-	Library            *int           `json:"library,omitempty"`
+	Start               time.Time      `json:"start"`
+	Requests            int            `json:"requests"`
+	Errors              int            `json:"errors"`
+	LatencyP50Ms        float64        `json:"latency_p50_ms"`
+	LatencyP99Ms        float64        `json:"latency_p99_ms"`
+	OverheadP50Ms       float64        `json:"overhead_p50_ms"`
+	OverheadP99Ms       float64        `json:"overhead_p99_ms"`
+	Retrieval           map[string]int `json:"retrieval"`
+	InjectedExperiences int            `json:"injected_experiences"`
+	Feedback            int            `json:"feedback"`
+	Library             *int           `json:"library,omitempty"`
 }
 
 // snapshot returns the buckets of the last window, oldest first, leaving
@@ -177,7 +177,7 @@ func (r *statsRing) snapshot(window time.Duration) []statsBucketJSON {
 			Requests: b.requests, Errors: b.errors,
 			LatencyP50Ms: b.latency.quantile(0.5), LatencyP99Ms: b.latency.quantile(0.99),
 			OverheadP50Ms: b.overhead.quantile(0.5), OverheadP99Ms: b.overhead.quantile(0.99),
-			Retrieval: map[string]int{}, InjectedExperience: b.injected, Feedback: b.feedback,
+			Retrieval: map[string]int{}, InjectedExperiences: b.injected, Feedback: b.feedback,
 		}
 		for k, v := range b.outcomes {
 			j.Retrieval[k] = v

@@ -42,7 +42,7 @@ func TestStatsRing(t *testing.T) {
 		t.Fatalf("%d buckets; want 1", len(got))
 	}
 	b := got[0]
-	if b.Requests != 101 || b.Errors != 1 || b.InjectedExperience != 3 || b.Feedback != 1 || b.Library == nil || *b.Library != 7 {
+	if b.Requests != 101 || b.Errors != 1 || b.InjectedExperiences != 3 || b.Feedback != 1 || b.Library == nil || *b.Library != 7 {
 		t.Fatalf("bucket %+v; want 101 requests, 1 error, 3 injected, 1 grade, library 7", b)
 	}
 	if b.Retrieval["injected"] != 1 || b.Retrieval["timeout"] != 1 {
