@@ -8,11 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/learn"
@@ -35,6 +38,9 @@ type dashboard struct {
 	tab     context.Context
 	shots   string       // where screenshots go
 	dialogs atomic.Int32 // JavaScript dialogs opened (alert, confirm, ...)
+
+	mu         sync.Mutex // protects pageErrors
+	pageErrors []string   // uncaught exceptions and console errors, CSP violations among them
 }
 
 // chromium returns the browser's path, or skips the test without one.
@@ -76,6 +82,7 @@ func newDashboard(t *testing.T) *dashboard {
 	if err := chromedp.Do(tab); err != nil { // starts the browser
 		t.Fatalf("starting chromium: %v", err)
 	}
+	d.watchErrors()
 	// Any dialog is counted, then dismissed so that the page goes on.
 	go func() {
 		for _, err := range chromedp.Events(tab, page.JavascriptDialogOpening) {
@@ -87,6 +94,47 @@ func newDashboard(t *testing.T) *dashboard {
 		}
 	}()
 	return d
+}
+
+// watchErrors records the page's uncaught exceptions and console errors.
+// Refused API calls log network errors (a 401 is one); those are left out.
+func (d *dashboard) watchErrors() {
+	add := func(msg string) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.pageErrors = append(d.pageErrors, msg)
+	}
+	go func() {
+		for ev, err := range chromedp.Events(d.tab, runtime.ExceptionThrown) {
+			if err != nil {
+				return
+			}
+			add("exception: " + ev.ExceptionDetails.Text + " " + ev.ExceptionDetails.URL)
+		}
+	}()
+	go func() {
+		for ev, err := range chromedp.Events(d.tab, cdplog.EntryAdded) {
+			if err != nil {
+				return
+			}
+			if e := ev.Entry; e.Level == cdplog.EntryLevelError && e.Source != cdplog.EntrySourceNetwork {
+				add(string(e.Source) + ": " + e.Text)
+			}
+		}
+	}()
+}
+
+// noPageErrors fails the test if the page threw or logged an error.
+func (d *dashboard) noPageErrors(t *testing.T) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range d.pageErrors {
+		t.Errorf("page error: %s", e)
+	}
+	if n := d.dialogs.Load(); n != 0 {
+		t.Errorf("%d dialogs opened; want none", n)
+	}
 }
 
 // do runs browser steps, failing the test on error.
@@ -211,9 +259,7 @@ func TestUIAddInjectGradeRetire(t *testing.T) {
 
 	d.open(t, "/ui/network", "#network-placeholder")
 	d.shot(t, "network")
-	if n := d.dialogs.Load(); n != 0 {
-		t.Errorf("%d dialogs opened", n)
-	}
+	d.noPageErrors(t)
 }
 
 // gradeFromTracesPage grades the trace down as two voters on the traces
@@ -272,9 +318,7 @@ func TestUIShowsUntrustedTextAsText(t *testing.T) {
 	noneRan("#exp-table .exp-text")
 	d.open(t, "/ui/traces", ".trace .question")
 	noneRan(".trace .question")
-	if n := d.dialogs.Load(); n != 0 {
-		t.Errorf("%d dialogs opened; want none", n)
-	}
+	d.noPageErrors(t) // a CSP violation, had markup been inserted, is one
 }
 
 // Without the admin key the page's writes are refused, as the API refuses
@@ -309,4 +353,5 @@ func TestUIWritesRefusedWithoutKey(t *testing.T) {
 	if e := onlyExperience(t, d.lib); e.Status != store.StatusActive {
 		t.Fatalf("experience %s after refused writes; want active", e.Status)
 	}
+	d.noPageErrors(t)
 }
