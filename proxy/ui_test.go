@@ -316,6 +316,7 @@ func TestUIShowsUntrustedTextAsText(t *testing.T) {
 		}
 	}
 	noneRan("#exp-table .exp-text")
+	d.shot(t, "library-untrusted")
 	d.open(t, "/ui/traces", ".trace .question")
 	noneRan(".trace .question")
 	d.noPageErrors(t) // a CSP violation, had markup been inserted, is one

@@ -5,6 +5,7 @@
 (() => {
   const { api, el, status, fmtNum, fmtTime } = dso;
   let next = "";
+  let listFailed = false; // the status line says so, until a listing works
 
   function source(e) { return e.trace_id ? "learned" : "added"; }
 
@@ -80,7 +81,12 @@
         : await api("GET", "/v1/experiences?" + q);
     } catch (e) {
       status("Could not list experiences: " + e.message, "error");
+      listFailed = true;
       return;
+    }
+    if (listFailed) {
+      listFailed = false;
+      status("");
     }
     // Source and node are filtered here, on the page fetched.
     const rows = list.data.filter((e) => (!f.source || source(e) === f.source) &&

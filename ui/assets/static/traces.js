@@ -6,6 +6,7 @@
 (() => {
   const { api, el, status, fmtNum, fmtTime } = dso;
   let next = "";
+  let listFailed = false; // the status line says so, until a listing works
 
   async function grade(t, g, card) {
     const body = { trace_id: t.id, grade: g };
@@ -51,7 +52,12 @@
       list = await api("GET", "/v1/traces?" + q);
     } catch (e) {
       status("Could not list traces: " + e.message, "error");
+      listFailed = true;
       return;
+    }
+    if (listFailed) {
+      listFailed = false;
+      status("");
     }
     next = list.next || "";
     const cards = list.data.map(card);
