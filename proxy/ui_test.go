@@ -205,6 +205,26 @@ func onlyExperience(t *testing.T, lib *library.Library) store.Experience {
 	return es[0]
 }
 
+// awaitTrace waits until the store has the trace: traces are written in
+// the background, just after the answer, and the traces page lists what is
+// stored when it loads.
+func (d *dashboard) awaitTrace(t *testing.T, id string) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		if _, err := d.lib.Store().GetTrace(context.Background(), id); err == nil {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("trace %s was not stored within 10s", id)
+		}
+	}
+}
+
 // An experience added on the library page is injected into a chat; the
 // chat's trace shows on the traces page, where two voters grading it down
 // retire the experience; every page renders.
@@ -267,6 +287,7 @@ func TestUIAddInjectGradeRetire(t *testing.T) {
 func gradeFromTracesPage(t *testing.T, d *dashboard, traceID, expID string) {
 	t.Helper()
 	card := `#trace-` + traceID
+	d.awaitTrace(t, traceID)
 	d.open(t, "/ui/traces", card)
 	if got := evalIn[string](t, d, `document.querySelector("`+card+` .injected a").getAttribute("href")`); got != "/ui/library?id="+expID {
 		t.Errorf("the injected experience links to %q; want its library entry", got)
@@ -301,9 +322,11 @@ func TestUIShowsUntrustedTextAsText(t *testing.T) {
 	if code != http.StatusCreated {
 		t.Fatalf("add: %d %s", code, body)
 	}
-	if code, _, body := post(t, d.fe.URL+"/v1/chat/completions", chatBody(payload)); code != http.StatusOK {
+	code, hdr, body := post(t, d.fe.URL+"/v1/chat/completions", chatBody(payload))
+	if code != http.StatusOK {
 		t.Fatalf("chat: %d %s", code, body)
 	}
+	d.awaitTrace(t, hdr.Get(proxy.HeaderTraceID))
 	d.open(t, "/ui/library", "#key-form")
 	d.useKey(t, uiAdminKey)
 	d.do(t, chromedp.WaitVisible(chromedp.CSS("#exp-table .exp-text")))
