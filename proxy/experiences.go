@@ -31,6 +31,10 @@ type experienceJSON struct {
 	Score       *float32  `json:"score,omitempty"`
 	Relevance   *float32  `json:"relevance,omitempty"`
 	Injected    *bool     `json:"injected,omitempty"`
+	// Votes and Approval are filled on request (GET
+	// /v1/experiences?include=votes): each costs a read.
+	Votes    *votesJSON `json:"votes,omitempty"`
+	Approval *float64   `json:"approval,omitempty"`
 }
 
 func toJSON(e store.Experience) experienceJSON {
@@ -128,7 +132,7 @@ func storeError(err error) error {
 	return &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "the store failed", Err: err}
 }
 
-// listExperiences serves GET /v1/experiences?domain=&status=&limit=&after=.
+// listExperiences serves GET /v1/experiences?domain=&status=&limit=&after=&include=votes.
 func (s *Server) listExperiences(w http.ResponseWriter, r *http.Request) {
 	const sf = surfaceOpenAI
 	lib, err := s.library()
@@ -158,6 +162,12 @@ func (s *Server) listExperiences(w http.ResponseWriter, r *http.Request) {
 	data := make([]experienceJSON, len(exps))
 	for i, e := range exps {
 		data[i] = toJSON(e)
+	}
+	if q.Get("include") == "votes" {
+		if err := s.talliesFor(r.Context(), lib.Store(), data); err != nil {
+			s.fail(w, r, sf, storeError(err))
+			return
+		}
 	}
 	out := map[string]any{"object": "list", "data": data, "has_more": next != ""}
 	if next != "" {
@@ -240,7 +250,7 @@ func (s *Server) searchExperiences(w http.ResponseWriter, r *http.Request) {
 // maxSearchWait bounds one search API call (an embedding included).
 const maxSearchWait = 30 * time.Second
 
-// getExperience serves GET /v1/experiences/{id}.
+// getExperience serves GET /v1/experiences/{id}?include=votes.
 func (s *Server) getExperience(w http.ResponseWriter, r *http.Request) {
 	lib, err := s.library()
 	if err != nil {
@@ -252,7 +262,14 @@ func (s *Server) getExperience(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, surfaceOpenAI, storeError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, toJSON(e))
+	data := []experienceJSON{toJSON(e)}
+	if r.URL.Query().Get("include") == "votes" {
+		if err := s.talliesFor(r.Context(), lib.Store(), data); err != nil {
+			s.fail(w, r, surfaceOpenAI, storeError(err))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, data[0])
 }
 
 // deleteExperience serves DELETE /v1/experiences/{id}.

@@ -147,6 +147,7 @@ func (s *Server) postFeedback(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, sf, feedbackError(err))
 		return
 	}
+	s.stats.feedback()
 	writeJSON(w, http.StatusOK, map[string]any{"object": "feedback", "trace_id": fb.TraceID, "grade": g, "voter": fb.Voter, "accepted": true})
 }
 
@@ -310,6 +311,8 @@ func (s *Server) recordFeedback(ch <-chan feedbackJob) {
 		ctx, cancel := context.WithTimeout(context.Background(), feedbackWriteTimeout)
 		if err := s.opts.Learner.Grade(ctx, j.fb); err != nil {
 			s.feedbackFails.add(ctx, 1, fmt.Errorf("request %s, trace %s: %w", j.requestID, clipHeader(j.fb.TraceID), err))
+		} else {
+			s.stats.feedback()
 		}
 		cancel()
 	}

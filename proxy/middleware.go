@@ -147,8 +147,13 @@ func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, 
 	dur := time.Since(start)
 	backend := ri.backend
 	s.metrics.observe(route, backend, status, dur, sw.firstByte)
+	var overhead time.Duration
 	if ri.timing.on && sw.firstByte > 0 {
-		s.metrics.overhead.WithLabelValues(route).Observe(ri.timing.dso.Seconds())
+		overhead = ri.timing.dso
+		s.metrics.overhead.WithLabelValues(route).Observe(overhead.Seconds())
+	}
+	if backend != "" {
+		s.stats.request(status, dur, overhead)
 	}
 	attrs := []slog.Attr{
 		slog.String(logKeyRequestID, ri.id),

@@ -199,22 +199,26 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 	tr.rec.Query = query
 	if st.off {
 		s.metrics.retrieval.WithLabelValues("off").Inc()
+		s.recordOutcome("off", 0)
 		return body, tr, nil
 	}
 	ret := s.retrieve(s.withClientAuth(r), body, model, query, kind, st)
 	if ret.reason != "" {
 		h.Set(HeaderDegraded, ret.reason)
 		s.metrics.retrieval.WithLabelValues(ret.reason).Inc()
+		s.recordOutcome(ret.reason, 0)
 		return body, tr, nil
 	}
 	h.Set(HeaderGate, formatScore(ret.gate))
 	if len(ret.ids) == 0 {
 		// Nothing matched the filters and cleared the gate.
 		s.metrics.retrieval.WithLabelValues("none").Inc()
+		s.recordOutcome("none", 0)
 		return body, tr, nil
 	}
 	s.metrics.retrieval.WithLabelValues("injected").Inc()
 	s.metrics.injected.Observe(float64(len(ret.ids)))
+	s.recordOutcome("injected", len(ret.ids))
 	h.Set(HeaderExperiences, strings.Join(ret.ids, ","))
 	h.Set(HeaderScores, strings.Join(ret.scores, ","))
 	tr.rec.ExperienceIDs = ret.ids

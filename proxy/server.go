@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/store"
+	"github.com/dso-proxy/dso/ui"
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -100,6 +102,7 @@ type Server struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	metrics *metrics
+	stats   *statsRing // the last hour, for the dashboard (GET /v1/stats)
 	keys    *keyring
 	admin   *keyring
 	handler http.Handler
@@ -178,6 +181,7 @@ func New(opts Options) *Server {
 		log:     opts.Logger,
 		reg:     opts.Registry,
 		metrics: newMetrics(opts.Registry),
+		stats:   newStatsRing(opts.now),
 		keys:    newKeyring(opts.APIKeys),
 		admin:   newKeyring(opts.AdminKeys),
 		closed:  !opts.OpenLibrary && len(opts.APIKeys) == 0 && len(opts.AdminKeys) == 0,
@@ -257,7 +261,7 @@ func (s *Server) routes() http.Handler {
 		r.Get("/api/tags", s.ollamaTags)
 		r.Get("/api/version", s.ollamaVersion)
 
-		r.With(s.guardLibrary).Post("/v1/feedback", s.postFeedback)
+		r.With(s.guardLibrary, s.sameOrigin).Post("/v1/feedback", s.postFeedback)
 	})
 
 	// Experience API: admin keys when configured, else the client keys,
@@ -268,11 +272,24 @@ func (s *Server) routes() http.Handler {
 		} else {
 			r.Use(s.auth, s.guardLibrary)
 		}
+		r.Use(s.sameOrigin)
 		r.Post("/v1/experiences", s.createExperience)
 		r.Get("/v1/experiences", s.listExperiences)
 		r.Get("/v1/experiences/search", s.searchExperiences)
 		r.Get("/v1/experiences/{id}", s.getExperience)
+		r.Patch("/v1/experiences/{id}", s.patchExperience)
 		r.Delete("/v1/experiences/{id}", s.deleteExperience)
+		// What the dashboard reads besides the library: traces hold
+		// users' questions and answers, so they are guarded like it.
+		r.Get("/v1/traces", s.listTraces)
+		r.Get("/v1/stats", s.getStats)
+	})
+
+	// The dashboard's pages hold no data (their scripts call the API
+	// above), so they are served without a key.
+	r.Handle(ui.Prefix+"*", ui.Handler())
+	r.Get(strings.TrimSuffix(ui.Prefix, "/"), func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, ui.Prefix, http.StatusMovedPermanently)
 	})
 	return r
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -175,4 +176,79 @@ func (s *SQLite) CountTraces(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("store: count traces: %w", err)
 	}
 	return n, nil
+}
+
+// MaxTraceList bounds the traces one ListTraces call returns.
+const MaxTraceList = 200
+
+// TraceListOptions select a page of traces, newest first.
+type TraceListOptions struct {
+	// Limit is the page size, at most MaxTraceList. Zero: 50.
+	Limit int
+	// Before is the cursor ListTraces returned with the previous page;
+	// empty starts at the newest trace.
+	Before string
+}
+
+// ListedTrace is a trace with a summary of the feedback it got.
+type ListedTrace struct {
+	Trace
+	// Grades is how many voters graded it; Grade is their mean grade
+	// (meaningful only when Grades > 0).
+	Grades int
+	Grade  float64
+}
+
+// ListTraces returns a page of traces, newest first (ties by insertion,
+// latest first), each with its feedback summary, and the cursor of the
+// next page ("" when this was the last). The cursor is the position of
+// the page's last trace, so a trace stored meanwhile does not shift later
+// pages. A malformed cursor is an error wrapping ErrInvalid.
+func (s *SQLite) ListTraces(ctx context.Context, o TraceListOptions) ([]ListedTrace, string, error) {
+	if err := s.check(); err != nil {
+		return nil, "", err
+	}
+	limit := o.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	limit = min(limit, MaxTraceList)
+	// With no cursor, start past the largest possible position.
+	created, rowid := int64(math.MaxInt64), int64(math.MaxInt64)
+	if o.Before != "" {
+		if _, err := fmt.Sscanf(o.Before, "%d.%d", &created, &rowid); err != nil || fmt.Sprintf("%d.%d", created, rowid) != o.Before {
+			return nil, "", fmt.Errorf("store: list traces: %w: bad cursor", ErrInvalid)
+		}
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT t.rowid, t.id, t.query, t.domain, t.experience_ids, t.model, t.answer, t.created_at,
+			(SELECT count(*) FROM feedback f WHERE f.trace_id = t.id),
+			(SELECT coalesce(avg(f.grade), 0) FROM feedback f WHERE f.trace_id = t.id)
+		FROM traces t
+		WHERE t.created_at < ? OR (t.created_at = ? AND t.rowid < ?)
+		ORDER BY t.created_at DESC, t.rowid DESC LIMIT ?`, created, created, rowid, limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("store: list traces: %w", err)
+	}
+	defer rows.Close()
+	var out []ListedTrace
+	var last [2]int64
+	for rows.Next() {
+		if len(out) == limit {
+			return out, fmt.Sprintf("%d.%d", last[0], last[1]), nil // one more exists
+		}
+		var lt ListedTrace
+		var ids string
+		if err := rows.Scan(&last[1], &lt.ID, &lt.Query, &lt.Domain, &ids, &lt.Model, &lt.Answer, &last[0], &lt.Grades, &lt.Grade); err != nil {
+			return nil, "", fmt.Errorf("store: list traces: %w", err)
+		}
+		if err := json.Unmarshal([]byte(ids), &lt.ExperienceIDs); err != nil {
+			return nil, "", fmt.Errorf("store: list traces: experience ids: %w", err)
+		}
+		lt.CreatedAt = fromNanos(last[0])
+		out = append(out, lt)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("store: list traces: %w", err)
+	}
+	return out, "", nil
 }

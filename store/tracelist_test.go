@@ -1,0 +1,84 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// ListTraces pages through traces newest first, ties by insertion, with
+// each trace's feedback summarised, and a trace stored between pages does
+// not shift the later ones.
+func TestListTraces(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock()
+	s := openTest(t, "", Options{Clock: clk})
+	// t0 and t1 share a time; t2..t4 are a minute apart after them.
+	for i := range 5 {
+		if i >= 2 {
+			clk.Advance(time.Minute)
+		}
+		if err := s.PutTrace(ctx, Trace{ID: fmt.Sprint("t", i), Query: fmt.Sprint("q", i), ExperienceIDs: []string{"e"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, fb := range []Feedback{{TraceID: "t3", Voter: "a", Grade: 1}, {TraceID: "t3", Voter: "b", Grade: 0.5}} {
+		if err := s.RecordFeedback(ctx, fb, true, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	page, next, err := s.ListTraces(ctx, TraceListOptions{Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := listedIDs(page); !slices.Equal(got, []string{"t4", "t3"}) || next == "" {
+		t.Fatalf("first page = %v, next %q; want [t4 t3] and a cursor", got, next)
+	}
+	if g := page[1]; g.Grades != 2 || g.Grade != 0.75 || g.Query != "q3" || !slices.Equal(g.ExperienceIDs, []string{"e"}) {
+		t.Fatalf("t3 = %+v; want 2 grades averaging 0.75, its query and experience ids", g)
+	}
+	if page[0].Grades != 0 {
+		t.Fatalf("t4 has %d grades; want 0", page[0].Grades)
+	}
+
+	clk.Advance(time.Minute)
+	if err := s.PutTrace(ctx, Trace{ID: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	page, next, err = s.ListTraces(ctx, TraceListOptions{Limit: 2, Before: next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := listedIDs(page); !slices.Equal(got, []string{"t2", "t1"}) || next == "" {
+		t.Fatalf("second page = %v, next %q; want [t2 t1] and a cursor", got, next)
+	}
+	page, next, err = s.ListTraces(ctx, TraceListOptions{Limit: 2, Before: next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := listedIDs(page); !slices.Equal(got, []string{"t0"}) || next != "" {
+		t.Fatalf("last page = %v, next %q; want [t0] and no cursor", got, next)
+	}
+
+	all, _, err := s.ListTraces(ctx, TraceListOptions{Limit: MaxTraceList + 100})
+	if err != nil || len(all) != 6 {
+		t.Fatalf("a limit past the bound: %d traces, %v; want all 6", len(all), err)
+	}
+	for _, bad := range []string{"x", "1.2.3", "1", " 1.2"} {
+		if _, _, err := s.ListTraces(ctx, TraceListOptions{Before: bad}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("cursor %q: err = %v; want ErrInvalid", bad, err)
+		}
+	}
+}
+
+func listedIDs(ts []ListedTrace) []string {
+	var ids []string
+	for _, t := range ts {
+		ids = append(ids, t.ID)
+	}
+	return ids
+}
