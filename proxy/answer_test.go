@@ -1,0 +1,184 @@
+package proxy
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// answerTextDecoded is answerText by decoding each event whole with
+// encoding/json: the reference the fast path is checked against.
+func answerTextDecoded(raw []byte) string {
+	var out strings.Builder
+	for _, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if d, ok := strings.CutPrefix(line, "data:"); ok {
+			line = strings.TrimSpace(d)
+		}
+		var v struct {
+			Choices []struct {
+				Message *struct {
+					Content json.RawMessage `json:"content"`
+				} `json:"message"`
+				Delta *struct {
+					Content json.RawMessage `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+			Message *struct {
+				Content json.RawMessage `json:"content"`
+			} `json:"message"`
+			Response string `json:"response"`
+		}
+		if !strings.HasPrefix(line, "{") || json.Unmarshal([]byte(line), &v) != nil {
+			continue
+		}
+		if len(v.Choices) > 0 {
+			c := v.Choices[0]
+			if c.Message != nil {
+				out.WriteString(contentText(c.Message.Content))
+			}
+			if c.Delta != nil {
+				out.WriteString(contentText(c.Delta.Content))
+			}
+		}
+		if v.Message != nil {
+			out.WriteString(contentText(v.Message.Content))
+		}
+		out.WriteString(v.Response)
+	}
+	return out.String()
+}
+
+func TestAnswerText(t *testing.T) {
+	for _, tc := range []struct{ name, raw, want string }{
+		{"openai body", `{"choices":[{"message":{"role":"assistant","content":"Paris."}}]}`, "Paris."},
+		{"openai body laid out", "{\n  \"choices\": [\n    {\"message\": {\"content\": \"Pa\\nris.\"}}\n  ]\n}", "Pa\nris."},
+		{"openai parts", `{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"image_url"},{"type":"text","text":"b"}]}}]}`, "a\nb"},
+		{"first choice only", `{"choices":[{"message":{"content":"one"}},{"message":{"content":"two"}}]}`, "one"},
+		{"sse", "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo \\\"x\\\" \\u00e9\"}}]}\n\ndata: [DONE]\n\n", "Hello \"x\" é"},
+		{"ollama ndjson", "{\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n{\"message\":{\"content\":\" there\"},\"done\":true}\n", "Hi there"},
+		{"ollama generate", "{\"response\":\"4\",\"done\":false}\n{\"response\":\"2\",\"done\":true}\n", "42"},
+		{"garbage", "data: {not json\n\nhello\n", ""},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := answerText([]byte(tc.raw)); got != tc.want {
+				t.Errorf("answerText = %q; want %q", got, tc.want)
+			}
+			if got := answerTextDecoded([]byte(tc.raw)); got != tc.want && tc.name != "openai body laid out" {
+				t.Errorf("reference = %q; want %q (the table is wrong)", got, tc.want)
+			}
+		})
+	}
+}
+
+// The recorded backend payloads give the same text either way.
+func TestAnswerTextOfRecordedPayloads(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "*", "*"))
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := answerTextDecoded(raw)
+		if got := answerText(raw); got != want {
+			t.Errorf("%s: %q; decoded whole: %q", f, got, want)
+		}
+	}
+}
+
+// FuzzAnswerText: never panics, and where every event is valid JSON
+// without duplicate keys (encoding/json keeps the last, gjson the first)
+// it agrees with decoding each event whole.
+func FuzzAnswerText(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "*", "*"))
+	for _, p := range files {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte(`{"choices":[{"delta":{"content":"\ud83d\ude00"}}]}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got := answerText(raw)
+		if strings.Contains(string(raw), "\r") || !eventsValid(raw) {
+			return
+		}
+		if want := answerTextDecoded(raw); got != want && !strings.Contains(want, "\ufffd") {
+			t.Errorf("answerText = %q; decoded whole %q", got, want)
+		}
+	})
+}
+
+// eventsValid reports whether raw is one JSON object, or lines each empty,
+// "data: [DONE]"-like (not starting with '{') or one plain JSON object
+// whose objects have unique keys.
+func eventsValid(raw []byte) bool {
+	for _, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if d, ok := strings.CutPrefix(line, "data:"); ok {
+			line = strings.TrimSpace(d)
+		}
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		if !json.Valid([]byte(line)) || !uniqueKeys(json.NewDecoder(strings.NewReader(line))) {
+			return false
+		}
+	}
+	return true
+}
+
+// uniqueKeys walks one JSON value and reports whether no object in it
+// repeats a key.
+func uniqueKeys(d *json.Decoder) bool {
+	tok, err := d.Token()
+	if err != nil {
+		return false
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := map[string]bool{}
+		for d.More() {
+			k, err := d.Token()
+			if err != nil || seen[k.(string)] {
+				return false
+			}
+			seen[k.(string)] = true
+			if !uniqueKeys(d) {
+				return false
+			}
+		}
+		_, err = d.Token()
+		return err == nil
+	case json.Delim('['):
+		for d.More() {
+			if !uniqueKeys(d) {
+				return false
+			}
+		}
+		_, err = d.Token()
+		return err == nil
+	}
+	return true
+}
+
+// BenchmarkAnswerText times the trace's answer extraction on the recorded
+// stream against decoding each event whole.
+func BenchmarkAnswerText(b *testing.B) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "openai", "chat_stream.sse"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("paths", func(b *testing.B) {
+		for b.Loop() {
+			answerText(raw)
+		}
+	})
+	b.Run("decoded", func(b *testing.B) {
+		for b.Loop() {
+			answerTextDecoded(raw)
+		}
+	})
+}
