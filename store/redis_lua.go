@@ -208,7 +208,7 @@ return 1
 `)
 
 // luaPrune is the trace retention shared by PutTraces and PruneTraces:
-// ARGV[4] the age cutoff in ms (” for none), ARGV[5] the count limit
+// ARGV[4] the age cutoff in ms (empty for none), ARGV[5] the count limit
 // (0 for none), ARGV[6] how many to keep when it is exceeded.
 const luaPrune = `
 local function prune()
