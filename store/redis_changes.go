@@ -46,6 +46,11 @@ func (r *Redis) Changes(ctx context.Context, after int64, limit int) ([]string, 
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, 0, fmt.Errorf("store: changes: counter: %w", err)
 	}
+	if head < after {
+		// The counter went back: the server lost its data (no append-only
+		// file) or was flushed. Nothing after the cursor can be trusted.
+		return nil, 0, fmt.Errorf("store: changes after %d, but the log ends at %d: %w", after, head, ErrChangesPruned)
+	}
 	last := after
 	var ids []string
 	seen := map[string]bool{}
