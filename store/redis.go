@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -120,7 +121,13 @@ func OpenRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, erro
 	opts = opts.withDefaults()
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = opts.Timeout, opts.Timeout, opts.Timeout, opts.Timeout
 	o.ContextTimeoutEnabled = true
-	o.MaxRetries = 1
+	// One retry, soon, for a pooled connection the server dropped (a
+	// restart); one dial per attempt, so that a server that is down is
+	// reported within a request's retrieval budget, not after go-redis's
+	// five dials 100ms apart.
+	o.MaxRetries, o.MinRetryBackoff, o.MaxRetryBackoff = 1, 5*time.Millisecond, 20*time.Millisecond
+	o.DialerRetries = 1
+	quietOnce.Do(func() { redis.SetLogger(quiet{}) })
 	o.DisableIdentity = true
 	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	r := &Redis{c: redis.NewClient(o), opts: opts}
@@ -138,6 +145,15 @@ func OpenRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, erro
 		"appendonly", r.dur.AppendOnly, "appendfsync", r.dur.AppendFsync, "waitaof", r.dur.WaitAOF)
 	return r, nil
 }
+
+// quiet drops go-redis's own log lines (a line per failed dial while the
+// server is down): the store reports its failures as errors, and callers
+// log them once. go-redis's logger is global, so OpenRedis sets it once.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
+var quietOnce sync.Once
 
 // redactURLError keeps a URL parse error from echoing a password.
 func redactURLError(err error) string {

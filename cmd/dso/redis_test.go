@@ -225,3 +225,102 @@ func (r *replicas) grade(i int, id, q string) error {
 	}
 	return nil
 }
+
+// Redis killed with SIGKILL mid-test: chat keeps answering on both
+// replicas, uninjected and saying why; writes get 503 with Retry-After,
+// never an acknowledgement; /readyz says the store is away. Restarted on
+// the same port and directory, it has every acknowledged write, and both
+// replicas recover without a restart and converge.
+func TestReplicasSurviveRedisKill(t *testing.T) {
+	r := startReplicas(t)
+	id := r.add(0, replicaLessons[0])
+	poll(t, wait, "replica B injects what A added", func() bool { return r.injects(1, id, replicaLessons[0]) })
+	hdr, err := r.chat(1, 3, replicaLessons[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	trace := hdr.Get("X-DSO-Trace-Id")
+	fb := `{"trace_id":"` + trace + `","grade":0}`
+	poll(t, wait, "feedback acknowledged before the kill", func() bool {
+		code, _, _, err := r.do("POST", r.base[1]+"/v1/feedback", 3, fb)
+		return err == nil && code == http.StatusOK
+	})
+
+	r.redis.Kill(t)
+	for n := range r.base {
+		hdr, err := r.chat(n, 0, replicaLessons[0])
+		if err != nil {
+			t.Fatalf("chat with Redis down: %v", err)
+		}
+		if got := hdr.Get("X-DSO-Degraded"); got != "store_unavailable" {
+			t.Errorf("replica %d with Redis down: X-DSO-Degraded = %q; want store_unavailable", n, got)
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"text": replicaLessons[2], "confidence": 0.8})
+	for _, c := range []struct{ path, body string }{
+		{"/v1/experiences", string(body)},
+		{"/v1/feedback", fb},
+	} {
+		code, hdr, resp, err := r.do("POST", r.base[0]+c.path, 3, c.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var shape struct{ Error struct{ Code, Message string } }
+		if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" ||
+			json.Unmarshal(resp, &shape) != nil || shape.Error.Code != "store_unavailable" {
+			t.Errorf("POST %s with Redis down: %d, Retry-After %q, %s; want 503 store_unavailable with Retry-After",
+				c.path, code, hdr.Get("Retry-After"), resp)
+		}
+	}
+	code, _, resp, err := r.do("GET", r.base[1]+"/readyz", 0, "")
+	if err != nil || !strings.Contains(string(resp), `"store_unavailable"`) {
+		t.Errorf("readyz with Redis down: %d %s %v; want the store named unavailable", code, resp, err)
+	}
+
+	r.redis.Restart(t)
+	for n := range r.base {
+		poll(t, wait, fmt.Sprintf("replica %d injects again after the restart", n), func() bool {
+			return r.injects(n, id, replicaLessons[0])
+		})
+	}
+	// What was acknowledged before the kill is there.
+	if tally, err := r.st.Tally(context.Background(), id); err != nil || tally.Down != 1 {
+		t.Errorf("tally after the restart = %+v, %v; want the acknowledged down vote", tally, err)
+	}
+	if _, err := r.st.GetTrace(context.Background(), trace); err != nil {
+		t.Errorf("trace after the restart: %v", err)
+	}
+	// Both replicas follow again: a write through each is seen by the other.
+	second := r.add(1, replicaLessons[1])
+	poll(t, wait, "replica A injects what B added after the restart", func() bool { return r.injects(0, second, replicaLessons[1]) })
+	code, _, resp, err = r.do("DELETE", r.base[0]+"/v1/experiences/"+id, 0, "")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("delete after the restart: %d %s %v", code, resp, err)
+	}
+	poll(t, time.Second, "replica B hides what A deleted after the restart", func() bool { return !r.injects(1, id, replicaLessons[0]) })
+	code, _, resp, err = r.do("GET", r.base[1]+"/readyz", 0, "")
+	if err != nil || strings.Contains(string(resp), "store_unavailable") || strings.Contains(string(resp), "follow_error") {
+		t.Errorf("readyz after the restart: %d %s %v; want the store ok and following", code, resp, err)
+	}
+}
+
+// A replica started after the change stream was trimmed rebuilds its
+// index from the store and serves everything.
+func TestReplicaStartsAfterTrim(t *testing.T) {
+	r := startReplicas(t)
+	ids := make([]string, len(replicaLessons))
+	for i, l := range replicaLessons {
+		ids[i] = r.add(0, l)
+	}
+	if _, err := r.st.PruneChanges(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.st.Changes(context.Background(), 0, 0); err == nil {
+		t.Fatal("the stream was not trimmed")
+	}
+	late := r.start()
+	r.base[1] = late
+	for i, l := range replicaLessons {
+		poll(t, wait, "the late replica injects "+l, func() bool { return r.injects(1, ids[i], l) })
+	}
+}
