@@ -265,7 +265,9 @@ func TestReplicasSurviveRedisKill(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var shape struct{ Error struct{ Code, Message string } }
+		var shape struct {
+			Error struct{ Code, Message string }
+		}
 		if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" ||
 			json.Unmarshal(resp, &shape) != nil || shape.Error.Code != "store_unavailable" {
 			t.Errorf("POST %s with Redis down: %d, Retry-After %q, %s; want 503 store_unavailable with Retry-After",
