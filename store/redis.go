@@ -96,6 +96,9 @@ type Durability struct {
 	WaitAOF bool
 }
 
+// Full reports whether an acknowledged write survives a power cut.
+func (d Durability) Full() bool { return d.AppendOnly && (d.AppendFsync == "always" || d.WaitAOF) }
+
 // Survives says in words what an acknowledged write survives.
 func (d Durability) Survives() string {
 	switch {
@@ -141,7 +144,11 @@ func OpenRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, erro
 		r.c.Close()
 		return nil, err
 	}
-	opts.Logger.Info("store: redis: an acknowledged write survives "+r.dur.Survives(),
+	level := slog.LevelInfo
+	if !r.dur.Full() {
+		level = slog.LevelWarn // short of "acknowledged only once durable"
+	}
+	opts.Logger.Log(ctx, level, "store: redis: an acknowledged write survives "+r.dur.Survives(),
 		"appendonly", r.dur.AppendOnly, "appendfsync", r.dur.AppendFsync, "waitaof", r.dur.WaitAOF)
 	return r, nil
 }
