@@ -326,3 +326,30 @@ func TestReplicaStartsAfterTrim(t *testing.T) {
 		poll(t, wait, "the late replica injects "+l, func() bool { return r.injects(1, ids[i], l) })
 	}
 }
+
+// The shared store is named by the file's redis:, DSO_REDIS or --redis,
+// later ones winning.
+func TestServeRedisPrecedence(t *testing.T) {
+	file := writeFile(t, "dso.yaml", "redis: redis://file:6379/0\n")
+	for _, tt := range []struct {
+		args []string
+		env  string
+		want string
+	}{
+		{nil, "", ""},
+		{[]string{"--config", file}, "", "redis://file:6379/0"},
+		{[]string{"--config", file}, "redis://env:6379/0", "redis://env:6379/0"},
+		{[]string{"--config", file, "--redis", "redis://flag:6379/1"}, "redis://env:6379/0", "redis://flag:6379/1"},
+	} {
+		getenv := func(k string) string {
+			if k == config.EnvRedis {
+				return tt.env
+			}
+			return ""
+		}
+		cfg, err := loadServeConfig(tt.args, io.Discard, getenv)
+		if err != nil || string(cfg.Redis) != tt.want {
+			t.Errorf("%v, DSO_REDIS=%q: redis %q, %v; want %q", tt.args, tt.env, cfg.Redis, err, tt.want)
+		}
+	}
+}
