@@ -353,3 +353,20 @@ func TestServeRedisPrecedence(t *testing.T) {
 		}
 	}
 }
+
+// dso import and export work on the shared store too.
+func TestImportExportRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	in := writeFile(t, "in.jsonl", `{"text":"Close every file you open.","domain":"code","confidence":0.9}`+"\n")
+	var out, errb strings.Builder
+	if code := run(context.Background(), []string{"import", "--redis", srv.URL(), "--embedder", "hash", "--file", in}, &out, &errb); code != 0 {
+		t.Fatalf("import: exit %d: %s", code, errb.String())
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"export", "--redis", srv.URL()}, &out, &errb); code != 0 {
+		t.Fatalf("export: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "Close every file you open.") {
+		t.Errorf("export from Redis = %q; want the imported experience", out.String())
+	}
+}
