@@ -49,6 +49,10 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// Data is the directory holding the embedded store. Default DefaultData.
 	Data string `yaml:"data"`
+	// Redis, when set, is the URL (redis://[user:password@]host:port/db) of
+	// the Redis server that holds the library instead of the SQLite file
+	// under Data, shared by every replica that names it. Empty: SQLite.
+	Redis Secret `yaml:"redis"`
 	// Backends are tried in order: a request goes to the first backend whose
 	// Models patterns match its model. Default: one Ollama backend on
 	// localhost serving every model.

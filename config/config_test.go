@@ -456,3 +456,36 @@ func TestIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestRedisURL(t *testing.T) {
+	for _, tt := range []struct {
+		url string
+		ok  bool
+	}{
+		{"", true},
+		{"redis://127.0.0.1:6379/0", true},
+		{"rediss://user:secret@redis.example:6380/2", true},
+		{"http://redis:6379", false},
+		{"redis-host:6379", false},
+		{"redis://user:secret@[bad", false},
+	} {
+		c := Default()
+		c.Redis = Secret(tt.url)
+		err := c.Validate()
+		if (err == nil) != tt.ok {
+			t.Errorf("redis %q: Validate = %v; want ok %v", tt.url, err, tt.ok)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("redis %q: the error shows the password: %v", tt.url, err)
+		}
+	}
+	c := Default()
+	if err := c.ApplyEnv(func(k string) string {
+		if k == EnvRedis {
+			return "redis://r:6379/0"
+		}
+		return ""
+	}); err != nil || c.Redis != "redis://r:6379/0" {
+		t.Errorf("DSO_REDIS: %q, %v", c.Redis, err)
+	}
+}

@@ -12,6 +12,7 @@ const (
 	EnvListen      = "DSO_LISTEN"       // Config.Listen
 	EnvBackends    = "DSO_BACKENDS"     // comma-separated TYPE:URL, replaces Config.Backends
 	EnvData        = "DSO_DATA"         // Config.Data
+	EnvRedis       = "DSO_REDIS"        // Config.Redis
 	EnvAPIKeys     = "DSO_API_KEYS"     // comma-separated client keys, replaces Config.APIKeys
 	EnvAdminKeys   = "DSO_ADMIN_KEYS"   // comma-separated admin keys, replaces Config.AdminKeys
 	EnvEmbedder    = "DSO_EMBEDDER"     // Config.Retrieval.Embedder
@@ -26,6 +27,9 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 	}
 	if v := getenv(EnvData); v != "" {
 		c.Data = v
+	}
+	if v := getenv(EnvRedis); v != "" {
+		c.Redis = Secret(v)
 	}
 	if v := getenv(EnvBackends); v != "" {
 		bs, err := ParseBackendSpecs(strings.Split(v, ","))

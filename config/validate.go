@@ -51,6 +51,12 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		add("shutdown_timeout", "must not be negative")
 	}
+	if c.Redis != "" {
+		// The message never repeats the URL: it may hold a password.
+		if u, err := url.Parse(string(c.Redis)); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			add("redis", "must be a redis://host:port/db or rediss:// URL")
+		}
+	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":
 	default:

@@ -30,10 +30,24 @@ var ErrUnknownTrace = errors.New("unknown trace id")
 // ErrBadGrade: a grade outside [0, 1].
 var ErrBadGrade = errors.New("grade must be between 0 and 1")
 
+// Store is what a Learner needs of the store: the traces feedback names,
+// the feedback queue with its votes, and the records whose votes it tallies.
+type Store interface {
+	GetTrace(ctx context.Context, id string) (store.Trace, error)
+	GetExperience(ctx context.Context, id string) (store.Experience, error)
+	Tally(ctx context.Context, experienceID string) (store.Tally, error)
+	RecordFeedback(ctx context.Context, fb store.Feedback, up bool, experienceIDs []string) error
+	PendingFeedback(ctx context.Context, limit int) ([]store.Feedback, error)
+	MarkFeedback(ctx context.Context, traceID, voter string, updatedAt time.Time, state store.FeedbackState) error
+}
+
 // FeedbackConfig configures a Learner.
 type FeedbackConfig struct {
 	// Library receives votes and lessons. Required.
 	Library *library.Library
+	// Store records feedback and votes. Nil: the library's store, which
+	// must then implement Store (store.SQLite and store.Redis do).
+	Store Store
 	// Chat distils lessons. Nil: grades become votes only.
 	Chat Chatter
 	// Threshold splits up- from down-votes. 0: DefaultThreshold.
@@ -56,7 +70,7 @@ type FeedbackConfig struct {
 // after a crash distils what was left pending.
 type Learner struct {
 	cfg  FeedbackConfig
-	st   *store.SQLite
+	st   Store
 	wake chan struct{}
 
 	mu     sync.Mutex // protects cancel
@@ -87,7 +101,14 @@ func NewLearner(cfg FeedbackConfig) *Learner {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Learner{cfg: cfg, st: cfg.Library.Store(), wake: make(chan struct{}, 1)}
+	if cfg.Store == nil {
+		st, ok := cfg.Library.Store().(Store)
+		if !ok {
+			panic(fmt.Sprintf("learn: the library's store (%T) cannot record feedback; set FeedbackConfig.Store", cfg.Library.Store()))
+		}
+		cfg.Store = st
+	}
+	return &Learner{cfg: cfg, st: cfg.Store, wake: make(chan struct{}, 1)}
 }
 
 // Grade records one voter's grade of a traced answer: durable feedback

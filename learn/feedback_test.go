@@ -46,7 +46,7 @@ func addLesson(t *testing.T, lib *library.Library, text, domain string) store.Ex
 
 func putTrace(t *testing.T, lib *library.Library, id string, expIDs ...string) {
 	t.Helper()
-	err := lib.Store().PutTrace(context.Background(), store.Trace{ID: id, Query: "q " + id, Domain: "d", ExperienceIDs: expIDs, Model: "m", Answer: "a"})
+	err := lib.Store().(*store.SQLite).PutTrace(context.Background(), store.Trace{ID: id, Query: "q " + id, Domain: "d", ExperienceIDs: expIDs, Model: "m", Answer: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,14 +61,14 @@ func TestVotesUniqueVotersRegradeAndRetirement(t *testing.T) {
 		putTrace(t, lib, fmt.Sprintf("t%d", i), e.ID)
 	}
 	tally := func() store.Tally {
-		tl, err := lib.Store().Tally(ctx, e.ID)
+		tl, err := lib.Store().(*store.SQLite).Tally(ctx, e.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tl
 	}
 	status := func() store.Experience {
-		got, err := lib.Store().GetExperience(ctx, e.ID)
+		got, err := lib.Store().(*store.SQLite).GetExperience(ctx, e.ID)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -38,8 +38,9 @@ type follower struct {
 }
 
 // Follow keeps the index in step with writes that other processes (dso
-// import, dso learn, another serve) make to the store: at once and then
-// once per interval every, it reads the store's change log from where the
+// import, dso learn, another serve or replica) make to the store: at once
+// and then once per interval every (or as soon as a change is logged, with
+// a store that is a ChangeWaiter), it reads the store's change log from where the
 // index stands and re-syncs each experience named there. It starts from the log position taken
 // before New rebuilt the index, so nothing written since is missed. It
 // also prunes the change log now and then (see store.PruneChanges).
@@ -68,11 +69,25 @@ func (l *Library) Follow(ctx context.Context, every time.Duration) {
 		}
 		l.follow.mu.Lock()
 		l.follow.err = err
+		seq := l.follow.seq
 		l.follow.mu.Unlock()
-		select {
-		case <-ctx.Done():
-		case <-t.C:
+		l.awaitChange(ctx, t.C, seq, every, err != nil)
+	}
+}
+
+// awaitChange waits for the next poll: until the store says a change was
+// logged after seq, where it can (a ChangeWaiter), else until the tick.
+// After a failed poll, or when the wait itself fails (the store is down),
+// it waits for the tick, so a store that is away is not asked in a loop.
+func (l *Library) awaitChange(ctx context.Context, tick <-chan time.Time, seq int64, every time.Duration, failed bool) {
+	if w, ok := l.store.(ChangeWaiter); ok && !failed {
+		if _, err := w.WaitChanges(ctx, seq, every); err == nil {
+			return
 		}
+	}
+	select {
+	case <-ctx.Done():
+	case <-tick:
 	}
 }
 

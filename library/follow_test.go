@@ -189,7 +189,7 @@ func TestFollowSkipsBadRecord(t *testing.T) {
 	lib, _ := openSpace(t, filepath.Dir(path), hashSpace(512, 3))
 	bad := make([]byte, store.CodeSize) // the store checks the length only
 	bad[0] = 0xff                       // no such code version
-	if _, _, err := w.Store().PutExperience(ctx, store.Experience{Text: "undecodable", Confidence: 0.5, Code: bad, Space: w.Space().Name}); err != nil {
+	if _, _, err := w.Store().PutExperiences(ctx, []store.Experience{{Text: "undecodable", Confidence: 0.5, Code: bad, Space: w.Space().Name}}); err != nil {
 		t.Fatal(err)
 	}
 	text := "Prefer small interfaces."

@@ -60,7 +60,7 @@ const recentSize = 4096
 // Config configures a Library.
 type Config struct {
 	// Store holds the records. Required.
-	Store *store.SQLite
+	Store Store
 	// Space is the library's embedding space. Required.
 	Space Space
 	// Previous, when set, gives the embedder of an earlier space the
@@ -102,7 +102,7 @@ type Config struct {
 // (New does not wait for the embedder); Ready says when it can serve.
 type Library struct {
 	cfg   Config
-	store *store.SQLite
+	store Store
 	lift  *align.Lift
 	cache *lru.Cache[string, []float32]
 	seen  *recent // experiences searches returned, kept until they change
@@ -413,7 +413,7 @@ func (l *Library) Embed(ctx context.Context, texts ...string) ([][]float32, erro
 func (l *Library) Align(v []float32) ([]float32, error) { return alignIn(l.cur.Load(), v) }
 
 // Store returns the underlying store.
-func (l *Library) Store() *store.SQLite { return l.store }
+func (l *Library) Store() Store { return l.store }
 
 // poke wakes the background work (a change may call for calibration).
 func (l *Library) poke() {

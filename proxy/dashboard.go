@@ -15,13 +15,6 @@ import (
 // experience API: traces, experience updates and vote tallies. They are
 // ordinary API routes, authorised like the experience API.
 
-// traceLister is what listTraces needs of the store.
-type traceLister interface {
-	ListTraces(ctx context.Context, o store.TraceListOptions) ([]store.ListedTrace, string, error)
-}
-
-var _ traceLister = (*store.SQLite)(nil)
-
 // traceJSON is a trace as GET /v1/traces shows it.
 type traceJSON struct {
 	ID            string    `json:"id"`
@@ -59,8 +52,7 @@ func (s *Server) listTraces(w http.ResponseWriter, r *http.Request) {
 		}
 		opts.Limit = n
 	}
-	var st traceLister = lib.Store()
-	ts, next, err := st.ListTraces(r.Context(), opts)
+	ts, next, err := storeOf(lib).ListTraces(r.Context(), opts)
 	if err != nil {
 		s.fail(w, r, sf, storeError(err))
 		return

@@ -12,6 +12,7 @@ import (
 	"github.com/dso-proxy/dso/learn"
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/proxy"
+	"github.com/dso-proxy/dso/store"
 )
 
 // dashboardAPI is dso with a library, a learner and an admin key, for the
@@ -171,7 +172,7 @@ func TestPatchExperienceAndVotes(t *testing.T) {
 	}](t, body); code != 200 || e.Status != "retired" || e.Confidence != 0.2 {
 		t.Fatalf("patch: %d %s; want retired at 0.2", code, body)
 	}
-	if e, err := lib.Store().GetExperience(t.Context(), id); err != nil || e.Status != "retired" {
+	if e, err := lib.Store().(*store.SQLite).GetExperience(t.Context(), id); err != nil || e.Status != "retired" {
 		t.Fatalf("stored: %+v %v; want retired", e, err)
 	}
 	for _, bad := range []string{`{}`, `{"status":"gone"}`, `{"confidence":2}`, `not json`} {

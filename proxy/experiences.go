@@ -88,7 +88,7 @@ func (s *Server) createExperience(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A duplicate needs no embedding: return the stored record.
-	if e, err := lib.Store().GetExperience(r.Context(), store.ExperienceID(in.Domain, *in.Text)); err == nil {
+	if e, err := storeOf(lib).GetExperience(r.Context(), store.ExperienceID(in.Domain, *in.Text)); err == nil {
 		writeJSON(w, http.StatusOK, toJSON(e))
 		return
 	}
@@ -115,7 +115,7 @@ func libraryError(err error) error {
 			Msg: "the library's embedding space is not available yet; retry later", Err: err, RetryAfter: 5}
 	case errors.Is(err, library.ErrNoText):
 		return badRequest("text is empty")
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrUnavailable):
 		return storeError(err)
 	}
 	return &HTTPError{Status: http.StatusBadGateway, Type: "api_error", Msg: "could not embed the text in the library's space", Err: err}
@@ -128,6 +128,8 @@ func storeError(err error) error {
 		return &HTTPError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "not_found", Msg: "no experience with this id", Err: err}
 	case errors.Is(err, store.ErrInvalid):
 		return &HTTPError{Status: http.StatusBadRequest, Type: "invalid_request_error", Msg: err.Error(), Err: err}
+	case errors.Is(err, store.ErrUnavailable):
+		return unavailableError(err)
 	}
 	return &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "the store failed", Err: err}
 }
@@ -154,7 +156,7 @@ func (s *Server) listExperiences(w http.ResponseWriter, r *http.Request) {
 		}
 		opts.Limit = n
 	}
-	exps, next, err := lib.Store().ListExperiences(r.Context(), opts)
+	exps, next, err := storeOf(lib).ListExperiences(r.Context(), opts)
 	if err != nil {
 		s.fail(w, r, sf, storeError(err))
 		return
@@ -164,7 +166,7 @@ func (s *Server) listExperiences(w http.ResponseWriter, r *http.Request) {
 		data[i] = toJSON(e)
 	}
 	if q.Get("include") == "votes" {
-		if err := s.talliesFor(r.Context(), lib.Store(), data); err != nil {
+		if err := s.talliesFor(r.Context(), storeOf(lib), data); err != nil {
 			s.fail(w, r, sf, storeError(err))
 			return
 		}
@@ -257,14 +259,14 @@ func (s *Server) getExperience(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, surfaceOpenAI, err)
 		return
 	}
-	e, err := lib.Store().GetExperience(r.Context(), chi.URLParam(r, "id"))
+	e, err := storeOf(lib).GetExperience(r.Context(), chi.URLParam(r, "id"))
 	if err != nil {
 		s.fail(w, r, surfaceOpenAI, storeError(err))
 		return
 	}
 	data := []experienceJSON{toJSON(e)}
 	if r.URL.Query().Get("include") == "votes" {
-		if err := s.talliesFor(r.Context(), lib.Store(), data); err != nil {
+		if err := s.talliesFor(r.Context(), storeOf(lib), data); err != nil {
 			s.fail(w, r, surfaceOpenAI, storeError(err))
 			return
 		}

@@ -157,6 +157,8 @@ func feedbackError(err error) error {
 		return &HTTPError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "unknown_trace", Msg: "unknown trace_id", Err: err}
 	case errors.Is(err, learn.ErrBadGrade), errors.Is(err, store.ErrInvalid):
 		return &HTTPError{Status: http.StatusBadRequest, Type: "invalid_request_error", Msg: err.Error(), Err: err}
+	case errors.Is(err, store.ErrUnavailable):
+		return unavailableError(err)
 	}
 	return &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "feedback could not be recorded", Err: err}
 }
@@ -276,7 +278,7 @@ func (s *Server) traceState(ctx context.Context, id string) (traceState, error) 
 	if lib == nil {
 		return traceUnknown, nil // this node stores no traces
 	}
-	_, err := lib.Store().GetTrace(ctx, id)
+	_, err := storeOf(lib).GetTrace(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return traceUnknown, nil

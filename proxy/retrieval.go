@@ -47,6 +47,9 @@ const (
 	// reasonNotReady: the library's embedding space is not usable yet
 	// (its embedder has not answered since start).
 	reasonNotReady = "space_unavailable"
+	// reasonStoreUnavailable: the experience store (Redis) could not be
+	// reached, so nothing could be loaded to inject.
+	reasonStoreUnavailable = "store_unavailable"
 	// reasonInternal: retrieval failed in a way dso did not foresee (a
 	// panic); logged at error level.
 	reasonInternal = "internal_error"
@@ -347,6 +350,8 @@ func (s *Server) find(ctx context.Context, query string, st settings, includeGat
 		return nil, 0, reasonIndexEmpty
 	case errors.Is(err, library.ErrNotReady):
 		return nil, 0, reasonNotReady
+	case errors.Is(err, store.ErrUnavailable) && ctx.Err() == nil:
+		return nil, 0, reasonStoreUnavailable
 	case err != nil:
 		return nil, 0, timeout(err, reasonSearchError)
 	}

@@ -529,7 +529,7 @@ func TestRestartKeepsExperiencesAndTraces(t *testing.T) {
 	if got := hdr.Get(proxy.HeaderExperiences); got != id {
 		t.Errorf("after restart injected %q; want %q", got, id)
 	}
-	tr, err := lib2.Store().GetTrace(context.Background(), traceID)
+	tr, err := lib2.Store().(*store.SQLite).GetTrace(context.Background(), traceID)
 	if err != nil {
 		t.Fatalf("trace %s after restart: %v", traceID, err)
 	}

@@ -195,6 +195,7 @@ func New(opts Options) *Server {
 		s.feedbackQ = newQueue(feedbackQueueLen, s.recordFeedback)
 	}
 	if lib := opts.Retrieval.Library; lib != nil {
+		storeOf(lib) // a store that cannot keep traces is a wiring mistake
 		s.traceQ = newQueue(opts.TraceQueue, s.writeTraces)
 		opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dso_traces_queue_depth", Help: "Finished traces waiting to be stored.",
@@ -333,6 +334,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{"ready": ready, "backends": status}
 	if lib := s.opts.Retrieval.Library; lib != nil {
 		out["retrieval"] = retrievalStatus(lib)
+		if sh := storeHealth(r.Context(), lib, s.opts.ReadyTimeout); sh != nil {
+			out["store"] = sh
+		}
 	}
 	writeJSON(w, code, out)
 }

@@ -137,7 +137,7 @@ func (s *Server) awaitTrace(ctx context.Context, id string) {
 // gathers. Each trace is settled after its batch commits, so feedback
 // waiting on it finds it stored.
 func (s *Server) writeTraces(ch <-chan store.Trace) {
-	st := s.opts.Retrieval.Library.Store()
+	st := storeOf(s.opts.Retrieval.Library)
 	batch := make([]store.Trace, 0, min(maxTraceBatch, cap(ch)))
 	for t := range ch {
 		batch = append(batch[:0], t)

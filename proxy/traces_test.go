@@ -97,7 +97,7 @@ func TestTraceBurstStoresEveryTrace(t *testing.T) {
 	ctx := context.Background()
 	stored, missing := 0, 0
 	for id := range ids {
-		if _, err := lib.Store().GetTrace(ctx, id); err != nil {
+		if _, err := lib.Store().(*store.SQLite).GetTrace(ctx, id); err != nil {
 			missing++
 			if missing <= 3 {
 				t.Errorf("trace %q of the burst: %v", id, err)
@@ -218,7 +218,7 @@ func TestTraceWaitComesAfterTheAnswer(t *testing.T) {
 	unlock()
 	fe.proxy.Close()
 	for _, id := range ids {
-		if _, err := lib.Store().GetTrace(context.Background(), id); err != nil {
+		if _, err := lib.Store().(*store.SQLite).GetTrace(context.Background(), id); err != nil {
 			t.Errorf("trace %s: %v", id, err)
 		}
 	}
@@ -311,7 +311,7 @@ func TestTraceDropsAreCountedAndWarnedOncePerInterval(t *testing.T) {
 	fe.proxy.Close()
 	stored := 0
 	for _, id := range ids {
-		if _, err := lib.Store().GetTrace(context.Background(), id); err == nil {
+		if _, err := lib.Store().(*store.SQLite).GetTrace(context.Background(), id); err == nil {
 			stored++
 		} else if !errors.Is(err, store.ErrNotFound) {
 			t.Fatal(err)
@@ -338,7 +338,7 @@ func TestHeaderFeedbackDoesNotWait(t *testing.T) {
 	})
 	ctx := context.Background()
 	const stored = "tr_stored_earlier"
-	if err := lib.Store().PutTrace(ctx, store.Trace{ID: stored, Query: "q", Answer: "a"}); err != nil {
+	if err := lib.Store().(*store.SQLite).PutTrace(ctx, store.Trace{ID: stored, Query: "q", Answer: "a"}); err != nil {
 		t.Fatal(err)
 	}
 	// With the store locked, this answer's trace cannot be stored: any
@@ -364,7 +364,7 @@ func TestHeaderFeedbackDoesNotWait(t *testing.T) {
 		entries = append(entries, tt.entry)
 	}
 	hdr, _ = chatOnce(t, fe, "Another question.", proxy.HeaderFeedback, strings.Join(entries, "; "))
-	if _, err := lib.Store().GetTrace(ctx, writing); !errors.Is(err, store.ErrNotFound) {
+	if _, err := lib.Store().(*store.SQLite).GetTrace(ctx, writing); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("trace %s while the store is locked: %v; want it still being written", writing, err)
 	}
 	accepted, queued, rejected := hdr.Get(proxy.HeaderFeedbackAccepted), hdr.Get(proxy.HeaderFeedbackQueued), hdr.Get(proxy.HeaderFeedbackRejected)
@@ -400,7 +400,7 @@ func TestHeaderFeedbackDoesNotWait(t *testing.T) {
 			t.Errorf("recording a grade: %v", err)
 		}
 	}
-	fbs, err := lib.Store().PendingFeedback(ctx, 10)
+	fbs, err := lib.Store().(*store.SQLite).PendingFeedback(ctx, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -214,7 +214,7 @@ func (d *dashboard) awaitTrace(t *testing.T, id string) {
 	defer tick.Stop()
 	deadline := time.After(10 * time.Second)
 	for {
-		if _, err := d.lib.Store().GetTrace(context.Background(), id); err == nil {
+		if _, err := d.lib.Store().(*store.SQLite).GetTrace(context.Background(), id); err == nil {
 			return
 		}
 		select {
@@ -299,7 +299,7 @@ func gradeFromTracesPage(t *testing.T, d *dashboard, traceID, expID string) {
 	d.shot(t, "traces")
 	// Feedback is recorded before POST /v1/feedback answers, so the
 	// experience is retired by the time the page says so.
-	if e, err := d.lib.Store().GetExperience(context.Background(), expID); err != nil || e.Status != store.StatusRetired {
+	if e, err := d.lib.Store().(*store.SQLite).GetExperience(context.Background(), expID); err != nil || e.Status != store.StatusRetired {
 		t.Fatalf("after two down-votes the experience is %+v (%v); want retired", e, err)
 	}
 	// The library page shows it retired, with its votes.

@@ -1,5 +1,8 @@
 // Package store keeps experiences, votes and traces durably: an embedded
-// SQLite file by default. A write returns only after it is committed.
+// SQLite file by default ([SQLite]), or a Redis server that several dso
+// replicas share ([Redis]). A write returns only after it is committed.
+// Both answer every call the same way, with the same sentinel errors; the
+// conformance suite in store/storetest holds them to it.
 //
 // It owns the records and their schema; it does not embed, align, compress,
 // index or sign anything. An experience's 484-byte code is stored as opaque
@@ -32,7 +35,21 @@
 // migrations, in order, in one transaction; a file written by a newer dso
 // is refused with [ErrSchemaTooNew].
 //
+// # Redis
+//
+// [OpenRedis] connects to a Redis server; every write is one Lua script,
+// so a record, the sets that index it and its change log entry land
+// together, and votes are counted once per voter however many replicas
+// write at once. The change log is a stream with consecutive integer entry
+// ids, followed with [Redis.Changes] like SQLite's and waited on with
+// [Redis.WaitChanges]. Calls that cannot reach the server, or run past the
+// store's timeout, fail with an error wrapping [ErrUnavailable]: nothing
+// was acknowledged. What an acknowledged write survives depends on the
+// server's appendonly and appendfsync settings, which OpenRedis reads and
+// logs ([Redis.Durability]).
+//
 // # Concurrency
 //
-// A [*SQLite] is safe for concurrent use by multiple goroutines.
+// A [*SQLite] and a [*Redis] are safe for concurrent use by multiple
+// goroutines.
 package store

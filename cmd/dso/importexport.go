@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -36,12 +37,13 @@ type record struct {
 
 // storeFlags are the flags import and export share to find the store.
 type storeFlags struct {
-	file, data, config, embedder, model, backend string
+	file, data, redis, config, embedder, model, backend string
 }
 
 func (f *storeFlags) register(fs *flag.FlagSet, withEmbed bool) {
 	fs.StringVar(&f.config, "config", os.Getenv(config.EnvConfig), "YAML config file")
 	fs.StringVar(&f.data, "data", "", "data directory (default from config, DSO_DATA or ./dso-data)")
+	fs.StringVar(&f.redis, "redis", "", "the shared store's Redis URL instead of the data directory (default from config or DSO_REDIS)")
 	fs.StringVar(&f.file, "file", "-", "JSONL file; - is standard input/output")
 	if withEmbed {
 		fs.StringVar(&f.embedder, "embedder", "", "the library's embedding space: hash[:DIM], wordvec:FILE, model:NAME or backend (default from config)")
@@ -63,6 +65,9 @@ func (f *storeFlags) load() (config.Config, error) {
 	}
 	if f.data != "" {
 		cfg.Data = f.data
+	}
+	if f.redis != "" {
+		cfg.Redis = config.Secret(f.redis)
 	}
 	if f.model != "" {
 		cfg.Retrieval.EmbeddingModel = f.model
@@ -93,7 +98,7 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	st, err := store.OpenDir(ctx, cfg.Data, store.Options{})
+	st, err := openStore(ctx, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}
@@ -160,7 +165,7 @@ func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	st, err := store.OpenDir(ctx, cfg.Data, store.Options{})
+	st, err := openStore(ctx, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}

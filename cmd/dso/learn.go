@@ -7,12 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/learn"
 	"github.com/dso-proxy/dso/providers"
-	"github.com/dso-proxy/dso/store"
 )
 
 func init() {
@@ -94,7 +94,7 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	st, err := store.OpenDir(ctx, cfg.Data, store.Options{})
+	st, err := openStore(ctx, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}

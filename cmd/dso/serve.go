@@ -46,6 +46,9 @@ Flags:
                        (any OpenAI-compatible server) or ollama (native API).
                        Default: ollama:http://127.0.0.1:11434
   --data DIR           where the embedded store lives (env DSO_DATA; default ./dso-data)
+  --redis URL          keep the library in Redis instead, shared by every
+                       replica given the same URL (env DSO_REDIS), e.g.
+                       redis://redis:6379/0; see README.md for its settings
   --log-level LEVEL    debug, info, warn or error (default info)
   --index KIND         search index: cpu, gpu or auto (the GPU when one is
                        usable through OpenCL, else the CPU; says why)
@@ -89,6 +92,7 @@ backends' API keys, if they have any).
 Config file (every field optional):
   listen: 127.0.0.1:8080
   data: ./dso-data
+  redis: redis://127.0.0.1:6379/0  # shared store for several replicas; unset = SQLite under data
   max_body_bytes: 33554432       # request body limit (413 beyond it)
   shutdown_timeout: 30s          # how long a stop waits for streams
   log_level: info
@@ -145,6 +149,7 @@ func loadServeConfig(args []string, stderr io.Writer, getenv func(string) string
 	file := fs.String("config", getenv(config.EnvConfig), "")
 	listen := fs.String("listen", "", "")
 	data := fs.String("data", "", "")
+	redisURL := fs.String("redis", "", "")
 	level := fs.String("log-level", "", "")
 	index := fs.String("index", "", "")
 	var backends stringList
@@ -174,6 +179,9 @@ func loadServeConfig(args []string, stderr io.Writer, getenv func(string) string
 	}
 	if *data != "" {
 		cfg.Data = *data
+	}
+	if *redisURL != "" {
+		cfg.Redis = config.Secret(*redisURL)
 	}
 	if *level != "" {
 		cfg.LogLevel = *level
@@ -383,7 +391,7 @@ func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Rou
 		log.Info("retrieval disabled by config")
 		return proxy.Retrieval{}, func() {}, nil
 	}
-	st, err := store.OpenDir(ctx, cfg.Data, store.Options{MaxTraces: rc.MaxTraces, TraceMaxAge: rc.TraceMaxAge})
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return proxy.Retrieval{}, nil, err
 	}
@@ -403,8 +411,9 @@ func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Rou
 		closeStore()
 		return proxy.Retrieval{}, nil, err
 	}
-	// dso import, dso learn and other serves write the same file: follow
-	// its change log so that what they write is searched here too.
+	// dso import, dso learn and other serves write the same file, or other
+	// replicas the same Redis: follow the change log so that what they
+	// write is searched here too.
 	followCtx, stopFollowing := context.WithCancel(ctx)
 	followed := make(chan struct{})
 	go func() {
@@ -425,7 +434,7 @@ func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Rou
 			inject.CounterFor(m).Count("warm")
 		}
 	}()
-	log.Info("experience library open", "experiences", lib.Len(), "data", cfg.Data, "space", lib.Space().Name,
+	log.Info("experience library open", "experiences", lib.Len(), "store", storeKind(cfg), "space", lib.Space().Name,
 		"moving_to", lib.Moving(), "to_reembed", lib.Stale())
 	warnSpaceUse(cfg, lib.Space(), log)
 	return proxy.Retrieval{
@@ -447,6 +456,42 @@ func warnSpaceUse(cfg config.Config, sp library.Space, log *slog.Logger) {
 	}
 }
 
+// servedStore is a store serve can run on: what the library, the learner
+// and the proxy need of it, and Close.
+type servedStore interface {
+	library.Store
+	learn.Store
+	proxy.Store
+	Close() error
+}
+
+// openStore opens the shared Redis store when cfg names one, else the
+// SQLite file under cfg.Data.
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (servedStore, error) {
+	rc := cfg.Retrieval
+	if cfg.Redis != "" {
+		st, err := store.OpenRedis(ctx, string(cfg.Redis), store.RedisOptions{
+			MaxTraces: rc.MaxTraces, TraceMaxAge: rc.TraceMaxAge, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--redis: %w", err)
+		}
+		return st, nil
+	}
+	st, err := store.OpenDir(ctx, cfg.Data, store.Options{MaxTraces: rc.MaxTraces, TraceMaxAge: rc.TraceMaxAge})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func storeKind(cfg config.Config) string {
+	if cfg.Redis != "" {
+		return "redis"
+	}
+	return "sqlite:" + cfg.Data
+}
+
 type libraryOption func(*library.Config)
 
 func withLogger(log *slog.Logger) libraryOption {
@@ -457,7 +502,7 @@ func withLogger(log *slog.Logger) libraryOption {
 // space, with the configured seed, so that serve, import, learn and eval
 // map vectors the same way. router serves model: spaces; nil builds one
 // from cfg.
-func openLibrary(ctx context.Context, st *store.SQLite, cfg config.Config, cacheSize int, idx gpuidx.Index, router *providers.Router, opts ...libraryOption) (*library.Library, error) {
+func openLibrary(ctx context.Context, st library.Store, cfg config.Config, cacheSize int, idx gpuidx.Index, router *providers.Router, opts ...libraryOption) (*library.Library, error) {
 	rc := cfg.Retrieval
 	if router == nil {
 		var err error
