@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/dso-proxy/dso/providers"
+	"github.com/tidwall/gjson"
 )
 
 // maxTranslatedBody caps a non-streamed backend response that dso must
@@ -19,51 +22,109 @@ const maxTranslatedBody = 64 << 20
 // chatHead is the part of a chat request dso reads; the body itself is
 // forwarded as bytes.
 type chatHead struct {
-	Model    *string         `json:"model"`
-	Messages json.RawMessage `json:"messages"`
-	Stream   *bool           `json:"stream"`
+	Model  *string
+	Stream *bool
 }
 
 // parseChat checks a chat body's shape: a JSON object with a model and a
 // list of message objects, each with a string role. Keys match exactly, and
 // the last of duplicate keys wins, as backends read them (encoding/json's
-// struct decoding would also match "MODEL").
+// struct decoding would also match "MODEL"). The body is validated once
+// and then read in place: decoding it into values, level by level, went
+// over a large body five times and copied it as often.
 func parseChat(body []byte) (chatHead, error) {
 	var h chatHead
-	top, err := jsonFields(body)
+	root, err := jsonObject(body)
 	if err != nil {
 		return h, err
 	}
-	if h.Model, err = stringField(top, "model"); err != nil {
+	var model, stream, messages gjson.Result
+	root.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "model":
+			model = v
+		case "stream":
+			stream = v
+		case "messages":
+			messages = v
+		}
+		return true
+	})
+	if h.Model, err = stringValue(model, "model"); err != nil {
 		return h, err
 	}
-	if raw, ok := top["stream"]; ok && string(raw) != "null" {
-		var b bool
-		if json.Unmarshal(raw, &b) != nil {
+	if stream.Exists() && stream.Type != gjson.Null {
+		if stream.Type != gjson.True && stream.Type != gjson.False {
 			return h, badRequest("stream must be a boolean")
 		}
+		b := stream.Bool()
 		h.Stream = &b
 	}
-	h.Messages = top["messages"]
-	if len(h.Messages) == 0 || string(h.Messages) == "null" {
+	if !messages.Exists() || messages.Type == gjson.Null {
 		return h, badRequest("messages is required")
 	}
-	var msgs []json.RawMessage
-	if err := json.Unmarshal(h.Messages, &msgs); err != nil {
+	if !messages.IsArray() {
 		return h, badRequest("messages must be a list of messages")
 	}
-	for i, m := range msgs {
-		var fields map[string]json.RawMessage
-		var role string
-		if json.Unmarshal(m, &fields) != nil || fields == nil {
-			return h, badRequest("messages[%d] must be an object with a string role", i)
+	i := 0
+	messages.ForEach(func(_, m gjson.Result) bool {
+		if role := lastField(m, "role"); !m.IsObject() || role.Type != gjson.String {
+			err = badRequest("messages[%d] must be an object with a string role", i)
+			return false
 		}
-		raw := fields["role"]
-		if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &role) != nil {
-			return h, badRequest("messages[%d] must be an object with a string role", i)
-		}
+		i++
+		return true
+	})
+	return h, err
+}
+
+// jsonObject validates body as one JSON object and returns it for reading
+// in place. The result's strings alias body, which must not change while
+// they are read; what is kept is cloned.
+func jsonObject(body []byte) (gjson.Result, error) {
+	if !json.Valid(body) {
+		var v json.RawMessage
+		return gjson.Result{}, badRequest("request body is not valid JSON: %s", jsonErrMsg(json.Unmarshal(body, &v)))
 	}
-	return h, nil
+	root := readJSON(body)
+	if !root.IsObject() {
+		return gjson.Result{}, badRequest("request body must be a JSON object")
+	}
+	return root, nil
+}
+
+// readJSON reads body, already validated, in place, as jsonObject does.
+func readJSON(body []byte) gjson.Result {
+	return gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body)))
+}
+
+// lastField is obj's field key, the last of duplicates (gjson's Get takes
+// the first).
+func lastField(obj gjson.Result, key string) gjson.Result {
+	var out gjson.Result
+	if obj.IsObject() {
+		obj.ForEach(func(k, v gjson.Result) bool {
+			if k.Str == key {
+				out = v
+			}
+			return true
+		})
+	}
+	return out
+}
+
+// stringValue reads a required, non-empty string field.
+func stringValue(v gjson.Result, name string) (*string, error) {
+	switch {
+	case !v.Exists() || v.Type == gjson.Null:
+		return nil, badRequest("%s is required", name)
+	case v.Type != gjson.String:
+		return nil, badRequest("%s must be a string", name)
+	case v.Str == "":
+		return nil, badRequest("%s is required", name)
+	}
+	s := strings.Clone(v.Str)
+	return &s, nil
 }
 
 // jsonFields decodes a request body's top-level object, keys exact.

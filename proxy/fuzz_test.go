@@ -80,6 +80,9 @@ func FuzzParseChat(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if _, err := parseChat(body); err != nil {
+			if json.Valid(body) && checkChat(body, false) == nil {
+				t.Fatalf("refused %q, which backends accept: %v", body, err)
+			}
 			return
 		}
 		if !json.Valid(body) {
@@ -105,6 +108,12 @@ func checkChat(body []byte, fold bool) error {
 	var m string
 	if bytes.Equal(model, []byte("null")) || json.Unmarshal(model, &m) != nil || m == "" {
 		return fmt.Errorf("model %s is not a non-empty string", model)
+	}
+	if st, ok := field(top, "stream", fold); ok {
+		var b *bool
+		if json.Unmarshal(st, &b) != nil {
+			return fmt.Errorf("stream %s is not a boolean", st)
+		}
 	}
 	msgs, ok := field(top, "messages", fold)
 	if !ok {

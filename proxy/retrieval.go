@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/store"
+	"github.com/tidwall/gjson"
 )
 
 // Request and response headers.
@@ -396,28 +396,24 @@ func (s *Server) embedWithin(ctx context.Context, text string) ([]float32, error
 // queryText takes the last user turn, and for a short follow-up the turn
 // before it, capped at maxQueryBytes.
 func queryText(body []byte, kind requestKind) string {
+	root := readJSON(body) // validated by the handler
 	if kind == kindGenerate {
-		var g struct {
-			Prompt string `json:"prompt"`
+		p := lastField(root, "prompt")
+		if p.Type != gjson.String {
+			return ""
 		}
-		_ = json.Unmarshal(body, &g)
-		return capText(strings.TrimSpace(g.Prompt), maxQueryBytes)
+		return strings.Clone(capText(strings.TrimSpace(p.Str), maxQueryBytes))
 	}
-	var c struct {
-		Messages []struct {
-			Role    string          `json:"role"`
-			Content json.RawMessage `json:"content"`
-		} `json:"messages"`
-	}
-	if json.Unmarshal(body, &c) != nil {
-		return ""
-	}
+	var users []gjson.Result
+	lastField(root, "messages").ForEach(func(_, m gjson.Result) bool {
+		if lastField(m, "role").Str == "user" {
+			users = append(users, lastField(m, "content"))
+		}
+		return true
+	})
 	var turns []string
-	for i := len(c.Messages) - 1; i >= 0 && len(turns) < 2; i-- {
-		if c.Messages[i].Role != "user" {
-			continue
-		}
-		if t := strings.TrimSpace(contentText(c.Messages[i].Content)); t != "" {
+	for i := len(users) - 1; i >= 0 && len(turns) < 2; i-- {
+		if t := strings.TrimSpace(partsText(users[i])); t != "" {
 			turns = append(turns, t)
 			if len(turns) == 1 && len(t) >= 64 {
 				break // a full question stands on its own
@@ -431,32 +427,7 @@ func queryText(body []byte, kind requestKind) string {
 	if len(turns) == 2 {
 		q = capText(turns[1], 512) + "\n" + q
 	}
-	return capText(q, maxQueryBytes)
-}
-
-// contentText flattens string or multi-part content to its text.
-func contentText(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var parts []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if json.Unmarshal(raw, &parts) != nil {
-		return ""
-	}
-	var b strings.Builder
-	for _, p := range parts {
-		if p.Type == "text" {
-			if b.Len() > 0 {
-				b.WriteByte('\n')
-			}
-			b.WriteString(p.Text)
-		}
-	}
-	return b.String()
+	return strings.Clone(capText(q, maxQueryBytes))
 }
 
 // capText cuts s to at most n bytes on a rune boundary.

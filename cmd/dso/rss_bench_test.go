@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// BenchmarkRSS runs `dso serve` as built, with its defaults (retrieval on,
+// the built-in embedder, a library on disk), beside Go's
+// httputil.ReverseProxy (the floor, testdata/floorproxy), both as real
+// processes in front of one backend, and reports each one's resident
+// memory idle (after one request) and at its peak under load: b.N
+// non-streamed chats from 32 concurrent clients, then b.N/4 with 1 MiB
+// bodies from 8. It builds both binaries, so it needs the go command.
+//
+//	go test -run xxx -bench RSS -benchtime 20000x ./cmd/dso
+func BenchmarkRSS(b *testing.B) {
+	dir := b.TempDir()
+	build := func(name, pkg string) string {
+		out := filepath.Join(dir, name)
+		if msg, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			b.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+		}
+		return out
+	}
+	dso, floor := build("dso", "."), build("floorproxy", "./testdata/floorproxy")
+	reply := []byte(`{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(reply)
+	}))
+	b.Cleanup(be.Close)
+
+	rss := map[string][2]float64{}
+	for _, p := range []struct {
+		name string
+		args []string
+	}{
+		{"floor", []string{floor, be.URL + "/v1"}},
+		{"dso", []string{dso, "serve", "--listen", "127.0.0.1:0", "--backend", "openai:" + be.URL + "/v1"}},
+	} {
+		b.Run(p.name, func(b *testing.B) {
+			cmd := exec.Command(p.args[0], p.args[1:]...)
+			if p.name == "dso" {
+				cmd.Args = append(cmd.Args, "--data", b.TempDir()) // a fresh library each run
+			}
+			base := startProcess(b, cmd, p.name == "dso")
+			chat := func(c *http.Client, body string) {
+				resp, err := c.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+			small := `{"model":"m","messages":[{"role":"user","content":"How do I close a file in Go?"}]}`
+			big := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a", 1<<20) + `"}]}`
+			chat(http.DefaultClient, small)
+			idle := procKiB(b, cmd.Process.Pid, "VmRSS")
+			load := func(clients, n int, body string) {
+				var wg sync.WaitGroup
+				next := make(chan struct{}, n)
+				for range n {
+					next <- struct{}{}
+				}
+				close(next)
+				c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+				for range clients {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range next {
+							chat(c, body)
+						}
+					}()
+				}
+				wg.Wait()
+			}
+			b.ResetTimer()
+			load(32, b.N, small)
+			load(8, max(b.N/4, 8), big)
+			b.StopTimer()
+			peak := procKiB(b, cmd.Process.Pid, "VmHWM")
+			rss[p.name] = [2]float64{idle / 1024, peak / 1024}
+			b.ReportMetric(idle/1024, "idle-MiB")
+			b.ReportMetric(peak/1024, "peak-MiB")
+			if f, ok := rss["floor"]; ok && p.name == "dso" {
+				b.ReportMetric(idle/1024/f[0], "idle-vs-floor")
+				b.ReportMetric(peak/1024/f[1], "peak-vs-floor")
+			}
+		})
+	}
+}
+
+// startProcess starts cmd and returns the base URL it listens on: dso logs
+// it ("dso listening", JSON on stderr), the floor prints it.
+func startProcess(b *testing.B, cmd *exec.Cmd, dso bool) string {
+	b.Helper()
+	var out io.ReadCloser
+	var err error
+	if dso {
+		out, err = cmd.StderrPipe()
+	} else {
+		out, err = cmd.StdoutPipe()
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			switch {
+			case !dso:
+				addr <- strings.TrimSpace(sc.Text())
+			case json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "dso listening":
+				addr <- line.Addr
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return "http://" + a
+	case <-time.After(60 * time.Second):
+		b.Fatal("the process did not start")
+	}
+	return ""
+}
+
+// procKiB reads a memory field (VmRSS, VmHWM) of a process, in KiB.
+func procKiB(b *testing.B, pid int, field string) float64 {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Skipf("no /proc here: %v", err)
+	}
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte(field+":")); ok {
+			n, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(string(v)), " kB"), 64)
+			if err == nil {
+				return n
+			}
+		}
+	}
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
