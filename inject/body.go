@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
 )
 
 // Errors from Messages and Prompt. The body is returned unchanged with
@@ -39,6 +41,9 @@ func Messages(body []byte, sys string) ([]byte, error) {
 	if sys == "" {
 		return body, nil
 	}
+	if !json.Valid(body) {
+		return body, fmt.Errorf("%w: not valid JSON", ErrBadBody)
+	}
 	top, err := walkObject(body)
 	if err != nil {
 		return body, err
@@ -66,6 +71,9 @@ func Messages(body []byte, sys string) ([]byte, error) {
 func Prompt(body []byte, sys string) ([]byte, error) {
 	if sys == "" {
 		return body, nil
+	}
+	if !json.Valid(body) {
+		return body, fmt.Errorf("%w: not valid JSON", ErrBadBody)
 	}
 	top, err := walkObject(body)
 	if err != nil {
@@ -236,91 +244,33 @@ func (o object) only(key string) (*span, error) {
 
 // walkObject finds the byte span of every member value of the JSON object
 // that is the whole of data (surrounding whitespace allowed), without
-// decoding the values.
+// decoding or copying the values. data must be valid JSON (Messages and
+// Prompt check the body once); the walk reads it in place.
 func walkObject(data []byte) (object, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := expectDelim(dec, '{'); err != nil {
-		return object{}, err
+	root := gjson.Parse(unsafe.String(unsafe.SliceData(data), len(data)))
+	if !root.IsObject() {
+		return object{}, fmt.Errorf("%w: want an object", ErrBadBody)
 	}
 	var o object
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return object{}, fmt.Errorf("%w: %v", ErrBadBody, err)
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return object{}, ErrBadBody
-		}
-		sp, err := nextValue(dec, data)
-		if err != nil {
-			return object{}, err
-		}
-		sp.key = key
-		o.fields = append(o.fields, sp)
-	}
-	if err := expectDelim(dec, '}'); err != nil {
-		return object{}, err
-	}
-	o.close = int(dec.InputOffset()) - 1
-	if err := expectEOF(dec); err != nil {
-		return object{}, err
-	}
+	root.ForEach(func(k, v gjson.Result) bool {
+		o.fields = append(o.fields, span{key: k.Str, start: v.Index, end: v.Index + len(v.Raw)})
+		return true
+	})
+	o.close = len(bytes.TrimRight(data, " \t\r\n")) - 1
 	return o, nil
 }
 
 // walkArray finds the byte span of every element of the JSON array that is
-// the whole of data.
+// the whole of data, which must be valid JSON, as for walkObject.
 func walkArray(data []byte) ([]span, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := expectDelim(dec, '['); err != nil {
-		return nil, err
+	root := gjson.Parse(unsafe.String(unsafe.SliceData(data), len(data)))
+	if !root.IsArray() {
+		return nil, fmt.Errorf("%w: want an array", ErrBadBody)
 	}
 	var elems []span
-	for dec.More() {
-		sp, err := nextValue(dec, data)
-		if err != nil {
-			return nil, err
-		}
-		elems = append(elems, sp)
-	}
-	if err := expectDelim(dec, ']'); err != nil {
-		return nil, err
-	}
-	if err := expectEOF(dec); err != nil {
-		return nil, err
-	}
+	root.ForEach(func(_, v gjson.Result) bool {
+		elems = append(elems, span{start: v.Index, end: v.Index + len(v.Raw)})
+		return true
+	})
 	return elems, nil
-}
-
-// nextValue reads the next value and returns where it lies in data.
-func nextValue(dec *json.Decoder, data []byte) (span, error) {
-	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
-		return span{}, fmt.Errorf("%w: %v", ErrBadBody, err)
-	}
-	end := int(dec.InputOffset())
-	start := end - len(raw)
-	if start < 0 || !bytes.Equal(data[start:end], raw) {
-		return span{}, fmt.Errorf("%w: value offsets do not line up", ErrBadBody)
-	}
-	return span{start: start, end: end}, nil
-}
-
-func expectDelim(dec *json.Decoder, want json.Delim) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadBody, err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != want {
-		return fmt.Errorf("%w: want %q", ErrBadBody, want)
-	}
-	return nil
-}
-
-func expectEOF(dec *json.Decoder) error {
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: trailing data", ErrBadBody)
-	}
-	return nil
 }

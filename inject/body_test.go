@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -217,7 +221,15 @@ func FuzzMessages(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if ref, err := walkObjectDecoded(body); err != nil || !reflect.DeepEqual(ref, top) {
+			t.Fatalf("walkObject %+v; decoded %+v, %v", top, ref, err)
+		}
 		fld, _ := top.only("messages")
+		if elems, err := walkArray(body[fld.start:fld.end]); err == nil {
+			if ref, err := walkArrayDecoded(body[fld.start:fld.end]); err != nil || !slices.Equal(ref, elems) {
+				t.Fatalf("walkArray %+v; decoded %+v, %v", elems, ref, err)
+			}
+		}
 		if !bytes.HasPrefix(got, body[:fld.start]) || !bytes.HasSuffix(got, body[fld.end:]) {
 			t.Fatalf("bytes outside messages changed:\n%s\n->\n%s", body, got)
 		}
@@ -265,4 +277,96 @@ func BenchmarkBuildMessages(b *testing.B) {
 			}
 		})
 	}
+}
+
+// walkObjectDecoded is walkObject with encoding/json, the reference it is
+// checked against: it finds the byte span of every member value of the JSON object
+// that is the whole of data (surrounding whitespace allowed), without
+// decoding the values.
+func walkObjectDecoded(data []byte) (object, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := expectDelim(dec, '{'); err != nil {
+		return object{}, err
+	}
+	var o object
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return object{}, fmt.Errorf("%w: %v", ErrBadBody, err)
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return object{}, ErrBadBody
+		}
+		sp, err := nextValue(dec, data)
+		if err != nil {
+			return object{}, err
+		}
+		sp.key = key
+		o.fields = append(o.fields, sp)
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return object{}, err
+	}
+	o.close = int(dec.InputOffset()) - 1
+	if err := expectEOF(dec); err != nil {
+		return object{}, err
+	}
+	return o, nil
+}
+
+// walkArrayDecoded is walkArray with encoding/json: it finds the byte span of every element of the JSON array that is
+// the whole of data.
+func walkArrayDecoded(data []byte) ([]span, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := expectDelim(dec, '['); err != nil {
+		return nil, err
+	}
+	var elems []span
+	for dec.More() {
+		sp, err := nextValue(dec, data)
+		if err != nil {
+			return nil, err
+		}
+		elems = append(elems, sp)
+	}
+	if err := expectDelim(dec, ']'); err != nil {
+		return nil, err
+	}
+	if err := expectEOF(dec); err != nil {
+		return nil, err
+	}
+	return elems, nil
+}
+
+// nextValue reads the next value and returns where it lies in data.
+func nextValue(dec *json.Decoder, data []byte) (span, error) {
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return span{}, fmt.Errorf("%w: %v", ErrBadBody, err)
+	}
+	end := int(dec.InputOffset())
+	start := end - len(raw)
+	if start < 0 || !bytes.Equal(data[start:end], raw) {
+		return span{}, fmt.Errorf("%w: value offsets do not line up", ErrBadBody)
+	}
+	return span{start: start, end: end}, nil
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadBody, err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return fmt.Errorf("%w: want %q", ErrBadBody, want)
+	}
+	return nil
+}
+
+func expectEOF(dec *json.Decoder) error {
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: trailing data", ErrBadBody)
+	}
+	return nil
 }
