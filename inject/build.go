@@ -107,9 +107,11 @@ func Build(notes []Note, opts Options) (text string, used []string) {
 			continue
 		}
 		label := noteLabel(n)
-		// The number prefix costs at most what "99. " does for small lists.
+		// The number and the note are counted apart (the note's count is
+		// then the same whatever its place, and counters may keep it);
+		// the final check below counts the whole.
 		num := strconv.Itoa(len(lines)+1) + ". "
-		cost := c.Count(num+label+body) + 1
+		cost := c.Count(num) + c.Count(label+body) + 1
 		if cost > budget {
 			continue
 		}

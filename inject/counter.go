@@ -5,6 +5,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/pkoukk/tiktoken-go"
 	tiktoken_loader "github.com/pkoukk/tiktoken-go-loader"
 )
@@ -62,12 +63,36 @@ func EncodingFor(model string) string {
 	return ""
 }
 
-type bpeCounter struct{ enc *tiktoken.Tiktoken }
+// bpeCounter counts with an OpenAI tokenizer. Encoding is slow (a
+// backtracking regular expression splits the text first: about 100 µs
+// for a short lesson), and the same lessons are counted request after
+// request, so counts of texts up to maxCachedText bytes are kept.
+type bpeCounter struct {
+	enc  *tiktoken.Tiktoken
+	seen *lru.Cache[string, int]
+}
+
+// Counts kept per encoding, and the longest text kept (the cache holds at
+// most about 16 MiB of text).
+const (
+	countCacheSize = 4096
+	maxCachedText  = 4 << 10
+)
 
 // Count returns the number of tokens of s, treating special-token text
 // such as "<|endoftext|>" as ordinary text (which is what an API does with
 // message content).
-func (c bpeCounter) Count(s string) int { return len(c.enc.EncodeOrdinary(s)) }
+func (c bpeCounter) Count(s string) int {
+	if len(s) > maxCachedText {
+		return len(c.enc.EncodeOrdinary(s))
+	}
+	if n, ok := c.seen.Get(s); ok {
+		return n
+	}
+	n := len(c.enc.EncodeOrdinary(s))
+	c.seen.Add(strings.Clone(s), n)
+	return n
+}
 
 var encodings = map[string]func() Counter{
 	O200kBase:  sync.OnceValue(func() Counter { return loadBPE(O200kBase) }),
@@ -81,7 +106,11 @@ func loadBPE(name string) Counter {
 		// rather than fail a request if it somehow is.
 		return nil
 	}
-	return bpeCounter{enc}
+	seen, err := lru.New[string, int](countCacheSize)
+	if err != nil {
+		return nil
+	}
+	return bpeCounter{enc: enc, seen: seen}
 }
 
 // tiktokenCounter returns the shared counter for an encoding, or nil.

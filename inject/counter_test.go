@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"strings"
 	"sync"
 	"testing"
 )
@@ -124,4 +125,25 @@ func TestCounterConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// Counts the BPE counters keep are the counts: the same on a second call,
+// for texts kept and for texts too long to keep.
+func TestBPECountsKept(t *testing.T) {
+	for _, model := range []string{"gpt-4o", "gpt-4"} {
+		c := CounterFor(model)
+		bc, ok := c.(bpeCounter)
+		if !ok {
+			t.Fatalf("%s: counter %T", model, c)
+		}
+		for _, s := range []string{"", "Check the units first.", strings.Repeat("lesson text, ", maxCachedText/8)} {
+			want := len(bc.enc.EncodeOrdinary(s))
+			if a, b := c.Count(s), c.Count(s); a != want || b != want {
+				t.Errorf("%s: %d bytes: counts %d then %d; want %d", model, len(s), a, b, want)
+			}
+		}
+		if _, ok := bc.seen.Get("Check the units first."); !ok {
+			t.Errorf("%s: a short text's count was not kept", model)
+		}
+	}
 }
