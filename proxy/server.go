@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -261,9 +262,15 @@ func (s *Server) routes() http.Handler {
 		r.With(s.limit).Post("/api/embed", s.ollamaEmbed)
 		r.Get("/api/tags", s.ollamaTags)
 		r.Get("/api/version", s.ollamaVersion)
-
-		r.With(s.guardLibrary, s.sameOrigin).Post("/v1/feedback", s.postFeedback)
 	})
+
+	// Feedback: a client key, or an admin key (the dashboard grades with
+	// one), when client keys are configured; none when there are none.
+	fb := s.keys
+	if len(s.keys.digests) > 0 {
+		fb = &keyring{digests: append(slices.Clone(s.keys.digests), s.admin.digests...)}
+	}
+	r.With(s.requireKey(fb), s.guardLibrary, s.sameOrigin).Post("/v1/feedback", s.postFeedback)
 
 	// Experience API: admin keys when configured, else the client keys,
 	// else closed unless Options.OpenLibrary.

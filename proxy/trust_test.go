@@ -211,6 +211,21 @@ func TestLibraryClosedWithoutKeys(t *testing.T) {
 				{method: "DELETE", path: "/v1/experiences/{id}", key: "client-secret", want: 200},
 			},
 		},
+		{
+			name:    "client and admin keys",
+			apiKeys: []config.Secret{"client-secret"},
+			admins:  []config.Secret{"admin-secret"},
+			steps: []step{
+				{method: "POST", path: "/v1/experiences", body: `{"text":"Both: refused."}`, key: "client-secret", want: 401},
+				{method: "POST", path: "/v1/feedback", body: feedback, want: 401},
+				{method: "POST", path: "/v1/feedback", body: feedback, key: "wrong", want: 401},
+				{method: "POST", path: "/v1/feedback", body: feedback, key: "client-secret", want: 400},
+				// The dashboard grades with the admin key.
+				{method: "POST", path: "/v1/feedback", body: feedback, key: "admin-secret", want: 400},
+				{method: "POST", path: "/v1/chat/completions", body: chat, key: "admin-secret", want: 401},
+				{method: "DELETE", path: "/v1/experiences/{id}", key: "admin-secret", want: 200},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
