@@ -3,6 +3,7 @@ package inject
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -94,9 +95,52 @@ func (c bpeCounter) Count(s string) int {
 	return n
 }
 
-var encodings = map[string]func() Counter{
-	O200kBase:  sync.OnceValue(func() Counter { return loadBPE(O200kBase) }),
-	Cl100kBase: sync.OnceValue(func() Counter { return loadBPE(Cl100kBase) }),
+// ReadyCounterFor is CounterFor for the request path: it never waits for a
+// tokenizer's tables (about 14 MiB each, 0.1-0.2 s to load). Where they
+// are not loaded yet it starts loading them in the background and returns
+// Heuristic, which counts high, so the budget holds meanwhile; a process
+// whose clients never name an OpenAI model never loads them.
+func ReadyCounterFor(model string) Counter {
+	if e, ok := encodings[EncodingFor(model)]; ok {
+		if c, ok := e.ready(); ok && c != nil {
+			return c
+		}
+	}
+	return Heuristic{}
+}
+
+// lazyEncoding loads one encoding's tables once, on first use.
+type lazyEncoding struct {
+	name    string
+	once    sync.Once
+	c       Counter
+	started atomic.Bool // a background load was started
+	done    atomic.Bool // c is set
+}
+
+func (e *lazyEncoding) get() Counter {
+	e.once.Do(func() {
+		e.c = loadBPE(e.name)
+		e.done.Store(true)
+	})
+	return e.c
+}
+
+// ready returns the counter if it is loaded, and otherwise starts loading
+// it (once) without waiting.
+func (e *lazyEncoding) ready() (Counter, bool) {
+	if e.done.Load() {
+		return e.c, true
+	}
+	if e.started.CompareAndSwap(false, true) {
+		go e.get()
+	}
+	return nil, false
+}
+
+var encodings = map[string]*lazyEncoding{
+	O200kBase:  {name: O200kBase},
+	Cl100kBase: {name: Cl100kBase},
 }
 
 func loadBPE(name string) Counter {
@@ -115,8 +159,8 @@ func loadBPE(name string) Counter {
 
 // tiktokenCounter returns the shared counter for an encoding, or nil.
 func tiktokenCounter(name string) Counter {
-	if f, ok := encodings[name]; ok {
-		return f()
+	if e, ok := encodings[name]; ok {
+		return e.get()
 	}
 	return nil
 }

@@ -147,3 +147,25 @@ func TestBPECountsKept(t *testing.T) {
 		}
 	}
 }
+
+// ReadyCounterFor never waits for a tokenizer: before its tables are
+// loaded it counts with the Heuristic (which counts high) and loads them in
+// the background; once loaded it counts exactly. Models that are not
+// OpenAI's never load them.
+func TestReadyCounterFor(t *testing.T) {
+	e := &lazyEncoding{name: Cl100kBase}
+	if c, ok := e.ready(); ok || c != nil {
+		t.Fatalf("ready before loading: %v, %v", c, ok)
+	}
+	exact := e.get() // waits for the background load started above
+	if c, ok := e.ready(); !ok || c != exact {
+		t.Fatalf("not ready after loading: %v, %v", c, ok)
+	}
+	if _, ok := ReadyCounterFor("llama3").(Heuristic); !ok {
+		t.Error("a non-OpenAI model does not count with the Heuristic")
+	}
+	s := "Check the units before comparing two measurements."
+	if h, x := (Heuristic{}).Count(s), exact.Count(s); h < x {
+		t.Errorf("Heuristic counts %d, below the exact %d: the budget would not hold while loading", h, x)
+	}
+}

@@ -286,7 +286,7 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 		notes[i] = inject.Note{ID: e.ID, Domain: e.Domain, Text: e.Text, Confidence: e.Confidence}
 		score[e.ID] = e.Relevance
 	}
-	text, used := inject.Build(notes, inject.Options{MaxTokens: rt.MaxTokens, Counter: inject.CounterFor(model)})
+	text, used := inject.Build(notes, inject.Options{MaxTokens: rt.MaxTokens, Counter: inject.ReadyCounterFor(model)})
 	if len(used) == 0 {
 		return ret
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/dso-proxy/dso/align"
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/gpuidx"
-	"github.com/dso-proxy/dso/inject"
 	"github.com/dso-proxy/dso/learn"
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
@@ -427,13 +426,6 @@ func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Rou
 		idx.Close()
 		closeStore()
 	}
-	// Loading a BPE table takes ~0.1-0.2 s the first time: do it now, not
-	// inside the first request's retrieval.
-	go func() {
-		for _, m := range []string{"gpt-4o", "gpt-4"} {
-			inject.CounterFor(m).Count("warm")
-		}
-	}()
 	log.Info("experience library open", "experiences", lib.Len(), "store", storeKind(cfg), "space", lib.Space().Name,
 		"moving_to", lib.Moving(), "to_reembed", lib.Stale())
 	warnSpaceUse(cfg, lib.Space(), log)
