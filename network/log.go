@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"golang.org/x/mod/sumdb/note"
@@ -49,7 +50,9 @@ type Log struct {
 	signer   note.Signer
 	verifier note.Verifier
 
-	mu         sync.Mutex // serialises Append; protects the fields below
+	appending sync.Mutex // serialises Append
+
+	mu         sync.Mutex // protects the fields below; never held while waiting on the file
 	size       int64
 	checkpoint []byte // signed note of size
 }
@@ -135,7 +138,9 @@ func (l *Log) sign(ctx context.Context, q execer, n int64) error {
 	if err != nil {
 		return err
 	}
+	l.mu.Lock()
 	l.size, l.checkpoint = n, msg
+	l.mu.Unlock()
 	return nil
 }
 
@@ -193,14 +198,14 @@ func (l *Log) Append(ctx context.Context, records ...[]byte) (int64, error) {
 			return 0, fmt.Errorf("network: append record %d: %w", i, err)
 		}
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.appending.Lock()
+	defer l.appending.Unlock()
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("network: append: %w", err)
 	}
 	defer tx.Rollback()
-	first := l.size
+	first := l.Size()
 	pending := &pendingHashes{base: tlog.StoredHashCount(first)}
 	for i, b := range records {
 		n := first + int64(i)
@@ -227,7 +232,9 @@ func (l *Log) Append(ctx context.Context, records ...[]byte) (int64, error) {
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("network: append: %w", err)
 	}
+	l.mu.Lock()
 	l.size, l.checkpoint = size, msg
+	l.mu.Unlock()
 	return first, nil
 }
 
@@ -249,28 +256,48 @@ type hashReader struct {
 
 func (r hashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
+	want := map[int64][]int{} // stored index -> positions in out
 	for i, idx := range indexes {
 		if p := r.pending; p != nil && idx >= p.base && idx < p.base+int64(len(p.hashes)) {
 			out[i] = p.hashes[idx-p.base]
 			continue
 		}
-		rows, err := r.q.QueryContext(r.ctx, `SELECT hash FROM hashes WHERE idx = ?`, idx)
-		if err != nil {
-			return nil, err
-		}
+		want[idx] = append(want[idx], i)
+	}
+	if len(want) == 0 {
+		return out, nil
+	}
+	// One query for the lot: a tile is 256 hashes.
+	args := make([]any, 0, len(want))
+	for idx := range want {
+		args = append(args, idx)
+	}
+	q := `SELECT idx, hash FROM hashes WHERE idx IN (?` + strings.Repeat(",?", len(args)-1) + `)`
+	rows, err := r.q.QueryContext(r.ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	found := 0
+	for rows.Next() {
+		var idx int64
 		var h []byte
-		found := rows.Next()
-		if found {
-			err = rows.Scan(&h)
-		}
-		rows.Close()
-		if err != nil {
+		if err := rows.Scan(&idx, &h); err != nil {
 			return nil, err
 		}
-		if !found || len(h) != tlog.HashSize {
-			return nil, fmt.Errorf("%w: stored hash %d", ErrNotFound, idx)
+		if len(h) != tlog.HashSize {
+			return nil, fmt.Errorf("network: stored hash %d has %d bytes", idx, len(h))
 		}
-		copy(out[i][:], h)
+		for _, i := range want[idx] {
+			copy(out[i][:], h)
+		}
+		found++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if found != len(want) {
+		return nil, fmt.Errorf("%w: %d of %d stored hashes", ErrNotFound, len(want)-found, len(want))
 	}
 	return out, nil
 }
