@@ -261,8 +261,13 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		learner.Start(context.WithoutCancel(ctx))
 		defer learner.Close() // pending feedback stays queued for the next start
 	}
+	handler, closeNetwork, err := withNetwork(ctx, cfg, srv, log)
+	if err != nil {
+		return err
+	}
+	defer closeNetwork()
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20,
