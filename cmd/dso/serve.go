@@ -96,6 +96,10 @@ Config file (every field optional):
   admin_keys: [admin1]
   open_library: false            # true: no keys needed for the library beyond loopback
   node_id: local                 # recorded on experiences made here
+  network:                       # publish this node's log under /log/ID/
+    id: hanzo
+    key_file: ./node.key         # from dso keygen
+    share: [code]                # domain prefixes published; none by default
   retrieval:
     disabled: false
     index: cpu                   # cpu | gpu | auto
