@@ -181,7 +181,7 @@ func (l *Log) Size() int64 {
 func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.checkpoint, nil
+	return append([]byte(nil), l.checkpoint...), nil
 }
 
 // Append adds encoded records, each signed by the log's key, and signs a
