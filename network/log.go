@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 1), origin T
 CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL, note BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS published (id BLOB PRIMARY KEY, idx INTEGER NOT NULL);
 `
 
 // OpenLog opens or creates the log at cfg.Path. A file made for another
@@ -190,16 +191,78 @@ func (l *Log) Append(ctx context.Context, records ...[]byte) (int64, error) {
 	if len(records) > MaxAppend {
 		return 0, fmt.Errorf("%w: %d, over %d", errAppendSize, len(records), MaxAppend)
 	}
+	ids := make([]*[32]byte, len(records))
 	for i, b := range records {
-		if _, err := Open(b, note.VerifierList(l.verifier)); err != nil {
+		r, err := Open(b, note.VerifierList(l.verifier))
+		if err != nil {
 			if errors.Is(err, ErrUnknownAuthor) {
 				err = ErrNotAuthor
 			}
 			return 0, fmt.Errorf("network: append record %d: %w", i, err)
 		}
+		if e := r.Experience; e != nil {
+			id := ExperienceID(e.Network, e.Domain, e.Text)
+			ids[i] = &id
+		}
 	}
 	l.appending.Lock()
 	defer l.appending.Unlock()
+	return l.appendLocked(ctx, records, ids)
+}
+
+// Publish signs with the log's key each experience the log does not hold
+// yet (by ExperienceID) and appends them; it returns how many it added.
+// Publishing the same experience again is a no-op, so callers may offer
+// everything they share, as often as they like.
+func (l *Log) Publish(ctx context.Context, es []Experience) (int, error) {
+	l.appending.Lock()
+	defer l.appending.Unlock()
+	added := 0
+	for len(es) > 0 {
+		batch := es[:min(len(es), MaxAppend)]
+		es = es[len(batch):]
+		var records [][]byte
+		var ids []*[32]byte
+		seen := map[[32]byte]bool{}
+		for i := range batch {
+			e := &batch[i]
+			id := ExperienceID(e.Network, e.Domain, e.Text)
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			var one int
+			err := l.db.QueryRowContext(ctx, `SELECT 1 FROM published WHERE id = ?`, id[:]).Scan(&one)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return added, fmt.Errorf("network: publish: %w", err)
+			}
+			r, err := Sign(l.signer, Record{Experience: e})
+			if err != nil {
+				return added, fmt.Errorf("network: publish: %w", err)
+			}
+			b, err := Encode(r)
+			if err != nil {
+				return added, fmt.Errorf("network: publish: %w", err)
+			}
+			records, ids = append(records, b), append(ids, &id)
+		}
+		if len(records) == 0 {
+			continue
+		}
+		if _, err := l.appendLocked(ctx, records, ids); err != nil {
+			return added, err
+		}
+		added += len(records)
+	}
+	return added, nil
+}
+
+// appendLocked appends records in one transaction, noting the experience
+// ids (nil for votes) as published; l.appending is held.
+func (l *Log) appendLocked(ctx context.Context, records [][]byte, ids []*[32]byte) (int64, error) {
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("network: append: %w", err)
@@ -209,19 +272,13 @@ func (l *Log) Append(ctx context.Context, records ...[]byte) (int64, error) {
 	pending := &pendingHashes{base: tlog.StoredHashCount(first)}
 	for i, b := range records {
 		n := first + int64(i)
-		hs, err := tlog.StoredHashes(n, b, hashReader{ctx: ctx, q: tx, pending: pending})
-		if err != nil {
-			return 0, fmt.Errorf("network: append: hashes: %w", err)
+		if err := l.insert(ctx, tx, n, b, pending); err != nil {
+			return 0, err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO entries (idx, data) VALUES (?, ?)`, n, b); err != nil {
-			return 0, fmt.Errorf("network: append: %w", err)
-		}
-		for j, h := range hs {
-			idx := pending.base + int64(len(pending.hashes))
-			if _, err := tx.ExecContext(ctx, `INSERT INTO hashes (idx, hash) VALUES (?, ?)`, idx, h[:]); err != nil {
-				return 0, fmt.Errorf("network: append: hash %d: %w", j, err)
+		if ids[i] != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO published (id, idx) VALUES (?, ?)`, ids[i][:], n); err != nil {
+				return 0, fmt.Errorf("network: append: %w", err)
 			}
-			pending.hashes = append(pending.hashes, h)
 		}
 	}
 	size := first + int64(len(records))
@@ -236,6 +293,25 @@ func (l *Log) Append(ctx context.Context, records ...[]byte) (int64, error) {
 	l.size, l.checkpoint = size, msg
 	l.mu.Unlock()
 	return first, nil
+}
+
+// insert writes entry n and its stored hashes.
+func (l *Log) insert(ctx context.Context, tx *sql.Tx, n int64, b []byte, pending *pendingHashes) error {
+	hs, err := tlog.StoredHashes(n, b, hashReader{ctx: ctx, q: tx, pending: pending})
+	if err != nil {
+		return fmt.Errorf("network: append: hashes: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO entries (idx, data) VALUES (?, ?)`, n, b); err != nil {
+		return fmt.Errorf("network: append: %w", err)
+	}
+	for _, h := range hs {
+		idx := pending.base + int64(len(pending.hashes))
+		if _, err := tx.ExecContext(ctx, `INSERT INTO hashes (idx, hash) VALUES (?, ?)`, idx, h[:]); err != nil {
+			return fmt.Errorf("network: append: hash %d: %w", idx, err)
+		}
+		pending.hashes = append(pending.hashes, h)
+	}
+	return nil
 }
 
 // pendingHashes are stored hashes written in the current transaction,

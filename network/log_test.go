@@ -268,3 +268,44 @@ func TestHandler(t *testing.T) {
 		t.Errorf("tile hash of record 2: %v, %v", h, err)
 	}
 }
+
+func TestLogPublish(t *testing.T) {
+	ctx := context.Background()
+	id := testIdentity(t, "nodeA")
+	path := filepath.Join(t.TempDir(), "log.db")
+	l := openTestLog(t, id, path)
+	e1, e2 := *sampleExperience(), *sampleExperience()
+	e2.Text = "Another lesson."
+	n, err := l.Publish(ctx, []Experience{e1, e2, e1})
+	if err != nil || n != 2 || l.Size() != 2 {
+		t.Fatalf("Publish = %d, %v; size %d; want 2 new", n, err, l.Size())
+	}
+	e1.Confidence = 0.1 // the same experience: same network, domain and text
+	if n, err := l.Publish(ctx, []Experience{e1}); err != nil || n != 0 {
+		t.Errorf("republish = %d, %v; want 0", n, err)
+	}
+	l.Close()
+	l = openTestLog(t, id, path)
+	if n, err := l.Publish(ctx, []Experience{e2}); err != nil || n != 0 || l.Size() != 2 {
+		t.Errorf("republish after reopening = %d, %v, size %d; want 0, size 2", n, err, l.Size())
+	}
+	bad := e1
+	bad.Network = "Not An ID"
+	if _, err := l.Publish(ctx, []Experience{bad}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("publish malformed: %v; want ErrMalformed", err)
+	}
+	// What was published verifies, in order.
+	f := serve(t, l)
+	c, _, err := FetchCheckpoint(ctx, f, verifierOf(t, id), l.Origin())
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := FetchEntries(ctx, f, c, 0, c.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(entries[1], note.VerifierList(verifierOf(t, id)))
+	if err != nil || r.Experience.Text != e2.Text {
+		t.Errorf("entry 1 = %+v, %v", r.Experience, err)
+	}
+}
