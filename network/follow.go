@@ -66,6 +66,15 @@ type FollowConfig struct {
 	// State resumes from what State returned before; zero starts from the
 	// empty log.
 	State FollowState
+	// Mirror, when set, is handed every entry of the log, valid records
+	// or not (the tree commits to all of them), before Accept sees them.
+	Mirror Sink
+}
+
+// Sink keeps a followed log's entries, [start, start+len(entries)) of the
+// tree signed by checkpoint; *Mirror is one.
+type Sink interface {
+	Add(ctx context.Context, checkpoint []byte, start int64, entries [][]byte) error
 }
 
 // FollowState is what a follower has accepted, for resuming and reports.
@@ -208,7 +217,7 @@ func (f *Follower) admit(ctx context.Context, fetch Fetcher) (SyncResult, error)
 	end := min(c.Size, start+int64(f.cfg.MaxEntries))
 	res.More = end < c.Size
 	if start == end {
-		return res, nil
+		return res, f.mirror(ctx, start, nil)
 	}
 	entries, err := FetchEntries(ctx, fetch, c, start, end)
 	if err != nil {
@@ -223,10 +232,15 @@ func (f *Follower) admit(ctx context.Context, fetch Fetcher) (SyncResult, error)
 		return res, fmt.Errorf("network: record hashes %d..%d: %w", start, end, err)
 	}
 	for i, e := range entries {
-		idx := start + int64(i)
 		if tlog.RecordHash(e) != hashes[i] {
-			return res, fmt.Errorf("%w: entry %d", ErrBadEntry, idx)
+			return res, fmt.Errorf("%w: entry %d", ErrBadEntry, start+int64(i))
 		}
+	}
+	if err := f.mirror(ctx, start, entries); err != nil {
+		return res, err
+	}
+	for i, e := range entries {
+		idx := start + int64(i)
 		r, err := Open(e, f.cfg.Authors)
 		if err != nil {
 			f.state.Rejected[rejectReason(err)]++
@@ -241,6 +255,17 @@ func (f *Follower) admit(ctx context.Context, fetch Fetcher) (SyncResult, error)
 		f.state.Next = idx + 1
 	}
 	return res, nil
+}
+
+// mirror hands proven entries to the configured mirror, if any.
+func (f *Follower) mirror(ctx context.Context, start int64, entries [][]byte) error {
+	if f.cfg.Mirror == nil {
+		return nil
+	}
+	if err := f.cfg.Mirror.Add(ctx, f.state.Checkpoint, start, entries); err != nil {
+		return fmt.Errorf("network: mirror entries from %d: %w", start, err)
+	}
+	return nil
 }
 
 func rejectReason(err error) string {
