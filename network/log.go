@@ -178,7 +178,12 @@ func (l *Log) appendLocked(ctx context.Context, records [][]byte, ids []*[32]byt
 		return 0, fmt.Errorf("network: append: %w", err)
 	}
 	defer tx.Rollback()
-	first := l.Size()
+	// The size comes from the file, under the write lock the transaction
+	// holds: another process on the same data directory may have appended.
+	var first int64
+	if err := tx.QueryRowContext(ctx, `SELECT size FROM checkpoint WHERE id = 1`).Scan(&first); err != nil {
+		return 0, fmt.Errorf("network: append: %w", err)
+	}
 	pending := &pendingHashes{base: tlog.StoredHashCount(first)}
 	for i, b := range records {
 		n := first + int64(i)

@@ -309,3 +309,28 @@ func TestLogPublish(t *testing.T) {
 		t.Errorf("entry 1 = %+v, %v", r.Experience, err)
 	}
 }
+
+// Two handles on one file (two processes on one data directory) append
+// in turn without losing or overwriting each other's records.
+func TestLogTwoHandles(t *testing.T) {
+	ctx := context.Background()
+	id := testIdentity(t, "nodeA")
+	path := filepath.Join(t.TempDir(), "log.db")
+	a, b := openTestLog(t, id, path), openTestLog(t, id, path)
+	appendN(t, a, id, 0, 3)
+	appendN(t, b, id, 3, 5)
+	appendN(t, a, id, 5, 6)
+	if a.Size() != 6 {
+		t.Fatalf("size %d; want 6", a.Size())
+	}
+	f := serve(t, a)
+	c, _, err := FetchCheckpoint(ctx, f, verifierOf(t, id), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		if err := ProveInclusion(ctx, f, c, int64(i), experienceRecord(t, id, i)); err != nil {
+			t.Errorf("record %d: %v", i, err)
+		}
+	}
+}
