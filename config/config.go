@@ -91,6 +91,8 @@ type Config struct {
 	NodeID string `yaml:"node_id"`
 	// Retrieval configures experience retrieval and injection.
 	Retrieval Retrieval `yaml:"retrieval"`
+	// Network configures the experience network; zero: none.
+	Network Network `yaml:"network"`
 }
 
 // Retrieval configures how experiences are found and injected.

@@ -99,6 +99,10 @@ Config file (every field optional):
   admin_keys: [admin1]
   open_library: false            # true: no keys needed for the library beyond loopback
   node_id: local                 # recorded on experiences made here
+  network:                       # publish this node's log under /log/ID/
+    id: hanzo
+    key_file: ./node.key         # from dso keygen
+    share: [code]                # domain prefixes published; none by default
   retrieval:
     disabled: false
     index: cpu                   # cpu | gpu | auto
@@ -268,8 +272,13 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		learner.Start(context.WithoutCancel(ctx))
 		defer learner.Close() // pending feedback stays queued for the next start
 	}
+	handler, closeNetwork, err := withNetwork(ctx, cfg, srv, log)
+	if err != nil {
+		return err
+	}
+	defer closeNetwork()
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20,

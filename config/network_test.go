@@ -1,0 +1,35 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCheckNetwork(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		yaml string
+		want []string // "line path" of each problem
+	}{
+		{"none", "listen: 127.0.0.1:8080\n", nil},
+		{"ok", "network:\n  id: hanzo\n  key_file: ./node.key\n  share: [code]\n", nil},
+		{"bad id", "network:\n  id: Hanzo/x\n  key_file: k\n", []string{"2 network.id"}},
+		{"no key", "network:\n  id: hanzo\n", []string{"2 network.key_file"}},
+		{"no id", "network:\n  key_file: k\n  share: [code]\n", []string{"2 network.id"}},
+		{"empty share", "network:\n  id: hanzo\n  key_file: k\n  share: [code, \" \"]\n", []string{"4 network.share[1]"}},
+		{"unknown field", "network:\n  id: hanzo\n  key_file: k\n  peer: x\n", []string{"4 "}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Check([]byte(tt.yaml))
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d problems; want %d:\n%s", len(got), len(tt.want), problemList(got))
+			}
+			for i, w := range tt.want {
+				line, path, _ := strings.Cut(w, " ")
+				if s := got[i].Error(); !strings.HasPrefix(s, "line "+line+": "+path) {
+					t.Errorf("problem %d = %q; want line %s, path %q", i, s, line, path)
+				}
+			}
+		})
+	}
+}
