@@ -107,6 +107,12 @@ var migrations = []string{
 		space         TEXT NOT NULL,
 		code          BLOB NOT NULL
 	) WITHOUT ROWID;`,
+	// 7: each experience keeps the confidence it was created with, which
+	// votes smooth toward (before this, the current confidence was used, so
+	// each rescore compounded the last). Older rows take their current
+	// confidence: the best guess left.
+	`ALTER TABLE experiences ADD COLUMN prior REAL NOT NULL DEFAULT 0;
+	UPDATE experiences SET prior = confidence;`,
 }
 
 // migrate brings db to len(steps) in one transaction.

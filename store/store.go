@@ -67,6 +67,11 @@ type Experience struct {
 	Domain string
 	// Confidence is in [0, 1].
 	Confidence float64
+	// Prior is the confidence the experience was created with, in [0, 1]:
+	// votes smooth its confidence toward this, not toward the current one,
+	// so repeated rescoring does not compound. Zero on write means
+	// Confidence; updates never change it.
+	Prior float64
 	// Status is active or retired; empty means active on write.
 	Status Status
 	// SourceModel is the model whose answer this was distilled from.
@@ -197,6 +202,12 @@ func (e Experience) prepare() (Experience, error) {
 		return e, fmt.Errorf("%w: id %.16s… is not the content hash of domain and text", ErrInvalid, e.ID)
 	}
 	if err := checkConfidence(e.Confidence); err != nil {
+		return e, err
+	}
+	if e.Prior == 0 {
+		e.Prior = e.Confidence
+	}
+	if err := checkConfidence(e.Prior); err != nil {
 		return e, err
 	}
 	if err := checkStatus(e.Status); err != nil {

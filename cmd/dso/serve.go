@@ -103,7 +103,7 @@ Config file (every field optional):
     embedding_model: nomic-embed-text  # the model of "backend" (then the default embedder)
     budget: 250ms                # past it, requests go on without injection
     top_k: 5
-    min_confidence: 0
+    min_confidence: 0.3          # not injected below it (negative: no floor)
     min_score: 0.2               # relevance needed to inject; unset = calibrated gate
     max_tokens: 1024             # size of the injected note
     seed: 0                      # canonical lift seed; same on every node
@@ -255,6 +255,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		Retrieval:        rt,
 		Learner:          grader(learner),
 		OpenLibrary:      libraryOpen(addr, cfg),
+		TrustVoterHeader: cfg.TrustVoterHeader,
 	})
 	defer srv.Close() // after Shutdown: stores the traces still queued
 	if learner != nil {
