@@ -21,6 +21,9 @@ type Library interface {
 	Vector(ctx context.Context, text string) ([]float32, error)
 	Search(ctx context.Context, q library.Query) ([]library.Result, error)
 	Add(ctx context.Context, e store.Experience) (store.Experience, bool, error)
+	// Modify gives lesson id a new text, keeping its confidence, status
+	// and votes (library.Library.Modify).
+	Modify(ctx context.Context, id, text string) (store.Experience, error)
 	Delete(ctx context.Context, id string) error
 	Len() int
 }
@@ -70,6 +73,11 @@ type Config struct {
 	Domain string
 	// Confidence is given to added lessons. 0: DefaultLessonConfidence.
 	Confidence float64
+	// AllowLeaks keeps lessons that state an item's ground truth (see
+	// Leaks). False, the default: they are rejected, since such a lesson
+	// answers the questions it was learned from and teaches nothing. Only
+	// tests of the loop's bookkeeping, whose fake lessons are answers, set it.
+	AllowLeaks bool
 	// Checkpoint is the file the run's state is saved to after each batch
 	// (written atomically) and resumed from when it exists. Empty: none.
 	Checkpoint string
@@ -254,18 +262,16 @@ func (r *run) apply(ctx context.Context, es *epochState) error {
 			continue
 		}
 		switch op.Kind {
-		case OpAdd, OpModify:
-			if err := r.addLesson(ctx, op.Domain, op.Text); err != nil {
+		case OpAdd:
+			if err := r.addLesson(ctx, op.Domain, op.Text, op.Key); err != nil {
 				return err
 			}
-			if op.Kind == OpModify {
-				if err := r.deleteLesson(ctx, op.Target); err != nil {
-					return err
-				}
-				es.Ops.Modify++
-			} else {
-				es.Ops.Add++
+			es.Ops.Add++
+		case OpModify:
+			if err := r.modifyLesson(ctx, op.Target, op.Text); err != nil {
+				return err
 			}
+			es.Ops.Modify++
 		case OpDelete:
 			if err := r.deleteLesson(ctx, op.Target); err != nil {
 				return err
@@ -287,15 +293,25 @@ func (r *run) apply(ctx context.Context, es *epochState) error {
 	return r.save()
 }
 
-// addLesson stores text; storing a text already there changes nothing, so
-// an operation repeated after a stop is harmless.
-func (r *run) addLesson(ctx context.Context, domain, text string) error {
+// addLesson stores text, keyed by the question it was learned from;
+// storing a text already there changes nothing, so an operation repeated
+// after a stop is harmless.
+func (r *run) addLesson(ctx context.Context, domain, text, key string) error {
 	cfg := r.o.cfg
 	_, _, err := cfg.Library.Add(ctx, store.Experience{
-		Text: text, Domain: domain, Confidence: cfg.Confidence, SourceModel: cfg.Model,
+		Text: text, Key: key, Domain: domain, Confidence: cfg.Confidence, SourceModel: cfg.Model,
 	})
 	if err != nil {
 		return fmt.Errorf("learn: adding a lesson: %w", err)
+	}
+	return nil
+}
+
+// modifyLesson moves lesson id, with its votes, to text; one already
+// gone was modified before a stop, and is not an error.
+func (r *run) modifyLesson(ctx context.Context, id, text string) error {
+	if _, err := r.o.cfg.Library.Modify(ctx, id, text); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("learn: modifying a lesson: %w", err)
 	}
 	return nil
 }
@@ -444,24 +460,43 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 		byRef[s.ID] = s
 	}
 	for _, op := range adv.Ops {
-		p := pendingOp{Kind: op.Kind, Text: op.Text, Domain: r.domain(it)}
-		if op.Kind != OpAdd {
-			s, ok := byRef[strings.ToUpper(op.ID)]
-			if !ok {
-				s, ok = byRef[op.ID]
-			}
-			if !ok {
-				res.rejected++ // not a lesson the model was shown
-				continue
-			}
-			p.Target = s.ID
-			if op.Kind == OpModify {
-				p.Domain = s.Domain
-			}
+		p, ok := r.resolve(op, it, byRef)
+		if !ok {
+			res.rejected++
+			continue
 		}
 		res.ops = append(res.ops, p)
 	}
 	return res, nil
+}
+
+// resolve turns an operation of the advantage reply into one to apply:
+// its target is a lesson the model was shown, and its text does not leak
+// the item's answer. A modify that leaves the text as it is is a keep.
+func (r *run) resolve(op Op, it Item, byRef map[string]library.Result) (pendingOp, bool) {
+	p := pendingOp{Kind: op.Kind, Text: op.Text, Domain: r.domain(it)}
+	if op.Text != "" && !r.o.cfg.AllowLeaks && Leaks(op.Text, it.GroundTruth) {
+		return p, false
+	}
+	if op.Kind == OpAdd {
+		p.Key = it.Query
+		return p, true
+	}
+	s, ok := byRef[strings.ToUpper(op.ID)]
+	if !ok {
+		s, ok = byRef[op.ID]
+	}
+	if !ok {
+		return p, false // not a lesson the model was shown
+	}
+	p.Target = s.ID
+	if op.Kind == OpModify {
+		p.Domain = s.Domain
+		if store.ExperienceID(s.Domain, op.Text) == s.ID {
+			p.Kind, p.Text = OpKeep, ""
+		}
+	}
+	return p, true
 }
 
 // prompt retrieves the lessons for it and builds the answering messages:
@@ -526,7 +561,7 @@ func advantageRequest(model string, it Item, shown []library.Result, answers []s
 	}
 	b.WriteString("\nAnswers:\n")
 	for i, a := range answers {
-		fmt.Fprintf(&b, "<answer n=%d grade=%.2f>\n%s\n</answer>\n", i+1, grades[i], clip(a, maxShownRunes))
+		fmt.Fprintf(&b, "<answer n=%d grade=%.2f>\n%s\n</answer>\n", i+1, grades[i], clipEnds(a, maxShownRunes))
 	}
 	zero := 0.0
 	return ChatRequest{Model: model, Temperature: &zero, Messages: []Message{

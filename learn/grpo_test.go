@@ -207,6 +207,7 @@ func newHarness(t *testing.T) *harness {
 	return &harness{fake: fake, lib: lib, cfg: Config{
 		Chat: Backend{Router: router}, Library: lib,
 		Model: "fake-1", Grader: Contains{}, Batch: 4, Domain: "projects",
+		AllowLeaks: true, // this fake's lessons are the answers: a test of bookkeeping
 	}}
 }
 
@@ -404,6 +405,14 @@ func (f *failingLibrary) Add(ctx context.Context, e store.Experience) (store.Exp
 		return store.Experience{}, false, errors.New("disk on fire")
 	}
 	return f.Library.Add(ctx, e)
+}
+
+func (f *failingLibrary) Modify(ctx context.Context, id, text string) (store.Experience, error) {
+	f.adds++
+	if f.adds == f.failAt {
+		return store.Experience{}, errors.New("disk on fire")
+	}
+	return f.Library.Modify(ctx, id, text)
 }
 
 func TestOptimizerResumesMidApply(t *testing.T) {

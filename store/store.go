@@ -62,6 +62,11 @@ type Experience struct {
 	ID string
 	// Text is the lesson, normalised by NormalizeText on write.
 	Text string
+	// Key is the question the lesson was learned from, if any, normalised
+	// like Text: the library embeds it together with Text, so the lesson
+	// is found by questions like the one it came from as well as by its own
+	// words. It is not part of the id.
+	Key string
 	// Domain is a short topic label such as "code/go", normalised by
 	// NormalizeDomain on write. It may be empty.
 	Domain string
@@ -187,6 +192,7 @@ func ExperienceID(domain, text string) string {
 func (e Experience) prepare() (Experience, error) {
 	e.Domain = NormalizeDomain(e.Domain)
 	e.Text = NormalizeText(e.Text)
+	e.Key = NormalizeText(e.Key)
 	if e.Status == "" {
 		e.Status = StatusActive
 	}
@@ -196,6 +202,8 @@ func (e Experience) prepare() (Experience, error) {
 		return e, fmt.Errorf("%w: empty text", ErrInvalid)
 	case len(e.Text) > MaxTextBytes:
 		return e, fmt.Errorf("%w: text is %d bytes, max %d", ErrInvalid, len(e.Text), MaxTextBytes)
+	case len(e.Key) > MaxTextBytes:
+		return e, fmt.Errorf("%w: key is %d bytes, max %d", ErrInvalid, len(e.Key), MaxTextBytes)
 	case len(e.Domain) > MaxDomainBytes:
 		return e, fmt.Errorf("%w: domain is %d bytes, max %d", ErrInvalid, len(e.Domain), MaxDomainBytes)
 	case e.ID != "" && e.ID != id:
