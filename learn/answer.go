@@ -51,24 +51,33 @@ func lastBoxed(s string) (string, bool) {
 }
 
 // sameFinal reports whether two final answers agree: as numbers within
-// tol when both are numbers, else as normalised text.
+// tol when the truth is a number (the answer's last number), else as
+// normalised text, where the answer may lead up to the truth ("It is
+// Paris." ends with "Paris") but not go on past it.
 func sameFinal(got, want string, tol float64) bool {
-	w, wok := plainNumber(want)
-	g, gok := LastNumber(got)
-	if wok && gok {
-		return math.Abs(g-w) <= tol
+	if w, ok := plainNumber(want); ok {
+		g, ok := LastNumber(got)
+		return ok && math.Abs(g-w) <= tol
 	}
-	return NormalizeAnswer(got) == NormalizeAnswer(want)
+	g, w := NormalizeAnswer(got), NormalizeAnswer(want)
+	return w != "" && (g == w || strings.HasSuffix(g, " "+w))
 }
 
 // plainNumber reads s as one number with at most a unit or a word beside
-// it ("12.7", "12.7 cm", "$5"): the truth is numeric only then.
+// it ("12.7", "12.7 cm", "$5", "40%"): the truth is numeric only then, not
+// when a number is part of a word ("BLUE-7", "v2").
 func plainNumber(s string) (float64, bool) {
-	s = strings.TrimSpace(s)
-	if len(numberRE.FindAllString(s, -1)) != 1 || len(strings.Fields(s)) > 2 {
+	fields := strings.Fields(s)
+	if len(fields) == 0 || len(fields) > 2 || len(numberRE.FindAllString(s, -1)) != 1 {
 		return 0, false
 	}
-	return LastNumber(s)
+	for _, f := range fields {
+		f = strings.Trim(f, "$€£%.,;:")
+		if loc := numberRE.FindStringIndex(f); loc != nil && loc[0] == 0 && loc[1] == len(f) {
+			return LastNumber(f)
+		}
+	}
+	return 0, false
 }
 
 // Leaks reports whether a lesson states the item's ground truth: a lesson

@@ -80,6 +80,11 @@ type ruleLLM struct {
 	t        *testing.T
 	template []byte
 
+	// mode changes what the advantage replies do with shown lessons that
+	// lack the rule: "same" modifies them to their own text, "rewrite" to
+	// the rule (instead of adding it), "leak" adds the reference answer.
+	mode string
+
 	mu       sync.Mutex
 	recalled map[string]int
 	phrase   map[string]int
@@ -164,12 +169,24 @@ func (f *ruleLLM) advantage(prompt string) string {
 		return "no"
 	}
 	var ops []Op
+	rewrote := false
 	for _, l := range lessonLineRE.FindAllStringSubmatch(prompt, -1) {
-		if k.knows(l[2]) {
+		switch {
+		case k.knows(l[2]):
 			ops = append(ops, Op{Kind: OpKeep, ID: l[1]})
+		case f.mode == "same":
+			ops = append(ops, Op{Kind: OpModify, ID: l[1], Text: l[2]})
+		case f.mode == "rewrite" && strings.Contains(strings.ToLower(l[2]), k.name):
+			ops = append(ops, Op{Kind: OpModify, ID: l[1], Text: k.rules[0]})
+			rewrote = true
 		}
 	}
-	if len(ops) == 0 {
+	if f.mode == "leak" {
+		_, ref, _ := strings.Cut(prompt, "Reference answer:\n")
+		ref, _, _ = strings.Cut(ref, "\n")
+		ops = append(ops, Op{Kind: OpAdd, Text: "For such questions the answer is " + ref + "."})
+	}
+	if len(ops) == 0 || !rewrote && f.mode == "same" {
 		i := f.phrase[k.name]
 		f.phrase[k.name]++
 		ops = append(ops, Op{Kind: OpAdd, Text: k.rules[i%len(k.rules)]})
@@ -271,5 +288,61 @@ func TestOptimizerTransfersRules(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A modify that leaves a lesson's text as it is keeps the lesson (it used
+// to delete it); a modify that rewrites it keeps its votes; a lesson that
+// states the answer is rejected.
+func TestOptimizerModifyAndLeaks(t *testing.T) {
+	ctx := context.Background()
+	inch := unitKinds[0]
+	train := unitItems([]unitKind{inch}, []float64{7, 12, 5}, trainWording)
+	for _, mode := range []string{"same", "rewrite", "leak"} {
+		t.Run(mode, func(t *testing.T) {
+			fake, lib, cfg := newRuleHarness(t)
+			fake.mode = mode
+			cfg.Epochs = 1
+			seed, _, err := lib.Add(ctx, store.Experience{Text: "Inches are a unit of length; convert inches with care.", Key: train[0].Query, Domain: "units", Confidence: 0.6})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range []string{"a", "b"} {
+				if err := lib.Store().PutVote(ctx, store.Vote{ExperienceID: seed.ID, Voter: v, TraceID: "t", Up: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			o, err := NewOptimizer(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := o.Run(ctx, train, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, seedErr := lib.Store().GetExperience(ctx, seed.ID)
+			switch mode {
+			case "same":
+				if seedErr != nil || rep.Ops.Modify != 0 || rep.Ops.Keep == 0 {
+					t.Errorf("unchanged modify: seed %v, ops %+v; want the seed kept, counted as keep", seedErr, rep.Ops)
+				}
+			case "rewrite":
+				id := store.ExperienceID("units", inch.rules[0])
+				tally, err := lib.Store().Tally(ctx, id)
+				if err != nil || tally.Up != 2 || seedErr == nil || rep.Ops.Modify != 1 {
+					t.Errorf("rewrite: tally %+v (%v), seed %v, ops %+v; want the rule holding both votes, the old text gone", tally, err, seedErr, rep.Ops)
+				}
+			case "leak":
+				err := lib.Store().EachExperience(ctx, func(e store.Experience) error {
+					if strings.Contains(e.Text, "the answer is") {
+						t.Errorf("a leaking lesson was stored: %q", e.Text)
+					}
+					return nil
+				})
+				if err != nil || rep.Ops.Rejected == 0 {
+					t.Errorf("leaks: %v, ops %+v; want them rejected", err, rep.Ops)
+				}
+			}
+		})
 	}
 }

@@ -60,7 +60,7 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	temperature := fs.Float64("temperature", learn.DefaultTemperature, "sampling temperature of the group")
 	epochs := fs.Int("epochs", learn.DefaultEpochs, "passes over the dataset")
 	batch := fs.Int("batch", learn.DefaultBatch, "queries per batch (one library update and checkpoint each)")
-	grader := fs.String("grader", "exact", "exact, numeric[:TOL], contains, regex (ground truth is the pattern) or llm[:JUDGE_MODEL]")
+	grader := fs.String("grader", "", "final[:TOL], exact, numeric[:TOL], contains, regex (ground truth is the pattern) or llm[:JUDGE_MODEL]; default final when every ground truth is short, else llm")
 	checkpoint := fs.String("checkpoint", "", "checkpoint file to save to and resume from")
 	domain := fs.String("domain", "", "domain of items that name none")
 	confidence := fs.Float64("confidence", learn.DefaultLessonConfidence, "confidence of the lessons added")
@@ -90,6 +90,9 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	chat := learn.Backend{Router: router}
+	if *grader == "" {
+		*grader = learn.DefaultGraderSpec(train)
+	}
 	g, err := learn.ParseGrader(*grader, chat, *model)
 	if err != nil {
 		return err
