@@ -69,6 +69,10 @@ type Config struct {
 	TopK          int
 	MinConfidence float64
 	MaxTokens     int
+	// GroupLessons is how many of the domain's lessons the group step is
+	// shown: all of them in a library no larger, else the nearest to the
+	// question. 0: DefaultGroupLessons.
+	GroupLessons int
 	// Domain is the domain of items that name none.
 	Domain string
 	// Confidence is given to added lessons. 0: DefaultLessonConfidence.
@@ -118,6 +122,7 @@ func NewOptimizer(cfg Config) (*Optimizer, error) {
 	def(&cfg.Epochs, DefaultEpochs)
 	def(&cfg.Batch, DefaultBatch)
 	def(&cfg.TopK, DefaultTopK)
+	def(&cfg.GroupLessons, DefaultGroupLessons)
 	if cfg.Temperature == 0 {
 		cfg.Temperature = DefaultTemperature
 	}
@@ -326,12 +331,11 @@ func (r *run) deleteLesson(ctx context.Context, id string) error {
 
 // batch samples and grades items (starting at index first of the epoch)
 // with the library as it is, and returns their stats and the operations
-// they ask for, deduplicated.
+// they ask for: conflicts resolved, then similar additions merged.
 func (r *run) batch(ctx context.Context, epoch, first int, items []Item) (epochState, []pendingOp, error) {
 	var bs epochState
 	var ops []pendingOp
 	seen := map[string]bool{}
-	touched := map[string]bool{} // targets of modify and delete
 	for i, it := range items {
 		res, err := r.step(ctx, it)
 		if err != nil {
@@ -357,19 +361,20 @@ func (r *run) batch(ctx context.Context, epoch, first int, items []Item) (epochS
 		bs.Tokens.plus(res.tokens)
 		for _, op := range res.ops {
 			op.ID = opID(epoch, first+i, op)
-			if seen[op.ID] {
-				continue
+			if !seen[op.ID] {
+				seen[op.ID] = true
+				ops = append(ops, op)
 			}
-			if op.Kind == OpModify || op.Kind == OpDelete {
-				if touched[op.Target] {
-					bs.Ops.Rejected++ // another item already changes it
-					continue
-				}
-				touched[op.Target] = true
-			}
-			seen[op.ID] = true
-			ops = append(ops, op)
 		}
+	}
+	ops, rejected := resolveConflicts(ops)
+	bs.Ops.Rejected += rejected
+	ops, mr, err := r.merge(ctx, epoch, first, ops)
+	bs.Tokens.plus(mr.tokens)
+	bs.BadReplies += mr.bad
+	bs.Ops.Rejected += mr.rejected
+	if err != nil {
+		return bs, nil, err
 	}
 	return bs, ops, nil
 }
@@ -443,7 +448,11 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 		return res, nil
 	}
 	res.advantage = true
-	reply, u, err := cfg.Chat.Chat(ctx, advantageRequest(cfg.Model, it, shown, answers, res.grades))
+	listed, err := r.groupLessons(ctx, it, shown)
+	if err != nil {
+		return res, err
+	}
+	reply, u, err := cfg.Chat.Chat(ctx, advantageRequest(cfg.Model, it, listed, len(shown), answers, res.grades))
 	res.tokens.add(u)
 	if err != nil {
 		return res, fmt.Errorf("group advantage: %w", err)
@@ -454,13 +463,18 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 		return res, nil
 	}
 	res.rejected = len(adv.Rejected)
-	byRef := make(map[string]library.Result, 2*len(shown))
-	for i, s := range shown {
+	byRef := make(map[string]library.Result, 2*len(listed))
+	for i, s := range listed {
 		byRef["E"+strconv.Itoa(i+1)] = s
 		byRef[s.ID] = s
 	}
+	changes := 0
 	for _, op := range adv.Ops {
 		p, ok := r.resolve(op, it, byRef)
+		if ok && p.Kind != OpKeep {
+			changes++
+			ok = changes <= MaxGroupOps
+		}
 		if !ok {
 			res.rejected++
 			continue
@@ -534,40 +548,6 @@ func (r *run) prompt(ctx context.Context, it Item) ([]library.Result, []Message,
 		}
 	}
 	return shown, []Message{{Role: "system", Content: sys}, user}, nil
-}
-
-// AdvantagePrompt is the system message of the group-advantage request.
-// Its reply is parsed by ParseAdvantage.
-const AdvantagePrompt = "You improve a library of short lessons that is shown to a model before it answers questions. " +
-	"Nothing is trained: only the lessons change. You are given a question, its reference answer, the lessons the " +
-	"model was shown (labelled E1, E2, ...) and a group of the model's answers with their grades (0 wrong, 1 right). " +
-	"First summarise each answer in one short sentence. Then state what separated the better answers from the worse " +
-	"ones. Then turn that into operations on the library: \"add\" a general, self-contained lesson that would help on " +
-	"similar questions; \"modify\" a shown lesson (id = its label) to a better text; \"delete\" a shown lesson that " +
-	"misleads; \"keep\" a shown lesson that helped. Lessons are at most 400 characters; at most 8 operations. " +
-	"Reply with one JSON object and nothing else:\n" +
-	`{"summaries": ["<one per answer>"], "advantage": "<what separated better from worse>", ` +
-	`"operations": [{"op": "add", "text": "<lesson>"}, {"op": "modify", "id": "E1", "text": "<lesson>"}, ` +
-	`{"op": "delete", "id": "E2"}, {"op": "keep", "id": "E3"}]}`
-
-func advantageRequest(model string, it Item, shown []library.Result, answers []string, grades []float64) ChatRequest {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Question:\n%s\n\nReference answer:\n%s\n\nLessons shown:\n", clip(it.Query, maxShownRunes), clip(it.GroundTruth, maxShownRunes))
-	if len(shown) == 0 {
-		b.WriteString("(none)\n")
-	}
-	for i, s := range shown {
-		fmt.Fprintf(&b, "[E%d] %s\n", i+1, inject.Sanitize(s.Text, MaxLessonRunes))
-	}
-	b.WriteString("\nAnswers:\n")
-	for i, a := range answers {
-		fmt.Fprintf(&b, "<answer n=%d grade=%.2f>\n%s\n</answer>\n", i+1, grades[i], clipEnds(a, maxShownRunes))
-	}
-	zero := 0.0
-	return ChatRequest{Model: model, Temperature: &zero, Messages: []Message{
-		{Role: "system", Content: AdvantagePrompt},
-		{Role: "user", Content: b.String()},
-	}}
 }
 
 // evaluate answers each held-out item once at temperature 0 with the

@@ -38,6 +38,9 @@ type Op struct {
 	Kind OpKind `json:"op"`
 	ID   string `json:"id,omitempty"`
 	Text string `json:"text,omitempty"`
+	// From names, in a merge reply's add, the proposals ("A1", ...) the
+	// lesson folds together.
+	From []string `json:"from,omitempty"`
 }
 
 // Advantage is the model's reply to the group-advantage prompt: the format
@@ -127,8 +130,12 @@ func parseOp(m json.RawMessage) (Op, error) {
 		return Op{}, fmt.Errorf("%s needs a text", op.Kind)
 	case !needText && op.Text != "":
 		return Op{}, fmt.Errorf("%s takes no text", op.Kind)
+	case op.Kind != OpAdd && len(op.From) > 0:
+		return Op{}, fmt.Errorf("%s takes no from", op.Kind)
 	case utf8.RuneCountInString(op.Text) > MaxLessonRunes:
 		return Op{}, fmt.Errorf("text longer than %d characters", MaxLessonRunes)
+	case len(strings.Fields(op.Text)) > MaxLessonWords:
+		return Op{}, fmt.Errorf("text longer than %d words", MaxLessonWords)
 	case len(op.ID) > 80:
 		return Op{}, errors.New("id too long")
 	}

@@ -92,6 +92,7 @@ type ruleLLM struct {
 	// requests whose context held another kind's rule.
 	foreign  map[string]int
 	requests int
+	merges   int
 }
 
 func newRuleLLM(t *testing.T) *ruleLLM {
@@ -122,6 +123,9 @@ func (f *ruleLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch req.Messages[0].Content {
 	case AdvantagePrompt:
 		answer = f.advantage(req.Messages[len(req.Messages)-1].Content)
+	case MergePrompt:
+		f.merges++
+		answer = f.merge(req.Messages[len(req.Messages)-1].Content)
 	default:
 		answer = f.answer(req.Messages, req.Temperature)
 	}
@@ -171,6 +175,7 @@ func (f *ruleLLM) advantage(prompt string) string {
 	var ops []Op
 	rewrote := false
 	for _, l := range lessonLineRE.FindAllStringSubmatch(prompt, -1) {
+		l[2] = strings.TrimSuffix(l[2], "*") // shown to the model
 		switch {
 		case k.knows(l[2]):
 			ops = append(ops, Op{Kind: OpKeep, ID: l[1]})
@@ -192,6 +197,49 @@ func (f *ruleLLM) advantage(prompt string) string {
 		ops = append(ops, Op{Kind: OpAdd, Text: k.rules[i%len(k.rules)]})
 	}
 	b, _ := json.Marshal(Advantage{Advantage: "the right answers used the conversion factor", Ops: ops})
+	return string(b)
+}
+
+var mergeLineRE = regexp.MustCompile(`(?m)^\[([AL]\d+)\] (.*)$`)
+
+// merge folds proposals by the rule they state: none for a rule an
+// existing lesson states, one for each other rule, and any proposal that
+// states no known rule as it is.
+func (f *ruleLLM) merge(prompt string) string {
+	var ops []Op
+	stated := map[string]bool{}
+	lines := mergeLineRE.FindAllStringSubmatch(prompt, -1)
+	for _, l := range lines {
+		for _, k := range unitKinds {
+			if l[1][0] == 'L' && k.knows(l[2]) {
+				stated[k.name] = true
+			}
+		}
+	}
+	at := map[string]int{} // kind → its op
+	for _, l := range lines {
+		if l[1][0] != 'A' {
+			continue
+		}
+		known := false
+		for _, k := range unitKinds {
+			if !k.knows(l[2]) {
+				continue
+			}
+			known = true
+			if i, ok := at[k.name]; ok {
+				ops[i].From = append(ops[i].From, l[1])
+			} else if !stated[k.name] {
+				stated[k.name] = true
+				at[k.name] = len(ops)
+				ops = append(ops, Op{Kind: OpAdd, Text: l[2], From: []string{l[1]}})
+			}
+		}
+		if !known {
+			ops = append(ops, Op{Kind: OpAdd, Text: l[2], From: []string{l[1]}})
+		}
+	}
+	b, _ := json.Marshal(map[string]any{"operations": ops})
 	return string(b)
 }
 
@@ -344,5 +392,33 @@ func TestOptimizerModifyAndLeaks(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Paraphrased lessons proposed in one batch merge into one, and a later
+// group that sees the whole library keeps the rule instead of adding
+// another paraphrase.
+func TestOptimizerMergesParaphrases(t *testing.T) {
+	fake, lib, cfg := newRuleHarness(t)
+	inch := unitKinds[0]
+	train := unitItems([]unitKind{inch}, []float64{7, 12, 5, 9}, trainWording)
+	cfg.Batch, cfg.Epochs = 2, 1
+	o, err := NewOptimizer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Run(context.Background(), train, nil); err != nil {
+		t.Fatal(err)
+	}
+	var rules []string
+	err = lib.Store().EachExperience(context.Background(), func(e store.Experience) error {
+		rules = append(rules, e.Text)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fake.merges == 0 || len(rules) != 1 || !inch.knows(rules[0]) {
+		t.Errorf("after %d merges the library holds %q; want one inch rule", fake.merges, rules)
 	}
 }

@@ -43,6 +43,14 @@ func (f *fakeProjectLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	last := req.Messages[len(req.Messages)-1].Content
+	if req.Messages[0].Content == learn.MergePrompt { // the proposals are one rule
+		f.mu.Lock()
+		f.requests++
+		f.mu.Unlock()
+		op, _ := json.Marshal(map[string]any{"operations": []learn.Op{{Kind: learn.OpAdd, Text: projectRule}}})
+		writeChat(w, req.Model, string(op))
+		return
+	}
 	name := learnProjectRE.FindStringSubmatch(last)[1]
 	code := strings.ToUpper(name) + "-7"
 	f.mu.Lock()
@@ -61,8 +69,12 @@ func (f *fakeProjectLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			answer = "It is " + code + "."
 		}
 	}
+	writeChat(w, req.Model, answer)
+}
+
+func writeChat(w http.ResponseWriter, model, answer string) {
 	json.NewEncoder(w).Encode(map[string]any{
-		"id": "x", "object": "chat.completion", "model": req.Model,
+		"id": "x", "object": "chat.completion", "model": model,
 		"choices": []any{map[string]any{"index": 0, "message": map[string]string{"role": "assistant", "content": answer}, "finish_reason": "stop"}},
 		"usage":   map[string]int{"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
 	})
@@ -106,12 +118,12 @@ func TestLearnCommand(t *testing.T) {
 	if fmt.Sprint(means) != "[0.6 1 1]" || fmt.Sprint(held2) != "[1 1 1]" || *rep.HeldoutBaseline != 0 {
 		t.Errorf("mean grades %v, held-out %v (baseline %v)\n%s", means, held2, *rep.HeldoutBaseline, out.String())
 	}
-	// One rule learned, once per group of the first batch; the second
-	// batch has it already.
-	if rep.LibrarySize != 1 || rep.Ops != (learn.OpCounts{Add: 3}) || rep.Tokens.Total != 5*fake.requests {
+	// One rule learned: proposed by each group of the first batch, merged
+	// into one; the second batch has it already.
+	if rep.LibrarySize != 1 || rep.Ops != (learn.OpCounts{Add: 1}) || rep.Tokens.Total != 5*fake.requests {
 		t.Errorf("library %d, ops %+v, tokens %+v for %d requests", rep.LibrarySize, rep.Ops, rep.Tokens, fake.requests)
 	}
-	if lines := strings.Count(errb.String(), "\n"); lines != 6 || !strings.Contains(errb.String(), "epoch 1/3: 3/6 items, batch mean grade 0.200, ops +3") {
+	if lines := strings.Count(errb.String(), "\n"); lines != 6 || !strings.Contains(errb.String(), "epoch 1/3: 3/6 items, batch mean grade 0.200, ops +1") {
 		t.Errorf("progress:\n%s", errb.String())
 	}
 
