@@ -423,7 +423,7 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 	}
 	wg.Wait()
 	for k := range answers {
-		res.tokens.add(usages[k])
+		res.tokens.call(usages[k])
 		if errs[k] != nil {
 			return res, fmt.Errorf("sampling: %w", errs[k])
 		}
@@ -431,7 +431,7 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 	res.grades = make([]float64, len(answers))
 	for k, a := range answers {
 		g, u, err := cfg.Grader.Grade(ctx, it.Query, it.GroundTruth, a)
-		res.tokens.add(u)
+		res.tokens.graded(u)
 		switch {
 		case errors.Is(err, ErrBadJudgeReply):
 			res.bad++
@@ -453,7 +453,7 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 		return res, err
 	}
 	reply, u, err := cfg.Chat.Chat(ctx, advantageRequest(cfg.Model, it, listed, len(shown), answers, res.grades))
-	res.tokens.add(u)
+	res.tokens.call(u)
 	if err != nil {
 		return res, fmt.Errorf("group advantage: %w", err)
 	}
@@ -563,12 +563,12 @@ func (r *run) evaluate(ctx context.Context, items []Item) (float64, Tokens, erro
 			return 0, tok, fmt.Errorf("held-out item %d: %w", i+1, err)
 		}
 		a, u, err := cfg.Chat.Chat(ctx, ChatRequest{Model: cfg.Model, Messages: msgs, Temperature: &zero})
-		tok.add(u)
+		tok.call(u)
 		if err != nil {
 			return 0, tok, fmt.Errorf("held-out item %d: %w", i+1, err)
 		}
 		g, u, err := cfg.Grader.Grade(ctx, it.Query, it.GroundTruth, a)
-		tok.add(u)
+		tok.graded(u)
 		if err != nil && !errors.Is(err, ErrBadJudgeReply) {
 			return 0, tok, fmt.Errorf("held-out item %d: grading: %w", i+1, err)
 		}

@@ -296,7 +296,7 @@ func TestOptimizerLearns(t *testing.T) {
 	// Requests: 2 baseline + per epoch 30 samples + 2 held-out, + 6
 	// advantages + 2 merges (one per batch of epoch 1); the fake bills 15
 	// tokens each.
-	if n := h.fake.requests; n != 2+3*(30+2)+6+2 || rep.Tokens.Total != 15*n || rep.Tokens.Prompt != 10*n {
+	if n := h.fake.requests; n != 2+3*(30+2)+6+2 || rep.Tokens.Calls != n || rep.Tokens.Total != 15*n || rep.Tokens.Prompt != 10*n {
 		t.Errorf("%d requests, tokens %+v", n, rep.Tokens)
 	}
 	if len(progress) != 6 || progress[0].Done != 4 || progress[1].Done != 6 || progress[5].Epoch != 3 ||

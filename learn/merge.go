@@ -134,7 +134,7 @@ func (r *run) mergeDomain(ctx context.Context, epoch, first int, domain string, 
 		return adds, nil
 	}
 	reply, u, err := cfg.Chat.Chat(ctx, mergeRequest(cfg.Model, adds, near))
-	mr.tokens.add(u)
+	mr.tokens.call(u)
 	if err != nil {
 		return nil, fmt.Errorf("merging lessons: %w", err)
 	}

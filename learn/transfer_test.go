@@ -316,11 +316,14 @@ func TestOptimizerTransfersRules(t *testing.T) {
 	// Every trained kind's held-out items right, the untrained kind's not.
 	want := float64(len(trained)) / float64(len(unitKinds))
 	for _, e := range rep.Epochs {
-		t.Logf("epoch %d: held-out %.3f (baseline %.3f), train mean grade %.3f, library %d, ops %+v, tokens %+v",
-			e.Epoch, *e.HeldoutAccuracy, *rep.HeldoutBaseline, e.MeanGrade, e.LibrarySize, e.Ops, e.Tokens)
+		t.Logf("epoch %d: held-out %.3f (baseline %.3f, gain %+.3f), train mean grade %.3f, library %d, ops %+v, cost %+v",
+			e.Epoch, *e.HeldoutAccuracy, *rep.HeldoutBaseline, *e.HeldoutGain, e.MeanGrade, e.LibrarySize, e.Ops, e.Tokens)
 	}
 	if last := rep.Epochs[len(rep.Epochs)-1]; last.HeldoutAccuracy == nil || *last.HeldoutAccuracy != want {
 		t.Errorf("held-out accuracy after training %v; want %v", last.HeldoutAccuracy, want)
+	}
+	if rep.Tokens.Calls != fake.requests {
+		t.Errorf("%d calls reported; the model served %d", rep.Tokens.Calls, fake.requests)
 	}
 	if len(fake.foreign) != 0 {
 		t.Errorf("lessons of other kinds injected (per kind asked): %v", fake.foreign)

@@ -123,7 +123,7 @@ func TestLearnCommand(t *testing.T) {
 	if rep.LibrarySize != 1 || rep.Ops != (learn.OpCounts{Add: 1}) || rep.Tokens.Total != 5*fake.requests {
 		t.Errorf("library %d, ops %+v, tokens %+v for %d requests", rep.LibrarySize, rep.Ops, rep.Tokens, fake.requests)
 	}
-	if lines := strings.Count(errb.String(), "\n"); lines != 6 || !strings.Contains(errb.String(), "epoch 1/3: 3/6 items, batch mean grade 0.200, ops +1") {
+	if lines := strings.Count(errb.String(), "\nepoch ") + 1; lines != 6 || !strings.Contains(errb.String(), "held-out accuracy (2 items): baseline 0.000, epoch 1 1.000 (+1.000)") || !strings.Contains(errb.String(), "epoch 1/3: 3/6 items, batch mean grade 0.200, ops +1") {
 		t.Errorf("progress:\n%s", errb.String())
 	}
 
