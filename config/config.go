@@ -130,6 +130,11 @@ type Retrieval struct {
 	// MinConfidence drops experiences below it: they are not injected.
 	// Default DefaultMinConfidence; a negative value means no floor.
 	MinConfidence float64 `yaml:"min_confidence"`
+	// InjectWhole injects a domain of at most this many experiences whole
+	// (every one that clears the relevance gate, within max_tokens)
+	// instead of the best top_k: a small library of merged rules is best
+	// shown entire. Default 0: off.
+	InjectWhole int `yaml:"inject_whole"`
 	// MaxTokens bounds the injected message. Default 1024.
 	MaxTokens int `yaml:"max_tokens"`
 	// Seed is the canonical lift's seed, the same on every node of a

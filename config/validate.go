@@ -93,6 +93,9 @@ func (c *Config) Validate() error {
 	if rt.MinConfidence > 1 {
 		add("retrieval.min_confidence", "must be at most 1 (negative: no floor)")
 	}
+	if rt.InjectWhole < 0 || rt.InjectWhole > 1000 {
+		add("retrieval.inject_whole", "must be between 0 and 1000")
+	}
 	if rt.MaxTokens < 0 {
 		add("retrieval.max_tokens", "must not be negative")
 	}

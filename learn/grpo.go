@@ -69,6 +69,9 @@ type Config struct {
 	TopK          int
 	MinConfidence float64
 	MaxTokens     int
+	// InjectWhole injects a domain of at most this many lessons whole,
+	// through the relevance gate (library.Query.WholeDomain). 0: off.
+	InjectWhole int
 	// GroupLessons is how many of the domain's lessons the group step is
 	// shown: all of them in a library no larger, else the nearest to the
 	// question. 0: DefaultGroupLessons.
@@ -522,7 +525,7 @@ func (r *run) prompt(ctx context.Context, it Item) ([]library.Result, []Message,
 	if err != nil {
 		return nil, nil, fmt.Errorf("embedding the query: %w", err)
 	}
-	found, err := cfg.Library.Search(ctx, library.Query{Vector: c, K: cfg.TopK, Domain: r.domain(it), MinConfidence: cfg.MinConfidence})
+	found, err := cfg.Library.Search(ctx, library.Query{Vector: c, K: cfg.TopK, Domain: r.domain(it), MinConfidence: cfg.MinConfidence, WholeDomain: cfg.InjectWhole})
 	if errors.Is(err, library.ErrEmpty) || err == nil && len(found) == 0 {
 		return nil, []Message{user}, nil
 	}

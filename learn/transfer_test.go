@@ -88,8 +88,11 @@ type ruleLLM struct {
 	mu       sync.Mutex
 	recalled map[string]int
 	phrase   map[string]int
-	// injected counts, per kind asked about at temperature 0, the answering
-	// requests whose context held another kind's rule.
+	// foreign counts, per kind asked about at temperature 0 (the held-out
+	// evaluation), the answering requests whose context held another
+	// kind's rule. (Training questions share one template with each other
+	// and the lessons one with each other, and with the hash embedder
+	// another kind's rule can clear the gate for them.)
 	foreign  map[string]int
 	requests int
 	merges   int
@@ -298,7 +301,14 @@ func newRuleHarness(t *testing.T) (*ruleLLM, *library.Library, Config) {
 // baseline to every trained kind right, and the untrained kind stays
 // wrong.
 func TestOptimizerTransfersRules(t *testing.T) {
+	for _, whole := range []int{0, 10} {
+		t.Run(fmt.Sprint("inject_whole=", whole), func(t *testing.T) { testTransfer(t, whole) })
+	}
+}
+
+func testTransfer(t *testing.T, injectWhole int) {
 	fake, lib, cfg := newRuleHarness(t)
+	cfg.InjectWhole = injectWhole
 	trained := unitKinds[:3]
 	train := unitItems(trained, []float64{7, 12}, trainWording)
 	heldout := unitItems(unitKinds, []float64{3, 41}, heldoutWording)

@@ -65,3 +65,31 @@ func TestModifyKeepsVotes(t *testing.T) {
 		t.Errorf("repeat after the move: %v; want not found", err)
 	}
 }
+
+// A domain no larger than WholeDomain is returned whole, still through
+// the gate; a larger one gets its best K.
+func TestSearchWholeDomain(t *testing.T) {
+	ctx := context.Background()
+	lib, _ := open(t, t.TempDir())
+	var es []store.Experience
+	for i, text := range []string{"Multiply inches by 2.54 for centimetres.", "Multiply miles by 1.609 for kilometres.", "Multiply pounds by 0.4536 for kilograms."} {
+		es = append(es, store.Experience{Text: text, Domain: "small", Confidence: 0.6 + 0.1*float64(i)})
+	}
+	for i := range 8 {
+		es = append(es, store.Experience{Text: "Big domain lesson about units number " + string(rune('a'+i)), Domain: "big", Confidence: 0.6})
+	}
+	if _, _, err := lib.AddMany(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	v := vector(t, lib, "Convert 3 inches to centimetres")
+	for _, tc := range []struct {
+		domain string
+		gate   float32
+		want   int
+	}{{"small", library.NoGate, 3}, {"big", library.NoGate, 1}, {"small", 2, 0}} {
+		res, err := lib.Search(ctx, library.Query{Vector: v, K: 1, WholeDomain: 5, Domain: tc.domain, MinRelevance: &tc.gate})
+		if err != nil || len(res) != tc.want {
+			t.Errorf("domain %s, gate %v: %d results, %v; want %d", tc.domain, tc.gate, len(res), err, tc.want)
+		}
+	}
+}

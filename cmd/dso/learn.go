@@ -121,7 +121,7 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	opt, err := learn.NewOptimizer(learn.Config{
 		Chat: chat, Library: lib, Model: *model, Grader: g,
 		Group: *group, Temperature: *temperature, Epochs: *epochs, Batch: *batch,
-		TopK: cfg.Retrieval.TopK, MinConfidence: cfg.Retrieval.MinConfidence, MaxTokens: cfg.Retrieval.MaxTokens,
+		TopK: cfg.Retrieval.TopK, MinConfidence: cfg.Retrieval.MinConfidence, MaxTokens: cfg.Retrieval.MaxTokens, InjectWhole: cfg.Retrieval.InjectWhole,
 		Domain: *domain, Confidence: *confidence, Checkpoint: *checkpoint,
 		Progress: func(p learn.Progress) {
 			fmt.Fprintf(stderr, "epoch %d/%d: %d/%d items, batch mean grade %.3f, ops +%d ~%d -%d (%d rejected), library %d, calls %d, tokens %d\n",
