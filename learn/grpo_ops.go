@@ -69,6 +69,12 @@ var ErrBadAdvantage = errors.New("learn: advantage reply is not the JSON object 
 // Rejected), as do operations past MaxOps. Texts are normalised with
 // store.NormalizeText. Whether ids exist is for the caller to check.
 func ParseAdvantage(reply string) (Advantage, error) {
+	return parseOps(reply, MaxOps)
+}
+
+// parseOps is ParseAdvantage with its own cap on operations (a merge
+// reply may hold one per proposal).
+func parseOps(reply string, maxOps int) (Advantage, error) {
 	if len(reply) > maxReplyBytes {
 		return Advantage{}, fmt.Errorf("%w: reply is %d bytes", ErrBadAdvantage, len(reply))
 	}
@@ -91,8 +97,8 @@ func ParseAdvantage(reply string) (Advantage, error) {
 		}
 		a := Advantage{Summaries: raw.Summaries, Advantage: raw.Advantage}
 		for n, m := range raw.Ops {
-			if len(a.Ops) == MaxOps {
-				a.Rejected = append(a.Rejected, fmt.Sprintf("operation %d: more than %d operations", n+1, MaxOps))
+			if len(a.Ops) == maxOps {
+				a.Rejected = append(a.Rejected, fmt.Sprintf("operation %d: more than %d operations", n+1, maxOps))
 				continue
 			}
 			op, err := parseOp(m)

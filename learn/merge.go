@@ -138,13 +138,14 @@ func (r *run) mergeDomain(ctx context.Context, epoch, first int, domain string, 
 	if err != nil {
 		return nil, fmt.Errorf("merging lessons: %w", err)
 	}
-	adv, err := ParseAdvantage(reply)
+	adv, err := parseOps(reply, len(adds)+len(near))
 	if err != nil {
 		mr.bad++
 		return adds, nil
 	}
 	mr.rejected += len(adv.Rejected)
 	var out []pendingOp
+	modified := map[string]bool{}
 	for _, op := range adv.Ops {
 		p := pendingOp{Kind: op.Kind, Text: op.Text, Domain: domain}
 		switch op.Kind {
@@ -157,9 +158,11 @@ func (r *run) mergeDomain(ctx context.Context, epoch, first int, domain string, 
 				continue
 			}
 			p.Target = near[i-1].ID
-			if store.ExperienceID(domain, op.Text) == p.Target {
-				continue // unchanged: nothing to do
+			if modified[p.Target] || store.ExperienceID(domain, op.Text) == p.Target {
+				mr.rejected += btoi(modified[p.Target])
+				continue // a second change to it, or none
 			}
+			modified[p.Target] = true
 		default:
 			continue // a keep changes nothing; a delete is not the merge's to make
 		}
@@ -201,4 +204,11 @@ func mergeRequest(model string, adds []pendingOp, near []library.Result) ChatReq
 		{Role: "system", Content: MergePrompt},
 		{Role: "user", Content: b.String()},
 	}}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
