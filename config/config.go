@@ -38,7 +38,12 @@ const (
 	DefaultShutdownTimeout  = 30 * time.Second
 	DefaultRetrievalBudget  = 250 * time.Millisecond
 	DefaultTopK             = 5
-	DefaultNodeID           = "local"
+	// DefaultMinConfidence is the confidence floor below which an
+	// experience is not injected: a lesson at the default prior (0.6) falls
+	// below it once three voters in a row reject it, before the five needed
+	// to retire it.
+	DefaultMinConfidence = 0.3
+	DefaultNodeID        = "local"
 )
 
 // Config is everything `dso serve` needs. The zero value of each field means
@@ -87,6 +92,11 @@ type Config struct {
 	// false: there, those requests are refused (403) until keys are set;
 	// chat works either way. On a loopback address they are always open.
 	OpenLibrary bool `yaml:"open_library"`
+	// TrustVoterHeader takes the X-DSO-Voter header from every client as
+	// a voter's name within the client's key, so that a team sharing one
+	// key votes as its members. Default false: one key is one voter (the
+	// header is honoured only with an admin key).
+	TrustVoterHeader bool `yaml:"trust_voter_header"`
 	// NodeID names this node in the experiences it creates. Default "local".
 	NodeID string `yaml:"node_id"`
 	// Retrieval configures experience retrieval and injection.
@@ -123,8 +133,14 @@ type Retrieval struct {
 	Budget time.Duration `yaml:"budget"`
 	// TopK is how many experiences are injected at most. Default 5.
 	TopK int `yaml:"top_k"`
-	// MinConfidence drops experiences below it. Default 0.
+	// MinConfidence drops experiences below it: they are not injected.
+	// Default DefaultMinConfidence; a negative value means no floor.
 	MinConfidence float64 `yaml:"min_confidence"`
+	// InjectWhole injects a domain of at most this many experiences whole
+	// (every one that clears the relevance gate, within max_tokens)
+	// instead of the best top_k: a small library of merged rules is best
+	// shown entire. Default 0: off.
+	InjectWhole int `yaml:"inject_whole"`
 	// MaxTokens bounds the injected message. Default 1024.
 	MaxTokens int `yaml:"max_tokens"`
 	// Seed is the canonical lift's seed, the same on every node of a
@@ -305,6 +321,9 @@ func (c *Config) fill() {
 	}
 	if c.Retrieval.TopK == 0 {
 		c.Retrieval.TopK = DefaultTopK
+	}
+	if c.Retrieval.MinConfidence == 0 {
+		c.Retrieval.MinConfidence = DefaultMinConfidence
 	}
 	if len(c.Backends) == 0 {
 		b, _ := ParseBackendSpec(DefaultBackend)

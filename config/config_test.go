@@ -402,6 +402,14 @@ func TestDefault(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("Default() does not validate: %v", err)
 	}
+	// Low-confidence lessons are not injected unless the operator asks.
+	if c.Retrieval.MinConfidence != DefaultMinConfidence || DefaultMinConfidence <= 0 {
+		t.Errorf("default min_confidence %v; want the floor %v", c.Retrieval.MinConfidence, DefaultMinConfidence)
+	}
+	c.Retrieval.MinConfidence = -1 // no floor
+	if err := c.Validate(); err != nil {
+		t.Errorf("a negative min_confidence (no floor) does not validate: %v", err)
+	}
 }
 
 // FuzzCheck: Check never panics, and every problem it reports is on a line

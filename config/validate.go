@@ -96,8 +96,11 @@ func (c *Config) Validate() error {
 	if rt.TopK < 0 || rt.TopK > 100 {
 		add("retrieval.top_k", "must be between 0 and 100")
 	}
-	if rt.MinConfidence < 0 || rt.MinConfidence > 1 {
-		add("retrieval.min_confidence", "must be between 0 and 1")
+	if rt.MinConfidence > 1 {
+		add("retrieval.min_confidence", "must be at most 1 (negative: no floor)")
+	}
+	if rt.InjectWhole < 0 || rt.InjectWhole > 1000 {
+		add("retrieval.inject_whole", "must be between 0 and 1000")
 	}
 	if rt.MaxTokens < 0 {
 		add("retrieval.max_tokens", "must not be negative")

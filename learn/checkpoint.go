@@ -52,6 +52,7 @@ type pendingOp struct {
 	Target string `json:"target,omitempty"` // experience id for modify, delete, keep
 	Domain string `json:"domain,omitempty"`
 	Text   string `json:"text,omitempty"`
+	Key    string `json:"key,omitempty"` // the question an added lesson came from
 }
 
 // fingerprint ties a checkpoint to its datasets and sampling settings.

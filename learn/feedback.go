@@ -152,7 +152,7 @@ func (l *Learner) rescore(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	conf, status := Score(e.Confidence, t, l.cfg.MinVotes, l.cfg.Approval)
+	conf, status := Score(e.Prior, t, l.cfg.MinVotes, l.cfg.Approval)
 	if e.Status == store.StatusRetired {
 		status = store.StatusRetired // retirement is kept
 	}
@@ -160,11 +160,22 @@ func (l *Learner) rescore(ctx context.Context, id string) error {
 	return err
 }
 
-// Score is the confidence and status that votes give an experience. The
-// confidence is its approval rate; until minVotes voters have spoken, the
-// rate is smoothed toward the prior confidence. An experience with at least
-// minVotes votes and approval below the threshold is retired; one that
-// recovers is not brought back (retirement is kept).
+// Score is the confidence and status that votes give an experience; prior
+// is the confidence it was created with (store.Experience.Prior), never its
+// current one, so the result depends on the tally alone and rescoring after
+// every grade does not compound.
+//
+// The rule: each voter counts once, by their latest vote (store Tally), so
+// one voter's ten grades weigh as one. With n voters and up of them
+// approving, the confidence is the approval rate up/n smoothed toward the
+// prior until minVotes voters have spoken:
+//
+//	w = min(1, n/minVotes);  confidence = w·(up/n) + (1−w)·prior
+//
+// An experience with at least minVotes voters and approval below the
+// threshold is retired; one that recovers is not brought back (retirement
+// is kept). Below the retrieval floor (the min_confidence setting) an
+// experience is not injected even before it is retired.
 func Score(prior float64, t store.Tally, minVotes int, approval float64) (float64, store.Status) {
 	n := t.Up + t.Down
 	if n == 0 {

@@ -28,6 +28,9 @@ var ErrBadJudgeReply = errors.New("learn: judge reply has no GRADE line")
 //	exact            the answer equals the truth, after NormalizeAnswer
 //	numeric[:TOL]    the last number in the answer is within TOL of the
 //	                 truth's (absolute; default 1e-6)
+//	final[:TOL]      the answer's final answer (FinalAnswer: \boxed{}, an
+//	                 "answer:" line or the last line) equals the truth's,
+//	                 numbers within TOL (default 1e-6)
 //	contains         the normalised answer contains the normalised truth
 //	regex            the truth is a regular expression the answer matches
 //	llm[:MODEL]      a judge model (default model) grades through chat
@@ -47,7 +50,7 @@ func ParseGrader(spec string, chat Chatter, model string) (Grader, error) {
 			return &Regex{}, nil
 		}
 		return Exact{}, nil
-	case "numeric":
+	case "numeric", "final":
 		tol := DefaultTolerance
 		if hasArg {
 			t, err := strconv.ParseFloat(arg, 64)
@@ -55,6 +58,9 @@ func ParseGrader(spec string, chat Chatter, model string) (Grader, error) {
 				return nil, fmt.Errorf("grader %q: tolerance must be a number >= 0", spec)
 			}
 			tol = t
+		}
+		if kind == "final" {
+			return Final{Tolerance: tol}, nil
 		}
 		return Numeric{Tolerance: tol}, nil
 	case "llm":
@@ -72,7 +78,35 @@ func ParseGrader(spec string, chat Chatter, model string) (Grader, error) {
 		}
 		return Judge{Chat: chat, Model: model}, nil
 	}
-	return nil, fmt.Errorf("grader %q is not exact, numeric[:TOL], contains, regex or llm[:MODEL]", spec)
+	return nil, fmt.Errorf("grader %q is not exact, final[:TOL], numeric[:TOL], contains, regex or llm[:MODEL]", spec)
+}
+
+// DefaultGraderSpec is the grader for a dataset whose command names none:
+// "final" when every ground truth is a short answer (a number, or at most
+// maxShortTruthWords words), which a final-answer extractor can check, and
+// "llm" (a judge) for free-form truths, which whole-answer comparison
+// would grade all wrong.
+func DefaultGraderSpec(items []Item) string {
+	for _, it := range items {
+		if _, ok := plainNumber(it.GroundTruth); !ok && len(strings.Fields(it.GroundTruth)) > maxShortTruthWords {
+			return "llm"
+		}
+	}
+	return "final"
+}
+
+const maxShortTruthWords = 5
+
+// Final grades 1 when the answer's final answer (FinalAnswer) agrees with
+// the truth's: as numbers within Tolerance when the truth is a number,
+// else as text after NormalizeAnswer. The reasoning before it is ignored.
+type Final struct {
+	Tolerance float64
+}
+
+// Grade implements Grader.
+func (g Final) Grade(_ context.Context, _, truth, answer string) (float64, Usage, error) {
+	return score(sameFinal(FinalAnswer(answer), FinalAnswer(truth), g.Tolerance)), Usage{}, nil
 }
 
 // NormalizeAnswer lower-cases s, collapses runs of white space to one space
@@ -204,7 +238,7 @@ func (j Judge) Grade(ctx context.Context, query, truth, answer string) (float64,
 	req := ChatRequest{Model: j.Model, Temperature: &zero, MaxTokens: 512, Messages: []Message{
 		{Role: "system", Content: JudgePrompt},
 		{Role: "user", Content: "Question:\n" + clip(query, maxShownRunes) + "\n\nReference answer:\n" + clip(truth, maxShownRunes) +
-			"\n\nAnswer to grade:\n" + clip(answer, maxShownRunes)},
+			"\n\nAnswer to grade:\n" + clipEnds(answer, maxShownRunes)},
 	}}
 	reply, u, err := j.Chat.Chat(ctx, req)
 	if err != nil {

@@ -21,6 +21,9 @@ type Library interface {
 	Vector(ctx context.Context, text string) ([]float32, error)
 	Search(ctx context.Context, q library.Query) ([]library.Result, error)
 	Add(ctx context.Context, e store.Experience) (store.Experience, bool, error)
+	// Modify gives lesson id a new text, keeping its confidence, status
+	// and votes (library.Library.Modify).
+	Modify(ctx context.Context, id, text string) (store.Experience, error)
 	Delete(ctx context.Context, id string) error
 	Len() int
 }
@@ -66,10 +69,22 @@ type Config struct {
 	TopK          int
 	MinConfidence float64
 	MaxTokens     int
+	// InjectWhole injects a domain of at most this many lessons whole,
+	// through the relevance gate (library.Query.WholeDomain). 0: off.
+	InjectWhole int
+	// GroupLessons is how many of the domain's lessons the group step is
+	// shown: all of them in a library no larger, else the nearest to the
+	// question. 0: DefaultGroupLessons.
+	GroupLessons int
 	// Domain is the domain of items that name none.
 	Domain string
 	// Confidence is given to added lessons. 0: DefaultLessonConfidence.
 	Confidence float64
+	// AllowLeaks keeps lessons that state an item's ground truth (see
+	// Leaks). False, the default: they are rejected, since such a lesson
+	// answers the questions it was learned from and teaches nothing. Only
+	// tests of the loop's bookkeeping, whose fake lessons are answers, set it.
+	AllowLeaks bool
 	// Checkpoint is the file the run's state is saved to after each batch
 	// (written atomically) and resumed from when it exists. Empty: none.
 	Checkpoint string
@@ -110,6 +125,7 @@ func NewOptimizer(cfg Config) (*Optimizer, error) {
 	def(&cfg.Epochs, DefaultEpochs)
 	def(&cfg.Batch, DefaultBatch)
 	def(&cfg.TopK, DefaultTopK)
+	def(&cfg.GroupLessons, DefaultGroupLessons)
 	if cfg.Temperature == 0 {
 		cfg.Temperature = DefaultTemperature
 	}
@@ -254,18 +270,16 @@ func (r *run) apply(ctx context.Context, es *epochState) error {
 			continue
 		}
 		switch op.Kind {
-		case OpAdd, OpModify:
-			if err := r.addLesson(ctx, op.Domain, op.Text); err != nil {
+		case OpAdd:
+			if err := r.addLesson(ctx, op.Domain, op.Text, op.Key); err != nil {
 				return err
 			}
-			if op.Kind == OpModify {
-				if err := r.deleteLesson(ctx, op.Target); err != nil {
-					return err
-				}
-				es.Ops.Modify++
-			} else {
-				es.Ops.Add++
+			es.Ops.Add++
+		case OpModify:
+			if err := r.modifyLesson(ctx, op.Target, op.Text); err != nil {
+				return err
 			}
+			es.Ops.Modify++
 		case OpDelete:
 			if err := r.deleteLesson(ctx, op.Target); err != nil {
 				return err
@@ -287,15 +301,25 @@ func (r *run) apply(ctx context.Context, es *epochState) error {
 	return r.save()
 }
 
-// addLesson stores text; storing a text already there changes nothing, so
-// an operation repeated after a stop is harmless.
-func (r *run) addLesson(ctx context.Context, domain, text string) error {
+// addLesson stores text, keyed by the question it was learned from;
+// storing a text already there changes nothing, so an operation repeated
+// after a stop is harmless.
+func (r *run) addLesson(ctx context.Context, domain, text, key string) error {
 	cfg := r.o.cfg
 	_, _, err := cfg.Library.Add(ctx, store.Experience{
-		Text: text, Domain: domain, Confidence: cfg.Confidence, SourceModel: cfg.Model,
+		Text: text, Key: key, Domain: domain, Confidence: cfg.Confidence, SourceModel: cfg.Model,
 	})
 	if err != nil {
 		return fmt.Errorf("learn: adding a lesson: %w", err)
+	}
+	return nil
+}
+
+// modifyLesson moves lesson id, with its votes, to text; one already
+// gone was modified before a stop, and is not an error.
+func (r *run) modifyLesson(ctx context.Context, id, text string) error {
+	if _, err := r.o.cfg.Library.Modify(ctx, id, text); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("learn: modifying a lesson: %w", err)
 	}
 	return nil
 }
@@ -310,12 +334,11 @@ func (r *run) deleteLesson(ctx context.Context, id string) error {
 
 // batch samples and grades items (starting at index first of the epoch)
 // with the library as it is, and returns their stats and the operations
-// they ask for, deduplicated.
+// they ask for: conflicts resolved, then similar additions merged.
 func (r *run) batch(ctx context.Context, epoch, first int, items []Item) (epochState, []pendingOp, error) {
 	var bs epochState
 	var ops []pendingOp
 	seen := map[string]bool{}
-	touched := map[string]bool{} // targets of modify and delete
 	for i, it := range items {
 		res, err := r.step(ctx, it)
 		if err != nil {
@@ -341,19 +364,20 @@ func (r *run) batch(ctx context.Context, epoch, first int, items []Item) (epochS
 		bs.Tokens.plus(res.tokens)
 		for _, op := range res.ops {
 			op.ID = opID(epoch, first+i, op)
-			if seen[op.ID] {
-				continue
+			if !seen[op.ID] {
+				seen[op.ID] = true
+				ops = append(ops, op)
 			}
-			if op.Kind == OpModify || op.Kind == OpDelete {
-				if touched[op.Target] {
-					bs.Ops.Rejected++ // another item already changes it
-					continue
-				}
-				touched[op.Target] = true
-			}
-			seen[op.ID] = true
-			ops = append(ops, op)
 		}
+	}
+	ops, rejected := resolveConflicts(ops)
+	bs.Ops.Rejected += rejected
+	ops, mr, err := r.merge(ctx, epoch, first, ops)
+	bs.Tokens.plus(mr.tokens)
+	bs.BadReplies += mr.bad
+	bs.Ops.Rejected += mr.rejected
+	if err != nil {
+		return bs, nil, err
 	}
 	return bs, ops, nil
 }
@@ -402,7 +426,7 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 	}
 	wg.Wait()
 	for k := range answers {
-		res.tokens.add(usages[k])
+		res.tokens.call(usages[k])
 		if errs[k] != nil {
 			return res, fmt.Errorf("sampling: %w", errs[k])
 		}
@@ -410,7 +434,7 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 	res.grades = make([]float64, len(answers))
 	for k, a := range answers {
 		g, u, err := cfg.Grader.Grade(ctx, it.Query, it.GroundTruth, a)
-		res.tokens.add(u)
+		res.tokens.graded(u)
 		switch {
 		case errors.Is(err, ErrBadJudgeReply):
 			res.bad++
@@ -427,8 +451,12 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 		return res, nil
 	}
 	res.advantage = true
-	reply, u, err := cfg.Chat.Chat(ctx, advantageRequest(cfg.Model, it, shown, answers, res.grades))
-	res.tokens.add(u)
+	listed, err := r.groupLessons(ctx, it, shown)
+	if err != nil {
+		return res, err
+	}
+	reply, u, err := cfg.Chat.Chat(ctx, advantageRequest(cfg.Model, it, listed, len(shown), answers, res.grades))
+	res.tokens.call(u)
 	if err != nil {
 		return res, fmt.Errorf("group advantage: %w", err)
 	}
@@ -438,30 +466,54 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 		return res, nil
 	}
 	res.rejected = len(adv.Rejected)
-	byRef := make(map[string]library.Result, 2*len(shown))
-	for i, s := range shown {
+	byRef := make(map[string]library.Result, 2*len(listed))
+	for i, s := range listed {
 		byRef["E"+strconv.Itoa(i+1)] = s
 		byRef[s.ID] = s
 	}
+	changes := 0
 	for _, op := range adv.Ops {
-		p := pendingOp{Kind: op.Kind, Text: op.Text, Domain: r.domain(it)}
-		if op.Kind != OpAdd {
-			s, ok := byRef[strings.ToUpper(op.ID)]
-			if !ok {
-				s, ok = byRef[op.ID]
-			}
-			if !ok {
-				res.rejected++ // not a lesson the model was shown
-				continue
-			}
-			p.Target = s.ID
-			if op.Kind == OpModify {
-				p.Domain = s.Domain
-			}
+		p, ok := r.resolve(op, it, byRef)
+		if ok && p.Kind != OpKeep {
+			changes++
+			ok = changes <= MaxGroupOps
+		}
+		if !ok {
+			res.rejected++
+			continue
 		}
 		res.ops = append(res.ops, p)
 	}
 	return res, nil
+}
+
+// resolve turns an operation of the advantage reply into one to apply:
+// its target is a lesson the model was shown, and its text does not leak
+// the item's answer. A modify that leaves the text as it is is a keep.
+func (r *run) resolve(op Op, it Item, byRef map[string]library.Result) (pendingOp, bool) {
+	p := pendingOp{Kind: op.Kind, Text: op.Text, Domain: r.domain(it)}
+	if op.Text != "" && !r.o.cfg.AllowLeaks && Leaks(op.Text, it.GroundTruth) {
+		return p, false
+	}
+	if op.Kind == OpAdd {
+		p.Key = it.Query
+		return p, true
+	}
+	s, ok := byRef[strings.ToUpper(op.ID)]
+	if !ok {
+		s, ok = byRef[op.ID]
+	}
+	if !ok {
+		return p, false // not a lesson the model was shown
+	}
+	p.Target = s.ID
+	if op.Kind == OpModify {
+		p.Domain = s.Domain
+		if store.ExperienceID(s.Domain, op.Text) == s.ID {
+			p.Kind, p.Text = OpKeep, ""
+		}
+	}
+	return p, true
 }
 
 // prompt retrieves the lessons for it and builds the answering messages:
@@ -473,7 +525,7 @@ func (r *run) prompt(ctx context.Context, it Item) ([]library.Result, []Message,
 	if err != nil {
 		return nil, nil, fmt.Errorf("embedding the query: %w", err)
 	}
-	found, err := cfg.Library.Search(ctx, library.Query{Vector: c, K: cfg.TopK, Domain: r.domain(it), MinConfidence: cfg.MinConfidence})
+	found, err := cfg.Library.Search(ctx, library.Query{Vector: c, K: cfg.TopK, Domain: r.domain(it), MinConfidence: cfg.MinConfidence, WholeDomain: cfg.InjectWhole})
 	if errors.Is(err, library.ErrEmpty) || err == nil && len(found) == 0 {
 		return nil, []Message{user}, nil
 	}
@@ -501,40 +553,6 @@ func (r *run) prompt(ctx context.Context, it Item) ([]library.Result, []Message,
 	return shown, []Message{{Role: "system", Content: sys}, user}, nil
 }
 
-// AdvantagePrompt is the system message of the group-advantage request.
-// Its reply is parsed by ParseAdvantage.
-const AdvantagePrompt = "You improve a library of short lessons that is shown to a model before it answers questions. " +
-	"Nothing is trained: only the lessons change. You are given a question, its reference answer, the lessons the " +
-	"model was shown (labelled E1, E2, ...) and a group of the model's answers with their grades (0 wrong, 1 right). " +
-	"First summarise each answer in one short sentence. Then state what separated the better answers from the worse " +
-	"ones. Then turn that into operations on the library: \"add\" a general, self-contained lesson that would help on " +
-	"similar questions; \"modify\" a shown lesson (id = its label) to a better text; \"delete\" a shown lesson that " +
-	"misleads; \"keep\" a shown lesson that helped. Lessons are at most 400 characters; at most 8 operations. " +
-	"Reply with one JSON object and nothing else:\n" +
-	`{"summaries": ["<one per answer>"], "advantage": "<what separated better from worse>", ` +
-	`"operations": [{"op": "add", "text": "<lesson>"}, {"op": "modify", "id": "E1", "text": "<lesson>"}, ` +
-	`{"op": "delete", "id": "E2"}, {"op": "keep", "id": "E3"}]}`
-
-func advantageRequest(model string, it Item, shown []library.Result, answers []string, grades []float64) ChatRequest {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Question:\n%s\n\nReference answer:\n%s\n\nLessons shown:\n", clip(it.Query, maxShownRunes), clip(it.GroundTruth, maxShownRunes))
-	if len(shown) == 0 {
-		b.WriteString("(none)\n")
-	}
-	for i, s := range shown {
-		fmt.Fprintf(&b, "[E%d] %s\n", i+1, inject.Sanitize(s.Text, MaxLessonRunes))
-	}
-	b.WriteString("\nAnswers:\n")
-	for i, a := range answers {
-		fmt.Fprintf(&b, "<answer n=%d grade=%.2f>\n%s\n</answer>\n", i+1, grades[i], clip(a, maxShownRunes))
-	}
-	zero := 0.0
-	return ChatRequest{Model: model, Temperature: &zero, Messages: []Message{
-		{Role: "system", Content: AdvantagePrompt},
-		{Role: "user", Content: b.String()},
-	}}
-}
-
 // evaluate answers each held-out item once at temperature 0 with the
 // library as it is and returns the mean grade.
 func (r *run) evaluate(ctx context.Context, items []Item) (float64, Tokens, error) {
@@ -548,12 +566,12 @@ func (r *run) evaluate(ctx context.Context, items []Item) (float64, Tokens, erro
 			return 0, tok, fmt.Errorf("held-out item %d: %w", i+1, err)
 		}
 		a, u, err := cfg.Chat.Chat(ctx, ChatRequest{Model: cfg.Model, Messages: msgs, Temperature: &zero})
-		tok.add(u)
+		tok.call(u)
 		if err != nil {
 			return 0, tok, fmt.Errorf("held-out item %d: %w", i+1, err)
 		}
 		g, u, err := cfg.Grader.Grade(ctx, it.Query, it.GroundTruth, a)
-		tok.add(u)
+		tok.graded(u)
 		if err != nil && !errors.Is(err, ErrBadJudgeReply) {
 			return 0, tok, fmt.Errorf("held-out item %d: grading: %w", i+1, err)
 		}

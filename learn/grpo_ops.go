@@ -38,6 +38,9 @@ type Op struct {
 	Kind OpKind `json:"op"`
 	ID   string `json:"id,omitempty"`
 	Text string `json:"text,omitempty"`
+	// From names, in a merge reply's add, the proposals ("A1", ...) the
+	// lesson folds together.
+	From []string `json:"from,omitempty"`
 }
 
 // Advantage is the model's reply to the group-advantage prompt: the format
@@ -66,6 +69,12 @@ var ErrBadAdvantage = errors.New("learn: advantage reply is not the JSON object 
 // Rejected), as do operations past MaxOps. Texts are normalised with
 // store.NormalizeText. Whether ids exist is for the caller to check.
 func ParseAdvantage(reply string) (Advantage, error) {
+	return parseOps(reply, MaxOps)
+}
+
+// parseOps is ParseAdvantage with its own cap on operations (a merge
+// reply may hold one per proposal).
+func parseOps(reply string, maxOps int) (Advantage, error) {
 	if len(reply) > maxReplyBytes {
 		return Advantage{}, fmt.Errorf("%w: reply is %d bytes", ErrBadAdvantage, len(reply))
 	}
@@ -88,8 +97,8 @@ func ParseAdvantage(reply string) (Advantage, error) {
 		}
 		a := Advantage{Summaries: raw.Summaries, Advantage: raw.Advantage}
 		for n, m := range raw.Ops {
-			if len(a.Ops) == MaxOps {
-				a.Rejected = append(a.Rejected, fmt.Sprintf("operation %d: more than %d operations", n+1, MaxOps))
+			if len(a.Ops) == maxOps {
+				a.Rejected = append(a.Rejected, fmt.Sprintf("operation %d: more than %d operations", n+1, maxOps))
 				continue
 			}
 			op, err := parseOp(m)
@@ -127,8 +136,12 @@ func parseOp(m json.RawMessage) (Op, error) {
 		return Op{}, fmt.Errorf("%s needs a text", op.Kind)
 	case !needText && op.Text != "":
 		return Op{}, fmt.Errorf("%s takes no text", op.Kind)
+	case op.Kind != OpAdd && len(op.From) > 0:
+		return Op{}, fmt.Errorf("%s takes no from", op.Kind)
 	case utf8.RuneCountInString(op.Text) > MaxLessonRunes:
 		return Op{}, fmt.Errorf("text longer than %d characters", MaxLessonRunes)
+	case len(strings.Fields(op.Text)) > MaxLessonWords:
+		return Op{}, fmt.Errorf("text longer than %d words", MaxLessonWords)
 	case len(op.ID) > 80:
 		return Op{}, errors.New("id too long")
 	}

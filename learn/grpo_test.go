@@ -79,7 +79,9 @@ func (f *fakeLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.requests++
 	var answer string
-	if req.Messages[0].Content == AdvantagePrompt {
+	if req.Messages[0].Content == MergePrompt {
+		answer = identityMerge(req.Messages[len(req.Messages)-1].Content)
+	} else if req.Messages[0].Content == AdvantagePrompt {
 		f.advantages++
 		answer = f.advantage(req.Messages[len(req.Messages)-1].Content)
 	} else {
@@ -95,6 +97,16 @@ func (f *fakeLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	resp["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"] = answer
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
+}
+
+// identityMerge answers a merge request by keeping every proposal.
+func identityMerge(prompt string) string {
+	var ops []Op
+	for _, l := range regexp.MustCompile(`(?m)^\[A\d+\] (.*)$`).FindAllStringSubmatch(prompt, -1) {
+		ops = append(ops, Op{Kind: OpAdd, Text: l[1]})
+	}
+	b, _ := json.Marshal(map[string]any{"operations": ops})
+	return string(b)
 }
 
 func readAll(r *http.Request) ([]byte, error) {
@@ -207,6 +219,7 @@ func newHarness(t *testing.T) *harness {
 	return &harness{fake: fake, lib: lib, cfg: Config{
 		Chat: Backend{Router: router}, Library: lib,
 		Model: "fake-1", Grader: Contains{}, Batch: 4, Domain: "projects",
+		AllowLeaks: true, // this fake's lessons are the answers: a test of bookkeeping
 	}}
 }
 
@@ -261,27 +274,29 @@ func TestOptimizerLearns(t *testing.T) {
 		t.Errorf("no improvement: %+v", rep.Epochs)
 	}
 	// Alpha rewrites the misleading lesson; the French one, relevant to
-	// no question, never clears the relevance gate, so no group sees it
-	// (or deletes it); every item adds or rewrites once; every E99 is
-	// rejected.
-	wantOps := OpCounts{Add: 5, Modify: 1, Delete: 0, Rejected: 6}
+	// no question, never clears the relevance gate, so it is never
+	// injected, but the group step sees the whole library and deletes it
+	// (once: the batch's other deletes of it are the same operation);
+	// every item adds or rewrites once; every E99 is rejected.
+	wantOps := OpCounts{Add: 5, Modify: 1, Delete: 1, Rejected: 6}
 	if rep.Ops != wantOps || rep.Epochs[0].Ops != wantOps {
 		t.Errorf("operations %+v; want %+v", rep.Ops, wantOps)
 	}
 	if rep.Epochs[0].Groups != 6 || rep.Epochs[1].Groups != 0 || rep.Epochs[2].Groups != 0 {
 		t.Errorf("groups with advantage: %+v", rep.Epochs)
 	}
-	want := []string{"Always answer in French."}
+	var want []string
 	for _, it := range trainItems() {
 		want = append(want, fmt.Sprintf("The secret code of project %s is %s.", projectRE.FindStringSubmatch(it.Query)[1], it.GroundTruth))
 	}
 	slices.Sort(want)
-	if got := h.texts(t); !slices.Equal(got, want) || rep.LibrarySize != 7 {
+	if got := h.texts(t); !slices.Equal(got, want) || rep.LibrarySize != 6 {
 		t.Errorf("library (%d):\n%s\nwant:\n%s", rep.LibrarySize, strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	// Requests: 2 baseline + per epoch 30 samples + 2 held-out, + 6
-	// advantages; the fake bills 15 tokens each.
-	if n := h.fake.requests; n != 2+3*(30+2)+6 || rep.Tokens.Total != 15*n || rep.Tokens.Prompt != 10*n {
+	// advantages + 2 merges (one per batch of epoch 1); the fake bills 15
+	// tokens each.
+	if n := h.fake.requests; n != 2+3*(30+2)+6+2 || rep.Tokens.Calls != n || rep.Tokens.Total != 15*n || rep.Tokens.Prompt != 10*n {
 		t.Errorf("%d requests, tokens %+v", n, rep.Tokens)
 	}
 	if len(progress) != 6 || progress[0].Done != 4 || progress[1].Done != 6 || progress[5].Epoch != 3 ||
@@ -350,7 +365,7 @@ func TestOptimizerResumes(t *testing.T) {
 	if b, err := os.ReadFile(h.cfg.Checkpoint); err != nil || json.Unmarshal(b, &cp) != nil {
 		t.Fatalf("checkpoint: %v", err)
 	}
-	if cp.Epoch != 0 || cp.Next != 4 || len(cp.Pending) != 0 || len(cp.Applied) != 4 {
+	if cp.Epoch != 0 || cp.Next != 4 || len(cp.Pending) != 0 || len(cp.Applied) != 5 {
 		t.Errorf("checkpoint after batch 1: epoch %d next %d pending %d applied %d", cp.Epoch, cp.Next, len(cp.Pending), len(cp.Applied))
 	}
 	advantages := h.fake.advantages
@@ -406,6 +421,14 @@ func (f *failingLibrary) Add(ctx context.Context, e store.Experience) (store.Exp
 	return f.Library.Add(ctx, e)
 }
 
+func (f *failingLibrary) Modify(ctx context.Context, id, text string) (store.Experience, error) {
+	f.adds++
+	if f.adds == f.failAt {
+		return store.Experience{}, errors.New("disk on fire")
+	}
+	return f.Library.Modify(ctx, id, text)
+}
+
 func TestOptimizerResumesMidApply(t *testing.T) {
 	ref := newHarness(t)
 	want, err := runOptimizer(t, context.Background(), ref.cfg)
@@ -423,7 +446,7 @@ func TestOptimizerResumesMidApply(t *testing.T) {
 	if b, err := os.ReadFile(h.cfg.Checkpoint); err != nil || json.Unmarshal(b, &cp) != nil {
 		t.Fatalf("checkpoint: %v", err)
 	}
-	if len(cp.Pending) == 0 || len(cp.Applied) != 2 {
+	if len(cp.Pending) == 0 || len(cp.Applied) != 3 { // modify, delete, add; the next add fails
 		t.Errorf("checkpoint after a failed apply: pending %d applied %d", len(cp.Pending), len(cp.Applied))
 	}
 	h.cfg.Library = real
@@ -482,104 +505,4 @@ func TestReadDataset(t *testing.T) {
 			t.Errorf("ReadDataset error %v; want %q", err, want)
 		}
 	}
-}
-
-func TestParseAdvantage(t *testing.T) {
-	reply, err := os.ReadFile(filepath.Join("testdata", "grpo", "advantage_reply.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := ParseAdvantage(string(reply))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []Op{
-		{Kind: OpModify, ID: "E1", Text: "The secret code of project Alpha is ALPHA-731."},
-		{Kind: OpDelete, ID: "E2"},
-		{Kind: OpKeep, ID: "E3"},
-		{Kind: OpAdd, Text: "Quote a project's code exactly as recorded, letters and digits."},
-		{Kind: OpDelete, ID: "E99"},
-	}
-	if !slices.Equal(a.Ops, want) || len(a.Rejected) != 2 || len(a.Summaries) != 2 || a.Advantage == "" {
-		t.Errorf("ParseAdvantage = %+v", a)
-	}
-
-	long := strings.Repeat("x", MaxLessonRunes+1)
-	tests := []struct {
-		name     string
-		in       string
-		ops      int
-		rejected int
-		ok       bool
-	}{
-		{"bare", `{"operations":[{"op":"add","text":"t"}]}`, 1, 0, true},
-		{"after a stray brace", `I think {this} is it: {"operations":[{"op":"keep","id":"E1"}]}`, 1, 0, true},
-		{"empty operations", `{"summaries":[],"advantage":"none","operations":[]}`, 0, 0, true},
-		{"case and space", `{"operations":[{"op":" ADD ","text":"  t  "}]}`, 1, 0, true},
-		{"too long", `{"operations":[{"op":"add","text":"` + long + `"}]}`, 0, 1, true},
-		{"unknown field", `{"operations":[{"op":"add","text":"t","why":"x"}]}`, 0, 1, true},
-		{"missing id", `{"operations":[{"op":"delete"},{"op":"modify","text":"t"}]}`, 0, 2, true},
-		{"missing text", `{"operations":[{"op":"modify","id":"E1"},{"op":"add"}]}`, 0, 2, true},
-		{"extra text", `{"operations":[{"op":"delete","id":"E1","text":"t"}]}`, 0, 1, true},
-		{"not an object", `{"operations":[1,"add",null]}`, 0, 3, true},
-		{"too many", `{"operations":[` + strings.Repeat(`{"op":"keep","id":"E1"},`, MaxOps) + `{"op":"keep","id":"E1"}]}`, MaxOps, 1, true},
-		{"no operations key", `{"summaries":["a"]}`, 0, 0, false},
-		{"operations not an array", `{"operations":{"op":"add"}}`, 0, 0, false},
-		{"truncated", `{"operations":[{"op":"add","text":"t"}`, 0, 0, false},
-		{"prose", `Add a lesson about codes.`, 0, 0, false},
-		{"empty", ``, 0, 0, false},
-	}
-	for _, tt := range tests {
-		a, err := ParseAdvantage(tt.in)
-		if (err == nil) != tt.ok || len(a.Ops) != tt.ops || len(a.Rejected) != tt.rejected {
-			t.Errorf("%s: %d ops, %d rejected (%v), %v; want %d, %d, ok %v", tt.name, len(a.Ops), len(a.Rejected), a.Rejected, err, tt.ops, tt.rejected, tt.ok)
-		}
-		if err != nil && !errors.Is(err, ErrBadAdvantage) {
-			t.Errorf("%s: %v does not wrap ErrBadAdvantage", tt.name, err)
-		}
-	}
-}
-
-func FuzzParseAdvantage(f *testing.F) {
-	reply, err := os.ReadFile(filepath.Join("testdata", "grpo", "advantage_reply.txt"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(string(reply))
-	f.Add(`{"operations":[{"op":"add","text":"t"},{"op":"delete","id":"E1"}]}`)
-	f.Add(`x {"operations":[{"op":"modify","id":"E1","text":"t"}]} y`)
-	f.Add(`{"operations":[{"op":"keep"}]`)
-	f.Fuzz(func(t *testing.T, s string) {
-		a, err := ParseAdvantage(s)
-		if err != nil {
-			if len(a.Ops) != 0 {
-				t.Fatalf("ops with an error: %+v", a)
-			}
-			return
-		}
-		if len(a.Ops) > MaxOps {
-			t.Fatalf("%d ops", len(a.Ops))
-		}
-		for _, op := range a.Ops {
-			switch op.Kind {
-			case OpAdd:
-				if op.ID != "" || op.Text == "" {
-					t.Fatalf("bad add %+v", op)
-				}
-			case OpModify:
-				if op.ID == "" || op.Text == "" {
-					t.Fatalf("bad modify %+v", op)
-				}
-			case OpDelete, OpKeep:
-				if op.ID == "" || op.Text != "" {
-					t.Fatalf("bad %s %+v", op.Kind, op)
-				}
-			default:
-				t.Fatalf("unknown kind in %+v", op)
-			}
-			if len([]rune(op.Text)) > MaxLessonRunes || op.Text != store.NormalizeText(op.Text) {
-				t.Fatalf("text not capped or normalised: %q", op.Text)
-			}
-		}
-	})
 }

@@ -29,11 +29,29 @@ func (c *OpCounts) plus(d OpCounts) {
 	c.Rejected += d.Rejected
 }
 
-// Tokens sums the Usage reported by the backends.
+// Tokens is what a run cost: the chat calls it made (answers, group
+// advantages, merges, and judge calls that report usage) and the Usage
+// the backends reported for them.
 type Tokens struct {
+	Calls      int `json:"calls"`
 	Prompt     int `json:"prompt"`
 	Completion int `json:"completion"`
 	Total      int `json:"total"`
+}
+
+// call counts one chat call and its usage.
+func (t *Tokens) call(u Usage) {
+	t.Calls++
+	t.add(u)
+}
+
+// graded counts a grader's usage: a call when it reports any (a judge),
+// none for local graders.
+func (t *Tokens) graded(u Usage) {
+	if u != (Usage{}) {
+		t.Calls++
+	}
+	t.add(u)
 }
 
 func (t *Tokens) add(u Usage) {
@@ -43,6 +61,7 @@ func (t *Tokens) add(u Usage) {
 }
 
 func (t *Tokens) plus(d Tokens) {
+	t.Calls += d.Calls
 	t.Prompt += d.Prompt
 	t.Completion += d.Completion
 	t.Total += d.Total
@@ -78,6 +97,9 @@ type EpochReport struct {
 	MeanGrade        float64  `json:"mean_grade"`
 	MajorityAccuracy float64  `json:"majority_accuracy"`
 	HeldoutAccuracy  *float64 `json:"heldout_accuracy,omitempty"`
+	// HeldoutGain is HeldoutAccuracy less the run's HeldoutBaseline (the
+	// accuracy with the library as it was before the first epoch).
+	HeldoutGain *float64 `json:"heldout_gain,omitempty"`
 	// Groups is how many items' groups had differing grades (an advantage).
 	Groups int `json:"groups_with_advantage"`
 	// BadReplies counts advantage replies with no operations object and
@@ -108,8 +130,13 @@ func (r *run) report(items, heldout int) Report {
 		if e.Items == 0 && e.Heldout == nil {
 			continue
 		}
+		var gain *float64
+		if e.Heldout != nil && r.cp.HeldoutBaseline != nil {
+			gain = ptr(*e.Heldout - *r.cp.HeldoutBaseline)
+		}
 		rep.Epochs = append(rep.Epochs, EpochReport{
-			Epoch: i + 1, Items: e.Items,
+			HeldoutGain: gain,
+			Epoch:       i + 1, Items: e.Items,
 			MeanGrade:        e.GradeSum / float64(max(1, e.Samples)),
 			MajorityAccuracy: float64(e.MajorityRight) / float64(max(1, e.Items)),
 			HeldoutAccuracy:  e.Heldout, Groups: e.Groups, BadReplies: e.BadReplies,

@@ -144,7 +144,7 @@ func (l *Library) calibrate(ctx context.Context, st *state) error {
 		}
 		texts := make([]string, len(sample))
 		for i, e := range sample {
-			texts[i] = e.Text
+			texts[i] = KeyedText(e)
 		}
 		vs, err := l.vectors(ctx, st, texts)
 		if err != nil {

@@ -23,6 +23,13 @@ type Query struct {
 	// IncludeGated keeps the matches below the gate too, marked so (for
 	// showing what retrieval would do).
 	IncludeGated bool
+	// WholeDomain, when above K, injects a small domain whole: if no more
+	// than WholeDomain experiences pass the domain and confidence filters,
+	// every one of them that clears the gate is returned; a larger domain
+	// gets the best K. (A small library of merged rules is best shown
+	// entire, as Training-Free GRPO does; the gate still keeps out what
+	// is unrelated to the question.)
+	WholeDomain int
 }
 
 // NoGate is a MinRelevance that lets every match through.
@@ -76,13 +83,17 @@ func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
 	if q.K <= 0 {
 		q.K = 5
 	}
-	depth := max(q.K, bgDepth)
+	want := max(q.K, q.WholeDomain+1) // one more than whole tells a large domain
+	depth := max(want, bgDepth)
 	hits, err := st.idx.Search(ctx, gpuidx.Query{
 		Vector: q.Vector, K: depth, Domain: store.NormalizeDomain(q.Domain), MinConfidence: float32(q.MinConfidence),
-		Rerank: rerankDepth(q.K), // the background's ranks need no more
+		Rerank: rerankDepth(want), // the background's ranks need no more
 	})
 	if err != nil {
 		return nil, fmt.Errorf("library: search: %w", err)
+	}
+	if q.WholeDomain > q.K && len(hits) <= q.WholeDomain {
+		q.K = q.WholeDomain
 	}
 	ahits, err := p.anchors.Search(ctx, anchorQuery(q.Vector, bgDepth))
 	if err != nil {

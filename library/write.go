@@ -49,7 +49,7 @@ func (l *Library) AddMany(ctx context.Context, es []store.Experience) ([]store.E
 	cur, next := l.cur.Load(), l.next.Load()
 	texts := make([]string, len(fresh))
 	for j, i := range fresh {
-		texts[j] = es[i].Text
+		texts[j] = KeyedText(es[i])
 	}
 	es = append([]store.Experience(nil), es...) // the codes go on copies
 	var curCodes []compress.Code
@@ -93,6 +93,24 @@ func idsOf(es []store.Experience) []string {
 	out := make([]string, len(es))
 	for i, e := range es {
 		out[i] = e.ID
+	}
+	return out
+}
+
+// KeyedText is what an experience is embedded as: its text, after the
+// question it was learned from when it has one (store.Experience.Key), so
+// that one code answers to both.
+func KeyedText(e store.Experience) string {
+	if k := store.NormalizeText(e.Key); k != "" {
+		return k + "\n" + store.NormalizeText(e.Text)
+	}
+	return e.Text
+}
+
+func keyedTexts(es []store.Experience) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = KeyedText(e)
 	}
 	return out
 }

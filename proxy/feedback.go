@@ -26,7 +26,8 @@ const (
 	// HeaderCorrection gives the right answer for a graded trace:
 	// "<trace-id>=<percent-encoded text>".
 	HeaderCorrection = "X-DSO-Correction"
-	// HeaderVoter names the voter; honoured only with an admin key.
+	// HeaderVoter names the voter: outright with an admin key, or within
+	// the client's key when Options.TrustVoterHeader is set.
 	HeaderVoter = "X-DSO-Voter"
 	// HeaderFeedbackAccepted, HeaderFeedbackQueued and
 	// HeaderFeedbackRejected report what became of header feedback; the
@@ -57,23 +58,34 @@ var _ Grader = (*learn.Learner)(nil)
 // maxFeedbackEntries caps the grades one header may carry.
 const maxFeedbackEntries = 16
 
-// voter is the client's identity for voting: the hash of its key, or
-// X-DSO-Voter when an admin key allows it, or its address when there are
-// no keys at all.
+// voter is the client's identity for voting: the hash of its key, or its
+// address when there are no keys at all. X-DSO-Voter names the voter
+// outright with an admin key; with Options.TrustVoterHeader it names a
+// member within the client's own identity ("key:…/name:alice"), so a team
+// sharing one key votes as its members (and can retire a lesson), while
+// no header can speak for another key's voters or an admin-named one.
 func (s *Server) voter(r *http.Request) string {
 	key := presentedKey(r)
-	if v := r.Header.Get(HeaderVoter); v != "" && len(s.admin.digests) > 0 && s.admin.check(key) && len(v) <= 128 {
-		return "name:" + v
+	name := r.Header.Get(HeaderVoter)
+	named := name != "" && len(name) <= 128
+	if named && len(s.admin.digests) > 0 && s.admin.check(key) {
+		return "name:" + name
 	}
+	var id string
 	if key != "" {
 		d := sha256.Sum256([]byte(key))
-		return "key:" + hex.EncodeToString(d[:8])
+		id = "key:" + hex.EncodeToString(d[:8])
+	} else {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		id = "addr:" + host
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
+	if named && s.opts.TrustVoterHeader {
+		return id + "/name:" + name
 	}
-	return "addr:" + host
+	return id
 }
 
 // parseGrade accepts a number in [0,1] or thumbs up/down.

@@ -71,6 +71,9 @@ type Retrieval struct {
 	MinConfidence float64
 	MinScore      *float64
 	MaxTokens     int
+	// InjectWhole injects a domain of at most this many experiences whole,
+	// through the gate (library.Query.WholeDomain). Zero: off.
+	InjectWhole int
 	// NodeID is recorded on experiences created here.
 	NodeID string
 	// Models override injection settings by model pattern (first match).
@@ -342,7 +345,7 @@ func (s *Server) find(ctx context.Context, query string, st settings, includeGat
 		return nil, 0, reasonAlignError
 	}
 	t2 := time.Now()
-	q := library.Query{Vector: vec, K: st.topK, Domain: st.domain, MinConfidence: st.minConfidence, MinRelevance: st.minScore, IncludeGated: includeGated}
+	q := library.Query{Vector: vec, K: st.topK, Domain: st.domain, MinConfidence: st.minConfidence, MinRelevance: st.minScore, IncludeGated: includeGated, WholeDomain: s.opts.Retrieval.InjectWhole}
 	res, err := lib.Search(ctx, q)
 	s.observeStage(ctx, stageSearch, time.Since(t2))
 	switch {

@@ -61,6 +61,13 @@ type Options struct {
 	// AdminKeys, when non-empty, are required for the experience API
 	// instead of APIKeys.
 	AdminKeys []config.Secret
+	// TrustVoterHeader takes X-DSO-Voter from every client as the name of
+	// a voter within the client's key (or address): a team behind one
+	// shared key then counts as its members, as many voters as it names.
+	// Set it only where the clients, or a gateway in front that sets the
+	// header, are trusted not to invent voters. False: the header is
+	// honoured only with an admin key, and one key is one voter.
+	TrustVoterHeader bool
 	// Retrieval configures experience retrieval and injection; a nil
 	// Retrieval.Library disables it.
 	Retrieval Retrieval

@@ -121,7 +121,7 @@ func TestChangesRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO experiences (`+expColumns+`)
-		VALUES (?, 'gone', '', 0.5, 'active', '', '', '', NULL, '', 1, 1)`, ExperienceID("", "gone")); err != nil {
+		VALUES (?, 'gone', '', 0.5, 'active', '', '', '', NULL, '', 1, 1, 0.5, '')`, ExperienceID("", "gone")); err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(); err != nil {

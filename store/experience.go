@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-const expColumns = `id, text, domain, confidence, status, source_model, source_node, trace_id, code, space, created_at, updated_at`
+const expColumns = `id, text, domain, confidence, status, source_model, source_node, trace_id, code, space, created_at, updated_at, prior, key_text`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -17,7 +17,7 @@ func scanExperience(sc scanner) (Experience, error) {
 	var created, updated int64
 	var status string
 	if err := sc.Scan(&e.ID, &e.Text, &e.Domain, &e.Confidence, &status, &e.SourceModel,
-		&e.SourceNode, &e.TraceID, &e.Code, &e.Space, &created, &updated); err != nil {
+		&e.SourceNode, &e.TraceID, &e.Code, &e.Space, &created, &updated, &e.Prior, &e.Key); err != nil {
 		return Experience{}, err
 	}
 	e.Status = Status(status)
@@ -66,14 +66,14 @@ func (s *SQLite) PutExperiences(ctx context.Context, es []Experience) ([]Experie
 	created := make([]bool, len(es))
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
 		ins, err := tx.PrepareContext(ctx, `INSERT INTO experiences (`+expColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
 		if err != nil {
 			return err
 		}
 		defer ins.Close()
 		for i, e := range prepared {
 			res, err := ins.ExecContext(ctx, e.ID, e.Text, e.Domain, e.Confidence, string(e.Status), e.SourceModel, e.SourceNode,
-				e.TraceID, e.Code, e.Space, toNanos(now), toNanos(now))
+				e.TraceID, e.Code, e.Space, toNanos(now), toNanos(now), e.Prior, e.Key)
 			if err != nil {
 				return err
 			}

@@ -107,6 +107,14 @@ var migrations = []string{
 		space         TEXT NOT NULL,
 		code          BLOB NOT NULL
 	) WITHOUT ROWID;`,
+	// 7: each experience keeps the confidence it was created with, which
+	// votes smooth toward (before this, the current confidence was used, so
+	// each rescore compounded the last); older rows take their current
+	// confidence, the best guess left. And a lesson may keep the question
+	// it was learned from (key_text), embedded with its text.
+	`ALTER TABLE experiences ADD COLUMN prior REAL NOT NULL DEFAULT 0;
+	UPDATE experiences SET prior = confidence;
+	ALTER TABLE experiences ADD COLUMN key_text TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrate brings db to len(steps) in one transaction.

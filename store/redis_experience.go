@@ -39,7 +39,7 @@ func (r *Redis) PutExperiences(ctx context.Context, es []Experience) ([]Experien
 	// The script stamps now from its ARGV[3]; keep the records in step.
 	now = time.Unix(0, now.UnixNano()).UTC()
 	prepared := make([]Experience, len(es))
-	args := make([]any, 0, 10*len(es))
+	args := make([]any, 0, 12*len(es))
 	for i, e := range es {
 		e, err := e.prepare()
 		if err != nil {
@@ -53,7 +53,7 @@ func (r *Redis) PutExperiences(ctx context.Context, es []Experience) ([]Experien
 		}
 		prepared[i] = e
 		args = append(args, e.ID, e.Text, e.Domain, fmtFloat(e.Confidence), string(e.Status),
-			e.SourceModel, e.SourceNode, e.TraceID, e.Code, e.Space)
+			e.SourceModel, e.SourceNode, e.TraceID, e.Code, e.Space, fmtFloat(e.Prior), e.Key)
 	}
 	v, err := r.runAt(ctx, "put experiences", luaPutExperiences, now, args...)
 	if err != nil {
@@ -106,6 +106,12 @@ func decodeExperience(id string, m map[string]string) (Experience, error) {
 	var err error
 	if e.Confidence, err = strconv.ParseFloat(m["confidence"], 64); err != nil {
 		return Experience{}, fmt.Errorf("experience %.16s: confidence: %w", id, err)
+	}
+	e.Key, e.Prior = m["key"], e.Confidence // records written before priors: as SQLite's migration 7
+	if p, ok := m["prior"]; ok {
+		if e.Prior, err = strconv.ParseFloat(p, 64); err != nil {
+			return Experience{}, fmt.Errorf("experience %.16s: prior: %w", id, err)
+		}
 	}
 	c, err1 := strconv.ParseInt(m["created_at"], 10, 64)
 	u, err2 := strconv.ParseInt(m["updated_at"], 10, 64)

@@ -54,11 +54,11 @@ local function isactive(k) return redis.call('HGET', k, 'status') == 'active' en
 func script(body string) *redis.Script { return redis.NewScript(luaPrelude + body) }
 
 // ARGV[4:]: per experience id, text, domain, confidence, status,
-// source_model, source_node, trace_id, code, space. Returns 1 per
+// source_model, source_node, trace_id, code, space, prior, key. Returns 1 per
 // experience created, 0 per one already stored.
 var luaPutExperiences = script(`
 local out = {}
-for i = 4, #ARGV, 10 do
+for i = 4, #ARGV, 12 do
   local id = ARGV[i]
   local k = p .. 'exp:' .. id
   if redis.call('EXISTS', k) == 1 then
@@ -66,7 +66,7 @@ for i = 4, #ARGV, 10 do
   else
     redis.call('HSET', k, 'text', ARGV[i+1], 'domain', ARGV[i+2], 'confidence', ARGV[i+3], 'status', ARGV[i+4],
       'source_model', ARGV[i+5], 'source_node', ARGV[i+6], 'trace_id', ARGV[i+7], 'code', ARGV[i+8],
-      'space', ARGV[i+9], 'created_at', now, 'updated_at', now)
+      'space', ARGV[i+9], 'prior', ARGV[i+10], 'key', ARGV[i+11], 'created_at', now, 'updated_at', now)
     redis.call('ZADD', p .. 'exps', 0, id)
     reindex(id, false, ARGV[i+9], ARGV[i+4] == 'active')
     logchange(id)

@@ -62,11 +62,21 @@ type Experience struct {
 	ID string
 	// Text is the lesson, normalised by NormalizeText on write.
 	Text string
+	// Key is the question the lesson was learned from, if any, normalised
+	// like Text: the library embeds it together with Text, so the lesson
+	// is found by questions like the one it came from as well as by its own
+	// words. It is not part of the id.
+	Key string
 	// Domain is a short topic label such as "code/go", normalised by
 	// NormalizeDomain on write. It may be empty.
 	Domain string
 	// Confidence is in [0, 1].
 	Confidence float64
+	// Prior is the confidence the experience was created with, in [0, 1]:
+	// votes smooth its confidence toward this, not toward the current one,
+	// so repeated rescoring does not compound. Zero on write means
+	// Confidence; updates never change it.
+	Prior float64
 	// Status is active or retired; empty means active on write.
 	Status Status
 	// SourceModel is the model whose answer this was distilled from.
@@ -182,6 +192,7 @@ func ExperienceID(domain, text string) string {
 func (e Experience) prepare() (Experience, error) {
 	e.Domain = NormalizeDomain(e.Domain)
 	e.Text = NormalizeText(e.Text)
+	e.Key = NormalizeText(e.Key)
 	if e.Status == "" {
 		e.Status = StatusActive
 	}
@@ -191,12 +202,20 @@ func (e Experience) prepare() (Experience, error) {
 		return e, fmt.Errorf("%w: empty text", ErrInvalid)
 	case len(e.Text) > MaxTextBytes:
 		return e, fmt.Errorf("%w: text is %d bytes, max %d", ErrInvalid, len(e.Text), MaxTextBytes)
+	case len(e.Key) > MaxTextBytes:
+		return e, fmt.Errorf("%w: key is %d bytes, max %d", ErrInvalid, len(e.Key), MaxTextBytes)
 	case len(e.Domain) > MaxDomainBytes:
 		return e, fmt.Errorf("%w: domain is %d bytes, max %d", ErrInvalid, len(e.Domain), MaxDomainBytes)
 	case e.ID != "" && e.ID != id:
 		return e, fmt.Errorf("%w: id %.16s… is not the content hash of domain and text", ErrInvalid, e.ID)
 	}
 	if err := checkConfidence(e.Confidence); err != nil {
+		return e, err
+	}
+	if e.Prior == 0 {
+		e.Prior = e.Confidence
+	}
+	if err := checkConfidence(e.Prior); err != nil {
 		return e, err
 	}
 	if err := checkStatus(e.Status); err != nil {

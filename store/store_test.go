@@ -553,8 +553,8 @@ func TestMigrateFromV1(t *testing.T) {
 	if v, err := s.SchemaVersion(ctx); err != nil || v != len(migrations) {
 		t.Errorf("SchemaVersion = %d, %v; want %d", v, err, len(migrations))
 	}
-	if e, err := s.GetExperience(ctx, id); err != nil || e.Text != "from v1" || e.Space != "" {
-		t.Errorf("v1 row after migration = %+v, %v", e, err)
+	if e, err := s.GetExperience(ctx, id); err != nil || e.Text != "from v1" || e.Space != "" || e.Prior != 0.5 || e.Key != "" {
+		t.Errorf("v1 row after migration = %+v, %v (migration 7: prior from confidence, no key)", e, err)
 	}
 	// A v1 code was made in its source model's space: migration 4 says so.
 	if e, err := s.GetExperience(ctx, coded); err != nil || e.Space != "nomic-embed-text" || len(e.Code) != CodeSize {

@@ -23,10 +23,14 @@ func init() {
 
 // record is one experience in the JSONL exchange format.
 type record struct {
-	ID          string    `json:"id,omitempty"`
-	Text        string    `json:"text"`
-	Domain      string    `json:"domain,omitempty"`
-	Confidence  *float64  `json:"confidence,omitempty"`
+	ID         string   `json:"id,omitempty"`
+	Text       string   `json:"text"`
+	Domain     string   `json:"domain,omitempty"`
+	Confidence *float64 `json:"confidence,omitempty"`
+	// Prior is the confidence votes smooth toward (default: confidence);
+	// Key the question the lesson was learned from, embedded with it.
+	Prior       float64   `json:"prior,omitempty"`
+	Key         string    `json:"key,omitempty"`
 	Status      string    `json:"status,omitempty"`
 	SourceModel string    `json:"source_model,omitempty"`
 	SourceNode  string    `json:"source_node,omitempty"`
@@ -118,8 +122,12 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	err = st.EachExperience(ctx, func(e store.Experience) error {
 		n++
 		conf := e.Confidence
+		prior := e.Prior // written only where votes moved the confidence from it
+		if prior == conf {
+			prior = 0
+		}
 		return enc.Encode(record{
-			ID: e.ID, Text: e.Text, Domain: e.Domain, Confidence: &conf, Status: string(e.Status),
+			ID: e.ID, Text: e.Text, Domain: e.Domain, Confidence: &conf, Prior: prior, Key: e.Key, Status: string(e.Status),
 			SourceModel: e.SourceModel, SourceNode: e.SourceNode, TraceID: e.TraceID, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
 		})
 	})
@@ -183,7 +191,7 @@ func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		batch := recs[start:min(len(recs), start+importBatch)]
 		es := make([]store.Experience, len(batch))
 		for i, r := range batch {
-			es[i] = store.Experience{Text: r.Text, Domain: r.Domain, Confidence: *r.Confidence, Status: store.Status(r.Status),
+			es[i] = store.Experience{Text: r.Text, Key: r.Key, Domain: r.Domain, Confidence: *r.Confidence, Prior: r.Prior, Status: store.Status(r.Status),
 				SourceModel: r.SourceModel, SourceNode: r.SourceNode, TraceID: r.TraceID}
 			if es[i].SourceNode == "" {
 				es[i].SourceNode = cfg.NodeID
@@ -227,6 +235,9 @@ func readRecords(r io.Reader) ([]record, error) {
 			rec.Confidence = &c
 		} else if *rec.Confidence < 0 || *rec.Confidence > 1 {
 			errs = append(errs, fmt.Errorf("line %d: confidence must be between 0 and 1", line))
+		}
+		if rec.Prior < 0 || rec.Prior > 1 {
+			errs = append(errs, fmt.Errorf("line %d: prior must be between 0 and 1", line))
 		}
 		if rec.Status != "" && !store.Status(rec.Status).Valid() {
 			errs = append(errs, fmt.Errorf("line %d: status must be active or retired", line))

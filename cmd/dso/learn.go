@@ -28,11 +28,19 @@ separated the better answers from the worse, as lessons to add, modify or
 delete. No weights change. Progress goes to standard error, one line per
 batch; the report, as JSON, to standard output.
 
+Held-out items should not be rewordings of training items: what they
+measure is whether the lessons transfer. The default grader (final) checks
+the answer's final answer (\boxed{...}, an "answer:" line or the last line),
+numbers within a tolerance; free-form ground truths get an LLM judge.
+Lessons that state an item's answer are rejected.
+
 Training accuracy is measured on the answers sampled during each epoch:
 mean_grade is the mean grade of all answers, majority_accuracy the fraction
 of items more than half of whose answers grade at least 0.5. Held-out
 accuracy is the mean grade of one answer per held-out item at temperature 0,
-with the library as it is after the epoch.
+with the library as it is after the epoch, reported beside the baseline
+(before the first epoch, with the library as it was) and the run's cost
+(chat calls and tokens), also summarised on standard error at the end.
 
 With --checkpoint, the run's state is saved after each batch; running the
 same command again resumes it without repeating applied operations.
@@ -60,7 +68,7 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	temperature := fs.Float64("temperature", learn.DefaultTemperature, "sampling temperature of the group")
 	epochs := fs.Int("epochs", learn.DefaultEpochs, "passes over the dataset")
 	batch := fs.Int("batch", learn.DefaultBatch, "queries per batch (one library update and checkpoint each)")
-	grader := fs.String("grader", "exact", "exact, numeric[:TOL], contains, regex (ground truth is the pattern) or llm[:JUDGE_MODEL]")
+	grader := fs.String("grader", "", "final[:TOL], exact, numeric[:TOL], contains, regex (ground truth is the pattern) or llm[:JUDGE_MODEL]; default final when every ground truth is short, else llm")
 	checkpoint := fs.String("checkpoint", "", "checkpoint file to save to and resume from")
 	domain := fs.String("domain", "", "domain of items that name none")
 	confidence := fs.Float64("confidence", learn.DefaultLessonConfidence, "confidence of the lessons added")
@@ -90,6 +98,9 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	chat := learn.Backend{Router: router}
+	if *grader == "" {
+		*grader = learn.DefaultGraderSpec(train)
+	}
 	g, err := learn.ParseGrader(*grader, chat, *model)
 	if err != nil {
 		return err
@@ -110,11 +121,11 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	opt, err := learn.NewOptimizer(learn.Config{
 		Chat: chat, Library: lib, Model: *model, Grader: g,
 		Group: *group, Temperature: *temperature, Epochs: *epochs, Batch: *batch,
-		TopK: cfg.Retrieval.TopK, MinConfidence: cfg.Retrieval.MinConfidence, MaxTokens: cfg.Retrieval.MaxTokens,
+		TopK: cfg.Retrieval.TopK, MinConfidence: cfg.Retrieval.MinConfidence, MaxTokens: cfg.Retrieval.MaxTokens, InjectWhole: cfg.Retrieval.InjectWhole,
 		Domain: *domain, Confidence: *confidence, Checkpoint: *checkpoint,
 		Progress: func(p learn.Progress) {
-			fmt.Fprintf(stderr, "epoch %d/%d: %d/%d items, batch mean grade %.3f, ops +%d ~%d -%d (%d rejected), library %d, tokens %d\n",
-				p.Epoch, p.Epochs, p.Done, p.Items, p.MeanGrade, p.Ops.Add, p.Ops.Modify, p.Ops.Delete, p.Ops.Rejected, p.LibrarySize, p.Tokens.Total)
+			fmt.Fprintf(stderr, "epoch %d/%d: %d/%d items, batch mean grade %.3f, ops +%d ~%d -%d (%d rejected), library %d, calls %d, tokens %d\n",
+				p.Epoch, p.Epochs, p.Done, p.Items, p.MeanGrade, p.Ops.Add, p.Ops.Modify, p.Ops.Delete, p.Ops.Rejected, p.LibrarySize, p.Tokens.Calls, p.Tokens.Total)
 		},
 	})
 	if err != nil {
@@ -127,9 +138,26 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return err
 	}
+	summarize(stderr, rep)
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(rep)
+}
+
+// summarize writes the run's transfer and cost in one line each: held-out
+// accuracy per epoch beside the no-library baseline.
+func summarize(w io.Writer, rep learn.Report) {
+	if rep.HeldoutBaseline != nil {
+		fmt.Fprintf(w, "held-out accuracy (%d items): baseline %.3f", rep.HeldoutItems, *rep.HeldoutBaseline)
+		for _, e := range rep.Epochs {
+			if e.HeldoutAccuracy != nil {
+				fmt.Fprintf(w, ", epoch %d %.3f (%+.3f)", e.Epoch, *e.HeldoutAccuracy, *e.HeldoutGain)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "cost: %d calls, %d tokens (%d prompt, %d completion); library %d lessons\n",
+		rep.Tokens.Calls, rep.Tokens.Total, rep.Tokens.Prompt, rep.Tokens.Completion, rep.LibrarySize)
 }
 
 func readDatasetFile(path string) ([]learn.Item, error) {

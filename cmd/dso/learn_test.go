@@ -17,10 +17,11 @@ import (
 	"github.com/dso-proxy/dso/learn"
 )
 
-// fakeProjectLLM speaks the OpenAI chat format. It knows a project's code
-// only when a message carries it; otherwise one sampled answer in five
-// (temperature > 0) remembers it. Asked for the group advantage, it adds a
-// lesson with the code from the reference answer.
+// fakeProjectLLM speaks the OpenAI chat format. A project's code is its
+// name in capitals followed by -7, and it can say so only when a message
+// carries that rule (never a code: the held-out projects are not trained
+// on); otherwise one sampled answer in five (temperature > 0) recalls it.
+// Asked for the group advantage, it adds the rule.
 type fakeProjectLLM struct {
 	mu       sync.Mutex
 	counts   map[string]int
@@ -28,6 +29,8 @@ type fakeProjectLLM struct {
 }
 
 var learnProjectRE = regexp.MustCompile(`project (\w+)`)
+
+const projectRule = "A project's code is the project's name in capital letters followed by -7."
 
 func (f *fakeProjectLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var req struct {
@@ -40,6 +43,14 @@ func (f *fakeProjectLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	last := req.Messages[len(req.Messages)-1].Content
+	if req.Messages[0].Content == learn.MergePrompt { // the proposals are one rule
+		f.mu.Lock()
+		f.requests++
+		f.mu.Unlock()
+		op, _ := json.Marshal(map[string]any{"operations": []learn.Op{{Kind: learn.OpAdd, Text: projectRule}}})
+		writeChat(w, req.Model, string(op))
+		return
+	}
 	name := learnProjectRE.FindStringSubmatch(last)[1]
 	code := strings.ToUpper(name) + "-7"
 	f.mu.Lock()
@@ -48,9 +59,9 @@ func (f *fakeProjectLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	answer := "I guess " + strings.ToUpper(name) + "-0."
 	switch {
 	case req.Messages[0].Content == learn.AdvantagePrompt:
-		op, _ := json.Marshal(map[string]any{"operations": []learn.Op{{Kind: learn.OpAdd, Text: fmt.Sprintf("Project %s's code is %s.", name, code)}}})
+		op, _ := json.Marshal(map[string]any{"operations": []learn.Op{{Kind: learn.OpAdd, Text: projectRule}}})
 		answer = string(op)
-	case strings.Contains(req.Messages[0].Content, code):
+	case strings.Contains(req.Messages[0].Content, projectRule):
 		answer = "It is " + code + "."
 	case req.Temperature > 0:
 		f.counts[name]++
@@ -58,8 +69,12 @@ func (f *fakeProjectLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			answer = "It is " + code + "."
 		}
 	}
+	writeChat(w, req.Model, answer)
+}
+
+func writeChat(w http.ResponseWriter, model, answer string) {
 	json.NewEncoder(w).Encode(map[string]any{
-		"id": "x", "object": "chat.completion", "model": req.Model,
+		"id": "x", "object": "chat.completion", "model": model,
 		"choices": []any{map[string]any{"index": 0, "message": map[string]string{"role": "assistant", "content": answer}, "finish_reason": "stop"}},
 		"usage":   map[string]int{"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
 	})
@@ -74,7 +89,9 @@ func TestLearnCommand(t *testing.T) {
 	for _, n := range []string{"Red", "Green", "Blue", "Cyan", "Magenta", "Yellow"} {
 		fmt.Fprintf(&train, `{"query":"What is the code of project %s?","ground_truth":"%s-7"}`+"\n", n, strings.ToUpper(n))
 	}
-	held.WriteString(`{"query":"Tell me the code of project Blue.","ground_truth":"BLUE-7"}` + "\n")
+	for _, n := range []string{"Orange", "Purple"} { // projects never trained on
+		fmt.Fprintf(&held, `{"query":"Tell me the code of project %s, please.","ground_truth":"%s-7"}`+"\n", n, strings.ToUpper(n))
+	}
 	trainFile, heldFile := filepath.Join(dir, "train.jsonl"), filepath.Join(dir, "held.jsonl")
 	os.WriteFile(trainFile, []byte(train.String()), 0o600)
 	os.WriteFile(heldFile, []byte(held.String()), 0o600)
@@ -82,7 +99,7 @@ func TestLearnCommand(t *testing.T) {
 	var out, errb bytes.Buffer
 	args := []string{"learn", "--dataset", trainFile, "--heldout", heldFile, "--model", "fake-1",
 		"--backend", "openai:" + srv.URL, "--embedder", "hash:256", "--data", filepath.Join(dir, "data"),
-		"--batch", "3", "--grader", "contains", "--domain", "projects", "--checkpoint", filepath.Join(dir, "cp.json")}
+		"--batch", "3", "--domain", "projects", "--checkpoint", filepath.Join(dir, "cp.json")}
 	if code := run(context.Background(), args, &out, &errb); code != 0 {
 		t.Fatalf("learn: %d\n%s", code, errb.String())
 	}
@@ -95,13 +112,18 @@ func TestLearnCommand(t *testing.T) {
 		means = append(means, e.MeanGrade)
 		held2 = append(held2, *e.HeldoutAccuracy)
 	}
-	if fmt.Sprint(means) != "[0.2 1 1]" || fmt.Sprint(held2) != "[1 1 1]" || *rep.HeldoutBaseline != 0 {
+	// Epoch 1: the first batch recalls one answer in five (0.2), the
+	// second has the rule (1). The held-out projects, never trained on, go
+	// from the baseline 0 to 1 by the rule alone.
+	if fmt.Sprint(means) != "[0.6 1 1]" || fmt.Sprint(held2) != "[1 1 1]" || *rep.HeldoutBaseline != 0 {
 		t.Errorf("mean grades %v, held-out %v (baseline %v)\n%s", means, held2, *rep.HeldoutBaseline, out.String())
 	}
-	if rep.LibrarySize != 6 || rep.Ops != (learn.OpCounts{Add: 6}) || rep.Tokens.Total != 5*fake.requests {
+	// One rule learned: proposed by each group of the first batch, merged
+	// into one; the second batch has it already.
+	if rep.LibrarySize != 1 || rep.Ops != (learn.OpCounts{Add: 1}) || rep.Tokens.Total != 5*fake.requests {
 		t.Errorf("library %d, ops %+v, tokens %+v for %d requests", rep.LibrarySize, rep.Ops, rep.Tokens, fake.requests)
 	}
-	if lines := strings.Count(errb.String(), "\n"); lines != 6 || !strings.Contains(errb.String(), "epoch 1/3: 3/6 items, batch mean grade 0.200, ops +3") {
+	if lines := strings.Count(errb.String(), "\nepoch ") + 1; lines != 6 || !strings.Contains(errb.String(), "held-out accuracy (2 items): baseline 0.000, epoch 1 1.000 (+1.000)") || !strings.Contains(errb.String(), "epoch 1/3: 3/6 items, batch mean grade 0.200, ops +1") {
 		t.Errorf("progress:\n%s", errb.String())
 	}
 

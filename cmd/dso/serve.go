@@ -110,7 +110,8 @@ Config file (every field optional):
     embedding_model: nomic-embed-text  # the model of "backend" (then the default embedder)
     budget: 250ms                # past it, requests go on without injection
     top_k: 5
-    min_confidence: 0
+    inject_whole: 0              # a domain of at most this many is injected whole (gated); 0 = off
+    min_confidence: 0.3          # not injected below it (negative: no floor)
     min_score: 0.2               # relevance needed to inject; unset = calibrated gate
     max_tokens: 1024             # size of the injected note
     seed: 0                      # canonical lift seed; same on every node
@@ -266,6 +267,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		Retrieval:        rt,
 		Learner:          grader(learner),
 		OpenLibrary:      libraryOpen(addr, cfg),
+		TrustVoterHeader: cfg.TrustVoterHeader,
 	})
 	defer srv.Close() // after Shutdown: stores the traces still queued
 	if learner != nil {
@@ -439,7 +441,7 @@ func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Rou
 		"moving_to", lib.Moving(), "to_reembed", lib.Stale())
 	warnSpaceUse(cfg, lib.Space(), log)
 	return proxy.Retrieval{
-		Library: lib, Budget: rc.Budget, TopK: rc.TopK, MinConfidence: rc.MinConfidence, MinScore: rc.MinScore,
+		Library: lib, Budget: rc.Budget, TopK: rc.TopK, MinConfidence: rc.MinConfidence, MinScore: rc.MinScore, InjectWhole: rc.InjectWhole,
 		MaxTokens: rc.MaxTokens, NodeID: cfg.NodeID, Models: rc.Models,
 	}, closeAll, nil
 }

@@ -87,6 +87,7 @@ func Run(t *testing.T, open Open) {
 		{"Feedback", testFeedback},
 		{"Traces", testTraces},
 		{"ListTraces", testListTraces},
+		{"PriorAndKey", testPriorAndKey},
 		{"Changes", testChanges},
 		{"ChangesPruned", testChangesPruned},
 	} {

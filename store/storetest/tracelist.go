@@ -86,3 +86,38 @@ func listedIDs(ts []store.ListedTrace) []string {
 	}
 	return ids
 }
+
+// An experience keeps its key (the question it was learned from) and its
+// prior (the confidence it was created with, by default its confidence).
+func testPriorAndKey(t *testing.T, open Open) {
+	ctx := context.Background()
+	s := open(t, Options{})
+	a, _, err := s.PutExperience(ctx, store.Experience{Text: "Convert inches by 2.54.", Key: "How many cm is 3 inches?", Confidence: 0.7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := s.PutExperience(ctx, store.Experience{Text: "Miles are 1.609 km.", Confidence: 0.9, Prior: 0.4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := 0.2
+	if _, err := s.UpdateExperience(ctx, a.ID, store.Update{Confidence: &conf}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetExperiences(ctx, []string{a.ID, b.ID})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("%d experiences, %v", len(got), err)
+	}
+	for _, e := range got {
+		switch e.ID {
+		case a.ID:
+			if e.Key != "How many cm is 3 inches?" || e.Prior != 0.7 || e.Confidence != conf {
+				t.Errorf("a: key %q prior %v confidence %v; want its key, prior 0.7, confidence %v", e.Key, e.Prior, e.Confidence, conf)
+			}
+		case b.ID:
+			if e.Key != "" || e.Prior != 0.4 {
+				t.Errorf("b: key %q prior %v; want none and 0.4", e.Key, e.Prior)
+			}
+		}
+	}
+}
