@@ -89,3 +89,51 @@ func TestRedisUnavailable(t *testing.T) {
 		t.Errorf("open with a bad URL: %v; want an error without the password", err)
 	}
 }
+
+// Replicas sharing a Redis store each distil different feedback: what one
+// is given is claimed, the other is not given it, and if the first never
+// marks it (it died) it is given out again once its lease is over.
+func TestRedisFeedbackClaimedOnce(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	clk := storetest.NewClock()
+	open := func() *store.Redis {
+		s, err := store.OpenRedis(ctx, srv.URL(), store.RedisOptions{Prefix: "claim:", Clock: clk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(), open()
+	for _, v := range []string{"v1", "v2", "v3"} {
+		if err := a.RecordFeedback(ctx, store.Feedback{TraceID: "tr", Voter: v, Grade: 1}, true, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gotA, err := a.PendingFeedback(ctx, 2)
+	if err != nil || len(gotA) != 2 {
+		t.Fatalf("replica A claimed %d, %v; want 2", len(gotA), err)
+	}
+	gotB, err := b.PendingFeedback(ctx, 10)
+	if err != nil || len(gotB) != 1 || gotB[0].Voter == gotA[0].Voter || gotB[0].Voter == gotA[1].Voter {
+		t.Fatalf("replica B claimed %+v, %v; want only the one A was not given", gotB, err)
+	}
+	if err := b.MarkFeedback(ctx, gotB[0].TraceID, gotB[0].Voter, gotB[0].UpdatedAt, store.FeedbackDone); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := b.PendingFeedback(ctx, 10); err != nil || len(again) != 0 {
+		t.Fatalf("within the lease B was given %d more, %v; want none", len(again), err)
+	}
+	// A dies holding two; after the lease they go to B, and only they.
+	clk.Advance(store.FeedbackLease + time.Second)
+	again, err := b.PendingFeedback(ctx, 10)
+	if err != nil || len(again) != 2 {
+		t.Fatalf("after A's lease B was given %d, %v; want A's 2", len(again), err)
+	}
+	for _, fb := range again {
+		if fb.Voter == gotB[0].Voter {
+			t.Errorf("feedback marked done was given out again: %+v", fb)
+		}
+	}
+}

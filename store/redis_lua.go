@@ -198,6 +198,17 @@ end
 return 1
 `)
 
+// ARGV[4:]: now in ms, the lease in ms, how many. Claims up to that many
+// feedback records whose time has come, oldest first, by moving each one's
+// time to the lease's end; returns their members.
+var luaClaimFeedback = script(`
+local z = p .. 'fbpending'
+local at = tonumber(ARGV[4])
+local ms = redis.call('ZRANGEBYSCORE', z, '-inf', at, 'LIMIT', 0, tonumber(ARGV[6]))
+for _, m in ipairs(ms) do redis.call('ZADD', z, 'XX', at + tonumber(ARGV[5]), m) end
+return ms
+`)
+
 // ARGV[4:]: member, the updated_at read, new state.
 var luaMarkFeedback = script(`
 local k = p .. 'fb:' .. ARGV[4]

@@ -120,20 +120,36 @@ func (r *Redis) RecordFeedback(ctx context.Context, fb Feedback, up bool, experi
 	return err
 }
 
-// PendingFeedback is as SQLite.PendingFeedback.
+// FeedbackLease is how long a replica holds the feedback PendingFeedback
+// gave it: the others are not given it meanwhile, and if the replica dies
+// before marking it, it is given out again after the lease. It bounds one
+// distillation (a chat call or two); a record marked pending again (a
+// failed attempt) is retried when its lease ends.
+const FeedbackLease = 10 * time.Minute
+
+// PendingFeedback is as SQLite.PendingFeedback, except that what it
+// returns is claimed for FeedbackLease: replicas sharing the store each
+// distil different feedback, and feedback claimed by a replica that died
+// is claimed again once its lease is over (the queue is a sorted set scored
+// by when each record may next be handed out).
 func (r *Redis) PendingFeedback(ctx context.Context, limit int) ([]Feedback, error) {
-	if err := r.check(); err != nil {
-		return nil, err
-	}
 	if limit <= 0 {
 		limit = 16
 	}
+	now := r.now()
+	v, err := r.runAt(ctx, "pending feedback", luaClaimFeedback, now, now.UnixMilli(), FeedbackLease.Milliseconds(), limit)
+	if err != nil {
+		return nil, err
+	}
+	var members []string
+	list, _ := v.([]any)
+	for _, m := range list {
+		if s, ok := m.(string); ok {
+			members = append(members, s)
+		}
+	}
 	ctx, cancel := r.bound(ctx)
 	defer cancel()
-	members, err := r.c.ZRange(ctx, r.key("fbpending"), 0, int64(limit-1)).Result()
-	if err != nil {
-		return nil, r.fail("pending feedback", err)
-	}
 	cmds := make([]*redis.MapStringStringCmd, len(members))
 	if _, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range members {
