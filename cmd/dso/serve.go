@@ -98,6 +98,7 @@ Config file (every field optional):
   api_keys: [key1, key2]
   admin_keys: [admin1]
   open_library: false            # true: no keys needed for the library beyond loopback
+  trust_voter_header: false      # true: X-DSO-Voter names a member within a client key
   node_id: local                 # recorded on experiences made here
   network:                       # publish this node's log under /log/ID/
     id: hanzo
