@@ -80,7 +80,12 @@ func (o RedisOptions) withDefaults() RedisOptions {
 // acknowledgement survives depends on the server's persistence settings,
 // which Open reads and Durability reports.
 type Redis struct {
-	c      *redis.Client
+	c *redis.Client
+	// w runs the write scripts, never retried: a script whose reply was
+	// lost with its connection may have run, and running it again would
+	// count twice (a feedback attempt, say). The caller gets
+	// ErrUnavailable and decides.
+	w      *redis.Client
 	opts   RedisOptions
 	dur    Durability
 	closed atomic.Bool
@@ -133,15 +138,19 @@ func OpenRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, erro
 	quietOnce.Do(func() { redis.SetLogger(quiet{}) })
 	o.DisableIdentity = true
 	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	r := &Redis{c: redis.NewClient(o), opts: opts}
+	wo := *o
+	wo.MaxRetries = -1
+	r := &Redis{c: redis.NewClient(o), w: redis.NewClient(&wo), opts: opts}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	if err := r.c.Ping(ctx).Err(); err != nil {
 		r.c.Close()
+		r.w.Close()
 		return nil, r.fail("open", err)
 	}
 	if r.dur, err = r.readDurability(ctx); err != nil {
 		r.c.Close()
+		r.w.Close()
 		return nil, err
 	}
 	level := slog.LevelInfo
@@ -195,7 +204,7 @@ func (r *Redis) Close() error {
 	if r == nil || r.closed.Swap(true) {
 		return nil
 	}
-	if err := r.c.Close(); err != nil {
+	if err := errors.Join(r.c.Close(), r.w.Close()); err != nil {
 		return fmt.Errorf("store: redis: close: %w", err)
 	}
 	return nil
@@ -226,13 +235,23 @@ func (r *Redis) bound(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, r.opts.Timeout)
 }
 
-// acked waits, where the server has WAITAOF and does not fsync every
-// write itself, until the last write is fsynced to the append-only file.
-func (r *Redis) acked(ctx context.Context, op string) error {
-	if !r.dur.WaitAOF {
+// durably sends the write cmds queues and, where the server has WAITAOF,
+// waits for the append-only file to hold it. WAITAOF counts the writes of
+// the connection it is sent on, so both go in one pipeline (one
+// connection), on the client that never retries.
+func (r *Redis) durably(ctx context.Context, op string, cmds func(p redis.Pipeliner)) error {
+	var wa *redis.Cmd
+	_, _ = r.w.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmds(p)
+		if r.dur.WaitAOF {
+			wa = p.Do(ctx, "WAITAOF", 1, 0, r.opts.Timeout.Milliseconds())
+		}
+		return nil
+	})
+	if wa == nil {
 		return nil
 	}
-	res, err := r.c.Do(ctx, "WAITAOF", 1, 0, r.opts.Timeout.Milliseconds()).Slice()
+	res, err := wa.Slice()
 	if err != nil {
 		return r.fail(op, err)
 	}

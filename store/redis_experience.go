@@ -87,12 +87,21 @@ func (r *Redis) runAt(ctx context.Context, op string, s *redis.Script, now time.
 	ctx, cancel := r.bound(ctx)
 	defer cancel()
 	all := append([]any{r.opts.Prefix, r.opts.KeepChanges, now.UnixNano()}, args...)
-	v, err := s.Run(ctx, r.c, nil, all...).Result()
+	if !r.dur.WaitAOF {
+		v, err := s.Run(ctx, r.w, nil, all...).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, r.fail(op, err)
+		}
+		return v, nil
+	}
+	var ev *redis.Cmd
+	aofErr := r.durably(ctx, op, func(p redis.Pipeliner) { ev = s.Eval(ctx, p, nil, all...) })
+	v, err := ev.Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, r.fail(op, err)
 	}
-	if err := r.acked(ctx, op); err != nil {
-		return nil, err
+	if aofErr != nil {
+		return nil, aofErr
 	}
 	return v, nil
 }

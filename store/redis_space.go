@@ -50,10 +50,9 @@ func (r *Redis) PutSpace(ctx context.Context, sp SpaceStats) (SpaceStats, error)
 		binary.LittleEndian.PutUint32(blob[4*i:], math.Float32bits(v))
 	}
 	bctx, cancel := r.bound(ctx)
-	err := r.c.SetNX(bctx, r.key("space", sp.Name), blob, 0).Err()
-	if err == nil {
-		err = r.acked(bctx, "put space")
-	}
+	var set *redis.BoolCmd
+	aofErr := r.durably(bctx, "put space", func(p redis.Pipeliner) { set = p.SetNX(bctx, r.key("space", sp.Name), blob, 0) })
+	err := errors.Join(set.Err(), aofErr)
 	cancel()
 	if err != nil {
 		return SpaceStats{}, r.fail("put space", err)
