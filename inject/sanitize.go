@@ -39,6 +39,30 @@ func Sanitize(s string, maxRunes int) string {
 // stripControls drops escapes and invisible characters and collapses
 // whitespace into single spaces.
 func stripControls(s string) string {
+	if plainASCII(s) {
+		return s // most lessons: nothing to drop or collapse
+	}
+	return stripControlsSlow(s)
+}
+
+// plainASCII reports whether s is printable ASCII with single spaces
+// between words, which stripControls returns unchanged.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == ' ':
+			if i == 0 || i == len(s)-1 || s[i-1] == ' ' {
+				return false
+			}
+		case c < 0x21 || c > 0x7e:
+			return false
+		}
+	}
+	return true
+}
+
+// stripControlsSlow is stripControls rune by rune.
+func stripControlsSlow(s string) string {
 	var b strings.Builder
 	b.Grow(len(s))
 	space := false // a space is pending

@@ -107,3 +107,16 @@ func TestTruncateTokens(t *testing.T) {
 		t.Errorf("short text changed: %q", got)
 	}
 }
+
+// FuzzStripControlsFastPath: what the fast path returns unchanged, the rune
+// by rune path returns unchanged too.
+func FuzzStripControlsFastPath(f *testing.F) {
+	for _, s := range []string{"Check the units first.", " lead", "trail ", "two  spaces", "tab\there", "caf\u00e9", "a\x1b[31mb", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := stripControls(s), stripControlsSlow(s); got != want {
+			t.Fatalf("stripControls(%q) = %q; rune by rune %q", s, got, want)
+		}
+	})
+}
