@@ -151,7 +151,6 @@ func TestRerank(t *testing.T) {
 	x := NewCPU(CPUConfig{})
 	s := splitmix64(5)
 	base := randVector(&s)
-	var vecs [][]float32
 	for i := range 300 {
 		v := make([]float32, compress.Dim)
 		mix := float32(i%30) / 10
@@ -163,7 +162,6 @@ func TestRerank(t *testing.T) {
 			t.Fatal(err)
 		}
 		x.Upsert(fmt.Sprint(i), Meta{}, c)
-		vecs = append(vecs, v)
 	}
 	for _, mode := range []Mode{ModePrefixRerank, ModeFullRerank} {
 		hits, err := x.Search(context.Background(), Query{Vector: base, K: 5, Mode: mode, Rerank: 50})

@@ -207,19 +207,6 @@ func (b *idleBody) Close() error {
 	return err
 }
 
-// getJSON GETs path and decodes the JSON response into v (at most 8 MiB).
-func (c *conn) getJSON(ctx context.Context, path string, v any) error {
-	resp, err := c.send(ctx, http.MethodGet, path, nil, nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(v); err != nil {
-		return fmt.Errorf("backend %s: GET %s: %w", c.cfg.Name, path, err)
-	}
-	return nil
-}
-
 // keyTransport adds the backend's key to requests made through library
 // clients (dso's own embedding and listing calls). A backend with no key
 // configured gets the credentials of the client whose request caused the

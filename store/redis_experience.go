@@ -276,7 +276,7 @@ func (r *Redis) ids(ctx context.Context, after string, n int) ([]string, error) 
 	if after != "" {
 		lo = "(" + after
 	}
-	ids, err := r.c.ZRangeByLex(ctx, r.key("exps"), &redis.ZRangeBy{Min: lo, Max: "+", Count: int64(n)}).Result()
+	ids, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: r.key("exps"), Start: lo, Stop: "+", ByLex: true, Count: int64(n)}).Result()
 	if err != nil {
 		return nil, r.fail("list ids", err)
 	}

@@ -40,7 +40,7 @@ func (r *Redis) ListTraces(ctx context.Context, o TraceListOptions) ([]ListedTra
 		}
 		// The rest of the cursor's millisecond first: its traces below
 		// the cursor's id, then the earlier milliseconds.
-		same, err := r.c.ZRevRangeByScore(ctx, z, &redis.ZRangeBy{Min: ms, Max: ms}).Result()
+		same, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: z, Start: ms, Stop: ms, ByScore: true, Rev: true}).Result()
 		if err != nil {
 			return nil, "", r.fail("list traces", err)
 		}
@@ -52,7 +52,7 @@ func (r *Redis) ListTraces(ctx context.Context, o TraceListOptions) ([]ListedTra
 		hi = "(" + ms
 	}
 	if len(ids) <= limit {
-		more, err := r.c.ZRevRangeByScore(ctx, z, &redis.ZRangeBy{Min: lo, Max: hi, Count: int64(limit + 1 - len(ids))}).Result()
+		more, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: z, Start: hi, Stop: lo, ByScore: true, Rev: true, Count: int64(limit + 1 - len(ids))}).Result()
 		if err != nil {
 			return nil, "", r.fail("list traces", err)
 		}

@@ -46,12 +46,6 @@ Both at the server's own gate, and as a curve over a fixed min score
 (X-DSO-Min-Score). The JSON report goes to standard output.
 `
 
-// gateCase is one question of the evaluation.
-type gateCase struct {
-	query  string
-	answer string // the stored counterpart's id; "" when there is none
-}
-
 // gatePoint is the curve at one min score.
 type gatePoint struct {
 	MinScore       float64 `json:"min_score"`
