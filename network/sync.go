@@ -280,6 +280,12 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 		s.cfg.Logger.Warn("peer's log forked: two signed histories; no longer followed", "peer", p.url, "author", p.name, "err", p.lastErr)
 		return 0, true
 	}
+	if errors.Is(err, ErrNotFound) {
+		// No checkpoint yet (a mirror still filling): nothing is wrong,
+		// there is only nothing to take.
+		p.state = PeerOK
+		return s.cfg.Interval, false
+	}
 	p.failures++
 	wait := s.cfg.Interval << min(p.failures, 6)
 	wait = min(wait, s.cfg.Interval*maxBackoff)
@@ -302,8 +308,8 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 }
 
 // syncReason names what was invalid in a failed sync; "" for a failure
-// on the way (ErrFetch, ErrNotFound: a mirror not serving yet, or a
-// timeout), which is not held against the peer beyond a back-off.
+// on the way (ErrFetch, a timeout), which is not held against the peer
+// beyond a back-off.
 func syncReason(err error) string {
 	switch {
 	case errors.Is(err, ErrFetch), errors.Is(err, ErrNotFound), errors.Is(err, context.DeadlineExceeded):
