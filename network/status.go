@@ -68,7 +68,9 @@ func (s *Syncer) Quarantine(ctx context.Context) ([]Quarantined, int, error) {
 }
 
 func (p *peer) status() LogStatus {
-	fs := p.follower.State()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fs := p.accepted
 	ls := LogStatus{URL: p.url, Author: p.name, Key: p.cfg.Key, Trusted: p.cfg.Trusted, Next: fs.Next,
 		Checkpoint: string(fs.Checkpoint), Mirrored: p.mirror.Size(), BytesFetched: p.follower.BytesFetched()}
 	if fs.Checkpoint != nil {
@@ -77,11 +79,12 @@ func (p *peer) status() LogStatus {
 		}
 	}
 	ls.Lag = ls.Size - ls.Next
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	ls.State, ls.Failures, ls.LastError, ls.FetchErrors = p.state, p.failures, p.lastErr, p.fetchErrs
 	ls.Records = maps.Clone(p.outcomes)
-	ls.Rejected = fs.Rejected
+	ls.Rejected = maps.Clone(fs.Rejected)
+	if ls.Rejected == nil {
+		ls.Rejected = map[string]int64{}
+	}
 	for k, v := range p.reasons {
 		ls.Rejected[k] += v
 	}

@@ -136,6 +136,7 @@ func (s *Syncer) openPeer(ctx context.Context, pc Peer) (*peer, error) {
 	if fork != nil {
 		p.state = PeerForked
 	}
+	p.accepted = st
 	p.follower, err = NewFollower(FollowConfig{
 		Fetcher: HTTPFetcher{Base: p.url, Client: s.cfg.Client}, Key: v, Origin: origin,
 		MaxEntries: syncBatch, Timeout: 2 * fetchTimeout, State: st, Mirror: m, Accept: p.accept,
@@ -212,6 +213,9 @@ type peer struct {
 	lastErr   string
 	lastSync  time.Time
 	fork      *Fork
+	// accepted is the follower's state after its last turn: a status
+	// must not wait on a sync in flight (which holds the follower).
+	accepted FollowState
 }
 
 // run syncs p every interval, backing off after failures, until ctx is
@@ -261,8 +265,10 @@ func (p *peer) turn(ctx context.Context) error {
 // next; stop when the peer is no longer followed.
 func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 	s := p.syncer
+	accepted := p.follower.State()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.accepted = accepted
 	if err == nil {
 		p.state, p.failures, p.lastErr, p.lastSync = PeerOK, 0, "", time.Now()
 		return s.cfg.Interval, false
