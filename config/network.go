@@ -90,6 +90,11 @@ func (n Network) validate(add func(path, format string, args ...any)) {
 			add(path+".key", "must be a verifier key, name+hash+key, as dso keygen prints it")
 			continue
 		}
+		if !validNetworkID(strings.ToLower(name)) {
+			// The name is a path segment of the log's mirror.
+			add(path+".key", "key name %q is not letters, digits, '.', '_' or '-'", name)
+			continue
+		}
 		if names[name] {
 			add(path+".key", "a second peer with the key name %q", name)
 		}
