@@ -10,11 +10,13 @@ import (
 
 // Outcomes of admitting a record, as counted per followed log.
 const (
-	Admitted     = "admitted"
-	Quarantine   = "quarantined"
-	Votes        = "votes"         // not admitted yet: voting is the next layer
-	WrongNetwork = "wrong_network" // a record of another network in this one's log
-	Unembeddable = "unembeddable"  // text the library cannot embed (blank)
+	Admitted   = "admitted"
+	Quarantine = "quarantined"
+	// QuarantineFull: dropped, the quarantine at MaxQuarantine.
+	QuarantineFull = "quarantine_full"
+	Votes          = "votes"         // not admitted yet: voting is the next layer
+	WrongNetwork   = "wrong_network" // a record of another network in this one's log
+	Unembeddable   = "unembeddable"  // text the library cannot embed (blank)
 )
 
 // Library is what admission writes to: *library.Library, whose Add embeds
@@ -48,10 +50,11 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 	case strings.TrimSpace(e.Text) == "":
 		return Unembeddable, nil
 	case !trusted:
-		if err := a.State.Quarantine(ctx, r.Author, *e); err != nil && !errors.Is(err, ErrQuarantineFull) {
-			return "", err
+		err := a.State.Quarantine(ctx, r.Author, *e)
+		if errors.Is(err, ErrQuarantineFull) {
+			return QuarantineFull, nil
 		}
-		return Quarantine, nil
+		return Quarantine, err
 	}
 	xid := ExperienceID(e.Network, e.Domain, e.Text)
 	cs, err := a.State.Endorse(ctx, xid, r.Author, e.Confidence)
@@ -59,21 +62,38 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 		return "", err
 	}
 	conf := Median(cs)
+	// Marked before it is added, so that the node's publisher, which may
+	// read the new experience at once, never signs it as its own.
+	sid := store.ExperienceID(e.Domain, e.Text)
+	theirs, err := a.State.Admitted(ctx, sid)
+	if err != nil {
+		return "", err
+	}
+	if !theirs {
+		if err := a.State.MarkAdmitted(ctx, sid, xid); err != nil {
+			return "", err
+		}
+	}
 	got, created, err := a.Library.Add(ctx, store.Experience{
 		Text: e.Text, Domain: e.Domain, Confidence: conf, Status: store.StatusActive,
 		SourceNode: r.Author, CreatedAt: e.Time,
 	})
 	if err != nil {
+		if !theirs {
+			err = errors.Join(err, a.State.Unmark(ctx, sid))
+		}
 		return "", err
 	}
 	if created {
-		return Admitted, a.State.MarkAdmitted(ctx, got.ID, xid)
+		return Admitted, nil
 	}
-	// Known already: this node's own lesson keeps its own confidence; one
-	// it admitted takes the new median.
-	mine, err := a.State.Admitted(ctx, got.ID)
-	if err != nil || !mine || got.Confidence == conf {
-		return Admitted, err
+	if !theirs {
+		// The node had this lesson itself: it stays the node's, to
+		// publish, with its own confidence.
+		return Admitted, a.State.Unmark(ctx, sid)
+	}
+	if got.Confidence == conf {
+		return Admitted, nil
 	}
 	_, err = a.Library.Update(ctx, got.ID, store.Update{Confidence: &conf})
 	return Admitted, err

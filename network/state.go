@@ -146,6 +146,14 @@ func (s *State) MarkAdmitted(ctx context.Context, storeID string, xid [32]byte) 
 	return nil
 }
 
+// Unmark undoes MarkAdmitted, for an experience the node had itself.
+func (s *State) Unmark(ctx context.Context, storeID string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM admitted WHERE store_id = ?`, storeID); err != nil {
+		return fmt.Errorf("network: unmark admitted: %w", err)
+	}
+	return nil
+}
+
 // Admitted reports whether admission created the store's experience id.
 func (s *State) Admitted(ctx context.Context, storeID string) (bool, error) {
 	var n int

@@ -211,4 +211,9 @@ func TestAdmitMedianOncePerAuthor(t *testing.T) {
 	if c := lib.es[store.ExperienceID("code.go", "Mine.")].Confidence; c != 0.3 {
 		t.Errorf("own lesson's confidence %v; want 0.3 kept", c)
 	}
+	for id, want := range map[string]bool{sid: true, store.ExperienceID("code.go", "Mine."): false} {
+		if got, err := st.Admitted(ctx, id); err != nil || got != want {
+			t.Errorf("admitted(%s) = %v, %v; want %v (not this node's to publish)", id, got, err, want)
+		}
+	}
 }

@@ -235,6 +235,18 @@ func TestNetworkLineOfNodes(t *testing.T) {
 	if ts := texts(t, e); len(ts) != 0 {
 		t.Errorf("E admitted %q from a tampered log", ts)
 	}
+	resp, err = http.Get(e.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{`dso_network_rejected_total{author="nodeA",network="hanzo",reason="bad_entry"}`,
+		`dso_network_log_state{author="nodeA",network="hanzo",state="dropped"} 1`} {
+		if !bytes.Contains(metrics, []byte(m)) {
+			t.Errorf("E's metrics lack %s", m)
+		}
+	}
 
 	pollUntil(t, 60*time.Second, "Q quarantines the untrusted log's record", func() bool {
 		st, ok := networkOf(t, q)
