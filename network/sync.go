@@ -1,10 +1,12 @@
 package network
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -136,7 +138,7 @@ func (s *Syncer) openPeer(ctx context.Context, pc Peer) (*peer, error) {
 	if fork != nil {
 		p.state = PeerForked
 	}
-	p.accepted = st
+	p.accepted, p.saved = st, st
 	p.follower, err = NewFollower(FollowConfig{
 		Fetcher: HTTPFetcher{Base: p.url, Client: s.cfg.Client}, Key: v, Origin: origin,
 		MaxEntries: syncBatch, Timeout: 2 * fetchTimeout, State: st, Mirror: m, Accept: p.accept,
@@ -216,6 +218,8 @@ type peer struct {
 	// accepted is the follower's state after its last turn: a status
 	// must not wait on a sync in flight (which holds the follower).
 	accepted FollowState
+
+	saved FollowState // as last stored; run's goroutine only
 }
 
 // run syncs p every interval, backing off after failures, until ctx is
@@ -251,7 +255,7 @@ func (p *peer) turn(ctx context.Context) error {
 	for range syncRounds {
 		var res SyncResult
 		res, err = p.follower.Sync(ctx)
-		if serr := p.syncer.cfg.State.SaveFollow(ctx, p.cfg.Key, p.follower.State()); serr != nil && err == nil {
+		if serr := p.save(ctx); serr != nil && err == nil {
 			err = serr
 		}
 		if err != nil || !res.More {
@@ -259,6 +263,20 @@ func (p *peer) turn(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// save stores the follower's state when it changed since the last save:
+// a sync that found nothing new writes nothing (each write is an fsync).
+func (p *peer) save(ctx context.Context) error {
+	st := p.follower.State()
+	if st.Next == p.saved.Next && bytes.Equal(st.Checkpoint, p.saved.Checkpoint) && maps.Equal(st.Rejected, p.saved.Rejected) {
+		return nil
+	}
+	if err := p.syncer.cfg.State.SaveFollow(ctx, p.cfg.Key, st); err != nil {
+		return err
+	}
+	p.saved = st
+	return nil
 }
 
 // settle records the outcome of a turn and returns the wait before the

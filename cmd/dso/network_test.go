@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ import (
 // netNode is a dso process of the network test.
 type netNode struct {
 	name, url, key string
+	config         string // its file, to restart it
+	cmd            *exec.Cmd
 }
 
 // keygenNode makes a key named name in dir and returns its file and
@@ -54,8 +57,8 @@ network:
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, url := startDSO(t, "--config", file)
-	return netNode{name: name, url: url, key: vkey}
+	cmd, url := startDSO(t, "--config", file)
+	return netNode{name: name, url: url, key: vkey, config: file, cmd: cmd}
 }
 
 // peerOf is the YAML of a peer following log url by key.
@@ -145,8 +148,9 @@ type netStatus struct {
 		Quarantined int
 		Logs        []struct {
 			URL, Author, State string
-			Size               int64
+			Size, Next         int64
 			Records, Rejected  map[string]int64
+			LastSync           *time.Time `json:"last_sync"`
 		}
 	}
 }
@@ -160,7 +164,8 @@ func networkOf(t *testing.T, n netNode) (netStatus, bool) {
 // Four dso processes in a line, each with its own data and key: B follows
 // A, C follows B's mirror of A's log, D follows C's mirror. What A shares
 // reaches D's library and is injected there for a paraphrased question;
-// what A does not share never leaves A. A fifth node following A through
+// what A does not share never leaves A; B restarted resumes where it
+// was. A fifth node following A through
 // a proxy that tampers with entries rejects them, counts them, and drops
 // the peer; a sixth that follows A without trusting it quarantines.
 func TestNetworkLineOfNodes(t *testing.T) {
@@ -212,6 +217,19 @@ func TestNetworkLineOfNodes(t *testing.T) {
 		if st, ok := networkOf(t, n); !ok || st.Networks[0].Size != 0 {
 			t.Errorf("%s's own log: %+v; want empty", n.name, st)
 		}
+	}
+
+	// B restarted on the same data resumes where it was: it takes A's log
+	// from the checkpoint it had accepted, admitting nothing again.
+	b.cmd.Process.Kill()
+	b.cmd.Wait()
+	_, b.url = startDSO(t, "--config", b.config)
+	pollUntil(t, 30*time.Second, "restarted B syncs A", func() bool {
+		st, ok := networkOf(t, b)
+		return ok && len(st.Networks[0].Logs) == 1 && st.Networks[0].Logs[0].LastSync != nil
+	})
+	if st, _ := networkOf(t, b); st.Networks[0].Logs[0].Next != 1 || st.Networks[0].Logs[0].Records["admitted"] != 0 {
+		t.Errorf("restarted B: %+v; want resumed at 1, nothing admitted again", st.Networks[0].Logs[0])
 	}
 
 	resp, err := http.Post(d.url+"/v1/chat/completions", "application/json", strings.NewReader(
