@@ -103,6 +103,10 @@ Config file (every field optional):
     id: hanzo
     key_file: ./node.key         # from dso keygen
     share: [code]                # domain prefixes published; none by default
+    sync_interval: 10s           # between syncs of each peer
+    peers:                       # logs followed, admitted and mirrored under /log/ID/mirror/NAME/
+      - {url: "https://peer.example", key: "peerA+1a2b3c4d+AbC..."}
+      - {url: "https://new.example", key: "nodeN+...", quarantine: true}  # shown, not injected
   retrieval:
     disabled: false
     index: cpu                   # cpu | gpu | auto
