@@ -2,8 +2,13 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
+	"time"
 )
+
+// DefaultSyncInterval is how often a node syncs each peer's log.
+const DefaultSyncInterval = 10 * time.Second
 
 // Network is the experience network this node takes part in. The zero
 // value (no ID) means none: nothing is shared and no log is served.
@@ -16,6 +21,34 @@ type Network struct {
 	// Share lists the domain prefixes this node publishes on the network.
 	// Empty: nothing (the log is served, and stays empty).
 	Share []string `yaml:"share"`
+	// Peers are the logs this node follows, admits and mirrors onward.
+	Peers []Peer `yaml:"peers"`
+	// SyncInterval is the time between syncs of a peer. Zero:
+	// DefaultSyncInterval.
+	SyncInterval time.Duration `yaml:"sync_interval"`
+}
+
+// Peer is a followed log.
+type Peer struct {
+	// URL is the peer's address (its log of the network is under
+	// /log/<id>/), or the full URL of a log, such as a mirror that a
+	// node serves under /log/<id>/mirror/<name>.
+	URL string `yaml:"url"`
+	// Key is the verifier key of the log's author, as dso keygen prints
+	// it ("name+hash+key").
+	Key string `yaml:"key"`
+	// Quarantine admits none of the log's records into the library: they
+	// are kept and shown, not injected. False, the default: a configured
+	// peer is trusted.
+	Quarantine bool `yaml:"quarantine"`
+}
+
+// Interval is SyncInterval with its default.
+func (n Network) Interval() time.Duration {
+	if n.SyncInterval <= 0 {
+		return DefaultSyncInterval
+	}
+	return n.SyncInterval
 }
 
 // Enabled reports whether a network is configured.
@@ -24,7 +57,7 @@ func (n Network) Enabled() bool { return n.ID != "" }
 // validate adds the problems of the network section.
 func (n Network) validate(add func(path, format string, args ...any)) {
 	if !n.Enabled() {
-		if n.KeyFile != "" || len(n.Share) > 0 {
+		if n.KeyFile != "" || len(n.Share) > 0 || len(n.Peers) > 0 {
 			add("network.id", "must be set when network has other settings")
 		}
 		return
@@ -39,6 +72,33 @@ func (n Network) validate(add func(path, format string, args ...any)) {
 		if strings.TrimSpace(s) == "" {
 			add(fmt.Sprintf("network.share[%d]", i), "must not be empty")
 		}
+	}
+	if n.SyncInterval < 0 {
+		add("network.sync_interval", "must not be negative")
+	}
+	names := map[string]bool{}
+	for i, p := range n.Peers {
+		path := fmt.Sprintf("network.peers[%d]", i)
+		if u, err := url.Parse(p.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(path+".url", "%q is not an http or https URL", p.URL)
+		}
+		// The key is checked where it is parsed (network.NewVerifier);
+		// here only its shape, name+hash+key, and that one author's log
+		// is followed once (its mirror is named by the key's name).
+		name, _, ok := strings.Cut(p.Key, "+")
+		if !ok || strings.Count(p.Key, "+") < 2 || name == "" {
+			add(path+".key", "must be a verifier key, name+hash+key, as dso keygen prints it")
+			continue
+		}
+		if !validNetworkID(strings.ToLower(name)) {
+			// The name is a path segment of the log's mirror.
+			add(path+".key", "key name %q is not letters, digits, '.', '_' or '-'", name)
+			continue
+		}
+		if names[name] {
+			add(path+".key", "a second peer with the key name %q", name)
+		}
+		names[name] = true
 	}
 }
 

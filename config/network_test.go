@@ -18,6 +18,11 @@ func TestCheckNetwork(t *testing.T) {
 		{"no id", "network:\n  key_file: k\n  share: [code]\n", []string{"2 network.id"}},
 		{"empty share", "network:\n  id: hanzo\n  key_file: k\n  share: [code, \" \"]\n", []string{"4 network.share[1]"}},
 		{"unknown field", "network:\n  id: hanzo\n  key_file: k\n  peer: x\n", []string{"4 "}},
+		{"peers", "network:\n  id: hanzo\n  key_file: k\n  sync_interval: 1s\n  peers: [{url: \"http://a.example\", key: \"nodeA+1a2b3c4d+AbC+/x\"}, {url: \"https://b.example/log/hanzo/mirror/nodeC\", key: \"nodeC+1a2b3c4d+AbC\", quarantine: true}]\n", nil},
+		{"bad peer url", "network:\n  id: hanzo\n  key_file: k\n  peers: [{url: \"ftp://a\", key: \"nodeA+1a2b3c4d+AbC\"}]\n", []string{"4 network.peers[0].url"}},
+		{"bad peer key", "network:\n  id: hanzo\n  key_file: k\n  peers: [{url: \"http://a\", key: \"nodeA\"}]\n", []string{"4 network.peers[0].key"}},
+		{"same peer twice", "network:\n  id: hanzo\n  key_file: k\n  peers: [{url: \"http://a\", key: \"nodeA+1+x\"}, {url: \"http://b\", key: \"nodeA+1+x\"}]\n", []string{"4 network.peers[1].key"}},
+		{"peers without id", "network:\n  peers: [{url: \"http://a\", key: \"nodeA+1+x\"}]\n", []string{"2 network.id"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got := Check([]byte(tt.yaml))

@@ -30,6 +30,11 @@ const (
 // whose inclusion proof fails.
 var ErrNotIncluded = errors.New("network: entry not included in the log")
 
+// ErrFetch reports a fetch that failed on the way (the peer unreachable,
+// slow, or answering an error status), not data that proved invalid: a
+// follower backs off from it but does not hold it against the peer.
+var ErrFetch = errors.New("network: fetch failed")
+
 // Fetcher reads a log's files by their C2SP path ("checkpoint",
 // "tile/0/000"), returning ErrNotFound for one that does not exist.
 type Fetcher interface {
@@ -60,14 +65,14 @@ func (f HTTPFetcher) Fetch(ctx context.Context, path string) ([]byte, error) {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("network: fetch %s: %w", path, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrFetch, path, err)
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
 	case resp.StatusCode != http.StatusOK:
-		return nil, fmt.Errorf("network: fetch %s: %s", path, resp.Status)
+		return nil, fmt.Errorf("%w: %s: %s", ErrFetch, path, resp.Status)
 	}
 	return readBounded(resp.Body, path)
 }

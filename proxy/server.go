@@ -99,6 +99,9 @@ type Options struct {
 	// When keys are set they guard these routes either way. dso serve sets
 	// it on loopback addresses and for config.Config.OpenLibrary.
 	OpenLibrary bool
+	// Network reports the experience network on GET /v1/network, guarded
+	// like the experience API. Nil: the route answers 404.
+	Network NetworkReporter
 
 	now func() time.Time // the clock of rate-limited warnings; nil: time.Now (tests set it)
 }
@@ -298,6 +301,7 @@ func (s *Server) routes() http.Handler {
 		// users' questions and answers, so they are guarded like it.
 		r.Get("/v1/traces", s.listTraces)
 		r.Get("/v1/stats", s.getStats)
+		r.Get("/v1/network", s.getNetwork)
 	})
 
 	// The dashboard's pages hold no data (their scripts call the API

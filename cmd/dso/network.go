@@ -8,64 +8,176 @@ import (
 	"path/filepath"
 
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/network"
+	"github.com/dso-proxy/dso/proxy"
 	"github.com/dso-proxy/dso/store"
 )
 
 // networkLogFile is the file of the node's log of network id, in the data
 // directory beside the store: a file of its own, so that the store's
-// schema and the log's never meet.
+// schema and the log's never meet. What the node keeps of the logs it
+// follows is in the same file.
 func networkLogFile(data, id string) string {
 	return filepath.Join(data, "network", id+".db")
 }
 
-// withNetwork serves the node's log of the configured network under
-// /log/<id>/ beside h, when a network is configured. The returned func
-// closes the log, after the server has stopped.
-func withNetwork(ctx context.Context, cfg config.Config, h http.Handler, log *slog.Logger) (http.Handler, func(), error) {
+// networkNode is the node's part in the configured network: its own log,
+// the publisher of its shared domains, and the followers of its peers.
+type networkNode struct {
+	cfg    config.Network
+	id     network.Identity
+	log    *network.Log
+	state  *network.State
+	syncer *network.Syncer
+	logger *slog.Logger
+	stop   []func() // in order, by close
+}
+
+var _ proxy.NetworkReporter = (*networkNode)(nil)
+
+// openNetwork opens the node's log and the state of its peers, when a
+// network is configured (nil, nil when not). lib, when not nil, is where
+// the peers' records are admitted. Nothing runs until start.
+func openNetwork(ctx context.Context, cfg config.Config, lib *library.Library, logger *slog.Logger) (*networkNode, error) {
 	nc := cfg.Network
 	if !nc.Enabled() {
-		return h, func() {}, nil
+		return nil, nil
 	}
 	id, err := network.LoadKey(nc.KeyFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("network.key_file: %w", err)
+		return nil, fmt.Errorf("network.key_file: %w", err)
 	}
-	l, err := network.OpenLog(ctx, network.LogConfig{
-		Path:     networkLogFile(cfg.Data, nc.ID),
-		Origin:   network.Origin(id.Signer.Name(), nc.ID),
-		Identity: id,
+	path := networkLogFile(cfg.Data, nc.ID)
+	l, err := network.OpenLog(ctx, network.LogConfig{Path: path, Origin: network.Origin(id.Signer.Name(), nc.ID), Identity: id})
+	if err != nil {
+		return nil, err
+	}
+	n := &networkNode{cfg: nc, id: id, log: l, logger: logger}
+	if n.state, err = network.OpenState(ctx, path); err != nil {
+		n.close()
+		return nil, err
+	}
+	n.syncer, err = network.NewSyncer(ctx, network.SyncConfig{
+		Network: nc.ID, Peers: peersOf(nc), Interval: nc.Interval(), Dir: filepath.Dir(path),
+		State: n.state, Admit: n.admitter(lib), Logger: logger,
 	})
 	if err != nil {
-		return nil, nil, err
+		n.close()
+		return nil, err
 	}
-	closeLog := func() {
-		if err := l.Close(); err != nil {
-			log.Warn("closing the network log", "err", err.Error())
+	if lib == nil && len(nc.Peers) > 0 {
+		logger.Warn("retrieval is disabled: the peers' logs are followed and mirrored, their records not admitted")
+	}
+	return n, nil
+}
+
+func peersOf(nc config.Network) []network.Peer {
+	ps := make([]network.Peer, len(nc.Peers))
+	for i, p := range nc.Peers {
+		ps[i] = network.Peer{URL: p.URL, Key: p.Key, Trusted: !p.Quarantine}
+	}
+	return ps
+}
+
+// admitter admits records into lib; without one, records are counted as
+// not admitted.
+func (n *networkNode) admitter(lib *library.Library) func(context.Context, network.Record, bool) (string, error) {
+	if lib == nil {
+		return func(context.Context, network.Record, bool) (string, error) { return "not_admitted", nil }
+	}
+	a := &network.Admitter{Network: n.cfg.ID, Library: lib, State: n.state}
+	return a.Admit
+}
+
+// reporter is n as the proxy takes it: nil when there is no network.
+func (n *networkNode) reporter() proxy.NetworkReporter {
+	if n == nil {
+		return nil
+	}
+	return n
+}
+
+// start publishes the shared domains and follows the peers until close.
+func (n *networkNode) start(ctx context.Context, cfg config.Config) error {
+	if n == nil {
+		return nil
+	}
+	stopPublishing, err := startPublisher(ctx, cfg, n.log, n.state, n.logger)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.syncer.Run(sctx)
+	}()
+	// Followers first: they write the library the publisher reads.
+	n.stop = append(n.stop, func() { cancel(); <-done }, stopPublishing)
+	return nil
+}
+
+// handler serves the node's log under /log/<id>/, and its mirrors of the
+// logs it follows under /log/<id>/mirror/<name>/, beside h.
+func (n *networkNode) handler(h http.Handler) http.Handler {
+	if n == nil {
+		return h
+	}
+	prefix := "/log/" + n.cfg.ID
+	mux := http.NewServeMux()
+	for p, m := range n.syncer.Mirrors() {
+		mux.Handle(prefix+p+"/", http.StripPrefix(prefix+p, network.NewHandler(m, n.logger)))
+	}
+	mux.Handle(prefix+"/", http.StripPrefix(prefix, network.NewHandler(n.log, n.logger)))
+	mux.Handle("/", h)
+	n.logger.Info("serving the node's log", "network", n.cfg.ID, "path", prefix+"/", "origin", n.log.Origin(),
+		"size", n.log.Size(), "verifier_key", n.id.VerifierKey, "peers", len(n.cfg.Peers))
+	return mux
+}
+
+// Status implements proxy.NetworkReporter.
+func (n *networkNode) Status(ctx context.Context) (any, error) {
+	q, count, err := n.syncer.Quarantine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ns := network.NetworkStatus{
+		ID: n.cfg.ID, Origin: n.log.Origin(), Size: n.log.Size(), VerifierKey: n.id.VerifierKey,
+		Share: n.cfg.Share, Logs: n.syncer.Logs(), Quarantined: count, Quarantine: q,
+	}
+	if ns.Share == nil {
+		ns.Share = []string{}
+	}
+	return map[string]any{"networks": []network.NetworkStatus{ns}}, nil
+}
+
+// close stops what start started, then closes the files.
+func (n *networkNode) close() {
+	if n == nil {
+		return
+	}
+	for _, f := range n.stop {
+		f()
+	}
+	if n.syncer != nil {
+		n.syncer.Close()
+	}
+	if n.state != nil {
+		if err := n.state.Close(); err != nil {
+			n.logger.Warn("closing the network state", "err", err.Error())
 		}
 	}
-	stopPublishing, err := startPublisher(ctx, cfg, l, log)
-	if err != nil {
-		closeLog()
-		return nil, nil, err
+	if err := n.log.Close(); err != nil {
+		n.logger.Warn("closing the network log", "err", err.Error())
 	}
-	prefix := "/log/" + nc.ID
-	mux := http.NewServeMux()
-	mux.Handle(prefix+"/", http.StripPrefix(prefix, network.NewHandler(l, log)))
-	mux.Handle("/", h)
-	log.Info("serving the node's log", "network", nc.ID, "path", prefix+"/", "origin", l.Origin(),
-		"size", l.Size(), "verifier_key", id.VerifierKey)
-	return mux, func() {
-		stopPublishing()
-		closeLog()
-	}, nil
 }
 
 // startPublisher publishes the shared domains of the store under
 // cfg.Data into l until the returned func is called; with nothing shared
 // it does nothing. It opens the store file on its own handle, as dso
 // import does, so that serve's retrieval wiring stays as it is.
-func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, log *slog.Logger) (func(), error) {
+func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, state *network.State, log *slog.Logger) (func(), error) {
 	if len(cfg.Network.Share) == 0 {
 		return func() {}, nil
 	}
@@ -76,6 +188,7 @@ func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, log 
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	p := newPublisher(st, l, cfg.Network.ID, cfg.Network.Share, log)
+	p.admitted = state.Admitted
 	go func() {
 		defer close(done)
 		p.run(pctx)

@@ -34,6 +34,10 @@ type publisher struct {
 	netID  string
 	shares []string // normalised domain prefixes
 	logger *slog.Logger
+	// admitted reports experiences admitted from other nodes' logs: they
+	// are not this node's to sign (it would count twice in the median).
+	// Nil: none.
+	admitted func(ctx context.Context, id string) (bool, error)
 }
 
 func newPublisher(st sharedStore, l *network.Log, netID string, shares []string, logger *slog.Logger) *publisher {
@@ -58,9 +62,17 @@ func (p *publisher) shared(d string) bool {
 
 // record maps a stored experience to what the network carries; ok is
 // false for what is not shared or cannot be.
-func (p *publisher) record(e store.Experience) (network.Experience, bool) {
+func (p *publisher) record(ctx context.Context, e store.Experience) (network.Experience, bool) {
 	if e.Status == store.StatusRetired || !p.shared(e.Domain) {
 		return network.Experience{}, false
+	}
+	if p.admitted != nil {
+		if theirs, err := p.admitted(ctx, e.ID); theirs || err != nil {
+			if err != nil {
+				p.warn(ctx, err)
+			}
+			return network.Experience{}, false
+		}
 	}
 	ne := network.Experience{Network: p.netID, Domain: store.NormalizeDomain(e.Domain), Text: e.Text,
 		Confidence: e.Confidence, Time: e.CreatedAt}
@@ -113,7 +125,7 @@ func (p *publisher) all(ctx context.Context) (int64, error) {
 	}
 	var batch []network.Experience
 	err = p.st.EachExperience(ctx, func(e store.Experience) error {
-		if ne, ok := p.record(e); ok {
+		if ne, ok := p.record(ctx, e); ok {
 			batch = append(batch, ne)
 		}
 		if len(batch) < publishBatch {
@@ -142,7 +154,7 @@ func (p *publisher) changes(ctx context.Context, cursor int64) (int64, error) {
 		}
 		var batch []network.Experience
 		for _, e := range es {
-			if ne, ok := p.record(e); ok {
+			if ne, ok := p.record(ctx, e); ok {
 				batch = append(batch, ne)
 			}
 		}

@@ -104,6 +104,10 @@ Config file (every field optional):
     id: hanzo
     key_file: ./node.key         # from dso keygen
     share: [code]                # domain prefixes published; none by default
+    sync_interval: 10s           # between syncs of each peer
+    peers:                       # logs followed, admitted and mirrored under /log/ID/mirror/NAME/
+      - {url: "https://peer.example", key: "peerA+1a2b3c4d+AbC..."}
+      - {url: "https://new.example", key: "nodeN+...", quarantine: true}  # shown, not injected
   retrieval:
     disabled: false
     index: cpu                   # cpu | gpu | auto
@@ -251,9 +255,15 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 			Logger:  log,
 		})
 	}
+	node, err := openNetwork(ctx, cfg, rt.Library, log)
+	if err != nil {
+		return err
+	}
+	defer node.close() // after the server has stopped
 	addr := ln.Addr().String()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gpuidx.NewGPUCollector())
+	node.register(reg)
 	srv = proxy.New(proxy.Options{
 		Registry:     reg,
 		Router:       router,
@@ -269,17 +279,17 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		Learner:          grader(learner),
 		OpenLibrary:      libraryOpen(addr, cfg),
 		TrustVoterHeader: cfg.TrustVoterHeader,
+		Network:          node.reporter(),
 	})
 	defer srv.Close() // after Shutdown: stores the traces still queued
 	if learner != nil {
 		learner.Start(context.WithoutCancel(ctx))
 		defer learner.Close() // pending feedback stays queued for the next start
 	}
-	handler, closeNetwork, err := withNetwork(ctx, cfg, srv, log)
-	if err != nil {
+	if err := node.start(ctx, cfg); err != nil {
 		return err
 	}
-	defer closeNetwork()
+	handler := node.handler(srv)
 	hs := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,

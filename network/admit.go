@@ -1,0 +1,100 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/dso-proxy/dso/store"
+)
+
+// Outcomes of admitting a record, as counted per followed log.
+const (
+	Admitted   = "admitted"
+	Quarantine = "quarantined"
+	// QuarantineFull: dropped, the quarantine at MaxQuarantine.
+	QuarantineFull = "quarantine_full"
+	Votes          = "votes"         // not admitted yet: voting is the next layer
+	WrongNetwork   = "wrong_network" // a record of another network in this one's log
+	Unembeddable   = "unembeddable"  // text the library cannot embed (blank)
+)
+
+// Library is what admission writes to: *library.Library, whose Add embeds
+// the text itself in the local space (a record's code is never trusted),
+// and skips a duplicate.
+type Library interface {
+	Add(ctx context.Context, e store.Experience) (store.Experience, bool, error)
+	Update(ctx context.Context, id string, u store.Update) (store.Experience, error)
+}
+
+// Admitter admits verified records of one network into the local library.
+type Admitter struct {
+	Network string
+	Library Library
+	State   *State
+}
+
+// Admit admits r and says how. A trusted author's experience enters the
+// library, re-embedded here, with the median confidence of every author
+// that published it (once per author); an untrusted author's is
+// quarantined: kept in State and shown, never injected, so retrieval is
+// untouched by it. An error is worth retrying (the store or the embedder
+// failed).
+func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, error) {
+	e := r.Experience
+	switch {
+	case r.Vote != nil:
+		return Votes, nil
+	case e == nil || e.Network != a.Network:
+		return WrongNetwork, nil
+	case strings.TrimSpace(e.Text) == "":
+		return Unembeddable, nil
+	case !trusted:
+		err := a.State.Quarantine(ctx, r.Author, *e)
+		if errors.Is(err, ErrQuarantineFull) {
+			return QuarantineFull, nil
+		}
+		return Quarantine, err
+	}
+	xid := ExperienceID(e.Network, e.Domain, e.Text)
+	cs, err := a.State.Endorse(ctx, xid, r.Author, e.Confidence)
+	if err != nil {
+		return "", err
+	}
+	conf := Median(cs)
+	// Marked before it is added, so that the node's publisher, which may
+	// read the new experience at once, never signs it as its own.
+	sid := store.ExperienceID(e.Domain, e.Text)
+	theirs, err := a.State.Admitted(ctx, sid)
+	if err != nil {
+		return "", err
+	}
+	if !theirs {
+		if err := a.State.MarkAdmitted(ctx, sid, xid); err != nil {
+			return "", err
+		}
+	}
+	got, created, err := a.Library.Add(ctx, store.Experience{
+		Text: e.Text, Domain: e.Domain, Confidence: conf, Status: store.StatusActive,
+		SourceNode: r.Author, CreatedAt: e.Time,
+	})
+	if err != nil {
+		if !theirs {
+			err = errors.Join(err, a.State.Unmark(ctx, sid))
+		}
+		return "", err
+	}
+	if created {
+		return Admitted, nil
+	}
+	if !theirs {
+		// The node had this lesson itself: it stays the node's, to
+		// publish, with its own confidence.
+		return Admitted, a.State.Unmark(ctx, sid)
+	}
+	if got.Confidence == conf {
+		return Admitted, nil
+	}
+	_, err = a.Library.Update(ctx, got.ID, store.Update{Confidence: &conf})
+	return Admitted, err
+}

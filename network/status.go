@@ -1,0 +1,99 @@
+package network
+
+import (
+	"context"
+	"maps"
+	"time"
+)
+
+// quarantineShown bounds the quarantined records a status lists.
+const quarantineShown = 20
+
+// NetworkStatus is what GET /v1/network shows of one network.
+type NetworkStatus struct {
+	ID          string        `json:"id"`
+	Origin      string        `json:"origin"`
+	Size        int64         `json:"size"` // of the node's own log
+	VerifierKey string        `json:"verifier_key"`
+	Share       []string      `json:"share"`
+	Logs        []LogStatus   `json:"logs"`
+	Quarantined int           `json:"quarantined"`
+	Quarantine  []Quarantined `json:"quarantine,omitempty"` // the latest few
+}
+
+// LogStatus is what a node knows of a log it follows.
+type LogStatus struct {
+	URL     string `json:"url"`
+	Author  string `json:"author"` // the log key's name
+	Key     string `json:"key"`
+	Trusted bool   `json:"trusted"`
+	State   string `json:"state"` // PeerOK, PeerBackingOff, PeerDropped, PeerForked
+	// Size is of the last accepted checkpoint; Next the next entry to
+	// admit; Lag the entries between them.
+	Size       int64  `json:"size"`
+	Next       int64  `json:"next"`
+	Lag        int64  `json:"lag"`
+	Checkpoint string `json:"checkpoint,omitempty"`
+	Mirrored   int64  `json:"mirrored"` // entries the mirror serves
+	// Records counts records by outcome of admission (Admitted, Quarantine,
+	// ...); Rejected counts refused records and refused syncs by reason.
+	Records      map[string]int64 `json:"records"`
+	Rejected     map[string]int64 `json:"rejected"`
+	FetchErrors  int64            `json:"fetch_errors"`
+	Failures     int              `json:"consecutive_failures"`
+	LastError    string           `json:"last_error,omitempty"`
+	LastSync     *time.Time       `json:"last_sync,omitempty"`
+	BytesFetched int64            `json:"bytes_fetched"`
+	Fork         *ForkEvidence    `json:"fork,omitempty"`
+}
+
+// ForkEvidence is a Fork as shown: both signed checkpoints, as text.
+type ForkEvidence struct {
+	Old string `json:"old"`
+	New string `json:"new"`
+}
+
+// Logs reports every followed log.
+func (s *Syncer) Logs() []LogStatus {
+	out := make([]LogStatus, 0, len(s.peers))
+	for _, p := range s.peers {
+		out = append(out, p.status())
+	}
+	return out
+}
+
+// Quarantine returns the latest quarantined records and how many there are.
+func (s *Syncer) Quarantine(ctx context.Context) ([]Quarantined, int, error) {
+	return s.cfg.State.ListQuarantine(ctx, quarantineShown)
+}
+
+func (p *peer) status() LogStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fs := p.accepted
+	ls := LogStatus{URL: p.url, Author: p.name, Key: p.cfg.Key, Trusted: p.cfg.Trusted, Next: fs.Next,
+		Checkpoint: string(fs.Checkpoint), Mirrored: p.mirror.Size(), BytesFetched: p.follower.BytesFetched()}
+	if fs.Checkpoint != nil {
+		if c, err := OpenCheckpoint(fs.Checkpoint, p.key, p.origin); err == nil {
+			ls.Size = c.Size
+		}
+	}
+	ls.Lag = ls.Size - ls.Next
+	ls.State, ls.Failures, ls.LastError, ls.FetchErrors = p.state, p.failures, p.lastErr, p.fetchErrs
+	ls.Records = maps.Clone(p.outcomes)
+	ls.Rejected = maps.Clone(fs.Rejected)
+	if ls.Rejected == nil {
+		ls.Rejected = map[string]int64{}
+	}
+	for k, v := range p.reasons {
+		ls.Rejected[k] += v
+	}
+	if !p.lastSync.IsZero() {
+		t := p.lastSync
+		ls.LastSync = &t
+	}
+	if p.fork != nil {
+		ls.Fork = &ForkEvidence{Old: string(p.fork.Old), New: string(p.fork.New)}
+	}
+	return ls
+}

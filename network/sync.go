@@ -1,0 +1,363 @@
+package network
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Syncer defaults and bounds.
+const (
+	DefaultSyncInterval = 10 * time.Second
+	// DefaultMaxFailures is how many syncs in a row may find a peer
+	// serving invalid data before it is dropped until restart.
+	DefaultMaxFailures = 5
+	// syncBatch bounds the entries one Sync takes; syncRounds the Syncs
+	// one turn makes before the next peer's turn comes (each peer has its
+	// own goroutine, so this only bounds how long a turn holds the state).
+	syncBatch  = 256
+	syncRounds = 16
+	// fetchTimeout bounds one HTTP request to a peer.
+	fetchTimeout = 10 * time.Second
+	// maxBackoff caps the wait after failures, in sync intervals.
+	maxBackoff = 64
+)
+
+// Peer states, as reported.
+const (
+	PeerOK         = "ok"
+	PeerBackingOff = "backing_off"
+	PeerDropped    = "dropped"
+	PeerForked     = "forked"
+)
+
+// Reasons a sync is refused, counted beside the record reasons.
+const (
+	RejectBadEntry      = "bad_entry"
+	RejectBadCheckpoint = "bad_checkpoint"
+	RejectInconsistent  = "inconsistent"
+	RejectStale         = "stale"
+	RejectInvalid       = "invalid"
+)
+
+// Peer is a log to follow.
+type Peer struct {
+	// URL is the node's address, whose log of the network is under
+	// /log/<network>/, or the full URL of a log (a mirror's:
+	// <node>/log/<network>/mirror/<name>).
+	URL string
+	// Key is the verifier key of the log's author.
+	Key string
+	// Trusted peers' records are admitted; others' are quarantined.
+	Trusted bool
+}
+
+// SyncConfig configures a Syncer of one network.
+type SyncConfig struct {
+	Network string
+	Peers   []Peer
+	// Interval between syncs of a peer. 0: DefaultSyncInterval.
+	Interval time.Duration
+	// MaxFailures: see DefaultMaxFailures (used for 0).
+	MaxFailures int
+	// Dir holds a mirror of each followed log, served onward. Required.
+	Dir string
+	// State keeps what was accepted. Required.
+	State *State
+	// Admit admits each verified record. Required.
+	Admit func(ctx context.Context, r Record, trusted bool) (string, error)
+	// Client makes the requests. nil: one with a per-request timeout.
+	Client *http.Client
+	Logger *slog.Logger
+}
+
+// Syncer follows the peers of one network, each in its own goroutine, and
+// mirrors each followed log.
+type Syncer struct {
+	cfg   SyncConfig
+	peers []*peer
+}
+
+// NewSyncer opens the peers' follow state and mirrors.
+func NewSyncer(ctx context.Context, cfg SyncConfig) (*Syncer, error) {
+	if cfg.State == nil || cfg.Admit == nil || cfg.Dir == "" {
+		return nil, errors.New("network: syncer needs a state, Admit and a directory")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultSyncInterval
+	}
+	if cfg.MaxFailures <= 0 {
+		cfg.MaxFailures = DefaultMaxFailures
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: fetchTimeout}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Syncer{cfg: cfg}
+	for _, pc := range cfg.Peers {
+		p, err := s.openPeer(ctx, pc)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.peers = append(s.peers, p)
+	}
+	return s, nil
+}
+
+func (s *Syncer) openPeer(ctx context.Context, pc Peer) (*peer, error) {
+	v, err := note.NewVerifier(pc.Key)
+	if err != nil {
+		return nil, fmt.Errorf("network: peer %s: key: %w", pc.URL, err)
+	}
+	origin := Origin(v.Name(), s.cfg.Network)
+	st, fork, err := s.cfg.State.Follow(ctx, pc.Key)
+	if err != nil {
+		return nil, err
+	}
+	m, err := OpenMirror(ctx, MirrorConfig{Path: filepath.Join(s.cfg.Dir, fmt.Sprintf("%s-mirror-%08x.db", s.cfg.Network, v.KeyHash())),
+		Origin: origin, Key: pc.Key})
+	if err != nil {
+		return nil, fmt.Errorf("network: peer %s: %w", pc.URL, err)
+	}
+	p := &peer{cfg: pc, name: v.Name(), key: v, origin: origin, url: LogURL(pc.URL, s.cfg.Network), mirror: m, syncer: s,
+		state: PeerOK, reasons: map[string]int64{}, outcomes: map[string]int64{}, fork: fork}
+	if fork != nil {
+		p.state = PeerForked
+	}
+	p.accepted, p.saved = st, st
+	p.follower, err = NewFollower(FollowConfig{
+		Fetcher: HTTPFetcher{Base: p.url, Client: s.cfg.Client}, Key: v, Origin: origin,
+		MaxEntries: syncBatch, Timeout: 2 * fetchTimeout, State: st, Mirror: m, Accept: p.accept,
+	})
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("network: peer %s: %w", pc.URL, err)
+	}
+	return p, nil
+}
+
+// LogURL is where the log of network is, given a peer's URL (see Peer).
+func LogURL(peerURL, network string) string {
+	u := strings.TrimSuffix(peerURL, "/")
+	if strings.Contains(u, "/log/") {
+		return u
+	}
+	return u + "/log/" + network
+}
+
+// MirrorPath is where a node serves its mirror of the log by the key
+// named name, below its own log's prefix.
+func MirrorPath(name string) string { return "/mirror/" + url.PathEscape(name) }
+
+// Mirrors returns the mirrors of the followed logs by path below the
+// network's log prefix (see MirrorPath), to serve onward.
+func (s *Syncer) Mirrors() map[string]*Mirror {
+	out := make(map[string]*Mirror, len(s.peers))
+	for _, p := range s.peers {
+		out[MirrorPath(p.name)] = p.mirror
+	}
+	return out
+}
+
+// Run follows every peer until ctx is done.
+func (s *Syncer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range s.peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.run(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+// Close closes the mirrors, after Run has returned.
+func (s *Syncer) Close() {
+	for _, p := range s.peers {
+		if err := p.mirror.Close(); err != nil {
+			s.cfg.Logger.Warn("closing a mirror", "peer", p.url, "err", err.Error())
+		}
+	}
+}
+
+// peer is one followed log and what is reported of it.
+type peer struct {
+	cfg      Peer
+	name     string // of the author's key
+	key      note.Verifier
+	origin   string
+	url      string // of the log
+	follower *Follower
+	mirror   *Mirror
+	syncer   *Syncer
+
+	mu        sync.Mutex // protects the fields below
+	state     string
+	failures  int              // in a row
+	reasons   map[string]int64 // syncs refused, by reason
+	outcomes  map[string]int64 // records, by outcome of admission
+	fetchErrs int64
+	lastErr   string
+	lastSync  time.Time
+	fork      *Fork
+	// accepted is the follower's state after its last turn: a status
+	// must not wait on a sync in flight (which holds the follower).
+	accepted FollowState
+
+	saved FollowState // as last stored; run's goroutine only
+}
+
+// run syncs p every interval, backing off after failures, until ctx is
+// done, p is dropped or it forked.
+func (p *peer) run(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p.status().State == PeerForked {
+			return
+		}
+		err := p.turn(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		wait, stop := p.settle(ctx, err)
+		if stop {
+			return
+		}
+		t.Reset(wait)
+	}
+}
+
+// turn syncs until the peer's log is taken in, or syncRounds, and saves
+// what was accepted.
+func (p *peer) turn(ctx context.Context) error {
+	var err error
+	for range syncRounds {
+		var res SyncResult
+		res, err = p.follower.Sync(ctx)
+		if serr := p.save(ctx); serr != nil && err == nil {
+			err = serr
+		}
+		if err != nil || !res.More {
+			break
+		}
+	}
+	return err
+}
+
+// save stores the follower's state when it changed since the last save:
+// a sync that found nothing new writes nothing (each write is an fsync).
+func (p *peer) save(ctx context.Context) error {
+	st := p.follower.State()
+	if st.Next == p.saved.Next && bytes.Equal(st.Checkpoint, p.saved.Checkpoint) && maps.Equal(st.Rejected, p.saved.Rejected) {
+		return nil
+	}
+	if err := p.syncer.cfg.State.SaveFollow(ctx, p.cfg.Key, st); err != nil {
+		return err
+	}
+	p.saved = st
+	return nil
+}
+
+// settle records the outcome of a turn and returns the wait before the
+// next; stop when the peer is no longer followed.
+func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
+	s := p.syncer
+	accepted := p.follower.State()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.accepted = accepted
+	if err == nil {
+		p.state, p.failures, p.lastErr, p.lastSync = PeerOK, 0, "", time.Now()
+		return s.cfg.Interval, false
+	}
+	p.lastErr = err.Error()
+	if errors.Is(err, ErrForked) {
+		p.state = PeerForked
+		p.reasons[RejectInconsistent]++
+		if f := p.follower.Fork(); f != nil {
+			p.fork = f
+			if serr := s.cfg.State.SaveFork(ctx, p.cfg.Key, *f); serr != nil {
+				s.cfg.Logger.Error("saving fork evidence", "peer", p.url, "err", serr.Error())
+			}
+		}
+		s.cfg.Logger.Warn("peer's log forked: two signed histories; no longer followed", "peer", p.url, "author", p.name, "err", p.lastErr)
+		return 0, true
+	}
+	if errors.Is(err, ErrNotFound) {
+		// No checkpoint yet (a mirror still filling): nothing is wrong,
+		// there is only nothing to take.
+		p.state = PeerOK
+		return s.cfg.Interval, false
+	}
+	p.failures++
+	wait := s.cfg.Interval << min(p.failures, 6)
+	wait = min(wait, s.cfg.Interval*maxBackoff)
+	reason := syncReason(err)
+	if reason == "" {
+		// Unreachable or slow: back off, but it has served nothing wrong.
+		p.fetchErrs++
+		p.state = PeerBackingOff
+		return wait, false
+	}
+	p.reasons[reason]++
+	if p.failures >= s.cfg.MaxFailures {
+		p.state = PeerDropped
+		s.cfg.Logger.Warn("peer served invalid data too often; dropped until restart", "peer", p.url, "author", p.name,
+			"failures", p.failures, "err", p.lastErr)
+		return 0, true
+	}
+	p.state = PeerBackingOff
+	return wait, false
+}
+
+// syncReason names what was invalid in a failed sync; "" for a failure
+// on the way (ErrFetch, a timeout), which is not held against the peer
+// beyond a back-off.
+func syncReason(err error) string {
+	switch {
+	case errors.Is(err, ErrFetch), errors.Is(err, ErrNotFound), errors.Is(err, context.DeadlineExceeded):
+		return ""
+	case errors.Is(err, ErrStale):
+		return RejectStale
+	case errors.Is(err, ErrInconsistent):
+		return RejectInconsistent
+	case errors.Is(err, ErrBadEntry), errors.Is(err, ErrBundle):
+		return RejectBadEntry
+	case errors.Is(err, ErrCheckpoint), errors.Is(err, ErrCheckpointSignature), errors.Is(err, ErrOrigin):
+		return RejectBadCheckpoint
+	}
+	return RejectInvalid
+}
+
+// accept admits one verified record of the peer's log.
+func (p *peer) accept(ctx context.Context, _ int64, r Record) error {
+	out, err := p.syncer.cfg.Admit(ctx, r, p.cfg.Trusted)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.outcomes[out]++
+	p.mu.Unlock()
+	return nil
+}

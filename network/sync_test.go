@@ -1,0 +1,219 @@
+package network
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dso-proxy/dso/store"
+)
+
+// countAdmit is an Admit that counts what it is handed.
+type countAdmit struct {
+	mu sync.Mutex // protects n
+	n  int
+}
+
+func (c *countAdmit) admit(ctx context.Context, r Record, trusted bool) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	return Admitted, nil
+}
+
+func (c *countAdmit) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// startSyncer opens a syncer of one peer and runs it until the test ends
+// or the returned func is called.
+func startSyncer(t *testing.T, st *State, dir string, p Peer, admit *countAdmit) (*Syncer, func()) {
+	t.Helper()
+	s, err := NewSyncer(context.Background(), SyncConfig{Network: "hanzo", Peers: []Peer{p}, Interval: 10 * time.Millisecond,
+		Dir: dir, State: st, Admit: admit.admit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(ctx)
+	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			s.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return s, stop
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A syncer's state survives a restart: it resumes where it stopped, does
+// not believe the peer's log over its signed past when the log shrinks,
+// and keeps the evidence when the log shows another history.
+func TestSyncResumesAndCatchesForks(t *testing.T) {
+	dir := t.TempDir()
+	id := testIdentity(t, "nodeA")
+	first := openTestLog(t, id, filepath.Join(dir, "a1.db"))
+	appendN(t, first, id, 0, 3)
+	sw := &swappable{src: first}
+	peer := Peer{URL: serve(t, sw).Base, Key: id.VerifierKey, Trusted: true}
+	st, err := OpenState(context.Background(), filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+
+	var admitted countAdmit
+	s, stop := startSyncer(t, st, dir, peer, &admitted)
+	waitFor(t, "three records admitted", func() bool { return admitted.count() == 3 })
+	waitFor(t, "state saved", func() bool { fs, _, _ := st.Follow(context.Background(), id.VerifierKey); return fs.Next == 3 })
+	stop()
+	if ls := s.Logs()[0]; ls.State != PeerOK || ls.Size != 3 || ls.Lag != 0 || ls.Mirrored != 3 {
+		t.Errorf("status %+v; want ok at 3, mirrored", ls)
+	}
+
+	// The node restarted with the same key and an empty log: stale.
+	sw.set(openTestLog(t, id, filepath.Join(dir, "a2.db")))
+	s, stop = startSyncer(t, st, dir, peer, &admitted)
+	if ls := s.Logs()[0]; ls.Next != 3 {
+		t.Fatalf("restarted at %d; want 3", ls.Next)
+	}
+	waitFor(t, "the shrunk log refused", func() bool { return s.Logs()[0].Rejected[RejectStale] > 0 })
+	stop()
+
+	// It then signs another history past the accepted size: a fork.
+	other := openTestLog(t, id, filepath.Join(dir, "a3.db"))
+	appendN(t, other, id, 10, 15)
+	sw.set(other)
+	s, stop = startSyncer(t, st, dir, peer, &admitted)
+	waitFor(t, "the fork caught", func() bool { return s.Logs()[0].State == PeerForked })
+	stop()
+	if ls := s.Logs()[0]; ls.Fork == nil || ls.Fork.Old == "" || ls.Fork.New == "" {
+		t.Errorf("no fork evidence: %+v", ls)
+	}
+	if n := admitted.count(); n != 3 {
+		t.Errorf("%d records admitted; want the first log's 3 only", n)
+	}
+
+	// The evidence is kept: a restart does not follow the log again.
+	s, stop = startSyncer(t, st, dir, peer, &admitted)
+	defer stop()
+	if ls := s.Logs()[0]; ls.State != PeerForked || ls.Fork == nil {
+		t.Errorf("after restart: %+v; want forked, with evidence", ls)
+	}
+}
+
+// fakeLibrary keeps experiences in memory, as library.Library would
+// (same id for the same domain and text).
+type fakeLibrary struct {
+	es map[string]store.Experience
+}
+
+func (l *fakeLibrary) Add(ctx context.Context, e store.Experience) (store.Experience, bool, error) {
+	e.ID = store.ExperienceID(e.Domain, e.Text)
+	if got, ok := l.es[e.ID]; ok {
+		return got, false, nil
+	}
+	l.es[e.ID] = e
+	return e, true, nil
+}
+
+func (l *fakeLibrary) Update(ctx context.Context, id string, u store.Update) (store.Experience, error) {
+	e := l.es[id]
+	if u.Confidence != nil {
+		e.Confidence = *u.Confidence
+	}
+	l.es[id] = e
+	return e, nil
+}
+
+// The same experience from several authors counts once per author, at
+// the median of their confidences; an untrusted author's is quarantined.
+func TestAdmitMedianOncePerAuthor(t *testing.T) {
+	ctx := context.Background()
+	st, err := OpenState(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lib := &fakeLibrary{es: map[string]store.Experience{}}
+	a := &Admitter{Network: "hanzo", Library: lib, State: st}
+	text := "Close response bodies."
+	sid := store.ExperienceID("code.go", text)
+	rec := func(author string, conf float64) Record {
+		id := testIdentity(t, author)
+		r, err := Sign(id.Signer, Record{Experience: &Experience{Network: "hanzo", Domain: "code.go", Text: text, Confidence: conf, Time: t0}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for _, tt := range []struct {
+		r       Record
+		trusted bool
+		want    string
+		conf    float64
+	}{
+		{rec("nodeA", 0.2), true, Admitted, 0.2},
+		{rec("nodeB", 0.9), true, Admitted, 0.55},
+		{rec("nodeC", 0.8), true, Admitted, 0.8},
+		{rec("nodeA", 0.2), true, Admitted, 0.8}, // again: still one of three
+		{rec("nodeX", 0.0), false, Quarantine, 0.8},
+	} {
+		got, err := a.Admit(ctx, tt.r, tt.trusted)
+		if err != nil || got != tt.want {
+			t.Fatalf("admit %s: %q, %v; want %q", tt.r.Author, got, err, tt.want)
+		}
+		if c := lib.es[sid].Confidence; c != tt.conf {
+			t.Errorf("after %s: confidence %v; want %v", tt.r.Author, c, tt.conf)
+		}
+	}
+	if e := lib.es[sid]; e.SourceNode != "nodeA" || len(lib.es) != 1 {
+		t.Errorf("library %+v; want one experience from nodeA", lib.es)
+	}
+	q, n, err := st.ListQuarantine(ctx, 10)
+	if err != nil || n != 1 || q[0].Author != "nodeX" {
+		t.Errorf("quarantine %+v (%d), %v; want nodeX's record", q, n, err)
+	}
+	other := rec("nodeA", 0.5)
+	other.Experience.Network = "other"
+	if got, _ := a.Admit(ctx, other, true); got != WrongNetwork {
+		t.Errorf("a record of another network: %q", got)
+	}
+
+	// This node's own lesson keeps its confidence, whoever else has it.
+	mine := store.Experience{Text: "Mine.", Domain: "code.go", Confidence: 0.3}
+	lib.Add(ctx, mine)
+	r, _ := Sign(testIdentity(t, "nodeB").Signer, Record{Experience: &Experience{Network: "hanzo", Domain: "code.go", Text: "Mine.", Confidence: 1, Time: t0}})
+	if _, err := a.Admit(ctx, r, true); err != nil {
+		t.Fatal(err)
+	}
+	if c := lib.es[store.ExperienceID("code.go", "Mine.")].Confidence; c != 0.3 {
+		t.Errorf("own lesson's confidence %v; want 0.3 kept", c)
+	}
+	for id, want := range map[string]bool{sid: true, store.ExperienceID("code.go", "Mine."): false} {
+		if got, err := st.Admitted(ctx, id); err != nil || got != want {
+			t.Errorf("admitted(%s) = %v, %v; want %v (not this node's to publish)", id, got, err, want)
+		}
+	}
+}
