@@ -76,6 +76,12 @@ type Config struct {
 	// shown: all of them in a library no larger, else the nearest to the
 	// question. 0: DefaultGroupLessons.
 	GroupLessons int
+	// SummarizeOver: a group whose longest answer is over this many runes
+	// has each answer summarised in its own call (with its grade and the
+	// reference answer, SummaryPrompt) and the comparison shown the
+	// summaries, as published, instead of answers clipped to their ends.
+	// 0: DefaultSummarizeOver; negative: never; 1: always.
+	SummarizeOver int
 	// Domain is the domain of items that name none.
 	Domain string
 	// Confidence is given to added lessons. 0: DefaultLessonConfidence.
@@ -126,6 +132,7 @@ func NewOptimizer(cfg Config) (*Optimizer, error) {
 	def(&cfg.Batch, DefaultBatch)
 	def(&cfg.TopK, DefaultTopK)
 	def(&cfg.GroupLessons, DefaultGroupLessons)
+	def(&cfg.SummarizeOver, DefaultSummarizeOver)
 	if cfg.Temperature == 0 {
 		cfg.Temperature = DefaultTemperature
 	}
@@ -455,7 +462,11 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 	if err != nil {
 		return res, err
 	}
-	reply, u, err := cfg.Chat.Chat(ctx, advantageRequest(cfg.Model, it, listed, len(shown), answers, res.grades))
+	seen, summarized, err := r.rollouts(ctx, it, answers, res.grades, &res.tokens)
+	if err != nil {
+		return res, err
+	}
+	reply, u, err := cfg.Chat.Chat(ctx, advantageRequest(cfg.Model, it, listed, len(shown), seen, summarized, res.grades))
 	res.tokens.call(u)
 	if err != nil {
 		return res, fmt.Errorf("group advantage: %w", err)
