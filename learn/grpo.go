@@ -425,8 +425,9 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 		return res, err
 	}
 	res.grades = make([]float64, len(answers))
+	critiques := make([]string, len(answers))
 	for k, a := range answers {
-		g, u, err := cfg.Grader.Grade(ctx, it.Query, it.GroundTruth, a)
+		g, c, u, err := critique(ctx, cfg.Grader, it, a)
 		res.tokens.graded(u)
 		switch {
 		case errors.Is(err, ErrBadJudgeReply):
@@ -434,7 +435,7 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 		case err != nil:
 			return res, fmt.Errorf("grading: %w", err)
 		}
-		res.grades[k] = g
+		res.grades[k], critiques[k] = g, c
 	}
 	same := true
 	for _, g := range res.grades[1:] {
@@ -448,7 +449,7 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 	if err != nil {
 		return res, err
 	}
-	seen, summarized, err := r.rollouts(ctx, it, answers, res.grades, &res.tokens)
+	seen, summarized, err := r.rollouts(ctx, it, answers, res.grades, critiques, &res.tokens)
 	if err != nil {
 		return res, err
 	}

@@ -9,10 +9,12 @@ import (
 
 // SummaryPrompt is the system message of a per-rollout summary request:
 // as in Training-Free GRPO (arXiv 2510.08191), each answer of a group is
-// summarised in its own call, with its grade and the reference answer, so
+// summarised in its own call, with its grade, the grader's critique where
+// it gives one (Critic) and the reference answer, so
 // the comparison sees every answer whole, however long, and not clipped.
 const SummaryPrompt = "You summarise one answer a model gave, for someone who will compare it with other answers to the " +
-	"same question. You are given the question, its reference answer, the answer and the grade it got (0 wrong, 1 right). " +
+	"same question. You are given the question, its reference answer, the answer, the grade it got (0 wrong, 1 right) " +
+	"and sometimes the grader's critique. " +
 	"In at most five sentences, state the steps the answer took and its final answer; then critique it: where it went " +
 	"wrong and why, or what made it right, and which of the lessons it was shown, if any, it used. Reply with the summary only."
 
@@ -42,7 +44,7 @@ func (r *run) summarizing(answers []string) bool {
 // rollouts returns what the comparison is shown of each answer: the
 // answers themselves, or, for a group of long answers, their summaries,
 // each made in its own call (concurrently), whose cost is added to tokens.
-func (r *run) rollouts(ctx context.Context, it Item, answers []string, grades []float64, tokens *Tokens) ([]string, bool, error) {
+func (r *run) rollouts(ctx context.Context, it Item, answers []string, grades []float64, critiques []string, tokens *Tokens) ([]string, bool, error) {
 	if !r.summarizing(answers) {
 		return answers, false, nil
 	}
@@ -53,7 +55,7 @@ func (r *run) rollouts(ctx context.Context, it Item, answers []string, grades []
 	var wg sync.WaitGroup
 	for k := range answers {
 		wg.Go(func() {
-			out[k], usages[k], errs[k] = cfg.Chat.Chat(ctx, summaryRequest(cfg.Model, it, answers[k], grades[k]))
+			out[k], usages[k], errs[k] = cfg.Chat.Chat(ctx, summaryRequest(cfg.Model, it, answers[k], grades[k], critiques[k]))
 		})
 	}
 	wg.Wait()
@@ -67,12 +69,16 @@ func (r *run) rollouts(ctx context.Context, it Item, answers []string, grades []
 	return out, true, nil
 }
 
-func summaryRequest(model string, it Item, answer string, grade float64) ChatRequest {
+func summaryRequest(model string, it Item, answer string, grade float64, critique string) ChatRequest {
 	zero := 0.0
-	user := fmt.Sprintf("Question:\n%s\n\nReference answer:\n%s\n\nGrade: %.2f\n\nAnswer:\n%s",
-		clip(it.Query, maxShownRunes), clip(it.GroundTruth, maxShownRunes), grade, clipEnds(answer, maxSummarizedRunes))
+	var b strings.Builder
+	fmt.Fprintf(&b, "Question:\n%s\n\nReference answer:\n%s\n\nGrade: %.2f\n", clip(it.Query, maxShownRunes), clip(it.GroundTruth, maxShownRunes), grade)
+	if critique != "" {
+		fmt.Fprintf(&b, "\nGrader's critique:\n%s\n", clip(critique, maxShownRunes))
+	}
+	fmt.Fprintf(&b, "\nAnswer:\n%s", clipEnds(answer, maxSummarizedRunes))
 	return ChatRequest{Model: model, Temperature: &zero, Messages: []Message{
 		{Role: "system", Content: SummaryPrompt},
-		{Role: "user", Content: user},
+		{Role: "user", Content: b.String()},
 	}}
 }

@@ -18,12 +18,13 @@ type rolloutLLM struct {
 	mu         sync.Mutex
 	answers    int
 	summaries  int
+	judged     int
 	comparison []string
 }
 
 var (
 	rolloutRE      = regexp.MustCompile(`rollout-\d+`)
-	summaryBlockRE = regexp.MustCompile(`<summary n=(\d+) grade=([\d.]+)>\nSUMMARY of rollout-(\d+), graded ([\d.]+):`)
+	summaryBlockRE = regexp.MustCompile(`<summary n=(\d+) grade=([\d.]+)>\nSUMMARY of rollout-(\d+), graded ([\d.]+)( \(critique seen\))?:`)
 )
 
 func (f *rolloutLLM) reply(msgs []Message) string {
@@ -35,7 +36,19 @@ func (f *rolloutLLM) reply(msgs []Message) string {
 		f.summaries++
 		_, grade, _ := strings.Cut(user, "Grade: ")
 		grade, _, _ = strings.Cut(grade, "\n")
-		return fmt.Sprintf("SUMMARY of %s, graded %s: it multiplied, then boxed its result.", rolloutRE.FindString(user), grade)
+		r := rolloutRE.FindString(user)
+		seen := ""
+		if strings.Contains(user, "Grader's critique:\nCRITIQUE of "+r+".") {
+			seen = " (critique seen)"
+		}
+		return fmt.Sprintf("SUMMARY of %s, graded %s%s: it added, then boxed its result.", r, grade, seen)
+	case JudgePrompt:
+		f.judged++
+		grade := "0"
+		if strings.HasSuffix(user, "\\boxed{42}") {
+			grade = "1"
+		}
+		return fmt.Sprintf("CRITIQUE of %s.\nGRADE: %s", rolloutRE.FindString(user), grade)
 	case AdvantagePrompt:
 		f.comparison = append(f.comparison, user)
 		b, _ := json.Marshal(Advantage{Advantage: "the right answers carried the one", Ops: []Op{{Kind: OpAdd, Text: "Carry the one when adding columns."}}})
@@ -52,15 +65,24 @@ func (f *rolloutLLM) reply(msgs []Message) string {
 }
 
 // With long answers the group step summarises each in its own call, with
-// its grade, and the comparison is shown every summary instead of the
+// its grade and, from a judge, its critique, and the comparison is shown every summary instead of the
 // answers; switched off, it is shown the answers, clipped.
 func TestGroupStepSummarisesLongRollouts(t *testing.T) {
-	for _, over := range []int{0, -1} {
-		t.Run(fmt.Sprint("summarize_over=", over), func(t *testing.T) {
+	for _, tc := range []struct {
+		over  int
+		judge bool
+	}{{0, false}, {-1, false}, {0, true}} {
+		t.Run(fmt.Sprintf("summarize_over=%d,judge=%v", tc.over, tc.judge), func(t *testing.T) {
+			over := tc.over
 			fake := &rolloutLLM{}
 			lib := openLib(t, t.TempDir())
+			chat := wireChat(t, fake.reply)
+			var grader Grader = Final{}
+			if tc.judge {
+				grader = Judge{Chat: chat, Model: "fake-1"}
+			}
 			o, err := NewOptimizer(Config{
-				Chat: wireChat(t, fake.reply), Library: lib, Model: "fake-1", Grader: Final{},
+				Chat: chat, Library: lib, Model: "fake-1", Grader: grader,
 				Group: 4, Batch: 1, Epochs: 1, Domain: "sums", SummarizeOver: over,
 			})
 			if err != nil {
@@ -74,7 +96,7 @@ func TestGroupStepSummarisesLongRollouts(t *testing.T) {
 				t.Fatalf("%d comparisons; want 1", len(fake.comparison))
 			}
 			cmp := fake.comparison[0]
-			if want := fake.answers + fake.summaries + 1; rep.Tokens.Calls != want {
+			if want := fake.answers + fake.judged + fake.summaries + 1; rep.Tokens.Calls != want {
 				t.Errorf("%d calls reported; the model served %d", rep.Tokens.Calls, want)
 			}
 			if over < 0 {
@@ -95,6 +117,9 @@ func TestGroupStepSummarisesLongRollouts(t *testing.T) {
 				right := map[bool]string{true: "1.00", false: "0.00"}[n%2 == 1]
 				if b[1] != strconv.Itoa(i+1) || b[2] != right || b[4] != right || seen[b[3]] {
 					t.Errorf("summary block %q: want answer %d, rollout %d's summary once, graded %s", b[0], i+1, n, right)
+				}
+				if critiqued := b[5] != ""; critiqued != tc.judge {
+					t.Errorf("summary block %q: critique shown %v; want %v (a judge's critique goes to its summary)", b[0], critiqued, tc.judge)
 				}
 				seen[b[3]] = true
 			}
