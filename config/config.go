@@ -95,7 +95,8 @@ type Config struct {
 	// TrustVoterHeader takes the X-DSO-Voter header from every client as
 	// a voter's name within the client's key, so that a team sharing one
 	// key votes as its members. Default false: one key is one voter (the
-	// header is honoured only with an admin key).
+	// header is honoured only with an admin key). DSO_TRUST_VOTER_HEADER
+	// overrides it.
 	TrustVoterHeader bool `yaml:"trust_voter_header"`
 	// NodeID names this node in the experiences it creates. Default "local".
 	NodeID string `yaml:"node_id"`

@@ -258,6 +258,20 @@ func TestApplyEnv(t *testing.T) {
 			env:     map[string]string{EnvOpenLibrary: "yes please"},
 			wantErr: EnvOpenLibrary,
 		},
+		{
+			name: "DSO_TRUST_VOTER_HEADER=true trusts the header",
+			env:  map[string]string{EnvTrustVoterHeader: "true"},
+			check: func(t *testing.T, c Config) {
+				if !c.TrustVoterHeader {
+					t.Error("TrustVoterHeader false; want true")
+				}
+			},
+		},
+		{
+			name:    "bad DSO_TRUST_VOTER_HEADER",
+			env:     map[string]string{EnvTrustVoterHeader: "maybe"},
+			wantErr: EnvTrustVoterHeader,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -495,5 +509,29 @@ func TestRedisURL(t *testing.T) {
 		return ""
 	}); err != nil || c.Redis != "redis://r:6379/0" {
 		t.Errorf("DSO_REDIS: %q, %v", c.Redis, err)
+	}
+}
+
+// DSO_TRUST_VOTER_HEADER overrides trust_voter_header from the file both
+// ways; unset, the file's setting stands.
+func TestEnvTrustVoterHeaderOverridesFile(t *testing.T) {
+	for _, tc := range []struct {
+		file bool
+		env  string
+		want bool
+	}{{true, "0", false}, {true, "", true}, {false, "1", true}, {false, "", false}} {
+		c := Default()
+		c.TrustVoterHeader = tc.file
+		if err := c.ApplyEnv(func(k string) string {
+			if k == EnvTrustVoterHeader {
+				return tc.env
+			}
+			return ""
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if c.TrustVoterHeader != tc.want {
+			t.Errorf("file %v, %s=%q: %v; want %v", tc.file, EnvTrustVoterHeader, tc.env, c.TrustVoterHeader, tc.want)
+		}
 	}
 }

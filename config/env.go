@@ -17,6 +17,10 @@ const (
 	EnvAdminKeys   = "DSO_ADMIN_KEYS"   // comma-separated admin keys, replaces Config.AdminKeys
 	EnvEmbedder    = "DSO_EMBEDDER"     // Config.Retrieval.Embedder
 	EnvOpenLibrary = "DSO_OPEN_LIBRARY" // Config.OpenLibrary: 1/true or 0/false
+	// EnvTrustVoterHeader is Config.TrustVoterHeader: 1/true or 0/false.
+	// A gateway that sets X-DSO-Voter is deployed beside dso, so whether
+	// to trust it belongs with the deployment's environment.
+	EnvTrustVoterHeader = "DSO_TRUST_VOTER_HEADER"
 )
 
 // ApplyEnv overrides c with the DSO_* environment variables that are set.
@@ -47,12 +51,17 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 	if v := getenv(EnvEmbedder); v != "" {
 		c.Retrieval.Embedder = v
 	}
-	if v := getenv(EnvOpenLibrary); v != "" {
-		open, err := strconv.ParseBool(v)
-		if err != nil {
-			return fmt.Errorf("%s: %q is not 1, true, 0 or false", EnvOpenLibrary, v)
+	for _, b := range []struct {
+		name string
+		to   *bool
+	}{{EnvOpenLibrary, &c.OpenLibrary}, {EnvTrustVoterHeader, &c.TrustVoterHeader}} {
+		if v := getenv(b.name); v != "" {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%s: %q is not 1, true, 0 or false", b.name, v)
+			}
+			*b.to = on
 		}
-		c.OpenLibrary = open
 	}
 	return nil
 }

@@ -73,8 +73,9 @@ func (r *run) groupLessons(ctx context.Context, it Item, shown []library.Result)
 }
 
 // advantageRequest asks for the group advantage; the first nShown of
-// listed were injected into the answers.
-func advantageRequest(model string, it Item, listed []library.Result, nShown int, answers []string, grades []float64) ChatRequest {
+// listed were injected into the answers. Each of rollouts is an answer, or
+// its summary when summarized.
+func advantageRequest(model string, it Item, listed []library.Result, nShown int, rollouts []string, summarized bool, grades []float64) ChatRequest {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Question:\n%s\n\nReference answer:\n%s\n\nLessons in the library:\n", clip(it.Query, maxShownRunes), clip(it.GroundTruth, maxShownRunes))
 	if len(listed) == 0 {
@@ -87,9 +88,15 @@ func advantageRequest(model string, it Item, listed []library.Result, nShown int
 		}
 		fmt.Fprintf(&b, "[E%d] %s%s\n", i+1, inject.Sanitize(s.Text, MaxLessonRunes), mark)
 	}
-	b.WriteString("\nAnswers:\n")
-	for i, a := range answers {
-		fmt.Fprintf(&b, "<answer n=%d grade=%.2f>\n%s\n</answer>\n", i+1, grades[i], clipEnds(a, maxShownRunes))
+	tag := "answer"
+	if summarized {
+		tag = "summary"
+		b.WriteString("\nAnswers, each summarised with its grade:\n")
+	} else {
+		b.WriteString("\nAnswers:\n")
+	}
+	for i, a := range rollouts {
+		fmt.Fprintf(&b, "<%s n=%d grade=%.2f>\n%s\n</%s>\n", tag, i+1, grades[i], clipEnds(a, maxShownRunes), tag)
 	}
 	zero := 0.0
 	return ChatRequest{Model: model, Temperature: &zero, Messages: []Message{

@@ -80,7 +80,7 @@ func TestLongAnswersKeepTheirEnd(t *testing.T) {
 	if !strings.HasSuffix(got, "\\boxed{FINAL-42}") || !strings.HasPrefix(got, "reasoning") || len([]rune(got)) > maxShownRunes+3 {
 		t.Errorf("clipped to %d runes, ends %q", len([]rune(got)), got[len(got)-20:])
 	}
-	req := advantageRequest("m", Item{Query: "q", GroundTruth: "42"}, nil, 0, []string{long, "short"}, []float64{1, 0})
+	req := advantageRequest("m", Item{Query: "q", GroundTruth: "42"}, nil, 0, []string{long, "short"}, false, []float64{1, 0})
 	if !strings.Contains(req.Messages[1].Content, "FINAL-42") {
 		t.Error("the advantage prompt lost the answer's end")
 	}

@@ -39,6 +39,9 @@ type Store interface {
 	RecordFeedback(ctx context.Context, fb store.Feedback, up bool, experienceIDs []string) error
 	PendingFeedback(ctx context.Context, limit int) ([]store.Feedback, error)
 	MarkFeedback(ctx context.Context, traceID, voter string, updatedAt time.Time, state store.FeedbackState) error
+	// PutVote records the distiller's vote when a lesson is distilled
+	// again (see DistillerVoter).
+	PutVote(ctx context.Context, v store.Vote) error
 }
 
 // FeedbackConfig configures a Learner.
@@ -55,8 +58,9 @@ type FeedbackConfig struct {
 	// MinVotes and Approval govern retirement. 0: the defaults.
 	MinVotes int
 	Approval float64
-	// DedupeScore: a lesson this similar to one in the library reinforces
-	// it instead of adding a near-copy. 0: DefaultDedupeScore.
+	// DedupeScore: a lesson whose text is this similar (cosine of the
+	// texts' embeddings, keys aside) to one in its domain reinforces it
+	// instead of adding a near-copy. 0: DefaultDedupeScore.
 	DedupeScore float32
 	// RetryEvery is how often the worker looks for pending work when not
 	// woken. 0: DefaultRetryEvery.
@@ -269,52 +273,6 @@ func (l *Learner) DistillPending(ctx context.Context, limit int) (int, error) {
 		}
 	}
 	return finished, nil
-}
-
-// distill turns one graded answer into a lesson in the library.
-func (l *Learner) distill(ctx context.Context, fb store.Feedback) (store.FeedbackState, error) {
-	if l.cfg.Chat == nil || (fb.Grade < l.cfg.Threshold && strings.TrimSpace(fb.Correction) == "") {
-		return store.FeedbackSkipped, nil
-	}
-	tr, err := l.st.GetTrace(ctx, fb.TraceID)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.FeedbackSkipped, nil // pruned since
-	}
-	if err != nil {
-		return "", err
-	}
-	lesson, _, err := l.cfg.Chat.Chat(ctx, ChatRequest{Model: tr.Model, Messages: DistillPrompt(tr, fb), Temperature: ptr(0.2), MaxTokens: 200})
-	if err != nil {
-		return "", fmt.Errorf("asking %s for a lesson: %w", tr.Model, err)
-	}
-	lesson = CleanLesson(lesson)
-	if lesson == "" {
-		return store.FeedbackSkipped, nil
-	}
-	lib := l.cfg.Library
-	canon, err := lib.Vector(ctx, lesson)
-	if err != nil {
-		return "", fmt.Errorf("embedding the lesson: %w", err)
-	}
-	// A near-copy in the same domain reinforces the existing lesson.
-	if near, err := lib.Search(ctx, library.Query{Vector: canon, K: 1, Domain: tr.Domain, MinRelevance: &library.NoGate}); err == nil && len(near) == 1 && near[0].Score >= l.cfg.DedupeScore {
-		conf := min(1, near[0].Confidence+0.05)
-		_, err := lib.Update(ctx, near[0].ID, store.Update{Confidence: &conf})
-		return store.FeedbackDone, err
-	} else if err != nil && !errors.Is(err, library.ErrEmpty) {
-		return "", err
-	}
-	conf := 0.5 + 0.3*fb.Grade
-	if fb.Correction != "" {
-		conf = 0.7
-	}
-	_, _, err = lib.Add(ctx, store.Experience{
-		Text: lesson, Domain: tr.Domain, Confidence: conf, SourceModel: tr.Model, TraceID: tr.ID,
-	})
-	if err != nil {
-		return "", err
-	}
-	return store.FeedbackDone, nil
 }
 
 func ptr[T any](v T) *T { return &v }

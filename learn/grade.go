@@ -231,9 +231,27 @@ type Judge struct {
 	Model string
 }
 
+// Critic is a Grader that also says why it gave its grade. The group step
+// shows the critique to the per-rollout summary (Config.SummarizeOver), as
+// Training-Free GRPO summarises each rollout with its grade and critique.
+type Critic interface {
+	Grader
+	// Critique is Grade with the grader's reasoning beside the grade.
+	Critique(ctx context.Context, query, truth, answer string) (float64, string, Usage, error)
+}
+
+var _ Critic = Judge{}
+
 // Grade implements Grader. A reply without the GRADE line is an error
 // wrapping ErrBadJudgeReply, returned with the reply's usage.
 func (j Judge) Grade(ctx context.Context, query, truth, answer string) (float64, Usage, error) {
+	g, _, u, err := j.Critique(ctx, query, truth, answer)
+	return g, u, err
+}
+
+// Critique implements Critic: the critique is the judge's reply before its
+// GRADE line.
+func (j Judge) Critique(ctx context.Context, query, truth, answer string) (float64, string, Usage, error) {
 	zero := 0.0
 	req := ChatRequest{Model: j.Model, Temperature: &zero, MaxTokens: 512, Messages: []Message{
 		{Role: "system", Content: JudgePrompt},
@@ -242,10 +260,23 @@ func (j Judge) Grade(ctx context.Context, query, truth, answer string) (float64,
 	}}
 	reply, u, err := j.Chat.Chat(ctx, req)
 	if err != nil {
-		return 0, u, fmt.Errorf("judge %s: %w", j.Model, err)
+		return 0, "", u, fmt.Errorf("judge %s: %w", j.Model, err)
 	}
 	g, err := ParseJudgeReply(reply)
-	return g, u, err
+	reply = strings.TrimSpace(reply)
+	if i := strings.LastIndexByte(reply, '\n'); i >= 0 && err == nil {
+		return g, strings.TrimSpace(reply[:i]), u, nil
+	}
+	return g, "", u, err
+}
+
+// critique grades answer with g, and with its critique when g is a Critic.
+func critique(ctx context.Context, g Grader, it Item, answer string) (float64, string, Usage, error) {
+	if c, ok := g.(Critic); ok {
+		return c.Critique(ctx, it.Query, it.GroundTruth, answer)
+	}
+	grade, u, err := g.Grade(ctx, it.Query, it.GroundTruth, answer)
+	return grade, "", u, err
 }
 
 // gradeLineRE is the judge's last line: a number in [0, 1] written plainly.

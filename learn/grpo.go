@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/dso-proxy/dso/inject"
@@ -76,6 +75,12 @@ type Config struct {
 	// shown: all of them in a library no larger, else the nearest to the
 	// question. 0: DefaultGroupLessons.
 	GroupLessons int
+	// SummarizeOver: a group whose longest answer is over this many runes
+	// has each answer summarised in its own call (with its grade and the
+	// reference answer, SummaryPrompt) and the comparison shown the
+	// summaries, as published, instead of answers clipped to their ends.
+	// 0: DefaultSummarizeOver; negative: never; 1: always.
+	SummarizeOver int
 	// Domain is the domain of items that name none.
 	Domain string
 	// Confidence is given to added lessons. 0: DefaultLessonConfidence.
@@ -126,6 +131,7 @@ func NewOptimizer(cfg Config) (*Optimizer, error) {
 	def(&cfg.Batch, DefaultBatch)
 	def(&cfg.TopK, DefaultTopK)
 	def(&cfg.GroupLessons, DefaultGroupLessons)
+	def(&cfg.SummarizeOver, DefaultSummarizeOver)
 	if cfg.Temperature == 0 {
 		cfg.Temperature = DefaultTemperature
 	}
@@ -414,26 +420,14 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 	if err != nil {
 		return res, err
 	}
-	temp := cfg.Temperature
-	answers := make([]string, cfg.Group)
-	usages := make([]Usage, cfg.Group)
-	errs := make([]error, cfg.Group)
-	var wg sync.WaitGroup
-	for k := range answers {
-		wg.Go(func() {
-			answers[k], usages[k], errs[k] = cfg.Chat.Chat(ctx, ChatRequest{Model: cfg.Model, Messages: msgs, Temperature: &temp})
-		})
-	}
-	wg.Wait()
-	for k := range answers {
-		res.tokens.call(usages[k])
-		if errs[k] != nil {
-			return res, fmt.Errorf("sampling: %w", errs[k])
-		}
+	answers, err := r.sample(ctx, msgs, &res.tokens)
+	if err != nil {
+		return res, err
 	}
 	res.grades = make([]float64, len(answers))
+	critiques := make([]string, len(answers))
 	for k, a := range answers {
-		g, u, err := cfg.Grader.Grade(ctx, it.Query, it.GroundTruth, a)
+		g, c, u, err := critique(ctx, cfg.Grader, it, a)
 		res.tokens.graded(u)
 		switch {
 		case errors.Is(err, ErrBadJudgeReply):
@@ -441,7 +435,7 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 		case err != nil:
 			return res, fmt.Errorf("grading: %w", err)
 		}
-		res.grades[k] = g
+		res.grades[k], critiques[k] = g, c
 	}
 	same := true
 	for _, g := range res.grades[1:] {
@@ -455,7 +449,11 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 	if err != nil {
 		return res, err
 	}
-	reply, u, err := cfg.Chat.Chat(ctx, advantageRequest(cfg.Model, it, listed, len(shown), answers, res.grades))
+	seen, summarized, err := r.rollouts(ctx, it, answers, res.grades, critiques, &res.tokens)
+	if err != nil {
+		return res, err
+	}
+	reply, u, err := cfg.Chat.Chat(ctx, advantageRequest(cfg.Model, it, listed, len(shown), seen, summarized, res.grades))
 	res.tokens.call(u)
 	if err != nil {
 		return res, fmt.Errorf("group advantage: %w", err)
@@ -487,33 +485,28 @@ func (r *run) step(ctx context.Context, it Item) (stepResult, error) {
 	return res, nil
 }
 
-// resolve turns an operation of the advantage reply into one to apply:
-// its target is a lesson the model was shown, and its text does not leak
-// the item's answer. A modify that leaves the text as it is is a keep.
-func (r *run) resolve(op Op, it Item, byRef map[string]library.Result) (pendingOp, bool) {
-	p := pendingOp{Kind: op.Kind, Text: op.Text, Domain: r.domain(it)}
-	if op.Text != "" && !r.o.cfg.AllowLeaks && Leaks(op.Text, it.GroundTruth) {
-		return p, false
+// sample draws the group: Config.Group answers to msgs, concurrently, at
+// the sampling temperature; their cost is added to tokens.
+func (r *run) sample(ctx context.Context, msgs []Message, tokens *Tokens) ([]string, error) {
+	cfg := r.o.cfg
+	temp := cfg.Temperature
+	answers := make([]string, cfg.Group)
+	usages := make([]Usage, cfg.Group)
+	errs := make([]error, cfg.Group)
+	var wg sync.WaitGroup
+	for k := range answers {
+		wg.Go(func() {
+			answers[k], usages[k], errs[k] = cfg.Chat.Chat(ctx, ChatRequest{Model: cfg.Model, Messages: msgs, Temperature: &temp})
+		})
 	}
-	if op.Kind == OpAdd {
-		p.Key = it.Query
-		return p, true
-	}
-	s, ok := byRef[strings.ToUpper(op.ID)]
-	if !ok {
-		s, ok = byRef[op.ID]
-	}
-	if !ok {
-		return p, false // not a lesson the model was shown
-	}
-	p.Target = s.ID
-	if op.Kind == OpModify {
-		p.Domain = s.Domain
-		if store.ExperienceID(s.Domain, op.Text) == s.ID {
-			p.Kind, p.Text = OpKeep, ""
+	wg.Wait()
+	for k := range answers {
+		tokens.call(usages[k])
+		if errs[k] != nil {
+			return nil, fmt.Errorf("sampling: %w", errs[k])
 		}
 	}
-	return p, true
+	return answers, nil
 }
 
 // prompt retrieves the lessons for it and builds the answering messages:

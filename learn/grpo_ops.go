@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/store"
 )
 
@@ -146,4 +147,33 @@ func parseOp(m json.RawMessage) (Op, error) {
 		return Op{}, errors.New("id too long")
 	}
 	return op, nil
+}
+
+// resolve turns an operation of the advantage reply into one to apply:
+// its target is a lesson the model was shown, and its text does not leak
+// the item's answer. A modify that leaves the text as it is is a keep.
+func (r *run) resolve(op Op, it Item, byRef map[string]library.Result) (pendingOp, bool) {
+	p := pendingOp{Kind: op.Kind, Text: op.Text, Domain: r.domain(it)}
+	if op.Text != "" && !r.o.cfg.AllowLeaks && Leaks(op.Text, it.GroundTruth) {
+		return p, false
+	}
+	if op.Kind == OpAdd {
+		p.Key = it.Query
+		return p, true
+	}
+	s, ok := byRef[strings.ToUpper(op.ID)]
+	if !ok {
+		s, ok = byRef[op.ID]
+	}
+	if !ok {
+		return p, false // not a lesson the model was shown
+	}
+	p.Target = s.ID
+	if op.Kind == OpModify {
+		p.Domain = s.Domain
+		if store.ExperienceID(s.Domain, op.Text) == s.ID {
+			p.Kind, p.Text = OpKeep, ""
+		}
+	}
+	return p, true
 }

@@ -72,6 +72,7 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	checkpoint := fs.String("checkpoint", "", "checkpoint file to save to and resume from")
 	domain := fs.String("domain", "", "domain of items that name none")
 	confidence := fs.Float64("confidence", learn.DefaultLessonConfidence, "confidence of the lessons added")
+	summarizeOver := fs.Int("summarize-over", learn.DefaultSummarizeOver, "summarise each answer of a group in its own call before comparing when the longest is over this many characters (1: always, -1: never)")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -122,7 +123,7 @@ func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Chat: chat, Library: lib, Model: *model, Grader: g,
 		Group: *group, Temperature: *temperature, Epochs: *epochs, Batch: *batch,
 		TopK: cfg.Retrieval.TopK, MinConfidence: cfg.Retrieval.MinConfidence, MaxTokens: cfg.Retrieval.MaxTokens, InjectWhole: cfg.Retrieval.InjectWhole,
-		Domain: *domain, Confidence: *confidence, Checkpoint: *checkpoint,
+		Domain: *domain, Confidence: *confidence, Checkpoint: *checkpoint, SummarizeOver: *summarizeOver,
 		Progress: func(p learn.Progress) {
 			fmt.Fprintf(stderr, "epoch %d/%d: %d/%d items, batch mean grade %.3f, ops +%d ~%d -%d (%d rejected), library %d, calls %d, tokens %d\n",
 				p.Epoch, p.Epochs, p.Done, p.Items, p.MeanGrade, p.Ops.Add, p.Ops.Modify, p.Ops.Delete, p.Ops.Rejected, p.LibrarySize, p.Tokens.Calls, p.Tokens.Total)

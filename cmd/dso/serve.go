@@ -60,6 +60,8 @@ Environment only:
   DSO_OPEN_LIBRARY     1 opens the experience API and feedback to anyone
                        who can reach a non-loopback address with no keys
                        set (open_library: true); see "Keys and addresses"
+  DSO_TRUST_VOTER_HEADER  1 takes X-DSO-Voter as a member of the client's
+                       key (trust_voter_header: true); 0 turns it off
   DSO_EMBEDDER         retrieval.embedder (hash[:DIM], wordvec:FILE,
                        model:NAME, backend)
 
