@@ -207,22 +207,3 @@ func (l *Log) appendLocked(ctx context.Context, records [][]byte, ids []*[32]byt
 	l.serve(size, msg)
 	return first, nil
 }
-
-// insert writes entry n and its stored hashes.
-func (l *Log) insert(ctx context.Context, tx *sql.Tx, n int64, b []byte, pending *pendingHashes) error {
-	hs, err := tlog.StoredHashes(n, b, hashReader{ctx: ctx, q: tx, pending: pending})
-	if err != nil {
-		return fmt.Errorf("network: append: hashes: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO entries (idx, data) VALUES (?, ?)`, n, b); err != nil {
-		return fmt.Errorf("network: append: %w", err)
-	}
-	for _, h := range hs {
-		idx := pending.base + int64(len(pending.hashes))
-		if _, err := tx.ExecContext(ctx, `INSERT INTO hashes (idx, hash) VALUES (?, ?)`, idx, h[:]); err != nil {
-			return fmt.Errorf("network: append: hash %d: %w", idx, err)
-		}
-		pending.hashes = append(pending.hashes, h)
-	}
-	return nil
-}
