@@ -277,7 +277,7 @@ func TestUIAddInjectGradeRetire(t *testing.T) {
 	}
 	d.shot(t, "overview")
 
-	d.open(t, "/ui/network", "#network-placeholder")
+	d.open(t, "/ui/network", "#network-none")
 	d.shot(t, "network")
 	d.noPageErrors(t)
 }
