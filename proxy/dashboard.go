@@ -73,11 +73,7 @@ func (s *Server) listTraces(w http.ResponseWriter, r *http.Request) {
 		}
 		data[i] = j
 	}
-	out := map[string]any{"object": "list", "data": data, "has_more": next != ""}
-	if next != "" {
-		out["next"] = next
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, data, next)
 }
 
 // patchExperience serves PATCH /v1/experiences/{id} with

@@ -171,11 +171,7 @@ func (s *Server) listExperiences(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out := map[string]any{"object": "list", "data": data, "has_more": next != ""}
-	if next != "" {
-		out["next"] = next
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, data, next)
 }
 
 // searchExperiences serves GET /v1/experiences/search?q=&domain=&k=&min_confidence=&min_score=:
@@ -287,4 +283,14 @@ func (s *Server) deleteExperience(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "object": "experience.deleted", "deleted": true})
+}
+
+// writeList writes one page of a listing: {"object":"list","data",
+// "has_more"} and, when there is a next page, its cursor in "next".
+func writeList[T any](w http.ResponseWriter, data []T, next string) {
+	out := map[string]any{"object": "list", "data": data, "has_more": next != ""}
+	if next != "" {
+		out["next"] = next
+	}
+	writeJSON(w, http.StatusOK, out)
 }
