@@ -35,14 +35,21 @@ func startDSO(t *testing.T, args ...string) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), envRunMain+"=1")
+	return cmd, startServing(t, cmd)
+}
+
+// startServing starts cmd, a dso serve, and returns the base URL it logs
+// ("dso listening", JSON on stderr). The test's cleanup kills it.
+func startServing(tb testing.TB, cmd *exec.Cmd) string {
+	tb.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -55,11 +62,11 @@ func startDSO(t *testing.T, args ...string) (*exec.Cmd, string) {
 	}()
 	select {
 	case a := <-addr:
-		return cmd, "http://" + a
-	case <-time.After(30 * time.Second):
-		t.Fatal("dso did not start")
+		return "http://" + a
+	case <-time.After(60 * time.Second):
+		tb.Fatal("dso did not start")
 	}
-	return nil, ""
+	return ""
 }
 
 // Feedback accepted before dso is killed (SIGKILL, no clean stop, the

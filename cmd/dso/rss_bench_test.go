@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // BenchmarkRSS runs `dso serve` as built, with its defaults (retrieval on,
@@ -58,7 +56,12 @@ func BenchmarkRSS(b *testing.B) {
 			if p.name == "dso" {
 				cmd.Args = append(cmd.Args, "--data", b.TempDir()) // a fresh library each run
 			}
-			base := startProcess(b, cmd, p.name == "dso")
+			var base string
+			if p.name == "dso" {
+				base = startServing(b, cmd)
+			} else {
+				base = startFloor(b, cmd)
+			}
 			chat := func(c *http.Client, body string) {
 				resp, err := c.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
 				if err != nil {
@@ -109,17 +112,10 @@ func BenchmarkRSS(b *testing.B) {
 	}
 }
 
-// startProcess starts cmd and returns the base URL it listens on: dso logs
-// it ("dso listening", JSON on stderr), the floor prints it.
-func startProcess(b *testing.B, cmd *exec.Cmd, dso bool) string {
+// startFloor starts the floor proxy and returns the base URL it prints.
+func startFloor(b *testing.B, cmd *exec.Cmd) string {
 	b.Helper()
-	var out io.ReadCloser
-	var err error
-	if dso {
-		out, err = cmd.StderrPipe()
-	} else {
-		out, err = cmd.StdoutPipe()
-	}
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -127,26 +123,11 @@ func startProcess(b *testing.B, cmd *exec.Cmd, dso bool) string {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			switch {
-			case !dso:
-				addr <- strings.TrimSpace(sc.Text())
-			case json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "dso listening":
-				addr <- line.Addr
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return "http://" + a
-	case <-time.After(60 * time.Second):
-		b.Fatal("the process did not start")
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		b.Fatalf("the floor proxy did not start: %v", err)
 	}
-	return ""
+	return "http://" + strings.TrimSpace(line)
 }
 
 // procKiB reads a memory field (VmRSS, VmHWM) of a process, in KiB.
