@@ -272,6 +272,22 @@ type ListOptions struct {
 	After string
 }
 
+// prepare checks o and fills in its defaults: a page of 100, at most
+// 1,000, and the domain prefix normalised.
+func (o ListOptions) prepare() (ListOptions, error) {
+	if o.Status != "" {
+		if err := checkStatus(o.Status); err != nil {
+			return o, fmt.Errorf("store: list experiences: %w", err)
+		}
+	}
+	if o.Limit <= 0 {
+		o.Limit = 100
+	}
+	o.Limit = min(o.Limit, 1000)
+	o.DomainPrefix = NormalizeDomain(o.DomainPrefix)
+	return o, nil
+}
+
 // ListExperiences returns one page of experiences ordered by ID, and the
 // cursor for the next page, empty when this page is the last. Paging is by
 // key, so pages stay consistent while other goroutines write.
@@ -279,17 +295,11 @@ func (s *SQLite) ListExperiences(ctx context.Context, o ListOptions) ([]Experien
 	if err := s.check(); err != nil {
 		return nil, "", err
 	}
-	if o.Status != "" {
-		if err := checkStatus(o.Status); err != nil {
-			return nil, "", fmt.Errorf("store: list experiences: %w", err)
-		}
+	o, err := o.prepare()
+	if err != nil {
+		return nil, "", err
 	}
-	limit := o.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	limit = min(limit, 1000)
-	prefix := NormalizeDomain(o.DomainPrefix)
+	limit, prefix := o.Limit, o.DomainPrefix
 	q := `SELECT ` + expColumns + ` FROM experiences WHERE id > ?`
 	args := []any{o.After}
 	if prefix != "" {

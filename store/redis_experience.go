@@ -288,17 +288,11 @@ func (r *Redis) ListExperiences(ctx context.Context, o ListOptions) ([]Experienc
 	if err := r.check(); err != nil {
 		return nil, "", err
 	}
-	if o.Status != "" {
-		if err := checkStatus(o.Status); err != nil {
-			return nil, "", fmt.Errorf("store: list experiences: %w", err)
-		}
+	o, err := o.prepare()
+	if err != nil {
+		return nil, "", err
 	}
-	limit := o.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	limit = min(limit, 1000)
-	prefix := NormalizeDomain(o.DomainPrefix)
+	limit, prefix := o.Limit, o.DomainPrefix
 	var out []Experience
 	after := o.After
 	for len(out) <= limit {
