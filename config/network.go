@@ -26,6 +26,8 @@ type Network struct {
 	// SyncInterval is the time between syncs of a peer. Zero:
 	// DefaultSyncInterval.
 	SyncInterval time.Duration `yaml:"sync_interval"`
+	// Trust says whose records are admitted and whose votes count.
+	Trust Trust `yaml:"trust"`
 }
 
 // Peer is a followed log.
@@ -76,6 +78,7 @@ func (n Network) validate(add func(path, format string, args ...any)) {
 	if n.SyncInterval < 0 {
 		add("network.sync_interval", "must not be negative")
 	}
+	n.Trust.validate("network.trust", add)
 	names := map[string]bool{}
 	for i, p := range n.Peers {
 		path := fmt.Sprintf("network.peers[%d]", i)

@@ -32,6 +32,9 @@ type Admitter struct {
 	Network string
 	Library Library
 	State   *State
+	// Voting, when set, applies the votes already kept on an experience
+	// when it is admitted.
+	Voting *Voting
 }
 
 // Admit admits r and says how. A trusted author's experience enters the
@@ -84,6 +87,9 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 		}
 		return "", err
 	}
+	if err := a.know(ctx, xid, got.ID); err != nil {
+		return "", err
+	}
 	if created {
 		return Admitted, nil
 	}
@@ -97,4 +103,16 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 	}
 	_, err = a.Library.Update(ctx, got.ID, store.Update{Confidence: &conf})
 	return Admitted, err
+}
+
+// know notes the store's id of the network's experience xid, which votes
+// name, and applies the votes kept on it.
+func (a *Admitter) know(ctx context.Context, xid [32]byte, storeID string) error {
+	if err := a.State.Know(ctx, xid, storeID); err != nil {
+		return err
+	}
+	if a.Voting == nil {
+		return nil
+	}
+	return a.Voting.Apply(ctx, xid)
 }

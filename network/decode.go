@@ -25,6 +25,8 @@ func Decode(b []byte) (Record, error) {
 		r.Experience = d.experience()
 	case KindVote:
 		r.Vote = d.vote()
+	case KindVouch:
+		r.Vouch = d.vouch()
 	default:
 		if d.err == nil {
 			return Record{}, fmt.Errorf("%w: kind %d", ErrMalformed, k)
@@ -168,6 +170,19 @@ func (d *decoder) vote() *Vote {
 	v := &Vote{Network: d.string("network", MaxNetworkLen)}
 	copy(v.Experience[:], d.bytes(32))
 	v.Grade = int8(d.byte())
+	v.Time = d.time()
+	return v
+}
+
+func (d *decoder) vouch() *Vouch {
+	v := &Vouch{Network: d.string("network", MaxNetworkLen), Key: d.string("key", MaxKeyLen)}
+	switch b := d.byte(); {
+	case d.err != nil:
+	case b == 1:
+		v.Revoked = true
+	case b != 0:
+		d.err = fmt.Errorf("%w: revoked is %d", ErrMalformed, b)
+	}
 	v.Time = d.time()
 	return v
 }

@@ -81,3 +81,24 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Write(data)
 }
+
+// MirrorHandler serves the syncer's mirrors, rooted at "/": GET
+// /<name>/checkpoint and so on for the followed log by the key named
+// name (see MirrorPath). Logs followed later are served as they come.
+func (s *Syncer) MirrorHandler(log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := strings.TrimPrefix(r.URL.Path, "/")
+		name, rest, ok := strings.Cut(p, "/")
+		m := s.Mirror(name)
+		if !ok || m == nil {
+			http.NotFound(w, r)
+			return
+		}
+		r2 := new(http.Request)
+		*r2 = *r
+		u := *r.URL
+		u.Path, u.RawPath = "/"+rest, ""
+		r2.URL = &u
+		NewHandler(m, log).ServeHTTP(w, r2)
+	})
+}

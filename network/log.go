@@ -63,6 +63,10 @@ func OpenLog(ctx context.Context, cfg LogConfig) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{tree: t, origin: cfg.Origin, signer: cfg.Identity.Signer, verifier: v}
+	if _, err := t.db.ExecContext(ctx, signedSchema); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("network: open log: %w", err)
+	}
 	if t.checkpoint == nil {
 		// An empty log still has a signed checkpoint: size 0.
 		msg, err := l.signTree(ctx, t.db, 0, nil)
@@ -117,7 +121,7 @@ func (l *Log) Append(ctx context.Context, records ...[]byte) (int64, error) {
 	}
 	l.appending.Lock()
 	defer l.appending.Unlock()
-	return l.appendLocked(ctx, records, ids)
+	return l.appendLocked(ctx, records, ids, nil)
 }
 
 // Publish signs with the log's key each experience the log does not hold
@@ -162,7 +166,7 @@ func (l *Log) Publish(ctx context.Context, es []Experience) (int, error) {
 		if len(records) == 0 {
 			continue
 		}
-		if _, err := l.appendLocked(ctx, records, ids); err != nil {
+		if _, err := l.appendLocked(ctx, records, ids, nil); err != nil {
 			return added, err
 		}
 		added += len(records)
@@ -171,8 +175,10 @@ func (l *Log) Publish(ctx context.Context, es []Experience) (int, error) {
 }
 
 // appendLocked appends records in one transaction, noting the experience
-// ids (nil for votes) as published; l.appending is held.
-func (l *Log) appendLocked(ctx context.Context, records [][]byte, ids []*[32]byte) (int64, error) {
+// ids (nil for votes) as published, and runs also, when not nil, in the
+// same transaction with the index of the first record; l.appending is
+// held.
+func (l *Log) appendLocked(ctx context.Context, records [][]byte, ids []*[32]byte, also func(*sql.Tx, int64) error) (int64, error) {
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("network: append: %w", err)
@@ -194,6 +200,11 @@ func (l *Log) appendLocked(ctx context.Context, records [][]byte, ids []*[32]byt
 			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO published (id, idx) VALUES (?, ?)`, ids[i][:], n); err != nil {
 				return 0, fmt.Errorf("network: append: %w", err)
 			}
+		}
+	}
+	if also != nil {
+		if err := also(tx, first); err != nil {
+			return 0, fmt.Errorf("network: append: %w", err)
 		}
 	}
 	size := first + int64(len(records))

@@ -18,7 +18,7 @@ import (
 // each record: Decode rejects anything Encode would not have written.
 //
 //	version   1 byte (1)
-//	kind      1 byte (KindExperience or KindVote)
+//	kind      1 byte (KindExperience, KindVote or KindVouch)
 //	body      the kind's fields, in the order of the struct
 //	author    string: the key name of the signer
 //	key hash  4 bytes: the note key hash of the signer
@@ -34,6 +34,7 @@ const (
 	MaxSpaceLen   = 128
 	MaxCodeLen    = 4 << 10 // a BitDelta code is 484 bytes
 	MaxAuthorLen  = 128
+	MaxKeyLen     = 256 // a note verifier key: name+hash+base64 key
 	sigLen        = ed25519SignatureSize
 	// MaxRecordLen is the largest encoded record.
 	MaxRecordLen = 2 + 2 + MaxNetworkLen + 2 + MaxDomainLen + 2 + MaxTextLen + 8 + 2 + MaxSpaceLen +
@@ -59,6 +60,7 @@ type Kind uint8
 const (
 	KindExperience Kind = 1
 	KindVote       Kind = 2
+	KindVouch      Kind = 3
 )
 
 // Errors Decode and Verify return, wrapped with details.
@@ -96,11 +98,23 @@ const (
 	Down int8 = -100
 )
 
-// Record is one signed entry of a log: exactly one of Experience and Vote
-// is set.
+// Vouch says that its author follows and trusts the node whose verifier
+// key is Key on Network, or, Revoked, no longer does. The latest vouch of
+// an author for a key counts. Trust passes along vouches, bounded (see
+// Trust), so that a node learns the nodes its peers follow.
+type Vouch struct {
+	Network string
+	Key     string // note verifier key: name+hash+key
+	Revoked bool
+	Time    time.Time
+}
+
+// Record is one signed entry of a log: exactly one of Experience, Vote
+// and Vouch is set.
 type Record struct {
 	Experience *Experience
 	Vote       *Vote
+	Vouch      *Vouch
 	// Author and KeyHash name the signer's note key.
 	Author  string
 	KeyHash uint32
@@ -110,12 +124,27 @@ type Record struct {
 // Kind is the kind of r, 0 when it holds neither or both.
 func (r Record) Kind() Kind {
 	switch {
-	case r.Experience != nil && r.Vote == nil:
+	case r.Experience != nil && r.Vote == nil && r.Vouch == nil:
 		return KindExperience
-	case r.Vote != nil && r.Experience == nil:
+	case r.Vote != nil && r.Experience == nil && r.Vouch == nil:
 		return KindVote
+	case r.Vouch != nil && r.Experience == nil && r.Vote == nil:
+		return KindVouch
 	}
 	return 0
+}
+
+// Network is the network the record belongs to.
+func (r Record) Network() string {
+	switch r.Kind() {
+	case KindExperience:
+		return r.Experience.Network
+	case KindVote:
+		return r.Vote.Network
+	case KindVouch:
+		return r.Vouch.Network
+	}
+	return ""
 }
 
 // ExperienceID names an experience across a network: the same network,
@@ -167,6 +196,11 @@ func normalized(r Record) Record {
 		v.Time = ms(v.Time)
 		r.Vote = &v
 	}
+	if r.Vouch != nil {
+		v := *r.Vouch
+		v.Time = ms(v.Time)
+		r.Vouch = &v
+	}
 	return r
 }
 
@@ -191,8 +225,10 @@ func appendBody(b []byte, r Record) ([]byte, error) {
 		b, err = appendExperience(b, r.Experience)
 	case KindVote:
 		b, err = appendVote(b, r.Vote)
+	case KindVouch:
+		b, err = appendVouch(b, r.Vouch)
 	default:
-		return nil, fmt.Errorf("%w: want exactly one of experience and vote", ErrMalformed)
+		return nil, fmt.Errorf("%w: want exactly one of experience, vote and vouch", ErrMalformed)
 	}
 	if err != nil {
 		return nil, err
@@ -242,6 +278,25 @@ func appendVote(b []byte, v *Vote) ([]byte, error) {
 	return binary.BigEndian.AppendUint64(b, uint64(v.Time.UnixMilli())), nil
 }
 
+func appendVouch(b []byte, v *Vouch) ([]byte, error) {
+	if err := checkVouch(v); err != nil {
+		return nil, err
+	}
+	b, err := appendString(b, "network", v.Network, MaxNetworkLen)
+	if err != nil {
+		return nil, err
+	}
+	if b, err = appendString(b, "key", v.Key, MaxKeyLen); err != nil {
+		return nil, err
+	}
+	revoked := byte(0)
+	if v.Revoked {
+		revoked = 1
+	}
+	b = append(b, revoked)
+	return binary.BigEndian.AppendUint64(b, uint64(v.Time.UnixMilli())), nil
+}
+
 func appendString(b []byte, field, s string, max int) ([]byte, error) {
 	if len(s) > max {
 		return nil, fmt.Errorf("%w: %s is %d bytes, over %d", ErrTooLarge, field, len(s), max)
@@ -276,6 +331,19 @@ func checkVote(v *Vote) error {
 		return fmt.Errorf("%w: network id %q", ErrMalformed, v.Network)
 	case v.Grade < -100 || v.Grade > 100:
 		return fmt.Errorf("%w: grade %d is outside [-100, 100]", ErrMalformed, v.Grade)
+	}
+	return checkTime(v.Time)
+}
+
+func checkVouch(v *Vouch) error {
+	if !ValidNetworkID(v.Network) {
+		return fmt.Errorf("%w: network id %q", ErrMalformed, v.Network)
+	}
+	if len(v.Key) > MaxKeyLen {
+		return fmt.Errorf("%w: key is %d bytes, over %d", ErrTooLarge, len(v.Key), MaxKeyLen)
+	}
+	if _, err := note.NewVerifier(v.Key); err != nil {
+		return fmt.Errorf("%w: key: %v", ErrMalformed, err)
 	}
 	return checkTime(v.Time)
 }

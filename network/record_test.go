@@ -43,6 +43,14 @@ func sampleVote() *Vote {
 	return &Vote{Network: "hanzo", Experience: ExperienceID("hanzo", "code.go", "x"), Grade: Up, Time: t0}
 }
 
+func sampleVouch(t testing.TB) *Vouch {
+	_, vkey, err := note.GenerateKey(rand.Reader, "nodeB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Vouch{Network: "hanzo", Key: vkey, Time: t0}
+}
+
 func TestRecordRoundTrip(t *testing.T) {
 	s, v := testKey(t, "nodeA")
 	for _, tt := range []struct {
@@ -56,6 +64,8 @@ func TestRecordRoundTrip(t *testing.T) {
 			Space: strings.Repeat("s", MaxSpaceLen), Code: make([]byte, MaxCodeLen), Time: maxTime.Add(-time.Millisecond)}}},
 		{"vote up", Record{Vote: sampleVote()}},
 		{"vote graded", Record{Vote: &Vote{Network: "n-1.x_y", Grade: -37, Time: minTime}}},
+		{"vouch", Record{Vouch: sampleVouch(t)}},
+		{"vouch revoked", Record{Vouch: &Vouch{Network: "n", Key: sampleVouch(t).Key, Revoked: true, Time: t0}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			signed, err := Sign(s, tt.r)
@@ -107,6 +117,9 @@ func TestEncodeRejects(t *testing.T) {
 		{"code without space", exp(func(e *Experience) { e.Space = "" }), ErrMalformed},
 		{"old time", exp(func(e *Experience) { e.Time = time.Unix(0, 0) }), ErrMalformed},
 		{"vote grade", Record{Vote: &Vote{Network: "n", Grade: 101, Time: t0}}, ErrMalformed},
+		{"vote and vouch", Record{Vote: sampleVote(), Vouch: sampleVouch(t)}, ErrMalformed},
+		{"vouch key", Record{Vouch: &Vouch{Network: "n", Key: "nodeB+1234+notakey", Time: t0}}, ErrMalformed},
+		{"vouch key too long", Record{Vouch: &Vouch{Network: "n", Key: strings.Repeat("k", MaxKeyLen+1), Time: t0}}, ErrTooLarge},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := Sign(s, tt.r); !errors.Is(err, tt.want) {
@@ -189,6 +202,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	s, v := testKey(f, "nodeA")
 	f.Add(encoded(f, s, Record{Experience: sampleExperience()}))
 	f.Add(encoded(f, s, Record{Vote: sampleVote()}))
+	f.Add(encoded(f, s, Record{Vouch: sampleVouch(f)}))
 	f.Add(encoded(f, s, Record{Experience: &Experience{Network: "n", Domain: "d", Text: "t", Time: t0}}))
 	f.Add([]byte{1, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -23,11 +24,15 @@ type NetworkStatus struct {
 
 // LogStatus is what a node knows of a log it follows.
 type LogStatus struct {
-	URL     string `json:"url"`
-	Author  string `json:"author"` // the log key's name
-	Key     string `json:"key"`
-	Trusted bool   `json:"trusted"`
-	State   string `json:"state"` // PeerOK, PeerBackingOff, PeerDropped, PeerForked
+	URL    string `json:"url"`
+	Author string `json:"author"` // the log key's name
+	Key    string `json:"key"`
+	// Trusted: the author has standing (Weight > 0), from the
+	// configuration or vouches (Depth of them; 1 for a configured peer).
+	Trusted bool    `json:"trusted"`
+	Weight  float64 `json:"weight"`
+	Depth   int     `json:"depth,omitempty"`
+	State   string  `json:"state"` // PeerOK, PeerBackingOff, PeerDropped, PeerForked
 	// Size is of the last accepted checkpoint; Next the next entry to
 	// admit; Lag the entries between them.
 	Size       int64  `json:"size"`
@@ -55,9 +60,16 @@ type ForkEvidence struct {
 
 // Logs reports every followed log.
 func (s *Syncer) Logs() []LogStatus {
-	out := make([]LogStatus, 0, len(s.peers))
-	for _, p := range s.peers {
-		out = append(out, p.status())
+	s.mu.Lock()
+	peers := slices.Clone(s.peers)
+	standings := s.standings
+	s.mu.Unlock()
+	out := make([]LogStatus, 0, len(peers))
+	for _, p := range peers {
+		ls := p.status()
+		sd := standings[p.cfg.Key]
+		ls.Trusted, ls.Weight, ls.Depth = sd.Weight > 0, sd.Weight, sd.Depth
+		out = append(out, ls)
 	}
 	return out
 }
@@ -71,7 +83,7 @@ func (p *peer) status() LogStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fs := p.accepted
-	ls := LogStatus{URL: p.url, Author: p.name, Key: p.cfg.Key, Trusted: p.cfg.Trusted, Next: fs.Next,
+	ls := LogStatus{URL: p.url, Author: p.name, Key: p.cfg.Key, Next: fs.Next,
 		Checkpoint: string(fs.Checkpoint), Mirrored: p.mirror.Size(), BytesFetched: p.follower.BytesFetched()}
 	if fs.Checkpoint != nil {
 		if c, err := OpenCheckpoint(fs.Checkpoint, p.key, p.origin); err == nil {

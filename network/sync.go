@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -59,7 +60,9 @@ type Peer struct {
 	URL string
 	// Key is the verifier key of the log's author.
 	Key string
-	// Trusted peers' records are admitted; others' are quarantined.
+	// Trusted peers are roots of trust (see TrustConfig): their records
+	// are admitted, their votes weigh fully. Others' standing comes from
+	// vouches only; without any, their records are quarantined.
 	Trusted bool
 }
 
@@ -67,6 +70,9 @@ type Peer struct {
 type SyncConfig struct {
 	Network string
 	Peers   []Peer
+	// Trust: Roots add to the trusted Peers (an allow-list); Self is
+	// the node's own key.
+	Trust TrustConfig
 	// Interval between syncs of a peer. 0: DefaultSyncInterval.
 	Interval time.Duration
 	// MaxFailures: see DefaultMaxFailures (used for 0).
@@ -75,21 +81,35 @@ type SyncConfig struct {
 	Dir string
 	// State keeps what was accepted. Required.
 	State *State
-	// Admit admits each verified record. Required.
+	// Admit admits each verified experience record, trusted when its
+	// author has standing. Required.
 	Admit func(ctx context.Context, r Record, trusted bool) (string, error)
+	// Voting weighs the votes; nil: votes are counted, not kept. Its
+	// Weight is set by the syncer.
+	Voting *Voting
 	// Client makes the requests. nil: one with a per-request timeout.
 	Client *http.Client
 	Logger *slog.Logger
 }
 
-// Syncer follows the peers of one network, each in its own goroutine, and
-// mirrors each followed log.
+// Syncer follows the logs of one network, each in its own goroutine, and
+// mirrors each followed log. It follows the configured peers, and the
+// logs they vouch for, as far as trust reaches (see Standings): a vouched
+// log is fetched from the mirror of the host its voucher was fetched
+// from, so records travel between nodes that never talk to each other.
 type Syncer struct {
-	cfg   SyncConfig
-	peers []*peer
+	cfg SyncConfig
+
+	mu        sync.Mutex // protects the fields below
+	peers     []*peer
+	byKey     map[string]*peer
+	standings map[string]Standing
+	run       func(*peer) // starts a peer's goroutine once Run has begun
+	skipped   int64       // discovered logs not followed: MaxFollowed reached
 }
 
-// NewSyncer opens the peers' follow state and mirrors.
+// NewSyncer opens the peers' follow state and mirrors, and the logs the
+// kept vouches reach.
 func NewSyncer(ctx context.Context, cfg SyncConfig) (*Syncer, error) {
 	if cfg.State == nil || cfg.Admit == nil || cfg.Dir == "" {
 		return nil, errors.New("network: syncer needs a state, Admit and a directory")
@@ -106,16 +126,37 @@ func NewSyncer(ctx context.Context, cfg SyncConfig) (*Syncer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Syncer{cfg: cfg}
+	cfg.Trust.Roots = slices.Clone(cfg.Trust.Roots)
+	for _, p := range cfg.Peers {
+		if p.Trusted {
+			cfg.Trust.Roots = append(cfg.Trust.Roots, p.Key)
+		}
+	}
+	s := &Syncer{cfg: cfg, byKey: map[string]*peer{}}
+	if v := cfg.Voting; v != nil {
+		v.Weight = s.Weight
+	}
 	for _, pc := range cfg.Peers {
+		if _, dup := s.byKey[pc.Key]; dup || pc.Key == cfg.Trust.Self {
+			continue
+		}
 		p, err := s.openPeer(ctx, pc)
 		if err != nil {
 			s.Close()
 			return nil, err
 		}
-		s.peers = append(s.peers, p)
+		s.add(p)
+	}
+	if err := s.retrust(ctx); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
+}
+
+func (s *Syncer) add(p *peer) {
+	s.peers = append(s.peers, p)
+	s.byKey[p.cfg.Key] = p
 }
 
 func (s *Syncer) openPeer(ctx context.Context, pc Peer) (*peer, error) {
@@ -159,35 +200,136 @@ func LogURL(peerURL, network string) string {
 	return u + "/log/" + network
 }
 
+// hostLog is the log of the node that serves logURL: logURL itself, or
+// the node whose mirror it is.
+func hostLog(logURL string) string {
+	if i := strings.Index(logURL, "/mirror/"); i >= 0 {
+		return logURL[:i]
+	}
+	return logURL
+}
+
 // MirrorPath is where a node serves its mirror of the log by the key
 // named name, below its own log's prefix.
 func MirrorPath(name string) string { return "/mirror/" + url.PathEscape(name) }
 
-// Mirrors returns the mirrors of the followed logs by path below the
-// network's log prefix (see MirrorPath), to serve onward.
-func (s *Syncer) Mirrors() map[string]*Mirror {
-	out := make(map[string]*Mirror, len(s.peers))
+// Mirror returns the mirror of the followed log by the key named name, to
+// serve onward; nil for none.
+func (s *Syncer) Mirror(name string) *Mirror {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, p := range s.peers {
-		out[MirrorPath(p.name)] = p.mirror
+		if p.name == name {
+			return p.mirror
+		}
 	}
-	return out
+	return nil
 }
 
-// Run follows every peer until ctx is done.
+// Weight is the trust weight of the key now: 0 for none.
+func (s *Syncer) Weight(key string) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.standings[key].Weight
+}
+
+// retrust computes the standings from the kept vouches and follows the
+// logs that gained standing.
+func (s *Syncer) retrust(ctx context.Context) error {
+	vouches, err := s.cfg.State.Vouches(ctx)
+	if err != nil {
+		return err
+	}
+	st := Standings(s.cfg.Trust, vouches)
+	s.mu.Lock()
+	s.standings = st
+	var found []Peer
+	for key, sd := range st {
+		if _, ok := s.byKey[key]; ok || sd.Via == "" {
+			continue
+		}
+		via := s.byKey[sd.Via]
+		if via == nil {
+			continue
+		}
+		v, err := note.NewVerifier(key)
+		if err != nil {
+			continue // checked when the vouch was admitted
+		}
+		found = append(found, Peer{URL: hostLog(via.url) + MirrorPath(v.Name()), Key: key})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(found, func(a, b Peer) int { return strings.Compare(a.Key, b.Key) })
+	for _, pc := range found {
+		if err := s.follow(ctx, pc); err != nil {
+			return err
+		}
+	}
+	if s.cfg.Voting != nil {
+		return s.cfg.Voting.Reapply(ctx)
+	}
+	return nil
+}
+
+// follow starts following a log found through vouches.
+func (s *Syncer) follow(ctx context.Context, pc Peer) error {
+	s.mu.Lock()
+	full := len(s.peers) >= MaxFollowed
+	if full {
+		s.skipped++
+	}
+	s.mu.Unlock()
+	if full {
+		s.cfg.Logger.Warn("not following a vouched log: the network follows the most logs it may", "key", pc.Key, "max", MaxFollowed)
+		return nil
+	}
+	p, err := s.openPeer(ctx, pc)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if _, dup := s.byKey[pc.Key]; dup {
+		s.mu.Unlock()
+		return p.mirror.Close()
+	}
+	s.add(p)
+	start := s.run
+	s.mu.Unlock()
+	s.cfg.Logger.Info("following a vouched log", "url", p.url, "author", p.name)
+	if start != nil {
+		start(p)
+	}
+	return nil
+}
+
+// Run follows every log until ctx is done, and those found meanwhile.
 func (s *Syncer) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, p := range s.peers {
+	start := func(p *peer) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			p.run(ctx)
 		}()
 	}
+	s.mu.Lock()
+	s.run = start
+	peers := slices.Clone(s.peers)
+	s.mu.Unlock()
+	for _, p := range peers {
+		start(p)
+	}
+	<-ctx.Done()
+	s.mu.Lock()
+	s.run = nil
+	s.mu.Unlock()
 	wg.Wait()
 }
 
 // Close closes the mirrors, after Run has returned.
 func (s *Syncer) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, p := range s.peers {
 		if err := p.mirror.Close(); err != nil {
 			s.cfg.Logger.Warn("closing a mirror", "peer", p.url, "err", err.Error())
@@ -352,7 +494,21 @@ func syncReason(err error) string {
 
 // accept admits one verified record of the peer's log.
 func (p *peer) accept(ctx context.Context, _ int64, r Record) error {
-	out, err := p.syncer.cfg.Admit(ctx, r, p.cfg.Trusted)
+	s := p.syncer
+	var out string
+	var err error
+	switch {
+	case r.Network() != s.cfg.Network:
+		out = WrongNetwork
+	case r.Vouch != nil:
+		out, err = p.vouch(ctx, *r.Vouch)
+	case r.Vote != nil && s.cfg.Voting == nil:
+		out = Votes
+	case r.Vote != nil:
+		out, err = s.cfg.Voting.Vote(ctx, p.cfg.Key, *r.Vote)
+	default:
+		out, err = s.cfg.Admit(ctx, r, s.Weight(p.cfg.Key) > 0)
+	}
 	if err != nil {
 		return err
 	}
@@ -360,4 +516,18 @@ func (p *peer) accept(ctx context.Context, _ int64, r Record) error {
 	p.outcomes[out]++
 	p.mu.Unlock()
 	return nil
+}
+
+// vouch keeps a vouch of the peer's and follows what it reaches.
+func (p *peer) vouch(ctx context.Context, v Vouch) (string, error) {
+	changed, err := p.syncer.cfg.State.SaveVouch(ctx, p.cfg.Key, v)
+	switch {
+	case errors.Is(err, ErrVouchesFull):
+		return VouchesFull, nil
+	case err != nil:
+		return "", err
+	case changed:
+		return Vouched, p.syncer.retrust(ctx)
+	}
+	return Vouched, nil
 }

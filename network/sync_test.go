@@ -143,7 +143,18 @@ func (l *fakeLibrary) Update(ctx context.Context, id string, u store.Update) (st
 	if u.Confidence != nil {
 		e.Confidence = *u.Confidence
 	}
+	if u.Status != nil {
+		e.Status = *u.Status
+	}
 	l.es[id] = e
+	return e, nil
+}
+
+func (l *fakeLibrary) GetExperience(ctx context.Context, id string) (store.Experience, error) {
+	e, ok := l.es[id]
+	if !ok {
+		return store.Experience{}, store.ErrNotFound
+	}
 	return e, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/library"
@@ -58,9 +59,12 @@ func openNetwork(ctx context.Context, cfg config.Config, lib *library.Library, l
 		n.close()
 		return nil, err
 	}
+	voting := n.voting(lib)
 	n.syncer, err = network.NewSyncer(ctx, network.SyncConfig{
 		Network: nc.ID, Peers: peersOf(nc), Interval: nc.Interval(), Dir: filepath.Dir(path),
-		State: n.state, Admit: n.admitter(lib), Logger: logger,
+		State: n.state, Admit: n.admitter(lib, voting), Voting: voting, Logger: logger,
+		Trust: network.TrustConfig{Roots: nc.Trust.Keys, Depth: nc.Trust.Depth, MaxVouches: nc.Trust.MaxVouches,
+			Self: id.VerifierKey},
 	})
 	if err != nil {
 		n.close()
@@ -82,12 +86,48 @@ func peersOf(nc config.Network) []network.Peer {
 
 // admitter admits records into lib; without one, records are counted as
 // not admitted.
-func (n *networkNode) admitter(lib *library.Library) func(context.Context, network.Record, bool) (string, error) {
+func (n *networkNode) admitter(lib *library.Library, v *network.Voting) func(context.Context, network.Record, bool) (string, error) {
 	if lib == nil {
 		return func(context.Context, network.Record, bool) (string, error) { return "not_admitted", nil }
 	}
-	a := &network.Admitter{Network: n.cfg.ID, Library: lib, State: n.state}
+	a := &network.Admitter{Network: n.cfg.ID, Library: lib, State: n.state, Voting: v}
 	return a.Admit
+}
+
+// voting weighs the network's votes and retires, in lib, what they
+// disapprove of; without a library votes are kept and weighed only.
+func (n *networkNode) voting(lib *library.Library) *network.Voting {
+	v := &network.Voting{State: n.state, RetireBelow: n.cfg.Trust.RetireBelow, MinWeight: n.cfg.Trust.MinVoteWeight}
+	if lib != nil {
+		v.Library = votingLibrary{lib}
+	}
+	return v
+}
+
+// votingLibrary is a library as network.Voting takes it.
+type votingLibrary struct{ *library.Library }
+
+func (l votingLibrary) GetExperience(ctx context.Context, id string) (store.Experience, error) {
+	es, err := l.Store().GetExperiences(ctx, []string{id})
+	if err != nil {
+		return store.Experience{}, err
+	}
+	if len(es) == 0 {
+		return store.Experience{}, fmt.Errorf("experience %s: %w", id, store.ErrNotFound)
+	}
+	return es[0], nil
+}
+
+// vouchKeys are the keys the node vouches for in its log: the peers it
+// trusts and its allow-list, so that the nodes following it find them.
+func vouchKeys(nc config.Network) []string {
+	var keys []string
+	for _, p := range nc.Peers {
+		if !p.Quarantine {
+			keys = append(keys, p.Key)
+		}
+	}
+	return append(keys, nc.Trust.Keys...)
 }
 
 // reporter is n as the proxy takes it: nil when there is no network.
@@ -102,6 +142,9 @@ func (n *networkNode) reporter() proxy.NetworkReporter {
 func (n *networkNode) start(ctx context.Context, cfg config.Config) error {
 	if n == nil {
 		return nil
+	}
+	if _, err := n.log.Vouch(ctx, n.cfg.ID, vouchKeys(n.cfg), time.Now()); err != nil {
+		return err
 	}
 	stopPublishing, err := startPublisher(ctx, cfg, n.log, n.state, n.logger)
 	if err != nil {
@@ -126,9 +169,7 @@ func (n *networkNode) handler(h http.Handler) http.Handler {
 	}
 	prefix := "/log/" + n.cfg.ID
 	mux := http.NewServeMux()
-	for p, m := range n.syncer.Mirrors() {
-		mux.Handle(prefix+p+"/", http.StripPrefix(prefix+p, network.NewHandler(m, n.logger)))
-	}
+	mux.Handle(prefix+"/mirror/", http.StripPrefix(prefix+"/mirror", n.syncer.MirrorHandler(n.logger)))
 	mux.Handle(prefix+"/", http.StripPrefix(prefix, network.NewHandler(n.log, n.logger)))
 	mux.Handle("/", h)
 	n.logger.Info("serving the node's log", "network", n.cfg.ID, "path", prefix+"/", "origin", n.log.Origin(),
@@ -174,11 +215,11 @@ func (n *networkNode) close() {
 }
 
 // startPublisher publishes the shared domains of the store under
-// cfg.Data into l until the returned func is called; with nothing shared
-// it does nothing. It opens the store file on its own handle, as dso
+// cfg.Data into l, and the node's votes, until the returned func is
+// called; with nothing shared and no votes it does nothing. It opens the store file on its own handle, as dso
 // import does, so that serve's retrieval wiring stays as it is.
 func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, state *network.State, log *slog.Logger) (func(), error) {
-	if len(cfg.Network.Share) == 0 {
+	if len(cfg.Network.Share) == 0 && cfg.Network.Trust.NoVotes {
 		return func() {}, nil
 	}
 	st, err := store.OpenDir(ctx, cfg.Data, store.Options{})
@@ -188,7 +229,7 @@ func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, stat
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	p := newPublisher(st, l, cfg.Network.ID, cfg.Network.Share, log)
-	p.admitted = state.Admitted
+	p.state, p.votes = state, !cfg.Network.Trust.NoVotes
 	go func() {
 		defer close(done)
 		p.run(pctx)

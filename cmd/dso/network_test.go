@@ -161,9 +161,11 @@ func networkOf(t *testing.T, n netNode) (netStatus, bool) {
 	return st, ok && len(st.Networks) == 1
 }
 
-// Four dso processes in a line, each with its own data and key: B follows
-// A, C follows B's mirror of A's log, D follows C's mirror. What A shares
-// reaches D's library and is injected there for a paraphrased question;
+// Four dso processes in a line, each with its own data and key, each
+// configured with the one before it only: B follows A, C follows B, D
+// follows C. Each finds the logs further up through its peer's vouches
+// and follows them through its peer's mirrors. What A shares reaches D's
+// library and is injected there for a paraphrased question;
 // what A does not share never leaves A; B restarted resumes where it
 // was. A fifth node following A through
 // a proxy that tampers with entries rejects them, counts them, and drops
@@ -178,8 +180,8 @@ func TestNetworkLineOfNodes(t *testing.T) {
 
 	a := startNetNode(t, "nodeA", backend.URL, "code")
 	b := startNetNode(t, "nodeB", backend.URL, "code", peerOf(a.url, a.key))
-	c := startNetNode(t, "nodeC", backend.URL, "code", peerOf(mirrorOf(b, "nodeA"), a.key))
-	d := startNetNode(t, "nodeD", backend.URL, "", peerOf(mirrorOf(c, "nodeA"), a.key))
+	c := startNetNode(t, "nodeC", backend.URL, "code", peerOf(b.url, b.key))
+	d := startNetNode(t, "nodeD", backend.URL, "", peerOf(c.url, c.key))
 	tamper := httptest.NewServer(tamperingProxy(a.url))
 	defer tamper.Close()
 	e := startNetNode(t, "nodeE", backend.URL, "", peerOf(tamper.URL, a.key))
@@ -213,11 +215,22 @@ func TestNetworkLineOfNodes(t *testing.T) {
 	if !ok || st.Networks[0].Size != 1 {
 		t.Errorf("A's log: %+v; want one record, the shared one", st)
 	}
-	// B and C do not sign what they admitted: their own logs stay empty.
+	// B and C do not sign what they admitted: their own logs hold only
+	// their vouch for their peer.
 	for _, n := range []netNode{b, c} {
-		if st, ok := networkOf(t, n); !ok || st.Networks[0].Size != 0 {
-			t.Errorf("%s's own log: %+v; want empty", n.name, st)
+		if st, ok := networkOf(t, n); !ok || st.Networks[0].Size != 1 {
+			t.Errorf("%s's own log: %+v; want its one vouch", n.name, st)
 		}
+	}
+	// D found A through C's vouch for B and B's for A, and follows it
+	// through C's mirror, trusting it at depth 3.
+	st, _ = networkOf(t, d)
+	logs := map[string]string{}
+	for _, l := range st.Networks[0].Logs {
+		logs[l.Author] = l.URL
+	}
+	if len(logs) != 3 || logs["nodeA"] != mirrorOf(c, "nodeA") || logs["nodeB"] != mirrorOf(c, "nodeB") {
+		t.Errorf("D follows %v; want C, and B and A through C's mirrors", logs)
 	}
 
 	// B restarted on the same data resumes where it was: it takes A's log

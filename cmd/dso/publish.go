@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -24,20 +25,32 @@ type sharedStore interface {
 	LastChange(ctx context.Context) (int64, error)
 	Changes(ctx context.Context, after int64, limit int) ([]string, int64, error)
 	GetExperiences(ctx context.Context, ids []string) ([]store.Experience, error)
+	Tally(ctx context.Context, experienceID string) (store.Tally, error)
+}
+
+// netState is what the publisher keeps beside the log: which experiences
+// came from other nodes, and the network's id of each it holds.
+type netState interface {
+	Admitted(ctx context.Context, storeID string) (bool, error)
+	Know(ctx context.Context, xid [32]byte, storeID string) error
+	KnownAs(ctx context.Context, storeID string) ([32]byte, bool, error)
 }
 
 // publisher appends the store's experiences in shared domains to the
-// node's log: all of them at start, then what the change log names.
+// node's log: all of them at start, then what the change log names; and
+// the node's grade of each experience it holds from the network or
+// shares, from its users' votes.
 type publisher struct {
 	st     sharedStore
 	log    *network.Log
 	netID  string
 	shares []string // normalised domain prefixes
 	logger *slog.Logger
-	// admitted reports experiences admitted from other nodes' logs: they
-	// are not this node's to sign (it would count twice in the median).
-	// Nil: none.
-	admitted func(ctx context.Context, id string) (bool, error)
+	// state says which experiences were admitted from other nodes' logs:
+	// they are not this node's to sign (it would count twice in the
+	// median), only to vote on. Nil: none, and no votes.
+	state netState
+	votes bool // publish votes
 }
 
 func newPublisher(st sharedStore, l *network.Log, netID string, shares []string, logger *slog.Logger) *publisher {
@@ -66,8 +79,8 @@ func (p *publisher) record(ctx context.Context, e store.Experience) (network.Exp
 	if e.Status == store.StatusRetired || !p.shared(e.Domain) {
 		return network.Experience{}, false
 	}
-	if p.admitted != nil {
-		if theirs, err := p.admitted(ctx, e.ID); theirs || err != nil {
+	if p.state != nil {
+		if theirs, err := p.state.Admitted(ctx, e.ID); theirs || err != nil {
 			if err != nil {
 				p.warn(ctx, err)
 			}
@@ -124,19 +137,23 @@ func (p *publisher) all(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	var batch []network.Experience
+	var votes []network.Vote
 	err = p.st.EachExperience(ctx, func(e store.Experience) error {
 		if ne, ok := p.record(ctx, e); ok {
 			batch = append(batch, ne)
 		}
-		if len(batch) < publishBatch {
+		if v, ok := p.vote(ctx, e); ok {
+			votes = append(votes, v)
+		}
+		if len(batch)+len(votes) < publishBatch {
 			return nil
 		}
-		err := p.publish(ctx, batch)
-		batch = batch[:0]
+		err := p.publish(ctx, batch, votes)
+		batch, votes = batch[:0], votes[:0]
 		return err
 	})
 	if err == nil {
-		err = p.publish(ctx, batch)
+		err = p.publish(ctx, batch, votes)
 	}
 	return cursor, err
 }
@@ -153,21 +170,37 @@ func (p *publisher) changes(ctx context.Context, cursor int64) (int64, error) {
 			return cursor, err
 		}
 		var batch []network.Experience
+		var votes []network.Vote
 		for _, e := range es {
 			if ne, ok := p.record(ctx, e); ok {
 				batch = append(batch, ne)
 			}
+			if v, ok := p.vote(ctx, e); ok {
+				votes = append(votes, v)
+			}
 		}
-		if err := p.publish(ctx, batch); err != nil {
+		if err := p.publish(ctx, batch, votes); err != nil {
 			return cursor, err
 		}
 		cursor = last
 	}
 }
 
-// publish appends batch, skipping records the network format refuses
-// (logged) rather than stopping the node's whole log.
-func (p *publisher) publish(ctx context.Context, batch []network.Experience) error {
+// publish appends batch and votes, skipping records the network format
+// refuses (logged) rather than stopping the node's whole log.
+func (p *publisher) publish(ctx context.Context, batch []network.Experience, votes []network.Vote) error {
+	if err := p.know(ctx, batch); err != nil {
+		return err
+	}
+	if len(votes) > 0 {
+		k, err := p.log.Vote(ctx, votes)
+		if err != nil {
+			return err
+		}
+		if k > 0 {
+			p.logger.InfoContext(ctx, "published votes", "network", p.netID, "added", k, "size", p.log.Size())
+		}
+	}
 	n, err := p.log.Publish(ctx, batch)
 	if errors.Is(err, network.ErrMalformed) || errors.Is(err, network.ErrTooLarge) || errors.Is(err, network.ErrNonCanonical) {
 		// One bad experience must not hold back the rest: one at a time.
@@ -186,4 +219,48 @@ func (p *publisher) publish(ctx context.Context, batch []network.Experience) err
 		p.logger.InfoContext(ctx, "published experiences", "network", p.netID, "added", n, "size", p.log.Size())
 	}
 	return err
+}
+
+// know notes the network's id of each of the node's own shared
+// experiences, which the votes of other nodes name.
+func (p *publisher) know(ctx context.Context, batch []network.Experience) error {
+	if p.state == nil {
+		return nil
+	}
+	for _, e := range batch {
+		xid := network.ExperienceID(e.Network, e.Domain, e.Text)
+		if err := p.state.Know(ctx, xid, store.ExperienceID(e.Domain, e.Text)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// vote maps the votes of the node's users on e to the node's one vote on
+// the network: its approval as a grade in [-100, 100]. ok is false for an
+// experience the network does not know from this node or others, or one
+// without votes.
+func (p *publisher) vote(ctx context.Context, e store.Experience) (network.Vote, bool) {
+	if !p.votes || p.state == nil {
+		return network.Vote{}, false
+	}
+	xid, known, err := p.state.KnownAs(ctx, e.ID)
+	if err == nil && !known && p.shared(e.Domain) {
+		xid, known = network.ExperienceID(p.netID, store.NormalizeDomain(e.Domain), e.Text), true
+	}
+	if err != nil || !known {
+		if err != nil {
+			p.warn(ctx, err)
+		}
+		return network.Vote{}, false
+	}
+	t, err := p.st.Tally(ctx, e.ID)
+	if err != nil || t.Up+t.Down == 0 {
+		if err != nil {
+			p.warn(ctx, err)
+		}
+		return network.Vote{}, false
+	}
+	grade := int8(math.Round(200*float64(t.Up)/float64(t.Up+t.Down) - 100))
+	return network.Vote{Network: p.netID, Experience: xid, Grade: grade, Time: time.Now()}, true
 }

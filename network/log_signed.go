@@ -1,0 +1,102 @@
+package network
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// signedSchema keeps the latest vouch and vote the log holds per subject
+// (a key vouched for, an experience voted on), so that the same one is
+// not signed again.
+const signedSchema = `
+CREATE TABLE IF NOT EXISTS signed (subject BLOB PRIMARY KEY, value INTEGER NOT NULL, idx INTEGER NOT NULL);
+`
+
+// Vouch signs, with the log's key, a vouch for each key the log does not
+// vouch for yet (or revoked), and appends them; it returns how many it
+// added. Vouching again for the same keys is a no-op.
+func (l *Log) Vouch(ctx context.Context, network string, keys []string, now time.Time) (int, error) {
+	var rs []Record
+	var subjects [][]byte
+	for _, k := range keys {
+		rs = append(rs, Record{Vouch: &Vouch{Network: network, Key: k, Time: now}})
+		subjects = append(subjects, []byte("vouch\x00"+k))
+	}
+	return l.appendSigned(ctx, rs, subjects, func(Record) int64 { return 1 })
+}
+
+// Vote signs, with the log's key, each vote whose grade differs from the
+// one the log holds for its experience, and appends them; it returns how
+// many it added. The latest vote of a node counts, so offering the
+// node's current grades as often as one likes is safe.
+func (l *Log) Vote(ctx context.Context, votes []Vote) (int, error) {
+	var rs []Record
+	var subjects [][]byte
+	for i := range votes {
+		v := votes[i]
+		rs = append(rs, Record{Vote: &v})
+		subjects = append(subjects, append([]byte("vote\x00"+v.Network+"\x00"), v.Experience[:]...))
+	}
+	return l.appendSigned(ctx, rs, subjects, func(r Record) int64 { return int64(r.Vote.Grade) })
+}
+
+// appendSigned signs and appends those of rs whose value differs from the
+// one the log holds for their subject, in batches of MaxAppend.
+func (l *Log) appendSigned(ctx context.Context, rs []Record, subjects [][]byte, value func(Record) int64) (int, error) {
+	l.appending.Lock()
+	defer l.appending.Unlock()
+	added := 0
+	for len(rs) > 0 {
+		n := min(len(rs), MaxAppend)
+		batch, subs := rs[:n], subjects[:n]
+		rs, subjects = rs[n:], subjects[n:]
+		var records [][]byte
+		var keep [][]byte
+		var values []int64
+		seen := map[string]bool{}
+		for i, r := range batch {
+			if seen[string(subs[i])] {
+				continue
+			}
+			seen[string(subs[i])] = true
+			var held int64
+			err := l.db.QueryRowContext(ctx, `SELECT value FROM signed WHERE subject = ?`, subs[i]).Scan(&held)
+			switch {
+			case err == nil && held == value(r):
+				continue
+			case err != nil && !errors.Is(err, sql.ErrNoRows):
+				return added, fmt.Errorf("network: sign: %w", err)
+			}
+			signed, err := Sign(l.signer, r)
+			if err != nil {
+				return added, fmt.Errorf("network: sign: %w", err)
+			}
+			b, err := Encode(signed)
+			if err != nil {
+				return added, fmt.Errorf("network: sign: %w", err)
+			}
+			records, keep, values = append(records, b), append(keep, subs[i]), append(values, value(r))
+		}
+		if len(records) == 0 {
+			continue
+		}
+		_, err := l.appendLocked(ctx, records, make([]*[32]byte, len(records)), func(tx *sql.Tx, first int64) error {
+			for i := range keep {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO signed (subject, value, idx) VALUES (?, ?, ?)
+					ON CONFLICT (subject) DO UPDATE SET value = excluded.value, idx = excluded.idx`,
+					keep[i], values[i], first+int64(i)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return added, err
+		}
+		added += len(records)
+	}
+	return added, nil
+}

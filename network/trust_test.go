@@ -1,0 +1,205 @@
+package network
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestStandings(t *testing.T) {
+	fresh := make([]string, 50)
+	for i := range fresh {
+		fresh[i] = fmt.Sprintf("fresh%02d", i)
+	}
+	for _, tt := range []struct {
+		name    string
+		cfg     TrustConfig
+		vouches map[string][]string
+		want    map[string]Standing // keys absent from want must be absent
+	}{
+		{"line of four: the last trusts the first",
+			TrustConfig{Roots: []string{"C"}, Self: "D"},
+			map[string][]string{"C": {"B"}, "B": {"A"}, "A": {"D"}},
+			map[string]Standing{"C": {1, 1, ""}, "B": {1, 2, "C"}, "A": {1, 3, "B"}}},
+		{"depth bounds the reach",
+			TrustConfig{Roots: []string{"C"}, Depth: 2},
+			map[string][]string{"C": {"B"}, "B": {"A"}},
+			map[string]Standing{"C": {1, 1, ""}, "B": {1, 2, "C"}}},
+		{"roots only",
+			TrustConfig{Roots: []string{"C"}, Depth: -1},
+			map[string][]string{"C": {"B"}},
+			map[string]Standing{"C": {1, 1, ""}}},
+		{"weight splits over a voucher's keys",
+			TrustConfig{Roots: []string{"C"}},
+			map[string][]string{"C": {"B", "E"}, "B": {"A"}},
+			map[string]Standing{"C": {1, 1, ""}, "B": {0.5, 2, "C"}, "E": {0.5, 2, "C"}, "A": {0.5, 3, "B"}}},
+		{"two vouchers add up, capped at 1",
+			TrustConfig{Roots: []string{"C", "E"}},
+			map[string][]string{"C": {"B"}, "E": {"B", "F"}},
+			map[string]Standing{"C": {1, 1, ""}, "E": {1, 1, ""}, "B": {1, 2, "C"}, "F": {0.5, 2, "E"}}},
+		{"a cycle feeds no weight back",
+			TrustConfig{Roots: []string{"C"}},
+			map[string][]string{"C": {"B", "X"}, "B": {"C", "X"}, "X": {"B"}},
+			map[string]Standing{"C": {1, 1, ""}, "B": {0.5, 2, "C"}, "X": {0.5, 2, "C"}}},
+		{"fresh keys no trusted node vouches for weigh nothing",
+			TrustConfig{Roots: []string{"C"}},
+			map[string][]string{"M": fresh},
+			map[string]Standing{"C": {1, 1, ""}}},
+		{"self is never weighed",
+			TrustConfig{Roots: []string{"C", "D"}, Self: "D"},
+			map[string][]string{"C": {"D", "B"}},
+			map[string]Standing{"C": {1, 1, ""}, "B": {1, 2, "C"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Standings(tt.cfg, tt.vouches)
+			if len(got) != len(tt.want) {
+				t.Errorf("standings %v; want %v", got, tt.want)
+			}
+			for k, w := range tt.want {
+				g := got[k]
+				if math.Abs(g.Weight-w.Weight) > 1e-9 || g.Depth != w.Depth || g.Via != w.Via {
+					t.Errorf("%s: %+v; want %+v", k, g, w)
+				}
+			}
+		})
+	}
+}
+
+// A trusted node that mints fresh keys and vouches for them adds at most
+// its own weight, however many: only MaxVouches count, sharing it.
+func TestStandingsBoundSybils(t *testing.T) {
+	var fresh []string
+	for i := range 50 {
+		fresh = append(fresh, fmt.Sprintf("fresh%02d", i))
+	}
+	got := Standings(TrustConfig{Roots: []string{"A", "B", "C", "M"}}, map[string][]string{"M": fresh})
+	var sybils float64
+	counted := 0
+	for _, k := range fresh {
+		if w := got[k].Weight; w > 0 {
+			sybils += w
+			counted++
+		}
+	}
+	if counted != DefaultMaxVouches || math.Abs(sybils-1) > 1e-9 {
+		t.Errorf("%d fresh keys weigh %v together; want %d of them, weighing M's 1", counted, sybils, DefaultMaxVouches)
+	}
+}
+
+// multiHost serves logs by path prefix, as a node serves its own log and
+// its mirrors.
+func multiHost(t *testing.T, logs map[string]TileSource) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	for prefix, l := range logs {
+		mux.Handle(prefix+"/", http.StripPrefix(prefix, NewHandler(l, nil)))
+	}
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// recordingAdmit remembers which authors' records were admitted, and
+// whether trusted.
+type recordingAdmit struct {
+	mu      sync.Mutex
+	trusted map[string]int
+	other   map[string]int
+}
+
+func (r *recordingAdmit) admit(ctx context.Context, rec Record, trusted bool) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if trusted {
+		r.trusted[rec.Author]++
+		return Admitted, nil
+	}
+	r.other[rec.Author]++
+	return Quarantine, nil
+}
+
+func (r *recordingAdmit) counts(author string) (int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.trusted[author], r.other[author]
+}
+
+// A node follows the logs its peer vouches for, through the peer's
+// mirrors, and trusts them; what an untrusted peer vouches for is not
+// followed.
+func TestSyncerFollowsVouchedLogs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	idH, idK, idQ, idF := testIdentity(t, "nodeH"), testIdentity(t, "nodeK"), testIdentity(t, "nodeQ"), testIdentity(t, "nodeF")
+	logH := openTestLog(t, idH, filepath.Join(dir, "h.db"))
+	logK := openTestLog(t, idK, filepath.Join(dir, "k.db"))
+	logQ := openTestLog(t, idQ, filepath.Join(dir, "q.db"))
+	logF := openTestLog(t, idF, filepath.Join(dir, "f.db"))
+	appendN(t, logK, idK, 0, 3)
+	appendN(t, logF, idF, 10, 12)
+	for _, v := range []struct {
+		l   *Log
+		key string
+	}{{logH, idK.VerifierKey}, {logQ, idF.VerifierKey}} {
+		if n, err := v.l.Vouch(ctx, "hanzo", []string{v.key}, t0); err != nil || n != 1 {
+			t.Fatalf("vouch: %d, %v", n, err)
+		}
+		if n, err := v.l.Vouch(ctx, "hanzo", []string{v.key}, t0.Add(time.Hour)); err != nil || n != 0 {
+			t.Fatalf("vouching again: %d added, %v; want none", n, err)
+		}
+	}
+	host := multiHost(t, map[string]TileSource{"/log/hanzo": logH, "/log/hanzo/mirror/nodeK": logK})
+	qhost := multiHost(t, map[string]TileSource{"/log/hanzo": logQ, "/log/hanzo/mirror/nodeF": logF})
+
+	st, err := OpenState(ctx, filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rec := &recordingAdmit{trusted: map[string]int{}, other: map[string]int{}}
+	s, err := NewSyncer(ctx, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: rec.admit,
+		Peers: []Peer{{URL: host, Key: idH.VerifierKey, Trusted: true}, {URL: qhost, Key: idQ.VerifierKey}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(rctx) }()
+	waitFor(t, "nodeK's records admitted, trusted", func() bool { n, _ := rec.counts("nodeK"); return n == 3 })
+	cancel()
+	<-done
+	defer s.Close()
+	logs := map[string]LogStatus{}
+	for _, ls := range s.Logs() {
+		logs[ls.Author] = ls
+	}
+	if k := logs["nodeK"]; k.URL != host+"/log/hanzo/mirror/nodeK" || k.Depth != 2 || k.Weight != 1 || k.Records[Admitted] != 3 {
+		t.Errorf("nodeK's log %+v; want followed at depth 2 through nodeH's mirror", k)
+	}
+	if h := logs["nodeH"]; h.Records[Vouched] != 1 {
+		t.Errorf("nodeH's log %+v; want its vouch counted", h)
+	}
+	if _, ok := logs["nodeF"]; ok {
+		t.Errorf("nodeF followed, vouched for only by an untrusted peer: %+v", logs["nodeF"])
+	}
+	if q := logs["nodeQ"]; q.Trusted || q.Weight != 0 {
+		t.Errorf("nodeQ %+v; want no standing", q)
+	}
+
+	// The vouches are kept: a restart follows nodeK again at once.
+	s2, err := NewSyncer(ctx, SyncConfig{Network: "hanzo", Dir: t.TempDir(), State: st, Admit: rec.admit,
+		Peers: []Peer{{URL: host, Key: idH.VerifierKey, Trusted: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if n := len(s2.Logs()); n != 2 || s2.Weight(idK.VerifierKey) != 1 {
+		t.Errorf("after restart: %d logs, nodeK weighs %v; want nodeH and nodeK, 1", n, s2.Weight(idK.VerifierKey))
+	}
+}

@@ -1,0 +1,171 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dso-proxy/dso/store"
+)
+
+// Voting defaults.
+const (
+	// DefaultRetireBelow is the approval under which an experience is
+	// retired network-wide.
+	DefaultRetireBelow = 0.66
+	// DefaultMinVoteWeight is the trust weight the votes on an experience
+	// must carry together before they can retire it: two nodes of full
+	// weight, so that no single node, nor all the keys it vouches for,
+	// retires anything alone.
+	DefaultMinVoteWeight = 2.0
+)
+
+// Outcomes of a vote, counted per followed log beside Admitted.
+const (
+	Voted     = "voted"
+	VoteStale = "vote_stale" // an older vote than the one kept
+	VotesFull = "votes_full" // the voter's votes at MaxVotesPerVoter
+	Vouched   = "vouched"
+	// VouchesFull: the voucher's vouches at MaxVouchRows.
+	VouchesFull = "vouches_full"
+)
+
+// VoteLibrary is what voting retires experiences in: *library.Library
+// with its store's reads.
+type VoteLibrary interface {
+	GetExperience(ctx context.Context, id string) (store.Experience, error)
+	Update(ctx context.Context, id string, u store.Update) (store.Experience, error)
+}
+
+// Voting weighs the votes of one network and retires, here, what the
+// network disapproves of.
+type Voting struct {
+	State   *State
+	Library VoteLibrary // nil: votes are kept and weighed, nothing retired
+	// Weight is a voter's trust weight in [0, 1], by verifier key.
+	Weight func(voter string) float64
+	// RetireBelow and MinWeight: see DefaultRetireBelow and
+	// DefaultMinVoteWeight (used for 0).
+	RetireBelow float64
+	MinWeight   float64
+}
+
+// Verdict is what the votes on one experience add up to.
+type Verdict struct {
+	// Approval is the trust-weighted mean grade mapped to [0, 1] (a
+	// grade of -100 is 0, 100 is 1); Weight the voters' weight together.
+	Approval float64
+	Weight   float64
+	Voters   int // with any weight
+	Retire   bool
+}
+
+// Tally weighs ballots. Voters without weight do not count at all; each
+// voter counts once (its latest vote), with at most weight 1.
+func (v *Voting) Tally(ballots []Ballot) Verdict {
+	var vd Verdict
+	var sum float64
+	for _, b := range ballots {
+		w := min(1, v.Weight(b.Voter))
+		if !(w > 0) {
+			continue
+		}
+		vd.Voters++
+		vd.Weight += w
+		sum += w * (float64(b.Grade) + 100) / 200
+	}
+	if vd.Weight > 0 {
+		vd.Approval = sum / vd.Weight
+	}
+	below, minW := v.RetireBelow, v.MinWeight
+	if below <= 0 {
+		below = DefaultRetireBelow
+	}
+	if minW <= 0 {
+		minW = DefaultMinVoteWeight
+	}
+	vd.Retire = vd.Weight >= minW && vd.Approval < below
+	return vd
+}
+
+// Vote keeps voter's vote and applies the experience's new verdict.
+func (v *Voting) Vote(ctx context.Context, voter string, vote Vote) (string, error) {
+	changed, err := v.State.SaveVote(ctx, voter, vote)
+	switch {
+	case errors.Is(err, ErrVotesFull):
+		return VotesFull, nil
+	case err != nil:
+		return "", err
+	case !changed:
+		return VoteStale, nil
+	}
+	return Voted, v.Apply(ctx, vote.Experience)
+}
+
+// Apply retires the experience xid here if its votes say so, and makes
+// active again one the votes retired before and no longer do. An
+// experience the node retired itself is left as it is.
+func (v *Voting) Apply(ctx context.Context, xid [32]byte) error {
+	if v.Library == nil {
+		return nil
+	}
+	id, err := v.State.StoreID(ctx, xid)
+	if err != nil || id == "" {
+		return err // not held here (yet): applied when it is admitted
+	}
+	ballots, err := v.State.Ballots(ctx, xid)
+	if err != nil {
+		return err
+	}
+	vd := v.Tally(ballots)
+	was, err := v.State.Retired(ctx, xid)
+	if err != nil || was == vd.Retire {
+		return err
+	}
+	e, err := v.Library.GetExperience(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("network: apply votes: %w", err)
+	}
+	status := store.StatusActive
+	if vd.Retire {
+		if e.Status == store.StatusRetired {
+			return nil // retired here already, not by the network
+		}
+		status = store.StatusRetired
+	}
+	// Marked first: should the update fail, the next vote or trust change
+	// applies the verdict again (a crash between the two leaves the mark
+	// and the status apart; Reapply mends both ways).
+	if _, err := v.State.SetRetired(ctx, xid, vd.Retire); err != nil {
+		return err
+	}
+	if e.Status == status {
+		return nil
+	}
+	if _, err := v.Library.Update(ctx, id, store.Update{Status: &status}); err != nil {
+		return fmt.Errorf("network: apply votes: %w", err)
+	}
+	return nil
+}
+
+// Reapply applies the verdict of every experience with votes: weights
+// change when vouches do.
+func (v *Voting) Reapply(ctx context.Context) error {
+	var after []byte
+	for {
+		xids, err := v.State.VotedOn(ctx, after, 256)
+		if err != nil || len(xids) == 0 {
+			return err
+		}
+		for _, x := range xids {
+			if err := v.Apply(ctx, x); err != nil {
+				return err
+			}
+		}
+		last := xids[len(xids)-1]
+		after = last[:]
+	}
+}

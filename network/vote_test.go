@@ -1,0 +1,96 @@
+package network
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dso-proxy/dso/store"
+)
+
+func TestTally(t *testing.T) {
+	weights := map[string]float64{"A": 1, "B": 1, "C": 1, "half": 0.5, "big": 7}
+	v := &Voting{Weight: func(k string) float64 { return weights[k] }}
+	for _, tt := range []struct {
+		name     string
+		ballots  []Ballot
+		approval float64
+		weight   float64
+		retire   bool
+	}{
+		{"no votes", nil, 0, 0, false},
+		{"one node alone cannot retire", []Ballot{{"A", Down}}, 0, 1, false},
+		{"two nodes down retire", []Ballot{{"A", Down}, {"B", Down}}, 0, 2, true},
+		{"two down, one up: 1/3", []Ballot{{"A", Down}, {"B", Down}, {"C", Up}}, 1.0 / 3, 3, true},
+		{"one down, two up: 2/3 stays", []Ballot{{"A", Down}, {"B", Up}, {"C", Up}}, 2.0 / 3, 3, false},
+		{"weightless voters do not count", []Ballot{{"A", Up}, {"x1", Down}, {"x2", Down}, {"x3", Down}}, 1, 1, false},
+		{"weight is capped at 1", []Ballot{{"big", Down}, {"A", Up}}, 0.5, 2, true},
+		{"graded", []Ballot{{"A", 0}, {"half", 100}}, (0.5 + 0.5) / 1.5, 1.5, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			vd := v.Tally(tt.ballots)
+			if math.Abs(vd.Approval-tt.approval) > 1e-9 || math.Abs(vd.Weight-tt.weight) > 1e-9 || vd.Retire != tt.retire {
+				t.Errorf("verdict %+v; want approval %v, weight %v, retire %v", vd, tt.approval, tt.weight, tt.retire)
+			}
+		})
+	}
+}
+
+// Votes retire an experience once enough weight disapproves, whether the
+// votes came before the experience or after; better votes later bring it
+// back; what the node retired itself stays retired.
+func TestVotingRetiresAndRestores(t *testing.T) {
+	ctx := context.Background()
+	st, err := OpenState(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lib := &fakeLibrary{es: map[string]store.Experience{}}
+	weights := map[string]float64{"A": 1, "B": 1, "C": 1}
+	v := &Voting{State: st, Library: lib, Weight: func(k string) float64 { return weights[k] }}
+	a := &Admitter{Network: "hanzo", Library: lib, State: st, Voting: v}
+	text := "Close response bodies."
+	xid := ExperienceID("hanzo", "code.go", text)
+	sid := store.ExperienceID("code.go", text)
+	vote := func(voter string, g int8, at time.Duration) string {
+		t.Helper()
+		out, err := v.Vote(ctx, voter, Vote{Network: "hanzo", Experience: xid, Grade: g, Time: t0.Add(at)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	status := func() store.Status { return lib.es[sid].Status }
+
+	// Votes before the experience is here are kept, and applied on
+	// admission.
+	vote("A", Down, 0)
+	vote("B", Down, 0)
+	id := testIdentity(t, "nodeA")
+	r, _ := Sign(id.Signer, Record{Experience: &Experience{Network: "hanzo", Domain: "code.go", Text: text, Confidence: 0.7, Time: t0}})
+	if out, err := a.Admit(ctx, r, true); err != nil || out != Admitted {
+		t.Fatalf("admit: %q, %v", out, err)
+	}
+	if status() != store.StatusRetired {
+		t.Fatalf("status %q after two nodes voted it down; want retired", status())
+	}
+	if out := vote("B", Up, -time.Second); out != VoteStale {
+		t.Errorf("an older vote: %q; want %q", out, VoteStale)
+	}
+	vote("B", Up, time.Second)
+	vote("C", Up, time.Second)
+	if status() != store.StatusActive {
+		t.Errorf("status %q at 2/3 approval; want active again", status())
+	}
+	// Retired by the node itself: the network does not bring it back.
+	retired := store.StatusRetired
+	lib.Update(ctx, sid, store.Update{Status: &retired})
+	vote("C", Down, 2*time.Second)
+	vote("C", Up, 3*time.Second)
+	if status() != store.StatusRetired {
+		t.Errorf("status %q; the node's own retirement must stay", status())
+	}
+}
