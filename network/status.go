@@ -20,6 +20,12 @@ type NetworkStatus struct {
 	Logs        []LogStatus   `json:"logs"`
 	Quarantined int           `json:"quarantined"`
 	Quarantine  []Quarantined `json:"quarantine,omitempty"` // the latest few
+	// Retired counts experiences the network's votes retired here;
+	// Unvouched the keys vouched for in followed logs that have no
+	// standing (vouched only by nodes without it, past the depth or past
+	// a voucher's MaxVouches): not followed, their votes weigh nothing.
+	Retired   int `json:"retired_by_votes"`
+	Unvouched int `json:"vouched_without_standing"`
 }
 
 // LogStatus is what a node knows of a log it follows.
@@ -108,4 +114,28 @@ func (p *peer) status() LogStatus {
 		ls.Fork = &ForkEvidence{Old: string(p.fork.Old), New: string(p.fork.New)}
 	}
 	return ls
+}
+
+// TrustCounts returns how many experiences the votes retired here and how
+// many vouched-for keys have no standing (see NetworkStatus).
+func (s *Syncer) TrustCounts(ctx context.Context) (retired, unvouched int, err error) {
+	if retired, err = s.cfg.State.CountRetired(ctx); err != nil {
+		return 0, 0, err
+	}
+	vouches, err := s.cfg.State.Vouches(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	for _, keys := range vouches {
+		for _, k := range keys {
+			if _, ok := s.standings[k]; !ok && !seen[k] && k != s.cfg.Trust.Self {
+				seen[k] = true
+				unvouched++
+			}
+		}
+	}
+	return retired, unvouched, nil
 }

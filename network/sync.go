@@ -226,8 +226,12 @@ func (s *Syncer) Mirror(name string) *Mirror {
 	return nil
 }
 
-// Weight is the trust weight of the key now: 0 for none.
+// Weight is the trust weight of the key now: 0 for none, 1 for the
+// node's own (its users' grades count in its tally like a peer's).
 func (s *Syncer) Weight(key string) float64 {
+	if key == s.cfg.Trust.Self && key != "" {
+		return 1
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.standings[key].Weight
@@ -506,6 +510,10 @@ func (p *peer) accept(ctx context.Context, _ int64, r Record) error {
 		out = Votes
 	case r.Vote != nil:
 		out, err = s.cfg.Voting.Vote(ctx, p.cfg.Key, *r.Vote)
+		if out == Voted && s.Weight(p.cfg.Key) == 0 {
+			// Kept, should the voter gain standing; weighs nothing now.
+			out = VoteUnweighted
+		}
 	default:
 		out, err = s.cfg.Admit(ctx, r, s.Weight(p.cfg.Key) > 0)
 	}

@@ -22,10 +22,12 @@ const (
 
 // Outcomes of a vote, counted per followed log beside Admitted.
 const (
-	Voted     = "voted"
-	VoteStale = "vote_stale" // an older vote than the one kept
-	VotesFull = "votes_full" // the voter's votes at MaxVotesPerVoter
-	Vouched   = "vouched"
+	Voted = "voted"
+	// VoteUnweighted: kept, from a voter without standing (no weight).
+	VoteUnweighted = "vote_unweighted"
+	VoteStale      = "vote_stale" // an older vote than the one kept
+	VotesFull      = "votes_full" // the voter's votes at MaxVotesPerVoter
+	Vouched        = "vouched"
 	// VouchesFull: the voucher's vouches at MaxVouchRows.
 	VouchesFull = "vouches_full"
 )

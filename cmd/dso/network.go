@@ -31,6 +31,7 @@ type networkNode struct {
 	log    *network.Log
 	state  *network.State
 	syncer *network.Syncer
+	voting *network.Voting
 	logger *slog.Logger
 	stop   []func() // in order, by close
 }
@@ -59,7 +60,8 @@ func openNetwork(ctx context.Context, cfg config.Config, lib *library.Library, l
 		n.close()
 		return nil, err
 	}
-	voting := n.voting(lib)
+	voting := n.newVoting(lib)
+	n.voting = voting
 	n.syncer, err = network.NewSyncer(ctx, network.SyncConfig{
 		Network: nc.ID, Peers: peersOf(nc), Interval: nc.Interval(), Dir: filepath.Dir(path),
 		State: n.state, Admit: n.admitter(lib, voting), Voting: voting, Logger: logger,
@@ -96,7 +98,7 @@ func (n *networkNode) admitter(lib *library.Library, v *network.Voting) func(con
 
 // voting weighs the network's votes and retires, in lib, what they
 // disapprove of; without a library votes are kept and weighed only.
-func (n *networkNode) voting(lib *library.Library) *network.Voting {
+func (n *networkNode) newVoting(lib *library.Library) *network.Voting {
 	v := &network.Voting{State: n.state, RetireBelow: n.cfg.Trust.RetireBelow, MinWeight: n.cfg.Trust.MinVoteWeight}
 	if lib != nil {
 		v.Library = votingLibrary{lib}
@@ -146,7 +148,11 @@ func (n *networkNode) start(ctx context.Context, cfg config.Config) error {
 	if _, err := n.log.Vouch(ctx, n.cfg.ID, vouchKeys(n.cfg), time.Now()); err != nil {
 		return err
 	}
-	stopPublishing, err := startPublisher(ctx, cfg, n.log, n.state, n.logger)
+	self := func(ctx context.Context, v network.Vote) error {
+		_, err := n.voting.Vote(ctx, n.id.VerifierKey, v)
+		return err
+	}
+	stopPublishing, err := startPublisher(ctx, cfg, n.log, n.state, self, n.logger)
 	if err != nil {
 		return err
 	}
@@ -183,9 +189,14 @@ func (n *networkNode) Status(ctx context.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	retired, unvouched, err := n.syncer.TrustCounts(ctx)
+	if err != nil {
+		return nil, err
+	}
 	ns := network.NetworkStatus{
 		ID: n.cfg.ID, Origin: n.log.Origin(), Size: n.log.Size(), VerifierKey: n.id.VerifierKey,
 		Share: n.cfg.Share, Logs: n.syncer.Logs(), Quarantined: count, Quarantine: q,
+		Retired: retired, Unvouched: unvouched,
 	}
 	if ns.Share == nil {
 		ns.Share = []string{}
@@ -218,7 +229,8 @@ func (n *networkNode) close() {
 // cfg.Data into l, and the node's votes, until the returned func is
 // called; with nothing shared and no votes it does nothing. It opens the store file on its own handle, as dso
 // import does, so that serve's retrieval wiring stays as it is.
-func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, state *network.State, log *slog.Logger) (func(), error) {
+func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, state *network.State,
+	selfVote func(context.Context, network.Vote) error, log *slog.Logger) (func(), error) {
 	if len(cfg.Network.Share) == 0 && cfg.Network.Trust.NoVotes {
 		return func() {}, nil
 	}
@@ -229,7 +241,7 @@ func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, stat
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	p := newPublisher(st, l, cfg.Network.ID, cfg.Network.Share, log)
-	p.state, p.votes = state, !cfg.Network.Trust.NoVotes
+	p.state, p.votes, p.selfVote = state, !cfg.Network.Trust.NoVotes, selfVote
 	go func() {
 		defer close(done)
 		p.run(pctx)

@@ -51,6 +51,9 @@ type publisher struct {
 	// median), only to vote on. Nil: none, and no votes.
 	state netState
 	votes bool // publish votes
+	// selfVote counts the node's own vote in its tally of the network's
+	// votes, as the nodes following it do. Nil: not counted.
+	selfVote func(context.Context, network.Vote) error
 }
 
 func newPublisher(st sharedStore, l *network.Log, netID string, shares []string, logger *slog.Logger) *publisher {
@@ -199,6 +202,14 @@ func (p *publisher) publish(ctx context.Context, batch []network.Experience, vot
 		}
 		if k > 0 {
 			p.logger.InfoContext(ctx, "published votes", "network", p.netID, "added", k, "size", p.log.Size())
+		}
+		for _, v := range votes {
+			if p.selfVote == nil {
+				break
+			}
+			if err := p.selfVote(ctx, v); err != nil {
+				return err
+			}
 		}
 	}
 	n, err := p.log.Publish(ctx, batch)
