@@ -22,7 +22,7 @@ func networkLogFile(data, id string) string {
 	return filepath.Join(data, "network", id+".db")
 }
 
-// networkNode is the node's part in the configured network: its own log,
+// networkNode is the node's part in one configured network: its own log,
 // the publisher of its shared domains, and the followers of its peers.
 type networkNode struct {
 	cfg    config.Network
@@ -32,21 +32,23 @@ type networkNode struct {
 	syncer *network.Syncer
 	logger *slog.Logger
 	stop   []func() // in order, by close
+	// admitted reports experiences admitted from any network the node
+	// is in (see networkNodes.admitted); nil: from this one.
+	admitted func(ctx context.Context, id string) (bool, error)
 }
 
 var _ proxy.NetworkReporter = (*networkNode)(nil)
 
-// openNetwork opens the node's log and the state of its peers, when a
-// network is configured (nil, nil when not). lib, when not nil, is where
-// the peers' records are admitted. Nothing runs until start.
-func openNetwork(ctx context.Context, cfg config.Config, lib *library.Library, logger *slog.Logger) (*networkNode, error) {
-	nc := cfg.Network
+// openNetwork opens the node's log of network nc and the state of its
+// peers (nil, nil when nc is not enabled). lib, when not nil, is where the
+// peers' records are admitted. Nothing runs until start.
+func openNetwork(ctx context.Context, cfg config.Config, nc config.Network, lib *library.Library, logger *slog.Logger) (*networkNode, error) {
 	if !nc.Enabled() {
 		return nil, nil
 	}
 	id, err := network.LoadKey(nc.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("network.key_file: %w", err)
+		return nil, fmt.Errorf("network %s: key_file: %w", nc.ID, err)
 	}
 	path := networkLogFile(cfg.Data, nc.ID)
 	l, err := network.OpenLog(ctx, network.LogConfig{Path: path, Origin: network.Origin(id.Signer.Name(), nc.ID), Identity: id})
@@ -90,20 +92,16 @@ func (n *networkNode) admitter(lib *library.Library) func(context.Context, netwo
 	return a.Admit
 }
 
-// reporter is n as the proxy takes it: nil when there is no network.
-func (n *networkNode) reporter() proxy.NetworkReporter {
-	if n == nil {
-		return nil
-	}
-	return n
-}
-
 // start publishes the shared domains and follows the peers until close.
 func (n *networkNode) start(ctx context.Context, cfg config.Config) error {
 	if n == nil {
 		return nil
 	}
-	stopPublishing, err := startPublisher(ctx, cfg, n.log, n.state, n.logger)
+	admitted := n.admitted
+	if admitted == nil {
+		admitted = n.state.Admitted
+	}
+	stopPublishing, err := startPublisher(ctx, cfg, n.cfg, n.log, admitted, n.logger)
 	if err != nil {
 		return err
 	}
@@ -138,9 +136,18 @@ func (n *networkNode) handler(h http.Handler) http.Handler {
 
 // Status implements proxy.NetworkReporter.
 func (n *networkNode) Status(ctx context.Context) (any, error) {
-	q, count, err := n.syncer.Quarantine(ctx)
+	ns, err := n.status(ctx)
 	if err != nil {
 		return nil, err
+	}
+	return map[string]any{"networks": []network.NetworkStatus{ns}}, nil
+}
+
+// status is what GET /v1/network shows of n.
+func (n *networkNode) status(ctx context.Context) (network.NetworkStatus, error) {
+	q, count, err := n.syncer.Quarantine(ctx)
+	if err != nil {
+		return network.NetworkStatus{}, err
 	}
 	ns := network.NetworkStatus{
 		ID: n.cfg.ID, Origin: n.log.Origin(), Size: n.log.Size(), VerifierKey: n.id.VerifierKey,
@@ -149,7 +156,7 @@ func (n *networkNode) Status(ctx context.Context) (any, error) {
 	if ns.Share == nil {
 		ns.Share = []string{}
 	}
-	return map[string]any{"networks": []network.NetworkStatus{ns}}, nil
+	return ns, nil
 }
 
 // close stops what start started, then closes the files.
@@ -173,12 +180,13 @@ func (n *networkNode) close() {
 	}
 }
 
-// startPublisher publishes the shared domains of the store under
-// cfg.Data into l until the returned func is called; with nothing shared
-// it does nothing. It opens the store file on its own handle, as dso
-// import does, so that serve's retrieval wiring stays as it is.
-func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, state *network.State, log *slog.Logger) (func(), error) {
-	if len(cfg.Network.Share) == 0 {
+// startPublisher publishes the domains network nc shares of the store
+// under cfg.Data into l until the returned func is called; with nothing
+// shared it does nothing. It opens the store file on its own handle, as
+// dso import does, so that serve's retrieval wiring stays as it is.
+// admitted reports the experiences that are other nodes', not to sign.
+func startPublisher(ctx context.Context, cfg config.Config, nc config.Network, l *network.Log, admitted func(context.Context, string) (bool, error), log *slog.Logger) (func(), error) {
+	if len(nc.Share) == 0 {
 		return func() {}, nil
 	}
 	st, err := store.OpenDir(ctx, cfg.Data, store.Options{})
@@ -187,8 +195,9 @@ func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, stat
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	p := newPublisher(st, l, cfg.Network.ID, cfg.Network.Share, log)
-	p.admitted = state.Admitted
+	p := newPublisher(st, l, nc.ID, nc.Share, log)
+	p.admitted = admitted
+	p.noCodes = !sameLift(cfg.Retrieval, nc)
 	go func() {
 		defer close(done)
 		p.run(pctx)

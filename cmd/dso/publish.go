@@ -38,6 +38,9 @@ type publisher struct {
 	// are not this node's to sign (it would count twice in the median).
 	// Nil: none.
 	admitted func(ctx context.Context, id string) (bool, error)
+	// noCodes publishes text alone: the network lifts with another seed
+	// than the library's codes were made with, so they are not its codes.
+	noCodes bool
 }
 
 func newPublisher(st sharedStore, l *network.Log, netID string, shares []string, logger *slog.Logger) *publisher {
@@ -76,7 +79,7 @@ func (p *publisher) record(ctx context.Context, e store.Experience) (network.Exp
 	}
 	ne := network.Experience{Network: p.netID, Domain: store.NormalizeDomain(e.Domain), Text: e.Text,
 		Confidence: e.Confidence, Time: e.CreatedAt}
-	if len(e.Code) > 0 && e.Space != "" {
+	if len(e.Code) > 0 && e.Space != "" && !p.noCodes {
 		ne.Space, ne.Code = e.Space, e.Code
 	}
 	return ne, true
