@@ -104,6 +104,9 @@ type Config struct {
 	Retrieval Retrieval `yaml:"retrieval"`
 	// Network configures the experience network; zero: none.
 	Network Network `yaml:"network"`
+	// Networks configures several networks, each with its own log, peers
+	// and shared domains; instead of Network, not beside it.
+	Networks []Network `yaml:"networks"`
 }
 
 // Retrieval configures how experiences are found and injected.

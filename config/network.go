@@ -28,6 +28,12 @@ type Network struct {
 	SyncInterval time.Duration `yaml:"sync_interval"`
 	// Trust says whose records are admitted and whose votes count.
 	Trust Trust `yaml:"trust"`
+	// Seed is the network's canonical lift seed, the same on every node
+	// of it: the codes its records carry are in that lift. Zero:
+	// retrieval.seed. A node whose library lifts with another seed
+	// publishes its experiences there without codes (receivers re-embed
+	// the text anyway).
+	Seed uint64 `yaml:"seed"`
 }
 
 // Peer is a followed log.
@@ -59,7 +65,7 @@ func (n Network) Enabled() bool { return n.ID != "" }
 // validate adds the problems of the network section.
 func (n Network) validate(add func(path, format string, args ...any)) {
 	if !n.Enabled() {
-		if n.KeyFile != "" || len(n.Share) > 0 || len(n.Peers) > 0 {
+		if n.KeyFile != "" || len(n.Share) > 0 || len(n.Peers) > 0 || n.Seed != 0 {
 			add("network.id", "must be set when network has other settings")
 		}
 		return

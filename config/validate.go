@@ -153,7 +153,7 @@ func (c *Config) Validate() error {
 			add(fmt.Sprintf("api_keys[%d]", i), "must not be empty")
 		}
 	}
-	c.Network.validate(add)
+	c.validateNetworks(add)
 	return errors.Join(errs...)
 }
 

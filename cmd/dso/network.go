@@ -23,7 +23,7 @@ func networkLogFile(data, id string) string {
 	return filepath.Join(data, "network", id+".db")
 }
 
-// networkNode is the node's part in the configured network: its own log,
+// networkNode is the node's part in one configured network: its own log,
 // the publisher of its shared domains, and the followers of its peers.
 type networkNode struct {
 	cfg    config.Network
@@ -34,21 +34,23 @@ type networkNode struct {
 	voting *network.Voting
 	logger *slog.Logger
 	stop   []func() // in order, by close
+	// admitted reports experiences admitted from any network the node
+	// is in (see networkNodes.admitted); nil: from this one.
+	admitted func(ctx context.Context, id string) (bool, error)
 }
 
 var _ proxy.NetworkReporter = (*networkNode)(nil)
 
-// openNetwork opens the node's log and the state of its peers, when a
-// network is configured (nil, nil when not). lib, when not nil, is where
-// the peers' records are admitted. Nothing runs until start.
-func openNetwork(ctx context.Context, cfg config.Config, lib *library.Library, logger *slog.Logger) (*networkNode, error) {
-	nc := cfg.Network
+// openNetwork opens the node's log of network nc and the state of its
+// peers (nil, nil when nc is not enabled). lib, when not nil, is where the
+// peers' records are admitted. Nothing runs until start.
+func openNetwork(ctx context.Context, cfg config.Config, nc config.Network, lib *library.Library, logger *slog.Logger) (*networkNode, error) {
 	if !nc.Enabled() {
 		return nil, nil
 	}
 	id, err := network.LoadKey(nc.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("network.key_file: %w", err)
+		return nil, fmt.Errorf("network %s: key_file: %w", nc.ID, err)
 	}
 	path := networkLogFile(cfg.Data, nc.ID)
 	l, err := network.OpenLog(ctx, network.LogConfig{Path: path, Origin: network.Origin(id.Signer.Name(), nc.ID), Identity: id})
@@ -132,14 +134,6 @@ func vouchKeys(nc config.Network) []string {
 	return append(keys, nc.Trust.Keys...)
 }
 
-// reporter is n as the proxy takes it: nil when there is no network.
-func (n *networkNode) reporter() proxy.NetworkReporter {
-	if n == nil {
-		return nil
-	}
-	return n
-}
-
 // start publishes the shared domains and follows the peers until close.
 func (n *networkNode) start(ctx context.Context, cfg config.Config) error {
 	if n == nil {
@@ -148,11 +142,15 @@ func (n *networkNode) start(ctx context.Context, cfg config.Config) error {
 	if _, err := n.log.Vouch(ctx, n.cfg.ID, vouchKeys(n.cfg), time.Now()); err != nil {
 		return err
 	}
+	admitted := n.admitted
+	if admitted == nil {
+		admitted = n.state.Admitted
+	}
 	self := func(ctx context.Context, v network.Vote) error {
 		_, err := n.voting.Vote(ctx, n.id.VerifierKey, v)
 		return err
 	}
-	stopPublishing, err := startPublisher(ctx, cfg, n.log, n.state, self, n.logger)
+	stopPublishing, err := startPublisher(ctx, cfg, n.cfg, n.log, n.state, admitted, self, n.logger)
 	if err != nil {
 		return err
 	}
@@ -185,13 +183,22 @@ func (n *networkNode) handler(h http.Handler) http.Handler {
 
 // Status implements proxy.NetworkReporter.
 func (n *networkNode) Status(ctx context.Context) (any, error) {
-	q, count, err := n.syncer.Quarantine(ctx)
+	ns, err := n.status(ctx)
 	if err != nil {
 		return nil, err
 	}
+	return map[string]any{"networks": []network.NetworkStatus{ns}}, nil
+}
+
+// status is what GET /v1/network shows of n.
+func (n *networkNode) status(ctx context.Context) (network.NetworkStatus, error) {
+	q, count, err := n.syncer.Quarantine(ctx)
+	if err != nil {
+		return network.NetworkStatus{}, err
+	}
 	retired, unvouched, err := n.syncer.TrustCounts(ctx)
 	if err != nil {
-		return nil, err
+		return network.NetworkStatus{}, err
 	}
 	ns := network.NetworkStatus{
 		ID: n.cfg.ID, Origin: n.log.Origin(), Size: n.log.Size(), VerifierKey: n.id.VerifierKey,
@@ -201,7 +208,7 @@ func (n *networkNode) Status(ctx context.Context) (any, error) {
 	if ns.Share == nil {
 		ns.Share = []string{}
 	}
-	return map[string]any{"networks": []network.NetworkStatus{ns}}, nil
+	return ns, nil
 }
 
 // close stops what start started, then closes the files.
@@ -225,13 +232,16 @@ func (n *networkNode) close() {
 	}
 }
 
-// startPublisher publishes the shared domains of the store under
-// cfg.Data into l, and the node's votes, until the returned func is
-// called; with nothing shared and no votes it does nothing. It opens the store file on its own handle, as dso
-// import does, so that serve's retrieval wiring stays as it is.
-func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, state *network.State,
-	selfVote func(context.Context, network.Vote) error, log *slog.Logger) (func(), error) {
-	if len(cfg.Network.Share) == 0 && cfg.Network.Trust.NoVotes {
+// startPublisher publishes the domains network nc shares of the store
+// under cfg.Data into l, and the node's votes, until the returned func is
+// called; with nothing shared and no votes it does nothing. It opens the
+// store file on its own handle, as dso import does, so that serve's
+// retrieval wiring stays as it is. admitted reports the experiences that
+// are other nodes', not to sign; selfVote counts the node's own votes.
+func startPublisher(ctx context.Context, cfg config.Config, nc config.Network, l *network.Log, state *network.State,
+	admitted func(context.Context, string) (bool, error), selfVote func(context.Context, network.Vote) error,
+	log *slog.Logger) (func(), error) {
+	if len(nc.Share) == 0 && nc.Trust.NoVotes {
 		return func() {}, nil
 	}
 	st, err := store.OpenDir(ctx, cfg.Data, store.Options{})
@@ -240,8 +250,9 @@ func startPublisher(ctx context.Context, cfg config.Config, l *network.Log, stat
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	p := newPublisher(st, l, cfg.Network.ID, cfg.Network.Share, log)
-	p.state, p.votes, p.selfVote = state, !cfg.Network.Trust.NoVotes, selfVote
+	p := newPublisher(st, l, nc.ID, nc.Share, log)
+	p.state, p.admitted, p.votes, p.selfVote = state, admitted, !nc.Trust.NoVotes, selfVote
+	p.noCodes = !sameLift(cfg.Retrieval, nc)
 	go func() {
 		defer close(done)
 		p.run(pctx)

@@ -6,11 +6,11 @@ import (
 )
 
 // networkCollector exports what GET /v1/network shows of followed logs,
-// read when scraped. Labels are bounded: the configured peers, and the
-// fixed vocabularies of outcomes, reasons and states.
+// read when scraped. Labels are bounded: the configured networks and
+// peers, and the fixed vocabularies of outcomes, reasons and states. One
+// collects every network: a registry takes each metric's description once.
 type networkCollector struct {
-	netID   string
-	syncer  *network.Syncer
+	nodes   networkNodes
 	size    *prometheus.Desc
 	lag     *prometheus.Desc
 	records *prometheus.Desc
@@ -19,10 +19,10 @@ type networkCollector struct {
 	bytes   *prometheus.Desc
 }
 
-func newNetworkCollector(netID string, s *network.Syncer) *networkCollector {
+func newNetworkCollector(nodes networkNodes) *networkCollector {
 	l := []string{"network", "author"}
 	return &networkCollector{
-		netID: netID, syncer: s,
+		nodes:   nodes,
 		size:    prometheus.NewDesc("dso_network_log_size", "Entries in the last accepted checkpoint of a followed log.", l, nil),
 		lag:     prometheus.NewDesc("dso_network_log_lag", "Entries of a followed log accepted but not yet admitted.", l, nil),
 		records: prometheus.NewDesc("dso_network_records_total", "Records of a followed log, by outcome of admission.", append(l, "outcome"), nil),
@@ -39,29 +39,35 @@ func (c *networkCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *networkCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, ls := range c.syncer.Logs() {
-		ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(ls.Size), c.netID, ls.Author)
-		ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(ls.Lag), c.netID, ls.Author)
-		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(ls.BytesFetched), c.netID, ls.Author)
+	for _, n := range c.nodes {
+		c.collect(ch, n.cfg.ID, n.syncer)
+	}
+}
+
+func (c *networkCollector) collect(ch chan<- prometheus.Metric, netID string, syncer *network.Syncer) {
+	for _, ls := range syncer.Logs() {
+		ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(ls.Size), netID, ls.Author)
+		ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(ls.Lag), netID, ls.Author)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(ls.BytesFetched), netID, ls.Author)
 		for k, v := range ls.Records {
-			ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, float64(v), c.netID, ls.Author, k)
+			ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, float64(v), netID, ls.Author, k)
 		}
 		for k, v := range ls.Rejected {
-			ch <- prometheus.MustNewConstMetric(c.reject, prometheus.CounterValue, float64(v), c.netID, ls.Author, k)
+			ch <- prometheus.MustNewConstMetric(c.reject, prometheus.CounterValue, float64(v), netID, ls.Author, k)
 		}
 		for _, s := range []string{network.PeerOK, network.PeerBackingOff, network.PeerDropped, network.PeerForked} {
 			v := 0.0
 			if s == ls.State {
 				v = 1
 			}
-			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, c.netID, ls.Author, s)
+			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, netID, ls.Author, s)
 		}
 	}
 }
 
-// register adds n's metrics to reg.
-func (n *networkNode) register(reg prometheus.Registerer) {
-	if n != nil {
-		reg.MustRegister(newNetworkCollector(n.cfg.ID, n.syncer))
+// register adds the networks' metrics to reg.
+func (ns networkNodes) register(reg prometheus.Registerer) {
+	if len(ns) > 0 {
+		reg.MustRegister(newNetworkCollector(ns))
 	}
 }

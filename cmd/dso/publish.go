@@ -54,6 +54,12 @@ type publisher struct {
 	// selfVote counts the node's own vote in its tally of the network's
 	// votes, as the nodes following it do. Nil: not counted.
 	selfVote func(context.Context, network.Vote) error
+	// admitted reports experiences admitted from other nodes' logs, on
+	// any network the node is in (nil: state's, of this network).
+	admitted func(ctx context.Context, id string) (bool, error)
+	// noCodes publishes text alone: the network lifts with another seed
+	// than the library's codes were made with, so they are not its codes.
+	noCodes bool
 }
 
 func newPublisher(st sharedStore, l *network.Log, netID string, shares []string, logger *slog.Logger) *publisher {
@@ -76,23 +82,32 @@ func (p *publisher) shared(d string) bool {
 	return false
 }
 
+// theirs reports whether the experience id came from another node.
+func (p *publisher) theirs(ctx context.Context, id string) (bool, error) {
+	switch {
+	case p.admitted != nil:
+		return p.admitted(ctx, id)
+	case p.state != nil:
+		return p.state.Admitted(ctx, id)
+	}
+	return false, nil
+}
+
 // record maps a stored experience to what the network carries; ok is
 // false for what is not shared or cannot be.
 func (p *publisher) record(ctx context.Context, e store.Experience) (network.Experience, bool) {
 	if e.Status == store.StatusRetired || !p.shared(e.Domain) {
 		return network.Experience{}, false
 	}
-	if p.state != nil {
-		if theirs, err := p.state.Admitted(ctx, e.ID); theirs || err != nil {
-			if err != nil {
-				p.warn(ctx, err)
-			}
-			return network.Experience{}, false
+	if theirs, err := p.theirs(ctx, e.ID); theirs || err != nil {
+		if err != nil {
+			p.warn(ctx, err)
 		}
+		return network.Experience{}, false
 	}
 	ne := network.Experience{Network: p.netID, Domain: store.NormalizeDomain(e.Domain), Text: e.Text,
 		Confidence: e.Confidence, Time: e.CreatedAt}
-	if len(e.Code) > 0 && e.Space != "" {
+	if len(e.Code) > 0 && e.Space != "" && !p.noCodes {
 		ne.Space, ne.Code = e.Space, e.Code
 	}
 	return ne, true
@@ -257,7 +272,11 @@ func (p *publisher) vote(ctx context.Context, e store.Experience) (network.Vote,
 	}
 	xid, known, err := p.state.KnownAs(ctx, e.ID)
 	if err == nil && !known && p.shared(e.Domain) {
-		xid, known = network.ExperienceID(p.netID, store.NormalizeDomain(e.Domain), e.Text), true
+		// The node's own, unless another network brought it.
+		var theirs bool
+		if theirs, err = p.theirs(ctx, e.ID); err == nil && !theirs {
+			xid, known = network.ExperienceID(p.netID, store.NormalizeDomain(e.Domain), e.Text), true
+		}
 	}
 	if err != nil || !known {
 		if err != nil {

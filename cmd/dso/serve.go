@@ -61,7 +61,8 @@ Environment only:
   DSO_EMBEDDER         retrieval.embedder (hash[:DIM], wordvec:FILE,
                        model:NAME, backend)
 
-Request headers: X-DSO-Domain (domain prefix), X-DSO-Top-K, X-DSO-Min-Confidence,
+Request headers: X-DSO-Domain (domain prefix; retrieval spans every network
+joined unless it narrows it), X-DSO-Top-K, X-DSO-Min-Confidence,
 X-DSO-Min-Score (auto or -1..1), X-DSO-Inject: off. Response headers:
 X-DSO-Trace-Id, X-DSO-Experiences (ids injected), X-DSO-Scores (their
 relevance), X-DSO-Gate (the relevance they had to clear), X-DSO-Degraded (why
@@ -106,6 +107,10 @@ Config file (every field optional):
     peers:                       # logs followed, admitted and mirrored under /log/ID/mirror/NAME/
       - {url: "https://peer.example", key: "peerA+1a2b3c4d+AbC..."}
       - {url: "https://new.example", key: "nodeN+...", quarantine: true}  # shown, not injected
+    seed: 0                      # the network's lift seed; 0 = retrieval.seed (another: no codes published)
+  networks:                      # instead of network: several, each its own log, peers, shares
+    - {id: code, key_file: ./node.key, share: [code]}   # peers, sync_interval as above
+    - {id: research, key_file: ./node.key, share: [research], seed: 7}
   retrieval:
     disabled: false
     index: cpu                   # cpu | gpu | auto
@@ -253,7 +258,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 			Logger:  log,
 		})
 	}
-	node, err := openNetwork(ctx, cfg, rt.Library, log)
+	node, err := openNetworks(ctx, cfg, rt.Library, log)
 	if err != nil {
 		return err
 	}
