@@ -108,6 +108,13 @@ Config file (every field optional):
       - {url: "https://peer.example", key: "peerA+1a2b3c4d+AbC..."}
       - {url: "https://new.example", key: "nodeN+...", quarantine: true}  # shown, not injected
     seed: 0                      # the network's lift seed; 0 = retrieval.seed (another: no codes published)
+    trust:                       # default: the peers, and what their vouches reach to depth 3
+      keys: ["nodeZ+..."]        # trusted outright, wherever their log is found
+      depth: 3                   # how far trust passes along vouches (1: the peers and keys only)
+      max_vouches: 16            # how many of one node's vouches count
+      retire_below: 0.66         # votes retire a lesson below this trust-weighted approval
+      min_vote_weight: 2         # ...when they weigh this much together (each node at most 1)
+      no_votes: false            # true: publish no votes
   networks:                      # instead of network: several, each its own log, peers, shares
     - {id: code, key_file: ./node.key, share: [code]}   # peers, sync_interval as above
     - {id: research, key_file: ./node.key, share: [research], seed: 7}
