@@ -136,6 +136,9 @@ func TestUINetworkPage(t *testing.T) {
 	shot("network-quarantine")
 
 	open(e, "#logs tr.log-row")
+	if got := text("#logs tr.log-row td.trust"); got != "trusted, weight 1.00" {
+		t.Errorf("E's log's trust shown as %q; want a configured peer's full weight", got)
+	}
 	if row := text("#logs tr.log-row"); !strings.Contains(row, "bad_entry") {
 		t.Errorf("E's followed log row %q; want its refusals by reason (bad_entry)", row)
 	}

@@ -16,7 +16,9 @@ document.addEventListener("DOMContentLoaded", () => {
   function logRow(l) {
     return el("tr", { class: "log-row", "data-state": l.state },
       el("td", {}, el("div", { text: l.author }), el("div", { class: "muted mono", text: l.url })),
-      el("td", { text: l.trusted ? "trusted" : "quarantined" }),
+      el("td", { class: "trust", text: l.trusted
+        ? "trusted, weight " + Number(l.weight).toFixed(2) + (l.depth > 1 ? " (vouched, depth " + l.depth + ")" : "")
+        : "quarantined" }),
       el("td", { class: "state state-" + l.state, text: l.state }),
       el("td", { class: "num", text: l.size }),
       el("td", { class: "num", text: l.lag }),
@@ -60,7 +62,9 @@ document.addEventListener("DOMContentLoaded", () => {
         el("dl", { class: "facts" },
           el("dt", { text: "This node's log" }), el("dd", { class: "mono", text: n.origin + " — " + n.size + " records" }),
           el("dt", { text: "Verifier key" }), el("dd", { class: "mono", text: n.verifier_key }),
-          el("dt", { text: "Shared domains" }), el("dd", { text: (n.share || []).length ? n.share.join(", ") : "none (nothing is published)" }))),
+          el("dt", { text: "Shared domains" }), el("dd", { text: (n.share || []).length ? n.share.join(", ") : "none (nothing is published)" }),
+          el("dt", { text: "Retired by votes" }), el("dd", { class: "retired", text: String(n.retired_by_votes || 0) }),
+          el("dt", { text: "Vouched keys without standing" }), el("dd", { class: "unvouched", text: String(n.vouched_without_standing || 0) + " (not followed; their votes weigh nothing)" }))),
       el("section", { class: "card" },
         el("h3", { text: "Followed logs (" + logs.length + ")" }),
         logs.length ? el("table", { id: "logs" },
