@@ -360,6 +360,18 @@ func TestNetworkAttack(t *testing.T) {
 	if st, ok := networkOf(t, a); !ok || st.Networks[0].Size != 3 {
 		t.Errorf("A's log: %+v; want its three shared lessons only", st)
 	}
+
+	// D restarted keeps R's evidence and does not follow R again.
+	d.cmd.Process.Kill()
+	d.cmd.Wait()
+	_, d.url = startDSO(t, "--config", d.config)
+	l = waitLog(t, d, r.url, "restarted D reports R's fork", func(l logStatus) bool { return l.State == network.PeerForked })
+	checkFork(t, "R after D's restart", l, r.id.VerifierKey, rPast, rNew)
+	// Retrieval fails open until the restarted library is loaded.
+	pollUntil(t, 30*time.Second, "restarted D injects again", func() bool { return injected(t, be, d, questions[0]) != "" })
+	if got := snapshotOf(t, be, d, questions); !slices.Equal(got.experiences, want.experiences) || !slices.Equal(got.notes, want.notes) {
+		t.Errorf("restarted D:\n%q\n%q\nwant\n%q\n%q", got.experiences, got.notes, want.experiences, want.notes)
+	}
 }
 
 // checkFork checks that l's fork evidence is the two checkpoints shown,
