@@ -22,12 +22,13 @@ const (
 
 // Library is what admission writes to: *library.Library, whose Add embeds
 // the text itself in the local space (a record's code is never trusted),
-// and skips a duplicate; Code is its code of a text and that space's name,
-// against which a record's code is checked (see PoisonedCode).
+// and skips a duplicate; Code is its code of a text, when space is the
+// library's (ok false, and nothing embedded, when not), against which a
+// record's code is checked (see PoisonedCode).
 type Library interface {
 	Add(ctx context.Context, e store.Experience) (store.Experience, bool, error)
 	Update(ctx context.Context, id string, u store.Update) (store.Experience, error)
-	Code(ctx context.Context, text string) (space string, code compress.Code, err error)
+	Code(ctx context.Context, space, text string) (code compress.Code, ok bool, err error)
 }
 
 // Admitter admits verified records of one network into the local library.

@@ -31,8 +31,8 @@ func poisoned(ctx context.Context, lib Library, e *Experience) (bool, error) {
 	if len(e.Code) == 0 {
 		return false, nil
 	}
-	space, local, err := lib.Code(ctx, e.Text)
-	if err != nil || e.Space != space {
+	local, ok, err := lib.Code(ctx, e.Space, e.Text)
+	if err != nil || !ok {
 		return false, err
 	}
 	c, err := compress.Decode(e.Code)

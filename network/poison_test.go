@@ -13,8 +13,8 @@ import (
 
 // Code makes fakeLibrary a Library whose space no record names: codes
 // are never compared.
-func (l *fakeLibrary) Code(context.Context, string) (string, compress.Code, error) {
-	return "fake", compress.Code{}, nil
+func (l *fakeLibrary) Code(context.Context, string, string) (compress.Code, bool, error) {
+	return compress.Code{}, false, nil
 }
 
 // An experience whose code, in the receiving library's space, is not its
@@ -44,9 +44,12 @@ func TestAdmitRefusesPoisonedCode(t *testing.T) {
 	a := &Admitter{Network: "hanzo", Library: lib, State: state}
 
 	codeOf := func(text string) ([]byte, compress.Code) {
-		sp, c, err := lib.Code(ctx, text)
-		if err != nil || sp != space {
-			t.Fatalf("Code(%q): space %q, %v", text, sp, err)
+		c, ok, err := lib.Code(ctx, space, text)
+		if err != nil || !ok {
+			t.Fatalf("Code(%q, %q): %v, %v", space, text, ok, err)
+		}
+		if _, ok, err := lib.Code(ctx, "hash:2048", text); ok || err != nil {
+			t.Fatalf("Code in another space: %v, %v; want false", ok, err)
 		}
 		b, err := c.MarshalBinary()
 		if err != nil {
