@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/dso-proxy/dso/compress"
 	"github.com/dso-proxy/dso/store"
 )
 
@@ -21,10 +22,13 @@ const (
 
 // Library is what admission writes to: *library.Library, whose Add embeds
 // the text itself in the local space (a record's code is never trusted),
-// and skips a duplicate.
+// and skips a duplicate; Code is its code of a text, when space is the
+// library's (ok false, and nothing embedded, when not), against which a
+// record's code is checked (see PoisonedCode).
 type Library interface {
 	Add(ctx context.Context, e store.Experience) (store.Experience, bool, error)
 	Update(ctx context.Context, id string, u store.Update) (store.Experience, error)
+	Code(ctx context.Context, space, text string) (code compress.Code, ok bool, err error)
 }
 
 // Admitter admits verified records of one network into the local library.
@@ -52,6 +56,13 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 		return WrongNetwork, nil
 	case strings.TrimSpace(e.Text) == "":
 		return Unembeddable, nil
+	}
+	bad, err := poisoned(ctx, a.Library, e)
+	switch {
+	case err != nil:
+		return "", err
+	case bad:
+		return PoisonedCode, nil
 	case !trusted:
 		err := a.State.Quarantine(ctx, r.Author, *e)
 		if errors.Is(err, ErrQuarantineFull) {

@@ -38,6 +38,7 @@ const (
 	RejectMalformed     = "malformed"
 	RejectBadSignature  = "bad_signature"
 	RejectUnknownAuthor = "unknown_author"
+	RejectTooLarge      = "too_large" // a record or one of its fields over its bound
 )
 
 // emptyTree is the root hash of the empty tree, where a follower starts.
@@ -185,14 +186,14 @@ func (f *Follower) Sync(ctx context.Context) (SyncResult, error) {
 	if err != nil {
 		return SyncResult{}, err
 	}
-	old, cur := f.last, c
+	old, cur, proof := f.last, c, Fetcher(fetch)
 	if c.Size < f.last.Size {
 		// An older checkpoint is stale (a cache) if the accepted tree
 		// extends it, and a fork if not; either way the accepted tree
 		// stays: a log is never believed over its own signed past.
-		old, cur = c, f.last
+		old, cur, proof = c, f.last, f.pastFetcher(fetch)
 	}
-	if err := ProveConsistency(ctx, fetch, old, cur); err != nil {
+	if err := ProveConsistency(ctx, proof, old, cur); err != nil {
 		if errors.Is(err, ErrInconsistent) && f.state.Checkpoint != nil {
 			f.fork = &Fork{Old: f.state.Checkpoint, New: msg}
 			return SyncResult{}, fmt.Errorf("%w: %v", ErrForked, err)
@@ -274,6 +275,8 @@ func rejectReason(err error) string {
 		return RejectBadSignature
 	case errors.Is(err, ErrUnknownAuthor):
 		return RejectUnknownAuthor
+	case errors.Is(err, ErrTooLarge):
+		return RejectTooLarge
 	}
 	return RejectMalformed
 }

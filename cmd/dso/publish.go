@@ -107,7 +107,9 @@ func (p *publisher) record(ctx context.Context, e store.Experience) (network.Exp
 	}
 	ne := network.Experience{Network: p.netID, Domain: store.NormalizeDomain(e.Domain), Text: e.Text,
 		Confidence: e.Confidence, Time: e.CreatedAt}
-	if len(e.Code) > 0 && e.Space != "" && !p.noCodes {
+	// A code of the keyed text (question and lesson) is not a code of the
+	// text the record carries: a receiver would take it for a poisoned one.
+	if len(e.Code) > 0 && e.Space != "" && e.Key == "" && !p.noCodes {
 		ne.Space, ne.Code = e.Space, e.Code
 	}
 	return ne, true
