@@ -23,9 +23,9 @@ func TestCheckNetwork(t *testing.T) {
 		{"bad peer key", "network:\n  id: hanzo\n  key_file: k\n  peers: [{url: \"http://a\", key: \"nodeA\"}]\n", []string{"4 network.peers[0].key"}},
 		{"same peer twice", "network:\n  id: hanzo\n  key_file: k\n  peers: [{url: \"http://a\", key: \"nodeA+1+x\"}, {url: \"http://b\", key: \"nodeA+1+x\"}]\n", []string{"4 network.peers[1].key"}},
 		{"peers without id", "network:\n  peers: [{url: \"http://a\", key: \"nodeA+1+x\"}]\n", []string{"2 network.id"}},
-		{"trust", "network:\n  id: hanzo\n  key_file: k\n  trust: {keys: [\"nodeZ+1a2b+AbC\"], depth: 4, max_vouches: 8, retire_below: 0.5, min_vote_weight: 3, no_votes: true}\n", nil},
-		{"bad trust", "network:\n  id: hanzo\n  key_file: k\n  trust:\n    keys: [nodeZ]\n    depth: 9\n    retire_below: 2\n    min_vote_weight: -1\n",
-			[]string{"5 network.trust.keys[0]", "6 network.trust.depth", "7 network.trust.retire_below", "8 network.trust.min_vote_weight"}},
+		{"trust", "network:\n  id: hanzo\n  key_file: k\n  trust: {keys: [\"nodeZ+1a2b+AbC\"], depth: 4, max_vouches: 8, retire_below: 0.5, min_vote_weight: 3, aggregate: trimmed_mean, no_votes: true}\n", nil},
+		{"bad trust", "network:\n  id: hanzo\n  key_file: k\n  trust:\n    keys: [nodeZ]\n    depth: 9\n    retire_below: 2\n    min_vote_weight: -1\n    aggregate: mean\n",
+			[]string{"5 network.trust.keys[0]", "6 network.trust.depth", "7 network.trust.retire_below", "8 network.trust.min_vote_weight", "9 network.trust.aggregate"}},
 		{"trust in networks", "networks:\n  - id: hanzo\n    key_file: k\n    trust: {depth: -1}\n", []string{"4 networks[0].trust.depth"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,6 +26,11 @@ type Trust struct {
 	// carry together before they retire it (each node weighs at most 1).
 	// Zero: 2.
 	MinVoteWeight float64 `yaml:"min_vote_weight"`
+	// Aggregate combines the confidences several authors published for
+	// one experience, weighted by their trust: "median" (the default;
+	// breakdown point 50%) or "trimmed_mean" (20% of the weight cut from
+	// each end; breakdown point 20%).
+	Aggregate string `yaml:"aggregate"`
 	// NoVotes keeps this node's votes to itself: by default it publishes
 	// its grade of each experience it holds from the network, and of its
 	// own shared ones.
@@ -47,6 +52,9 @@ func (t Trust) validate(path string, add func(path, format string, args ...any))
 	}
 	if t.RetireBelow < 0 || t.RetireBelow > 1 {
 		add(path+".retire_below", "%v is outside [0, 1]", t.RetireBelow)
+	}
+	if t.Aggregate != "" && t.Aggregate != "median" && t.Aggregate != "trimmed_mean" {
+		add(path+".aggregate", "%q is not median or trimmed_mean", t.Aggregate)
 	}
 	if t.MinVoteWeight < 0 {
 		add(path+".min_vote_weight", "must not be negative")

@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/dso-proxy/dso/compress"
@@ -39,11 +40,22 @@ type Admitter struct {
 	// Voting, when set, applies the votes already kept on an experience
 	// when it is admitted.
 	Voting *Voting
+	// Weight is an author's trust weight by AuthorID; nil weighs every
+	// trusted author 1.
+	Weight func(author string) float64
+	// Aggregate combines the authors' confidences: AggregateMedian (the
+	// default, "") or AggregateTrimmedMean, weighted by trust.
+	Aggregate string
 }
 
+// AuthorID names a record's signer by key name and hash, "name+hash" as
+// in a verifier key: names alone are anyone's to take.
+func AuthorID(r Record) string { return fmt.Sprintf("%s+%08x", r.Author, r.KeyHash) }
+
 // Admit admits r and says how. A trusted author's experience enters the
-// library, re-embedded here, with the median confidence of every author
-// that published it (once per author); an untrusted author's is
+// library, re-embedded here, with the trust-weighted median (or trimmed
+// mean) confidence of every author that published it (once per author);
+// an untrusted author's is
 // quarantined: kept in State and shown, never injected, so retrieval is
 // untouched by it. An error is worth retrying (the store or the embedder
 // failed).
@@ -64,18 +76,17 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 	case bad:
 		return PoisonedCode, nil
 	case !trusted:
-		err := a.State.Quarantine(ctx, r.Author, *e)
+		err := a.State.Quarantine(ctx, AuthorID(r), *e)
 		if errors.Is(err, ErrQuarantineFull) {
 			return QuarantineFull, nil
 		}
 		return Quarantine, err
 	}
 	xid := ExperienceID(e.Network, e.Domain, e.Text)
-	cs, err := a.State.Endorse(ctx, xid, r.Author, e.Confidence)
+	conf, err := a.endorse(ctx, xid, AuthorID(r), e.Confidence)
 	if err != nil {
 		return "", err
 	}
-	conf := Median(cs)
 	// Marked before it is added, so that the node's publisher, which may
 	// read the new experience at once, never signs it as its own.
 	sid := store.ExperienceID(e.Domain, e.Text)
@@ -114,6 +125,26 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 	}
 	_, err = a.Library.Update(ctx, got.ID, store.Update{Confidence: &conf})
 	return Admitted, err
+}
+
+// endorse keeps author's confidence in xid and returns the aggregate of
+// every author's, each at its weight now.
+func (a *Admitter) endorse(ctx context.Context, xid [32]byte, author string, c float64) (float64, error) {
+	authors, err := a.State.Endorse(ctx, xid, author, c)
+	if err != nil {
+		return 0, err
+	}
+	es := make([]Endorsement, 0, len(authors))
+	for _, e := range authors {
+		w := 1.0
+		if a.Weight != nil && e.Author != author {
+			// The author at hand has standing (it is being admitted);
+			// the others' may have changed since they published.
+			w = a.Weight(e.Author)
+		}
+		es = append(es, Endorsement{Confidence: e.Confidence, Weight: w})
+	}
+	return Aggregate(a.Aggregate, es)
 }
 
 // know notes the store's id of the network's experience xid, which votes

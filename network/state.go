@@ -112,28 +112,34 @@ func (s *State) SaveFork(ctx context.Context, peer string, f Fork) error {
 	return nil
 }
 
+// Endorsed is one author's confidence in an experience.
+type Endorsed struct {
+	Author     string
+	Confidence float64
+}
+
 // Endorse records that author published experience xid with confidence c
 // (the latest record of an author counts) and returns every endorsing
 // author's confidence, one per author.
-func (s *State) Endorse(ctx context.Context, xid [32]byte, author string, c float64) ([]float64, error) {
+func (s *State) Endorse(ctx context.Context, xid [32]byte, author string, c float64) ([]Endorsed, error) {
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO endorsements (xid, author, confidence) VALUES (?, ?, ?)
 		ON CONFLICT (xid, author) DO UPDATE SET confidence = excluded.confidence`, xid[:], author, c); err != nil {
 		return nil, fmt.Errorf("network: endorse: %w", err)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT confidence FROM endorsements WHERE xid = ?`, xid[:])
+	rows, err := s.db.QueryContext(ctx, `SELECT author, confidence FROM endorsements WHERE xid = ? ORDER BY author`, xid[:])
 	if err != nil {
 		return nil, fmt.Errorf("network: endorsements: %w", err)
 	}
 	defer rows.Close()
-	var cs []float64
+	var out []Endorsed
 	for rows.Next() {
-		var c float64
-		if err := rows.Scan(&c); err != nil {
+		var e Endorsed
+		if err := rows.Scan(&e.Author, &e.Confidence); err != nil {
 			return nil, fmt.Errorf("network: endorsements: %w", err)
 		}
-		cs = append(cs, c)
+		out = append(out, e)
 	}
-	return cs, rows.Err()
+	return out, rows.Err()
 }
 
 // MarkAdmitted records that the store's experience storeID was created by
@@ -235,4 +241,34 @@ func Median(cs []float64) float64 {
 		return s[m]
 	}
 	return (s[m-1] + s[m]) / 2
+}
+
+// Quarantined returns the records author (an AuthorID) has in quarantine,
+// as the experiences of network they were.
+func (s *State) Quarantined(ctx context.Context, network, author string) ([]Experience, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT domain, text, confidence, at FROM quarantine WHERE author = ? ORDER BY at`, author)
+	if err != nil {
+		return nil, fmt.Errorf("network: quarantine: %w", err)
+	}
+	defer rows.Close()
+	var out []Experience
+	for rows.Next() {
+		e := Experience{Network: network}
+		var at int64
+		if err := rows.Scan(&e.Domain, &e.Text, &e.Confidence, &at); err != nil {
+			return nil, fmt.Errorf("network: quarantine: %w", err)
+		}
+		e.Time = time.UnixMilli(at).UTC()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Release takes author's record of e out of quarantine.
+func (s *State) Release(ctx context.Context, author string, e Experience) error {
+	xid := ExperienceID(e.Network, e.Domain, e.Text)
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM quarantine WHERE xid = ? AND author = ?`, xid[:], author); err != nil {
+		return fmt.Errorf("network: release: %w", err)
+	}
+	return nil
 }

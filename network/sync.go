@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -100,12 +101,19 @@ type SyncConfig struct {
 type Syncer struct {
 	cfg SyncConfig
 
+	// retrusting serialises retrust: two peers' vouches must not both
+	// open the log they reach. stale says the last retrust failed, so
+	// the next record of any peer retries it.
+	retrusting sync.Mutex
+	stale      atomic.Bool
+
 	mu        sync.Mutex // protects the fields below
 	peers     []*peer
 	byKey     map[string]*peer
 	standings map[string]Standing
-	run       func(*peer) // starts a peer's goroutine once Run has begun
-	skipped   int64       // discovered logs not followed: MaxFollowed reached
+	authors   map[string]float64 // weight by AuthorID
+	run       func(*peer)        // starts a peer's goroutine once Run has begun
+	skipped   int64              // discovered logs not followed: MaxFollowed reached
 }
 
 // NewSyncer opens the peers' follow state and mirrors, and the logs the
@@ -240,13 +248,35 @@ func (s *Syncer) Weight(key string) float64 {
 // retrust computes the standings from the kept vouches and follows the
 // logs that gained standing.
 func (s *Syncer) retrust(ctx context.Context) error {
+	s.retrusting.Lock()
+	defer s.retrusting.Unlock()
+	err := s.retrustLocked(ctx)
+	s.stale.Store(err != nil)
+	return err
+}
+
+func (s *Syncer) retrustLocked(ctx context.Context) error {
 	vouches, err := s.cfg.State.Vouches(ctx)
 	if err != nil {
 		return err
 	}
 	st := Standings(s.cfg.Trust, vouches)
+	authors := make(map[string]float64, len(st))
+	for key, sd := range st {
+		if v, err := note.NewVerifier(key); err == nil {
+			authors[fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())] = sd.Weight
+		}
+	}
 	s.mu.Lock()
-	s.standings = st
+	var gained []string // keys that had no standing before: release their quarantine
+	if s.standings != nil {
+		for key, sd := range st {
+			if sd.Weight > 0 && !(s.standings[key].Weight > 0) {
+				gained = append(gained, key)
+			}
+		}
+	}
+	s.standings, s.authors = st, authors
 	var found []Peer
 	for key, sd := range st {
 		if _, ok := s.byKey[key]; ok || sd.Via == "" {
@@ -269,9 +299,57 @@ func (s *Syncer) retrust(ctx context.Context) error {
 			return err
 		}
 	}
+	slices.Sort(gained)
+	for _, key := range gained {
+		if err := s.release(ctx, key); err != nil {
+			return err
+		}
+	}
 	if s.cfg.Voting != nil {
 		return s.cfg.Voting.Reapply(ctx)
 	}
+	return nil
+}
+
+// retrustOrWarn retrusts; a failure here (the node's own state or
+// mirrors) is not the peer's doing: it is logged, and the next turn of
+// any peer tries again (warning once until it succeeds).
+func (s *Syncer) retrustOrWarn(ctx context.Context) {
+	was := s.stale.Load()
+	if err := s.retrust(ctx); err != nil && ctx.Err() == nil && !was {
+		s.cfg.Logger.Warn("following what the vouches reach", "network", s.cfg.Network, "err", err.Error())
+	}
+}
+
+// AuthorWeight is the trust weight of a record's author, by AuthorID.
+func (s *Syncer) AuthorWeight(author string) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.authors[author]
+}
+
+// release admits what the key's author has in quarantine, now that it
+// has standing.
+func (s *Syncer) release(ctx context.Context, key string) error {
+	v, err := note.NewVerifier(key)
+	if err != nil {
+		return nil
+	}
+	author := fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())
+	es, err := s.cfg.State.Quarantined(ctx, s.cfg.Network, author)
+	if err != nil || len(es) == 0 {
+		return err
+	}
+	for i := range es {
+		r := Record{Experience: &es[i], Author: v.Name(), KeyHash: v.KeyHash()}
+		if _, err := s.cfg.Admit(ctx, r, true); err != nil {
+			return err
+		}
+		if err := s.cfg.State.Release(ctx, author, es[i]); err != nil {
+			return err
+		}
+	}
+	s.cfg.Logger.Info("admitted the quarantined records of a log that gained standing", "author", author, "records", len(es))
 	return nil
 }
 
@@ -397,6 +475,10 @@ func (p *peer) run(ctx context.Context) {
 // turn syncs until the peer's log is taken in, or syncRounds, and saves
 // what was accepted.
 func (p *peer) turn(ctx context.Context) error {
+	if p.syncer.stale.Load() {
+		// What the vouches reach was not all followed: try again.
+		p.syncer.retrustOrWarn(ctx)
+	}
 	var err error
 	for range syncRounds {
 		var res SyncResult
@@ -535,7 +617,7 @@ func (p *peer) vouch(ctx context.Context, v Vouch) (string, error) {
 	case err != nil:
 		return "", err
 	case changed:
-		return Vouched, p.syncer.retrust(ctx)
+		p.syncer.retrustOrWarn(ctx)
 	}
 	return Vouched, nil
 }

@@ -171,8 +171,13 @@ func TestAdmitMedianOncePerAuthor(t *testing.T) {
 	a := &Admitter{Network: "hanzo", Library: lib, State: st}
 	text := "Close response bodies."
 	sid := store.ExperienceID("code.go", text)
+	ids := map[string]Identity{}
 	rec := func(author string, conf float64) Record {
-		id := testIdentity(t, author)
+		id, ok := ids[author]
+		if !ok {
+			id = testIdentity(t, author)
+			ids[author] = id
+		}
 		r, err := Sign(id.Signer, Record{Experience: &Experience{Network: "hanzo", Domain: "code.go", Text: text, Confidence: conf, Time: t0}})
 		if err != nil {
 			t.Fatal(err)
@@ -189,7 +194,9 @@ func TestAdmitMedianOncePerAuthor(t *testing.T) {
 		{rec("nodeB", 0.9), true, Admitted, 0.55},
 		{rec("nodeC", 0.8), true, Admitted, 0.8},
 		{rec("nodeA", 0.2), true, Admitted, 0.8}, // again: still one of three
-		{rec("nodeX", 0.0), false, Quarantine, 0.8},
+		// Another key of the same name is another author.
+		{func() Record { delete(ids, "nodeA"); return rec("nodeA", 0.2) }(), true, Admitted, 0.5},
+		{rec("nodeX", 0.0), false, Quarantine, 0.5},
 	} {
 		got, err := a.Admit(ctx, tt.r, tt.trusted)
 		if err != nil || got != tt.want {
@@ -203,7 +210,7 @@ func TestAdmitMedianOncePerAuthor(t *testing.T) {
 		t.Errorf("library %+v; want one experience from nodeA", lib.es)
 	}
 	q, n, err := st.ListQuarantine(ctx, 10)
-	if err != nil || n != 1 || q[0].Author != "nodeX" {
+	if err != nil || n != 1 || q[0].Author != AuthorID(rec("nodeX", 0)) {
 		t.Errorf("quarantine %+v (%d), %v; want nodeX's record", q, n, err)
 	}
 	other := rec("nodeA", 0.5)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dso-proxy/dso/store"
 )
 
 func TestStandings(t *testing.T) {
@@ -201,5 +203,56 @@ func TestSyncerFollowsVouchedLogs(t *testing.T) {
 	defer s2.Close()
 	if n := len(s2.Logs()); n != 2 || s2.Weight(idK.VerifierKey) != 1 {
 		t.Errorf("after restart: %d logs, nodeK weighs %v; want nodeH and nodeK, 1", n, s2.Weight(idK.VerifierKey))
+	}
+}
+
+// A log whose records were quarantined has them admitted once a trusted
+// node vouches for it.
+func TestSyncerReleasesQuarantineOnStanding(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	idH, idQ := testIdentity(t, "nodeH"), testIdentity(t, "nodeQ")
+	logH := openTestLog(t, idH, filepath.Join(dir, "h.db"))
+	logQ := openTestLog(t, idQ, filepath.Join(dir, "q.db"))
+	appendN(t, logQ, idQ, 0, 2)
+	host := multiHost(t, map[string]TileSource{"/log/hanzo": logH, "/log/hanzo/mirror/nodeQ": logQ})
+	qhost := multiHost(t, map[string]TileSource{"/log/hanzo": logQ})
+	st, err := OpenState(ctx, filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var mu sync.Mutex
+	lib := &fakeLibrary{es: map[string]store.Experience{}}
+	a := &Admitter{Network: "hanzo", Library: lib, State: st}
+	admit := func(ctx context.Context, r Record, trusted bool) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return a.Admit(ctx, r, trusted)
+	}
+	held := func() int { mu.Lock(); defer mu.Unlock(); return len(lib.es) }
+	s, err := NewSyncer(ctx, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: admit,
+		Peers: []Peer{{URL: host, Key: idH.VerifierKey, Trusted: true}, {URL: qhost, Key: idQ.VerifierKey}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a.Weight = s.AuthorWeight
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	quarantined := func() int { _, n, _ := st.ListQuarantine(ctx, 10); return n }
+	waitFor(t, "nodeQ's records quarantined", func() bool { return quarantined() == 2 })
+	if n := held(); n != 0 {
+		t.Fatalf("library holds %d records of an untrusted log", n)
+	}
+	if _, err := logH.Vouch(ctx, "hanzo", []string{idQ.VerifierKey}, t0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "nodeQ's records admitted once nodeH vouches for it", func() bool { return held() == 2 && quarantined() == 0 })
+	if w := s.Weight(idQ.VerifierKey); w != 1 {
+		t.Errorf("nodeQ weighs %v; want 1, nodeH's whole vouch", w)
 	}
 }

@@ -94,7 +94,8 @@ func (n *networkNode) admitter(lib *library.Library, v *network.Voting) func(con
 	if lib == nil {
 		return func(context.Context, network.Record, bool) (string, error) { return "not_admitted", nil }
 	}
-	a := &network.Admitter{Network: n.cfg.ID, Library: lib, State: n.state, Voting: v}
+	a := &network.Admitter{Network: n.cfg.ID, Library: lib, State: n.state, Voting: v, Aggregate: n.cfg.Trust.Aggregate,
+		Weight: func(author string) float64 { return n.syncer.AuthorWeight(author) }}
 	return a.Admit
 }
 
