@@ -156,6 +156,10 @@ func describe(r network.Record) string {
 		return fmt.Sprintf("experience in %s/%s", r.Experience.Network, r.Experience.Domain)
 	case r.Vote != nil:
 		return fmt.Sprintf("vote %+d on %x in %s", r.Vote.Grade, r.Vote.Experience[:8], r.Vote.Network)
+	case r.Vouch != nil && r.Vouch.Revoked:
+		return fmt.Sprintf("vouch for %s revoked in %s", r.Vouch.Key, r.Vouch.Network)
+	case r.Vouch != nil:
+		return fmt.Sprintf("vouch for %s in %s", r.Vouch.Key, r.Vouch.Network)
 	}
 	return "record"
 }
