@@ -270,6 +270,11 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	if query == "" {
 		return retrieval{reason: reasonNoQuery}
 	}
+	// Before the budget's timer: a library with nothing to search costs a
+	// request no more than this.
+	if reason := s.unsearchable(ctx); reason != "" {
+		return retrieval{reason: reason}
+	}
 	ctx, cancel := context.WithTimeout(ctx, rt.Budget)
 	defer cancel()
 	res, gate, reason := s.find(ctx, query, st, false)
@@ -293,12 +298,13 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	if len(used) == 0 {
 		return ret
 	}
+	// The handler validated body (parseChat, jsonFields): inject need not.
 	var out []byte
 	var err error
 	if kind == kindGenerate {
-		out, err = inject.Prompt(body, text)
+		out, err = inject.ValidPrompt(body, text)
 	} else {
-		out, err = inject.Messages(body, text)
+		out, err = inject.ValidMessages(body, text)
 	}
 	if err != nil {
 		return retrieval{reason: reasonInjectError}
@@ -316,13 +322,8 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 // or a degraded reason.
 func (s *Server) find(ctx context.Context, query string, st settings, includeGated bool) ([]library.Result, float32, string) {
 	lib := s.opts.Retrieval.Library
-	if lib.Ready() != nil {
-		// With this request's credentials the embedder may answer now.
-		lib.PrepareInBackground(ctx)
-		return nil, 0, reasonNotReady
-	}
-	if lib.Len() == 0 {
-		return nil, 0, reasonIndexEmpty
+	if reason := s.unsearchable(ctx); reason != "" {
+		return nil, 0, reason
 	}
 	timeout := func(err error, reason string) string {
 		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
@@ -359,6 +360,21 @@ func (s *Server) find(ctx context.Context, query string, st settings, includeGat
 		return nil, 0, timeout(err, reasonSearchError)
 	}
 	return res, lib.GateFor(q), ""
+}
+
+// unsearchable is why the library cannot be searched now, or "": its
+// space is not ready, or it holds nothing.
+func (s *Server) unsearchable(ctx context.Context) string {
+	lib := s.opts.Retrieval.Library
+	if lib.Ready() != nil {
+		// With this request's credentials the embedder may answer now.
+		lib.PrepareInBackground(ctx)
+		return reasonNotReady
+	}
+	if lib.Len() == 0 {
+		return reasonIndexEmpty
+	}
+	return ""
 }
 
 // warnRetrieval logs a retrieval failure at warn level the first time and
