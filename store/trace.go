@@ -30,9 +30,16 @@ func (s *SQLite) PutTrace(ctx context.Context, t Trace) error {
 // trace replaces an earlier one with the same ID, also within ts. Either
 // all of them are stored or, on error, none.
 //
-// One commit, one sync to disk, for the whole batch is what lets a busy
-// proxy store every trace: written one transaction each, traces are capped
-// by the disk's syncs per second, not by the load. Retention is applied
+// One commit for the whole batch is what lets a busy proxy store every
+// trace: written one transaction each, traces are capped by the disk's
+// syncs per second, not by the load.
+//
+// Traces are committed without a sync to disk of their own
+// (synchronous=NORMAL for their transaction): a stored trace survives a
+// process crash, and a power cut once any later write of the store's (an
+// experience, a vote, feedback) or a checkpoint has synced the log. A
+// trace is written after its answer was sent, and no one is told it is
+// durable; the sync saved is most of a small batch's cost. Retention is applied
 // once, after the batch, with the same result as after each trace: the
 // newest Options.MaxTraces are kept, none older than Options.TraceMaxAge.
 func (s *SQLite) PutTraces(ctx context.Context, ts []Trace) error {
@@ -73,7 +80,7 @@ func (s *SQLite) putTraces(ctx context.Context, ts []Trace) error {
 		}
 		rows[i] = traceRow{t: t, ids: string(ids)}
 	}
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.writeTxUnsynced(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO traces
 			(id, query, domain, experience_ids, model, answer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
