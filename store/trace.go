@@ -149,6 +149,10 @@ func (s *SQLite) prune(ctx context.Context, tx *sql.Tx, now time.Time) (int, err
 		}
 		n, _ := res.RowsAffected()
 		total += n
+		// Exact for the rows deleted, so no walk to count them: once the
+		// oldest trace is older than the limit, every batch deletes some,
+		// and counting the table each time cost more than the batch.
+		s.traces.Add(-n)
 	}
 	if max := s.opts.MaxTraces; max > 0 && s.traces.Load() > int64(max) {
 		// Keep the newest traces (ties broken by rowid, i.e. insertion):
@@ -162,13 +166,12 @@ func (s *SQLite) prune(ctx context.Context, tx *sql.Tx, now time.Time) (int, err
 		}
 		n, _ := res.RowsAffected()
 		total += n
-	}
-	if max := s.opts.MaxTraces; total > 0 || max > 0 && s.traces.Load() > int64(max) {
-		var n int64
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM traces`).Scan(&n); err != nil {
+		// The walk corrects what replaced traces over-counted.
+		var c int64
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM traces`).Scan(&c); err != nil {
 			return 0, err
 		}
-		s.traces.Store(n)
+		s.traces.Store(c)
 	}
 	return int(total), nil
 }

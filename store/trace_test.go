@@ -247,3 +247,32 @@ func TestTraceCountLimitSteps(t *testing.T) {
 		t.Error("an old trace survived the limit")
 	}
 }
+
+// Age pruning keeps the trace count estimate without counting the table:
+// with traces expiring by age and by count, the estimate never falls below
+// what is stored (the count limit would be missed) and the limit holds.
+func TestTraceAgePruningKeepsTheEstimate(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock()
+	s := openTest(t, "", Options{Clock: clk, MaxTraces: 50, TraceMaxAge: time.Hour})
+	for i := range 300 {
+		// Runs of batches past the count limit, then hours that expire
+		// traces by age.
+		if err := s.PutTraces(ctx, []Trace{{ID: fmt.Sprintf("t%03d", i)}, {ID: fmt.Sprintf("u%03d", i)}}); err != nil {
+			t.Fatal(err)
+		}
+		if i%40 >= 35 {
+			clk.Advance(20 * time.Minute)
+		}
+		n, err := s.CountTraces(ctx)
+		if err != nil || n > 50 {
+			t.Fatalf("after %d batches: %d stored, %v; want at most 50", i+1, n, err)
+		}
+		if est := s.traces.Load(); est < int64(n) {
+			t.Fatalf("after %d batches: estimate %d below the %d stored", i+1, est, n)
+		}
+	}
+	if _, err := s.GetTrace(ctx, "t299"); err != nil {
+		t.Errorf("the newest trace is gone: %v", err)
+	}
+}
