@@ -35,6 +35,22 @@ const (
 	HeaderDegraded      = "X-DSO-Degraded"
 )
 
+// The headers read or set on every chat, as net/http keys them: given the
+// X-DSO spelling, each Get and Set canonicalises the key again, and
+// allocates the result.
+var (
+	keyInject        = http.CanonicalHeaderKey(HeaderInject)
+	keyDomain        = http.CanonicalHeaderKey(HeaderDomain)
+	keyTopK          = http.CanonicalHeaderKey(HeaderTopK)
+	keyMinConfidence = http.CanonicalHeaderKey(HeaderMinConfidence)
+	keyMinScore      = http.CanonicalHeaderKey(HeaderMinScore)
+	keyTraceID       = http.CanonicalHeaderKey(HeaderTraceID)
+	keyExperiences   = http.CanonicalHeaderKey(HeaderExperiences)
+	keyDegraded      = http.CanonicalHeaderKey(HeaderDegraded)
+	keyGate          = http.CanonicalHeaderKey(HeaderGate)
+	keyFeedback      = http.CanonicalHeaderKey(HeaderFeedback)
+)
+
 // Degraded reasons: a closed vocabulary, also the metric's outcome label.
 const (
 	reasonTimeout     = "timeout"
@@ -107,7 +123,7 @@ func (s *Server) requestSettings(r *http.Request, b config.Backend, model string
 			break
 		}
 	}
-	if v := r.Header.Get(HeaderInject); v != "" {
+	if v := r.Header.Get(keyInject); v != "" {
 		switch strings.ToLower(v) {
 		case "off", "false", "0", "no":
 			st.off = true
@@ -116,27 +132,27 @@ func (s *Server) requestSettings(r *http.Request, b config.Backend, model string
 			return st, badRequest("%s must be on or off", HeaderInject)
 		}
 	}
-	if v := r.Header.Get(HeaderDomain); v != "" {
+	if v := r.Header.Get(keyDomain); v != "" {
 		if len(v) > 256 {
 			return st, badRequest("%s is longer than 256 bytes", HeaderDomain)
 		}
 		st.domain = v
 	}
-	if v := r.Header.Get(HeaderTopK); v != "" {
+	if v := r.Header.Get(keyTopK); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > 100 {
 			return st, badRequest("%s must be an integer from 0 to 100", HeaderTopK)
 		}
 		st.topK = n
 	}
-	if v := r.Header.Get(HeaderMinConfidence); v != "" {
+	if v := r.Header.Get(keyMinConfidence); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 || f > 1 {
 			return st, badRequest("%s must be a number from 0 to 1", HeaderMinConfidence)
 		}
 		st.minConfidence = f
 	}
-	if v := r.Header.Get(HeaderMinScore); v != "" && !strings.EqualFold(v, "auto") {
+	if v := r.Header.Get(keyMinScore); v != "" && !strings.EqualFold(v, "auto") {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < -1 || f > 1 {
 			return st, badRequest("%s must be auto or a number from -1 to 1", HeaderMinScore)
@@ -199,8 +215,8 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 		s.pending.Store(tr.rec.ID, make(chan struct{}))
 	}
 	h := w.Header()
-	h.Set(HeaderTraceID, tr.rec.ID)
-	h.Set(HeaderExperiences, "")
+	h.Set(keyTraceID, tr.rec.ID)
+	h.Set(keyExperiences, "")
 	query := queryText(body, kind)
 	tr.rec.Query = query
 	if st.off {
@@ -210,12 +226,12 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 	}
 	ret := s.retrieve(s.withClientAuth(r), body, model, query, kind, st)
 	if ret.reason != "" {
-		h.Set(HeaderDegraded, ret.reason)
+		h.Set(keyDegraded, ret.reason)
 		s.metrics.retrieval.WithLabelValues(ret.reason).Inc()
 		s.recordOutcome(ret.reason, 0)
 		return body, tr, nil
 	}
-	h.Set(HeaderGate, formatScore(ret.gate))
+	h.Set(keyGate, formatScore(ret.gate))
 	if len(ret.ids) == 0 {
 		// Nothing matched the filters and cleared the gate.
 		s.metrics.retrieval.WithLabelValues("none").Inc()
