@@ -623,48 +623,6 @@ func TestOpenDir(t *testing.T) {
 	}
 }
 
-// Traces commit with synchronous=NORMAL, and only they: the writer is
-// back at FULL after their transaction, committed or rolled back, so the
-// next write is synced (and syncs the traces before it).
-func TestTracesCommitUnsynced(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t, "", Options{})
-	synchronous := func(q interface {
-		QueryRowContext(context.Context, string, ...any) *sql.Row
-	}) int {
-		t.Helper()
-		var v int
-		if err := q.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&v); err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-	fail := errors.New("fn failed")
-	for _, fnErr := range []error{nil, fail} {
-		err := s.writeTxUnsynced(ctx, func(tx *sql.Tx) error {
-			if got := synchronous(tx); got != 1 {
-				t.Errorf("synchronous in the transaction = %d; want 1 (NORMAL)", got)
-			}
-			return fnErr
-		})
-		if !errors.Is(err, fnErr) || (fnErr == nil) != (err == nil) {
-			t.Errorf("writeTxUnsynced = %v; want %v", err, fnErr)
-		}
-		if got := synchronous(s.w); got != 2 {
-			t.Errorf("synchronous after a transaction that returned %v = %d; want 2 (FULL)", fnErr, got)
-		}
-	}
-	if err := s.PutTraces(ctx, []Trace{{ID: "tr_a", Query: "q", Answer: "a"}}); err != nil {
-		t.Fatal(err)
-	}
-	if got := synchronous(s.w); got != 2 {
-		t.Errorf("synchronous after PutTraces = %d; want 2 (FULL)", got)
-	}
-	if _, err := s.GetTrace(ctx, "tr_a"); err != nil {
-		t.Errorf("trace after PutTraces: %v", err)
-	}
-}
-
 func TestConcurrentWrites(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, "", Options{MaxTraces: 50})
