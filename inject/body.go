@@ -38,11 +38,19 @@ const noteSeparator = "\n\n"
 // numbers as written, whitespace, and the other messages. An empty sys
 // returns body unchanged. The input is never modified.
 func Messages(body []byte, sys string) ([]byte, error) {
+	if sys != "" && !json.Valid(body) {
+		return body, fmt.Errorf("%w: not valid JSON", ErrBadBody)
+	}
+	return ValidMessages(body, sys)
+}
+
+// ValidMessages is Messages for a body the caller has already checked is
+// valid JSON (json.Valid), as a proxy does before it reads the request:
+// it does not check it again. body must be valid JSON: the result of
+// anything else is undefined.
+func ValidMessages(body []byte, sys string) ([]byte, error) {
 	if sys == "" {
 		return body, nil
-	}
-	if !json.Valid(body) {
-		return body, fmt.Errorf("%w: not valid JSON", ErrBadBody)
 	}
 	top, err := walkObject(body)
 	if err != nil {
@@ -69,11 +77,17 @@ func Messages(body []byte, sys string) ([]byte, error) {
 // Everything else is kept byte for byte. An empty sys returns body
 // unchanged.
 func Prompt(body []byte, sys string) ([]byte, error) {
+	if sys != "" && !json.Valid(body) {
+		return body, fmt.Errorf("%w: not valid JSON", ErrBadBody)
+	}
+	return ValidPrompt(body, sys)
+}
+
+// ValidPrompt is Prompt for a body the caller has already checked is
+// valid JSON, as ValidMessages is Messages.
+func ValidPrompt(body []byte, sys string) ([]byte, error) {
 	if sys == "" {
 		return body, nil
-	}
-	if !json.Valid(body) {
-		return body, fmt.Errorf("%w: not valid JSON", ErrBadBody)
 	}
 	top, err := walkObject(body)
 	if err != nil {
@@ -245,7 +259,8 @@ func (o object) only(key string) (*span, error) {
 // walkObject finds the byte span of every member value of the JSON object
 // that is the whole of data (surrounding whitespace allowed), without
 // decoding or copying the values. data must be valid JSON (Messages and
-// Prompt check the body once); the walk reads it in place.
+// Prompt check the body once, their Valid forms trust the caller's
+// check); the walk reads it in place.
 func walkObject(data []byte) (object, error) {
 	root := gjson.Parse(unsafe.String(unsafe.SliceData(data), len(data)))
 	if !root.IsObject() {

@@ -183,6 +183,9 @@ func TestPrompt(t *testing.T) {
 			if string(got) != tt.want {
 				t.Errorf("got  %s\nwant %s", got, tt.want)
 			}
+			if v, err := ValidPrompt([]byte(tt.body), "N"); err != nil || string(v) != tt.want {
+				t.Errorf("ValidPrompt %s, %v; want %s", v, err, tt.want)
+			}
 		})
 	}
 	if _, err := Prompt([]byte(`{"system":3}`), "N"); !errors.Is(err, ErrBadBody) {
@@ -204,6 +207,12 @@ func FuzzMessages(f *testing.F) {
 		got, err := Messages(body, sys)
 		if !bytes.Equal(body, orig) {
 			t.Fatal("input modified")
+		}
+		if json.Valid(body) {
+			// The entry point for a body already validated agrees.
+			if v, verr := ValidMessages(body, sys); !bytes.Equal(v, got) || (verr == nil) != (err == nil) {
+				t.Fatalf("ValidMessages %q, %v; Messages %q, %v", v, verr, got, err)
+			}
 		}
 		if err != nil || sys == "" {
 			if !bytes.Equal(got, body) {

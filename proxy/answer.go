@@ -10,9 +10,9 @@ import (
 // answerText extracts the answer's text from a response in any of the
 // formats dso relays: OpenAI JSON or SSE, Ollama JSON or NDJSON. It runs
 // once per traced response over every streamed event, so it reads only the
-// paths it needs (gjson skips the rest without decoding it) instead of
-// decoding each event whole; the text is for the trace, so a malformed
-// event contributes what can be read of it, never an error.
+// paths it needs, in place (gjson skips the rest without decoding it),
+// instead of decoding each event whole; the text is for the trace, so a
+// malformed event contributes what can be read of it, never an error.
 func answerText(raw []byte) string {
 	if t := bytes.TrimSpace(raw); len(t) > 0 && t[0] == '{' && gjson.ValidBytes(t) {
 		return eventText(t) // one JSON body, however it is laid out
@@ -42,12 +42,12 @@ func answerText(raw []byte) string {
 // pass over the top level finds them.
 func eventText(ev []byte) string {
 	var b strings.Builder
-	gjson.ParseBytes(ev).ForEach(func(k, v gjson.Result) bool {
+	readJSON(ev).ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
 		case "choices":
-			first := v.Get("0")
-			b.WriteString(partsText(first.Get("message.content")))
-			b.WriteString(partsText(first.Get("delta.content")))
+			message, delta := firstChoice(v)
+			b.WriteString(partsText(message.Get("content")))
+			b.WriteString(partsText(delta.Get("content")))
 		case "message":
 			b.WriteString(partsText(v.Get("content")))
 		case "response":
@@ -58,6 +58,27 @@ func eventText(ev []byte) string {
 		return true
 	})
 	return b.String()
+}
+
+// firstChoice is the message and delta of the first of choices, each the
+// first of its name (as gjson's Get takes them), in one pass over it.
+func firstChoice(choices gjson.Result) (message, delta gjson.Result) {
+	if !choices.IsArray() {
+		return message, delta
+	}
+	choices.ForEach(func(_, c gjson.Result) bool {
+		c.ForEach(func(k, v gjson.Result) bool {
+			switch {
+			case k.Str == "message" && !message.Exists():
+				message = v
+			case k.Str == "delta" && !delta.Exists():
+				delta = v
+			}
+			return true
+		})
+		return false // the first choice only
+	})
+	return message, delta
 }
 
 // partsText is contentText for a gjson result: a string, or the text

@@ -181,7 +181,7 @@ func feedbackError(err error) error {
 // known) and a valid one is queued for recordFeedback. The response says
 // what was accepted, queued and rejected.
 func (s *Server) headerFeedback(w http.ResponseWriter, r *http.Request) {
-	raw := r.Header.Values(HeaderFeedback)
+	raw := r.Header.Values(keyFeedback)
 	if len(raw) == 0 {
 		return
 	}

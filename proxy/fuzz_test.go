@@ -187,3 +187,29 @@ func field(fs []kv, name string, fold bool) (json.RawMessage, bool) {
 	}
 	return v, found
 }
+
+// lastBoundaryRef is lastBoundary as two searches of all of b: the
+// reference it is checked against.
+func lastBoundaryRef(b []byte) int {
+	cut := 0
+	if i := bytes.LastIndex(b, []byte("\n\n")); i >= 0 {
+		cut = i + 2
+	}
+	if i := bytes.LastIndex(b, []byte("\n\r\n")); i >= 0 && i+3 > cut {
+		cut = i + 3
+	}
+	return cut
+}
+
+// FuzzLastBoundary: the end of the last complete SSE event is found as
+// the two searches find it.
+func FuzzLastBoundary(f *testing.F) {
+	for _, s := range []string{"", "\n", "\n\n", "data: a\n\ndata: b", "data: a\n\r\ndata: b\n", "a\r\n\r\n", "\r\n", "x\n\r", "\n\r\n\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := lastBoundary(b, framingSSE), lastBoundaryRef(b); got != want {
+			t.Errorf("lastBoundary(%q) = %d; want %d", b, got, want)
+		}
+	})
+}

@@ -204,19 +204,23 @@ const (
 	maxPendingEvent = 1 << 20
 )
 
-// lastBoundary returns the end of the last complete event in b, or 0.
+// lastBoundary returns the end of the last complete event in b, or 0: for
+// SSE, just after the last "\n\n" or "\n\r\n". It walks back line ends
+// from the end, so a chunk that ends an event (the usual case) costs a few
+// bytes, not two searches of all of it.
 func lastBoundary(b []byte, fr framing) int {
 	if fr == framingNDJSON {
 		return bytes.LastIndexByte(b, '\n') + 1
 	}
-	cut := 0
-	if i := bytes.LastIndex(b, []byte("\n\n")); i >= 0 {
-		cut = i + 2
+	for e := len(b); ; {
+		e = bytes.LastIndexByte(b[:e], '\n')
+		switch {
+		case e < 1:
+			return 0
+		case b[e-1] == '\n', b[e-1] == '\r' && e >= 2 && b[e-2] == '\n':
+			return e + 1
+		}
 	}
-	if i := bytes.LastIndex(b, []byte("\n\r\n")); i >= 0 && i+3 > cut {
-		cut = i + 3
-	}
-	return cut
 }
 
 // streamError ends a stream whose header has gone out with one error event

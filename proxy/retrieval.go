@@ -35,6 +35,22 @@ const (
 	HeaderDegraded      = "X-DSO-Degraded"
 )
 
+// The headers read or set on every chat, as net/http keys them: given the
+// X-DSO spelling, each Get and Set canonicalises the key again, and
+// allocates the result.
+var (
+	keyInject        = http.CanonicalHeaderKey(HeaderInject)
+	keyDomain        = http.CanonicalHeaderKey(HeaderDomain)
+	keyTopK          = http.CanonicalHeaderKey(HeaderTopK)
+	keyMinConfidence = http.CanonicalHeaderKey(HeaderMinConfidence)
+	keyMinScore      = http.CanonicalHeaderKey(HeaderMinScore)
+	keyTraceID       = http.CanonicalHeaderKey(HeaderTraceID)
+	keyExperiences   = http.CanonicalHeaderKey(HeaderExperiences)
+	keyDegraded      = http.CanonicalHeaderKey(HeaderDegraded)
+	keyGate          = http.CanonicalHeaderKey(HeaderGate)
+	keyFeedback      = http.CanonicalHeaderKey(HeaderFeedback)
+)
+
 // Degraded reasons: a closed vocabulary, also the metric's outcome label.
 const (
 	reasonTimeout     = "timeout"
@@ -107,7 +123,7 @@ func (s *Server) requestSettings(r *http.Request, b config.Backend, model string
 			break
 		}
 	}
-	if v := r.Header.Get(HeaderInject); v != "" {
+	if v := r.Header.Get(keyInject); v != "" {
 		switch strings.ToLower(v) {
 		case "off", "false", "0", "no":
 			st.off = true
@@ -116,27 +132,27 @@ func (s *Server) requestSettings(r *http.Request, b config.Backend, model string
 			return st, badRequest("%s must be on or off", HeaderInject)
 		}
 	}
-	if v := r.Header.Get(HeaderDomain); v != "" {
+	if v := r.Header.Get(keyDomain); v != "" {
 		if len(v) > 256 {
 			return st, badRequest("%s is longer than 256 bytes", HeaderDomain)
 		}
 		st.domain = v
 	}
-	if v := r.Header.Get(HeaderTopK); v != "" {
+	if v := r.Header.Get(keyTopK); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > 100 {
 			return st, badRequest("%s must be an integer from 0 to 100", HeaderTopK)
 		}
 		st.topK = n
 	}
-	if v := r.Header.Get(HeaderMinConfidence); v != "" {
+	if v := r.Header.Get(keyMinConfidence); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 || f > 1 {
 			return st, badRequest("%s must be a number from 0 to 1", HeaderMinConfidence)
 		}
 		st.minConfidence = f
 	}
-	if v := r.Header.Get(HeaderMinScore); v != "" && !strings.EqualFold(v, "auto") {
+	if v := r.Header.Get(keyMinScore); v != "" && !strings.EqualFold(v, "auto") {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < -1 || f > 1 {
 			return st, badRequest("%s must be auto or a number from -1 to 1", HeaderMinScore)
@@ -199,8 +215,8 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 		s.pending.Store(tr.rec.ID, make(chan struct{}))
 	}
 	h := w.Header()
-	h.Set(HeaderTraceID, tr.rec.ID)
-	h.Set(HeaderExperiences, "")
+	h.Set(keyTraceID, tr.rec.ID)
+	h.Set(keyExperiences, "")
 	query := queryText(body, kind)
 	tr.rec.Query = query
 	if st.off {
@@ -210,12 +226,12 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 	}
 	ret := s.retrieve(s.withClientAuth(r), body, model, query, kind, st)
 	if ret.reason != "" {
-		h.Set(HeaderDegraded, ret.reason)
+		h.Set(keyDegraded, ret.reason)
 		s.metrics.retrieval.WithLabelValues(ret.reason).Inc()
 		s.recordOutcome(ret.reason, 0)
 		return body, tr, nil
 	}
-	h.Set(HeaderGate, formatScore(ret.gate))
+	h.Set(keyGate, formatScore(ret.gate))
 	if len(ret.ids) == 0 {
 		// Nothing matched the filters and cleared the gate.
 		s.metrics.retrieval.WithLabelValues("none").Inc()
@@ -270,6 +286,11 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	if query == "" {
 		return retrieval{reason: reasonNoQuery}
 	}
+	// Before the budget's timer: a library with nothing to search costs a
+	// request no more than this.
+	if reason := s.unsearchable(ctx); reason != "" {
+		return retrieval{reason: reason}
+	}
 	ctx, cancel := context.WithTimeout(ctx, rt.Budget)
 	defer cancel()
 	res, gate, reason := s.find(ctx, query, st, false)
@@ -293,12 +314,13 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	if len(used) == 0 {
 		return ret
 	}
+	// The handler validated body (parseChat, jsonFields): inject need not.
 	var out []byte
 	var err error
 	if kind == kindGenerate {
-		out, err = inject.Prompt(body, text)
+		out, err = inject.ValidPrompt(body, text)
 	} else {
-		out, err = inject.Messages(body, text)
+		out, err = inject.ValidMessages(body, text)
 	}
 	if err != nil {
 		return retrieval{reason: reasonInjectError}
@@ -316,13 +338,8 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 // or a degraded reason.
 func (s *Server) find(ctx context.Context, query string, st settings, includeGated bool) ([]library.Result, float32, string) {
 	lib := s.opts.Retrieval.Library
-	if lib.Ready() != nil {
-		// With this request's credentials the embedder may answer now.
-		lib.PrepareInBackground(ctx)
-		return nil, 0, reasonNotReady
-	}
-	if lib.Len() == 0 {
-		return nil, 0, reasonIndexEmpty
+	if reason := s.unsearchable(ctx); reason != "" {
+		return nil, 0, reason
 	}
 	timeout := func(err error, reason string) string {
 		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
@@ -359,6 +376,21 @@ func (s *Server) find(ctx context.Context, query string, st settings, includeGat
 		return nil, 0, timeout(err, reasonSearchError)
 	}
 	return res, lib.GateFor(q), ""
+}
+
+// unsearchable is why the library cannot be searched now, or "": its
+// space is not ready, or it holds nothing.
+func (s *Server) unsearchable(ctx context.Context) string {
+	lib := s.opts.Retrieval.Library
+	if lib.Ready() != nil {
+		// With this request's credentials the embedder may answer now.
+		lib.PrepareInBackground(ctx)
+		return reasonNotReady
+	}
+	if lib.Len() == 0 {
+		return reasonIndexEmpty
+	}
+	return ""
 }
 
 // warnRetrieval logs a retrieval failure at warn level the first time and

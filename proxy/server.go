@@ -89,6 +89,13 @@ type Options struct {
 	// rather than lose traces. Zero: DefaultTraceWait; negative: no wait,
 	// drop at once.
 	TraceWait time.Duration
+	// TraceGather is how long the trace writer lets a batch gather after
+	// its first trace before storing it: one transaction and one sync to
+	// disk per interval under a steady load, instead of one per request
+	// (a trace is stored at most this much later; feedback waiting for a
+	// trace has it stored at once). Zero: DefaultTraceGather; negative:
+	// store what has queued as soon as the writer is free.
+	TraceGather time.Duration
 	// OpenLibrary lets requests without a key use the experience API
 	// (reads and writes) and send feedback (POST /v1/feedback,
 	// X-DSO-Feedback) when neither APIKeys nor AdminKeys are set. False,
@@ -122,6 +129,12 @@ type Server struct {
 	traceQ    *queue[store.Trace] // finished traces, for writeTraces; nil without a library
 	pending   sync.Map            // trace id → chan struct{} closed once stored or given up
 	feedbackQ *queue[feedbackJob] // header feedback, for recordFeedback; nil without a learner
+
+	// traceNudge ends the writer's gathering early, and traceAwaited
+	// counts the feedback waiting for a trace (the writer then does not
+	// gather at all): feedback never waits for Options.TraceGather.
+	traceNudge   chan struct{}
+	traceAwaited atomic.Int32
 
 	// Repeated warnings, each at most once per warnInterval.
 	traceDrops    *warnEvery // traces dropped: the queue stayed full
@@ -183,6 +196,9 @@ func New(opts Options) *Server {
 	if opts.TraceWait == 0 {
 		opts.TraceWait = DefaultTraceWait
 	}
+	if opts.TraceGather == 0 {
+		opts.TraceGather = DefaultTraceGather
+	}
 	if opts.now == nil {
 		opts.now = time.Now
 	}
@@ -207,6 +223,7 @@ func New(opts Options) *Server {
 	}
 	if lib := opts.Retrieval.Library; lib != nil {
 		storeOf(lib) // a store that cannot keep traces is a wiring mistake
+		s.traceNudge = make(chan struct{}, 1)
 		s.traceQ = newQueue(opts.TraceQueue, s.writeTraces)
 		opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dso_traces_queue_depth", Help: "Finished traces waiting to be stored.",

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"net/http"
@@ -18,6 +19,11 @@ const (
 	DefaultTraceQueue = 4096
 	// DefaultTraceWait is Options.TraceWait's default.
 	DefaultTraceWait = time.Second
+	// DefaultTraceGather is Options.TraceGather's default: long enough that
+	// a few hundred requests a second share a transaction (a sync to disk
+	// and a commit cost several times the insert itself), short enough
+	// that the dashboard shows a trace as good as at once.
+	DefaultTraceGather = 10 * time.Millisecond
 	// maxTraceBatch caps the traces stored in one transaction: big enough
 	// that one sync to disk carries a whole burst, small enough that a
 	// batch commits in milliseconds and feedback waiting on one of its
@@ -37,10 +43,15 @@ type trace struct {
 	w      http.ResponseWriter // the request's, to send its answer before waiting for room
 }
 
-// newTraceID returns a fresh trace id.
+// newTraceID returns a fresh trace id: the time in nanoseconds, then 64
+// random bits, so that ids a node makes sort by time and a store's index
+// of them grows at its end (random ids put each insert on a random page
+// of an index far larger than the page cache). The random half keeps an
+// id unguessable from the time of its request.
 func newTraceID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixNano()))
+	_, _ = rand.Read(b[8:])
 	return "tr_" + hex.EncodeToString(b[:])
 }
 
@@ -121,6 +132,14 @@ func (s *Server) awaitTrace(ctx context.Context, id string) {
 	if !ok {
 		return
 	}
+	// The writer stops gathering while anyone waits: counted first, so a
+	// trace queued after the nudge is not gathered either.
+	s.traceAwaited.Add(1)
+	defer s.traceAwaited.Add(-1)
+	select {
+	case s.traceNudge <- struct{}{}:
+	default:
+	}
 	t := time.NewTimer(maxTraceWait)
 	defer t.Stop()
 	select {
@@ -131,28 +150,20 @@ func (s *Server) awaitTrace(ctx context.Context, id string) {
 }
 
 // writeTraces stores queued traces until the queue is closed and drained.
-// It takes whatever has queued up, to maxTraceBatch, and stores it in one
-// transaction, so the traces stored per second follow the load rather
-// than the disk's syncs per second: while one batch commits, the next one
-// gathers. Each trace is settled after its batch commits, so feedback
-// waiting on it finds it stored.
+// It takes whatever has queued up, and what joins it within
+// Options.TraceGather, to maxTraceBatch, and stores it in one transaction,
+// so the traces stored per second follow the load rather than the disk's
+// syncs per second, and a steady load pays one commit per interval rather
+// than one per request: while one batch commits, the next one gathers.
+// Each trace is settled after its batch commits, so feedback waiting on it
+// finds it stored.
 func (s *Server) writeTraces(ch <-chan store.Trace) {
 	st := storeOf(s.opts.Retrieval.Library)
 	batch := make([]store.Trace, 0, min(maxTraceBatch, cap(ch)))
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for t := range ch {
-		batch = append(batch[:0], t)
-	gather:
-		for len(batch) < cap(batch) {
-			select {
-			case t, ok := <-ch:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, t)
-			default:
-				break gather
-			}
-		}
+		batch = s.gatherTraces(ch, append(batch[:0], t), timer)
 		s.metrics.traceBatch.Observe(float64(len(batch)))
 		ctx, cancel := context.WithTimeout(context.Background(), traceWriteTimeout)
 		if err := st.PutTraces(ctx, batch); err != nil {
@@ -163,6 +174,48 @@ func (s *Server) writeTraces(ch <-chan store.Trace) {
 			s.traceSettled(t.ID)
 		}
 	}
+}
+
+// gatherTraces adds to batch what has queued, then what comes within
+// Options.TraceGather, until batch is full or the queue closes. Feedback
+// waiting for a trace ends the wait (awaitTrace), or skips it.
+func (s *Server) gatherTraces(ch <-chan store.Trace, batch []store.Trace, timer *time.Timer) []store.Trace {
+	batch = queuedTraces(ch, batch)
+	if len(batch) == cap(batch) || s.opts.TraceGather < 0 || s.traceAwaited.Load() > 0 {
+		return batch
+	}
+	timer.Reset(s.opts.TraceGather)
+	defer timer.Stop()
+	for len(batch) < cap(batch) {
+		select {
+		case t, ok := <-ch:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, t)
+		case <-timer.C:
+			return batch
+		case <-s.traceNudge:
+			return queuedTraces(ch, batch)
+		}
+	}
+	return batch
+}
+
+// queuedTraces adds to batch, up to its capacity, the traces queued now.
+func queuedTraces(ch <-chan store.Trace, batch []store.Trace) []store.Trace {
+	for len(batch) < cap(batch) {
+		select {
+		case t, ok := <-ch:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, t)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // Close stops accepting traces and header feedback, and waits until the

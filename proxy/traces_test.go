@@ -415,3 +415,78 @@ func TestHeaderFeedbackDoesNotWait(t *testing.T) {
 
 // maxGrades is room for every grade a test records.
 const maxGrades = 16
+
+// Traces that come within Options.TraceGather of one another are stored
+// in one transaction (one sync to disk), not one each: a steady load paid
+// a commit per request. Close stores a batch still gathering.
+func TestTracesGatherIntoOneBatch(t *testing.T) {
+	be := newBackend(t, "openai")
+	hash := providers.NewHashEmbedder(256, 1)
+	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 2*time.Second), func(o *proxy.Options, _ []config.Backend) {
+		o.TraceGather = time.Hour // longer than the test: only Close ends it
+	})
+	var ids []string
+	for i := range 5 {
+		hdr, _ := chatOnce(t, fe, fmt.Sprint("question ", i))
+		ids = append(ids, hdr.Get(proxy.HeaderTraceID))
+	}
+	ctx := context.Background()
+	if _, err := lib.Store().(*store.SQLite).GetTrace(ctx, ids[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("first trace while its batch gathers: %v; want it not stored yet", err)
+	}
+	fe.proxy.Close()
+	for _, id := range ids {
+		if _, err := lib.Store().(*store.SQLite).GetTrace(ctx, id); err != nil {
+			t.Errorf("trace %s: %v", id, err)
+		}
+	}
+	if n, sum := metricValue(t, fe, "dso_traces_batch_size_count"), metricValue(t, fe, "dso_traces_batch_size_sum"); n != 1 || sum != 5 {
+		t.Errorf("%v batches of %v traces in all; want the 5 traces in 1 batch", n, sum)
+	}
+}
+
+// Feedback never waits for a batch to finish gathering: POST /v1/feedback
+// for a trace that is gathering has it stored at once, and so does header
+// feedback, recorded in the background.
+func TestFeedbackDoesNotWaitForTheGather(t *testing.T) {
+	be := newBackend(t, "openai")
+	hash := providers.NewHashEmbedder(256, 1)
+	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	graded := make(chan error, maxGrades)
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 2*time.Second), func(o *proxy.Options, _ []config.Backend) {
+		o.TraceGather = time.Hour
+		o.Learner = notifyGrader{learn.NewLearner(learn.FeedbackConfig{Library: lib}), graded}
+	})
+	hdr, _ := chatOnce(t, fe, "What is the capital city of Atlantis?")
+	first := hdr.Get(proxy.HeaderTraceID)
+	// Without the writer told, this would wait for the trace the 10s
+	// feedback waits at most, and then refuse it as unknown.
+	if code, _, body := post(t, fe.URL+"/v1/feedback", `{"trace_id":"`+first+`","grade":1}`); code != http.StatusOK {
+		t.Fatalf("feedback for a gathering trace: %d %s; want 200", code, body)
+	}
+	if err := <-graded; err != nil {
+		t.Fatal(err)
+	}
+	hdr, _ = chatOnce(t, fe, "And of Lemuria?")
+	second := hdr.Get(proxy.HeaderTraceID)
+	hdr, _ = chatOnce(t, fe, "Thanks.", proxy.HeaderFeedback, second+"=up")
+	if got := hdr.Get(proxy.HeaderFeedbackQueued); got != second+"=queued" {
+		t.Fatalf("%s %q; want %s=queued", proxy.HeaderFeedbackQueued, got, second)
+	}
+	select {
+	case err := <-graded:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second): // the trace wait is 10s: well short of it
+		t.Fatal("header feedback for a gathering trace not recorded within 5s")
+	}
+	fbs, err := lib.Store().(*store.SQLite).PendingFeedback(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fbs) != 2 {
+		t.Errorf("%d grades recorded; want 2", len(fbs))
+	}
+}

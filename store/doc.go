@@ -23,10 +23,14 @@
 // fsyncs the write-ahead log before it returns, so a method that returned
 // nil has written data that survives a process crash and a power cut. (WAL
 // with synchronous=NORMAL would survive only a process crash: the last
-// commits could be rolled back after a power loss.) Writes go through a
-// single connection, so writers in this process queue in Go instead of
-// spinning on SQLITE_BUSY; reads use a separate pool of read-only
-// connections and never wait for writers. busy_timeout covers other
+// commits could be rolled back after a power loss.) Traces are the one
+// exception: [SQLite.PutTrace] and [SQLite.PutTraces] commit with
+// synchronous=NORMAL, so a trace survives a process crash at once and a
+// power cut once a later write or a checkpoint syncs the log; no one is
+// told a trace is durable, and the sync was most of what a small batch of
+// traces cost. Writes go through a single connection, so writers in this
+// process queue in Go instead of spinning on SQLITE_BUSY; reads use a
+// separate pool of read-only connections and never wait for writers. busy_timeout covers other
 // processes opening the same file.
 //
 // # Schema

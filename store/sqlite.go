@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -148,7 +149,8 @@ func (s *SQLite) open(ctx context.Context, path string) error {
 //   - synchronous=FULL: in WAL mode, FULL fsyncs the log on every commit, so
 //     a commit that returned is durable across power loss; NORMAL would only
 //     sync at checkpoints and could lose the last commits. "A write is
-//     acknowledged only after it is committed" needs FULL.
+//     acknowledged only after it is committed" needs FULL. Trace
+//     transactions alone run NORMAL (writeTxUnsynced).
 //   - foreign_keys=ON: votes cascade when their experience is deleted.
 //   - busy_timeout: wait for locks held by other processes instead of
 //     failing at once.
@@ -214,6 +216,43 @@ func (s *SQLite) writeTx(ctx context.Context, fn func(*sql.Tx) error) error {
 		return err
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// writeTxUnsynced is writeTx committed with synchronous=NORMAL: the
+// commit is in the write-ahead log, and survives a process crash, but is
+// not synced to disk before it returns; the next synchronous commit (or a
+// checkpoint) syncs it with its own, since the log is one file written in
+// order. So a power cut may lose it until then. For records no one has
+// been told are durable (traces), it saves a sync per transaction.
+func (s *SQLite) writeTxUnsynced(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	if err := s.check(); err != nil {
+		return err
+	}
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+		return err
+	}
+	defer func() {
+		// The connection takes every write: it must not stay NORMAL. If it
+		// cannot be put back, it is discarded (a new one opens FULL).
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); rerr != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			err = errors.Join(err, fmt.Errorf("restoring synchronous=FULL: %w", rerr))
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -245,5 +246,76 @@ func TestTraceCountLimitSteps(t *testing.T) {
 	}
 	if _, err := s.GetTrace(ctx, "t100"); err == nil {
 		t.Error("an old trace survived the limit")
+	}
+}
+
+// Age pruning keeps the trace count estimate without counting the table:
+// with traces expiring by age and by count, the estimate never falls below
+// what is stored (the count limit would be missed) and the limit holds.
+func TestTraceAgePruningKeepsTheEstimate(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock()
+	s := openTest(t, "", Options{Clock: clk, MaxTraces: 50, TraceMaxAge: time.Hour})
+	for i := range 300 {
+		// Runs of batches past the count limit, then hours that expire
+		// traces by age.
+		if err := s.PutTraces(ctx, []Trace{{ID: fmt.Sprintf("t%03d", i)}, {ID: fmt.Sprintf("u%03d", i)}}); err != nil {
+			t.Fatal(err)
+		}
+		if i%40 >= 35 {
+			clk.Advance(20 * time.Minute)
+		}
+		n, err := s.CountTraces(ctx)
+		if err != nil || n > 50 {
+			t.Fatalf("after %d batches: %d stored, %v; want at most 50", i+1, n, err)
+		}
+		if est := s.traces.Load(); est < int64(n) {
+			t.Fatalf("after %d batches: estimate %d below the %d stored", i+1, est, n)
+		}
+	}
+	if _, err := s.GetTrace(ctx, "t299"); err != nil {
+		t.Errorf("the newest trace is gone: %v", err)
+	}
+}
+
+// Traces commit with synchronous=NORMAL, and only they: the writer is
+// back at FULL after their transaction, committed or rolled back, so the
+// next write is synced (and syncs the traces before it).
+func TestTracesCommitUnsynced(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "", Options{})
+	synchronous := func(q interface {
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+	}) int {
+		t.Helper()
+		var v int
+		if err := q.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	fail := errors.New("fn failed")
+	for _, fnErr := range []error{nil, fail} {
+		err := s.writeTxUnsynced(ctx, func(tx *sql.Tx) error {
+			if got := synchronous(tx); got != 1 {
+				t.Errorf("synchronous in the transaction = %d; want 1 (NORMAL)", got)
+			}
+			return fnErr
+		})
+		if !errors.Is(err, fnErr) || (fnErr == nil) != (err == nil) {
+			t.Errorf("writeTxUnsynced = %v; want %v", err, fnErr)
+		}
+		if got := synchronous(s.w); got != 2 {
+			t.Errorf("synchronous after a transaction that returned %v = %d; want 2 (FULL)", fnErr, got)
+		}
+	}
+	if err := s.PutTraces(ctx, []Trace{{ID: "tr_a", Query: "q", Answer: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := synchronous(s.w); got != 2 {
+		t.Errorf("synchronous after PutTraces = %d; want 2 (FULL)", got)
+	}
+	if _, err := s.GetTrace(ctx, "tr_a"); err != nil {
+		t.Errorf("trace after PutTraces: %v", err)
 	}
 }
