@@ -125,6 +125,10 @@ type Library struct {
 	done    chan struct{}
 	helpers sync.WaitGroup // PrepareInBackground's goroutines
 	trying  atomic.Bool    // a PrepareInBackground is running
+	// again is the context of a request that found one running: should
+	// that one fail (say, without the credentials this one brings), the
+	// space is prepared again with it.
+	again atomic.Pointer[context.Context]
 }
 
 // New builds a Library, fills the index from the store, and starts
@@ -331,24 +335,40 @@ const prepareTimeout = time.Minute
 // one such preparation is running already, and returns at once. The work
 // keeps ctx's values (a client's credentials for an embedding backend that
 // has no key of its own) but not its deadline: a request that finds the
-// space not ready goes on uninjected, and a later one finds it ready.
+// space not ready goes on uninjected, and a later one finds it ready. A
+// request that finds a preparation running has its ctx kept: should that
+// one fail, the space is prepared once more with the latest such ctx.
 func (l *Library) PrepareInBackground(ctx context.Context) {
 	if l.Ready() == nil || l.bg.Err() != nil {
 		return
 	}
 	if !l.trying.CompareAndSwap(false, true) {
+		l.again.Store(&ctx)
 		return
 	}
 	l.helpers.Add(1)
 	go func() {
 		defer l.helpers.Done()
-		defer l.trying.Store(false)
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), prepareTimeout)
-		defer cancel()
-		stop := context.AfterFunc(l.bg, cancel)
-		defer stop()
-		_ = l.Prepare(ctx)
+		for {
+			l.prepareFor(ctx)
+			l.trying.Store(false)
+			next := l.again.Swap(nil)
+			if next == nil || l.Ready() == nil || l.bg.Err() != nil || !l.trying.CompareAndSwap(false, true) {
+				return
+			}
+			ctx = *next
+		}
 	}()
+}
+
+// prepareFor prepares the space with ctx's values, bounded in time and by
+// the library's life.
+func (l *Library) prepareFor(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), prepareTimeout)
+	defer cancel()
+	stop := context.AfterFunc(l.bg, cancel)
+	defer stop()
+	_ = l.Prepare(ctx)
 }
 
 func meta(e store.Experience) gpuidx.Meta {

@@ -401,3 +401,45 @@ func TestMoveServesTheOldSpaceUntilDone(t *testing.T) {
 		t.Errorf("%d pending codes left after the move", pending)
 	}
 }
+
+type credKey struct{}
+
+// A request that finds a preparation running, one that will fail for want
+// of the credentials this request brings, has the space prepared with its
+// credentials once the running one fails: it is not dropped.
+func TestPrepareInBackgroundRetriesWithTheLaterRequest(t *testing.T) {
+	h := providers.NewHashEmbedder(128, 2)
+	started, release := make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	sp := library.Space{Name: "creds", Embedder: library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
+		if ctx.Value(credKey{}) == nil {
+			if once.CompareAndSwap(false, true) {
+				close(started)
+				<-release
+			}
+			return nil, errors.New("401: no api key")
+		}
+		return h.Embed(ctx, texts)
+	})}
+	st, err := store.OpenDir(context.Background(), t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lib, err := library.New(context.Background(), library.Config{Store: st, Space: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	lib.PrepareInBackground(context.Background())
+	<-started
+	lib.PrepareInBackground(context.WithValue(context.Background(), credKey{}, "sk-client"))
+	close(release)
+	deadline := time.Now().Add(10 * time.Second)
+	for lib.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the space never became ready with the second request's credentials: %v", lib.Ready())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
