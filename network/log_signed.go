@@ -15,17 +15,58 @@ const signedSchema = `
 CREATE TABLE IF NOT EXISTS signed (subject BLOB PRIMARY KEY, value INTEGER NOT NULL, idx INTEGER NOT NULL);
 `
 
-// Vouch signs, with the log's key, a vouch for each key the log does not
-// vouch for yet (or revoked), and appends them; it returns how many it
-// added. Vouching again for the same keys is a no-op.
+// Vouch makes the log's vouches on network those for keys: it signs,
+// with the log's key, a vouch for each key the log does not vouch for yet
+// (or revoked), and a revocation of each key it vouched for that keys no
+// longer names (a peer taken out of the configuration), and appends them;
+// it returns how many it added. Vouching again for the same keys is a
+// no-op.
 func (l *Log) Vouch(ctx context.Context, network string, keys []string, now time.Time) (int, error) {
 	var rs []Record
 	var subjects [][]byte
+	named := map[string]bool{}
 	for _, k := range keys {
+		named[k] = true
 		rs = append(rs, Record{Vouch: &Vouch{Network: network, Key: k, Time: now}})
-		subjects = append(subjects, []byte("vouch\x00"+k))
+		subjects = append(subjects, vouchSubject(network, k))
 	}
-	return l.appendSigned(ctx, rs, subjects, func(Record) int64 { return 1 })
+	held, err := l.vouched(ctx, network)
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range held {
+		if !named[k] {
+			rs = append(rs, Record{Vouch: &Vouch{Network: network, Key: k, Revoked: true, Time: now}})
+			subjects = append(subjects, vouchSubject(network, k))
+		}
+	}
+	return l.appendSigned(ctx, rs, subjects, func(r Record) int64 {
+		if r.Vouch.Revoked {
+			return 0
+		}
+		return 1
+	})
+}
+
+func vouchSubject(network, key string) []byte { return []byte("vouch\x00" + network + "\x00" + key) }
+
+// vouched returns the keys the log vouches for on network now.
+func (l *Log) vouched(ctx context.Context, network string) ([]string, error) {
+	prefix := string(vouchSubject(network, ""))
+	rows, err := l.db.QueryContext(ctx, `SELECT subject FROM signed WHERE value = 1 AND substr(subject, 1, ?) = ? ORDER BY subject`, len(prefix), []byte(prefix))
+	if err != nil {
+		return nil, fmt.Errorf("network: vouched: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s []byte
+		if err := rows.Scan(&s); err != nil {
+			return nil, fmt.Errorf("network: vouched: %w", err)
+		}
+		out = append(out, string(s[len(prefix):]))
+	}
+	return out, rows.Err()
 }
 
 // Vote signs, with the log's key, each vote whose grade differs from the

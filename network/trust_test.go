@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/dso-proxy/dso/store"
+	"golang.org/x/mod/sumdb/note"
 )
 
 func TestStandings(t *testing.T) {
@@ -254,5 +256,53 @@ func TestSyncerReleasesQuarantineOnStanding(t *testing.T) {
 	waitFor(t, "nodeQ's records admitted once nodeH vouches for it", func() bool { return held() == 2 && quarantined() == 0 })
 	if w := s.Weight(idQ.VerifierKey); w != 1 {
 		t.Errorf("nodeQ weighs %v; want 1, nodeH's whole vouch", w)
+	}
+	// nodeH no longer vouches for it: it loses its standing.
+	if n, err := logH.Vouch(ctx, "hanzo", nil, t0.Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("revoking: %d records, %v; want one", n, err)
+	}
+	waitFor(t, "nodeQ's standing gone with nodeH's vouch", func() bool { return s.Weight(idQ.VerifierKey) == 0 })
+}
+
+// A log's vouches follow the keys it is given: new ones are vouched for,
+// dropped ones revoked, the same ones left alone.
+func TestLogVouchesFollowTheKeys(t *testing.T) {
+	ctx := context.Background()
+	id := testIdentity(t, "nodeH")
+	l := openTestLog(t, id, filepath.Join(t.TempDir(), "h.db"))
+	a, b := testIdentity(t, "nodeA").VerifierKey, testIdentity(t, "nodeB").VerifierKey
+	for _, step := range []struct {
+		keys []string
+		want []string // the records added, "+key" or "-key"
+	}{
+		{[]string{a, b}, []string{"+" + a, "+" + b}},
+		{[]string{a, b}, nil},
+		{[]string{a}, []string{"-" + b}},
+		{[]string{a}, nil},
+		{[]string{b}, []string{"+" + b, "-" + a}},
+	} {
+		before := l.Size()
+		if _, err := l.Vouch(ctx, "hanzo", step.keys, t0); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for i := before; i < l.Size(); i++ {
+			var b []byte
+			if err := l.db.QueryRowContext(ctx, `SELECT data FROM entries WHERE idx = ?`, i).Scan(&b); err != nil {
+				t.Fatal(err)
+			}
+			r, err := Open(b, note.VerifierList(verifierOf(t, id)))
+			if err != nil || r.Vouch == nil {
+				t.Fatalf("entry %d: %+v, %v", i, r, err)
+			}
+			sign := "+"
+			if r.Vouch.Revoked {
+				sign = "-"
+			}
+			got = append(got, sign+r.Vouch.Key)
+		}
+		if !slices.Equal(got, step.want) {
+			t.Errorf("vouching for %d keys added %q; want %q", len(step.keys), got, step.want)
+		}
 	}
 }
