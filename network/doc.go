@@ -4,7 +4,10 @@
 // (experiences and votes), and the append-only log of those records per
 // network: an RFC 6962 Merkle tree with signed checkpoints (C2SP
 // tlog-checkpoint) served as static tiles (C2SP tlog-tiles), plus the
-// client side that fetches and verifies another node's log.
+// client side that fetches and verifies another node's log, follows the
+// logs its vouches reach (Standings: trust that flows along vouches,
+// bounded in depth and weight), admits their experiences (re-embedded,
+// aggregated by trust) and weighs their votes (Voting).
 //
 // It does not own the experience library, retrieval or the HTTP routes of
 // the proxy: callers mount Handler where they like and decide which
