@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -42,7 +43,7 @@ func OpenState(ctx context.Context, path string) (*State, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("network: open state: %w", err)
 	}
-	db, err := sql.Open("sqlite", treeDSN(path))
+	db, err := sql.Open("sqlite", stateDSN(path))
 	if err != nil {
 		return nil, fmt.Errorf("network: open state: %w", err)
 	}
@@ -55,6 +56,19 @@ func OpenState(ctx context.Context, path string) (*State, error) {
 
 // Close closes the file.
 func (s *State) Close() error { return s.db.Close() }
+
+// stateDSN is treeDSN with synchronous=NORMAL on the state's own
+// connections: what a node keeps of the logs it follows is re-derived
+// from them. Should a power cut lose the last writes, the follower
+// resumes from the last synced checkpoint and is handed those records
+// again, whose admission is idempotent (an endorsement, a vote, a vouch
+// replace their own earlier row; the library skips a duplicate). A dso
+// crash loses nothing (WAL); the node's own log, in the same file, keeps
+// synchronous=FULL on its connections, since a checkpoint it has signed
+// and served must never be signed differently.
+func stateDSN(path string) string {
+	return strings.Replace(treeDSN(path), "synchronous%28FULL%29", "synchronous%28NORMAL%29", 1)
+}
 
 // Follow returns what was accepted from the log peer names (its verifier
 // key), and the fork it showed, if any; zero values for a new peer.

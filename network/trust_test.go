@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math"
 	"net/http"
@@ -303,6 +304,32 @@ func TestLogVouchesFollowTheKeys(t *testing.T) {
 		}
 		if !slices.Equal(got, step.want) {
 			t.Errorf("vouching for %d keys added %q; want %q", len(step.keys), got, step.want)
+		}
+	}
+}
+
+// The state's connections sync less than the log's in the same file: the
+// log's signed checkpoints must survive a power cut, what the node keeps
+// of others' logs is handed to it again.
+func TestStateSyncsLessThanTheLog(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "hanzo.db")
+	l := openTestLog(t, testIdentity(t, "nodeA"), path)
+	st, err := OpenState(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, c := range []struct {
+		name string
+		db   interface {
+			QueryRowContext(context.Context, string, ...any) *sql.Row
+		}
+		want int
+	}{{"log", l.db, 2}, {"state", st.db, 1}} {
+		var got int
+		if err := c.db.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&got); err != nil || got != c.want {
+			t.Errorf("%s: synchronous %d, %v; want %d", c.name, got, err, c.want)
 		}
 	}
 }
