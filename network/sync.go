@@ -111,9 +111,10 @@ type Syncer struct {
 	peers     []*peer
 	byKey     map[string]*peer
 	standings map[string]Standing
-	authors   map[string]float64 // weight by AuthorID
-	run       func(*peer)        // starts a peer's goroutine once Run has begun
-	skipped   int64              // discovered logs not followed: MaxFollowed reached
+	authors   map[string]float64  // weight by AuthorID
+	vouchers  map[string][]string // key to the keys vouching for it
+	run       func(*peer)         // starts a peer's goroutine once Run has begun
+	skipped   int64               // discovered logs not followed: MaxFollowed reached
 }
 
 // NewSyncer opens the peers' follow state and mirrors, and the logs the
@@ -277,6 +278,15 @@ func (s *Syncer) retrustLocked(ctx context.Context) error {
 		}
 	}
 	s.standings, s.authors = st, authors
+	s.vouchers = map[string][]string{}
+	for voucher, keys := range vouches {
+		for _, k := range keys {
+			s.vouchers[k] = append(s.vouchers[k], voucher)
+		}
+	}
+	for _, vs := range s.vouchers {
+		slices.Sort(vs)
+	}
 	var found []Peer
 	for key, sd := range st {
 		if _, ok := s.byKey[key]; ok || sd.Via == "" {
@@ -489,6 +499,9 @@ func (p *peer) turn(ctx context.Context) error {
 		if err != nil || !res.More {
 			break
 		}
+	}
+	if err == nil {
+		err = p.crossCheck(ctx)
 	}
 	return err
 }

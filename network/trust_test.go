@@ -333,3 +333,59 @@ func TestStateSyncsLessThanTheLog(t *testing.T) {
 		}
 	}
 }
+
+// A log that shows one history through one node's mirror and another
+// through a second node's is caught by a node that follows both: the log
+// is fetched through the first and checked against the second's copy.
+func TestSyncerCatchesASplitView(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	idH1, idH2, idK := testIdentity(t, "nodeH1"), testIdentity(t, "nodeH2"), testIdentity(t, "nodeK")
+	logH1 := openTestLog(t, idH1, filepath.Join(dir, "h1.db"))
+	logH2 := openTestLog(t, idH2, filepath.Join(dir, "h2.db"))
+	// nodeK signs two histories of its log, and shows one to each host.
+	k1 := openTestLog(t, idK, filepath.Join(dir, "k1.db"))
+	k2 := openTestLog(t, idK, filepath.Join(dir, "k2.db"))
+	appendN(t, k1, idK, 0, 3)
+	appendN(t, k2, idK, 10, 13)
+	for _, l := range []*Log{logH1, logH2} {
+		if _, err := l.Vouch(ctx, "hanzo", []string{idK.VerifierKey}, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h1 := multiHost(t, map[string]TileSource{"/log/hanzo": logH1, "/log/hanzo/mirror/nodeK": k1})
+	h2 := multiHost(t, map[string]TileSource{"/log/hanzo": logH2, "/log/hanzo/mirror/nodeK": k2})
+	st, err := OpenState(ctx, filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rec := &recordingAdmit{trusted: map[string]int{}, other: map[string]int{}}
+	s, err := NewSyncer(ctx, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: rec.admit,
+		Peers: []Peer{{URL: h1, Key: idH1.VerifierKey, Trusted: true}, {URL: h2, Key: idH2.VerifierKey, Trusted: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(rctx) }()
+	k := func() LogStatus {
+		for _, ls := range s.Logs() {
+			if ls.Author == "nodeK" {
+				return ls
+			}
+		}
+		return LogStatus{}
+	}
+	waitFor(t, "nodeK's split view caught", func() bool { return k().State == PeerForked })
+	cancel()
+	<-done
+	ls := k()
+	if ls.Fork == nil || ls.Fork.Old == ls.Fork.New {
+		t.Errorf("nodeK %+v; want both signed checkpoints as evidence", ls)
+	}
+	if _, f, err := st.Follow(ctx, idK.VerifierKey); err != nil || f == nil {
+		t.Errorf("fork evidence not kept: %v, %v", f, err)
+	}
+}
