@@ -161,3 +161,42 @@ func Hamming(a, b *Code) int {
 	}
 	return n
 }
+
+// Majority returns the per-bit majority of codes (a bit is set when more
+// than half of them set it) with the median of their scales: what several
+// independent encoders of one vector agree on, which a minority of them
+// cannot move. It returns the zero Code for none.
+func Majority(codes []Code) Code {
+	var m Code
+	n := len(codes)
+	if n == 0 {
+		return m
+	}
+	for w := range Words {
+		var word uint64
+		for b := range 64 {
+			set := 0
+			for i := range codes {
+				set += int(codes[i].Bits[w] >> uint(b) & 1)
+			}
+			if 2*set > n {
+				word |= 1 << uint(b)
+			}
+		}
+		m.Bits[w] = word
+	}
+	scales := make([]float32, n)
+	for i, c := range codes {
+		scales[i] = c.Scale
+	}
+	for i := 1; i < n; i++ { // insertion sort: a handful of codes
+		for j := i; j > 0 && scales[j] < scales[j-1]; j-- {
+			scales[j], scales[j-1] = scales[j-1], scales[j]
+		}
+	}
+	m.Scale = scales[n/2]
+	if n%2 == 0 {
+		m.Scale = roundScale((scales[n/2-1] + scales[n/2]) / 2)
+	}
+	return m
+}

@@ -35,6 +35,8 @@ var (
 	// ErrNotReady: the library's embedding space is not usable yet (its
 	// embedder has not answered); the error wraps the last failure.
 	ErrNotReady = errors.New("library: embedding space not ready")
+	// ErrEmbed: the space's embedder failed (or gave no usable vector).
+	ErrEmbed = errors.New("library: embedding failed")
 )
 
 // Embedder embeds texts with a named model. providers' backends satisfy it;

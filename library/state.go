@@ -84,14 +84,14 @@ func (l *Library) embedAll(ctx context.Context, st *state, texts []string) ([][]
 		}
 		vs, err := safeEmbed(ctx, st.space, batch)
 		if err != nil {
-			return nil, fmt.Errorf("library: embedding in %s: %w", st.space.Name, err)
+			return nil, fmt.Errorf("%w in %s: %w", ErrEmbed, st.space.Name, err)
 		}
 		if len(vs) != len(batch) {
-			return nil, fmt.Errorf("library: embedding in %s: %d vectors for %d texts", st.space.Name, len(vs), len(batch))
+			return nil, fmt.Errorf("%w in %s: %d vectors for %d texts", ErrEmbed, st.space.Name, len(vs), len(batch))
 		}
 		for j, i := range idx {
 			if len(vs[j]) == 0 {
-				return nil, fmt.Errorf("library: embedding in %s: an empty vector", st.space.Name)
+				return nil, fmt.Errorf("%w in %s: an empty vector", ErrEmbed, st.space.Name)
 			}
 			out[i] = vs[j]
 			l.remember(st, texts[i], vs[j])

@@ -32,6 +32,24 @@ type Library interface {
 	Code(ctx context.Context, space, text string) (code compress.Code, ok bool, err error)
 }
 
+// CodedLibrary is a Library that can also add an experience with a code
+// it did not make: *library.Library's AddCoded.
+type CodedLibrary interface {
+	AddCoded(ctx context.Context, e store.Experience, space string, code compress.Code) (store.Experience, bool, error)
+}
+
+// AdmittedByMajority is the outcome of an experience admitted, while the
+// library could not embed, with the per-bit majority of the codes of at
+// least MinMajority trusted authors.
+const AdmittedByMajority = "admitted_majority_code"
+
+// MinMajority is how many trusted authors' codes a majority code needs.
+const MinMajority = 3
+
+// ErrCannotEmbed wraps the wait of a record admitted by majority before
+// enough codes have come: it is offered again on the next sync.
+var ErrCannotEmbed = errors.New("network: the library cannot embed")
+
 // Admitter admits verified records of one network into the local library.
 type Admitter struct {
 	Network string
@@ -43,6 +61,11 @@ type Admitter struct {
 	// Weight is an author's trust weight by AuthorID; nil weighs every
 	// trusted author 1.
 	Weight func(author string) float64
+	// CannotEmbed reports an error of the library's that says it could
+	// not embed (its embedder is down): admission then takes the per-bit
+	// majority of the codes trusted authors published (see
+	// AdmittedByMajority). Nil: such errors are retried like any other.
+	CannotEmbed func(error) bool
 	// Aggregate combines the authors' confidences: AggregateMedian (the
 	// default, "") or AggregateTrimmedMean, weighted by trust.
 	Aggregate string
@@ -70,8 +93,9 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 		return Unembeddable, nil
 	}
 	bad, err := poisoned(ctx, a.Library, e)
+	unchecked := err != nil && a.cannotEmbed(err)
 	switch {
-	case err != nil:
+	case err != nil && !unchecked:
 		return "", err
 	case bad:
 		return PoisonedCode, nil
@@ -99,10 +123,21 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 			return "", err
 		}
 	}
-	got, created, err := a.Library.Add(ctx, store.Experience{
-		Text: e.Text, Domain: e.Domain, Confidence: conf, Status: store.StatusActive,
-		SourceNode: r.Author, CreatedAt: e.Time,
-	})
+	admitted := Admitted
+	add := store.Experience{Text: e.Text, Domain: e.Domain, Confidence: conf, Status: store.StatusActive,
+		SourceNode: r.Author, CreatedAt: e.Time}
+	var got store.Experience
+	var created bool
+	if !unchecked {
+		got, created, err = a.Library.Add(ctx, add)
+	}
+	if unchecked || (err != nil && a.cannotEmbed(err)) {
+		// The library cannot embed now: the per-bit majority of the codes
+		// trusted authors published stands in for its own, once there are
+		// enough of them; until then the record waits (the error).
+		got, created, err = a.byMajority(ctx, r, xid, add)
+		admitted = AdmittedByMajority
+	}
 	if err != nil {
 		if !theirs {
 			err = errors.Join(err, a.State.Unmark(ctx, sid))
@@ -113,7 +148,7 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 		return "", err
 	}
 	if created {
-		return Admitted, nil
+		return admitted, nil
 	}
 	if !theirs {
 		// The node had this lesson itself: it stays the node's, to
@@ -125,6 +160,44 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 	}
 	_, err = a.Library.Update(ctx, got.ID, store.Update{Confidence: &conf})
 	return Admitted, err
+}
+
+// cannotEmbed reports whether err says the library could not embed.
+func (a *Admitter) cannotEmbed(err error) bool {
+	return a.CannotEmbed != nil && a.CannotEmbed(err)
+}
+
+// byMajority keeps r's code and, once MinMajority trusted authors have
+// published codes of the experience in the library's space, adds it with
+// their per-bit majority code. A minority of poisoned codes cannot move a
+// majority of honest ones, bit for bit.
+func (a *Admitter) byMajority(ctx context.Context, r Record, xid [32]byte, e store.Experience) (store.Experience, bool, error) {
+	coded, ok := a.Library.(CodedLibrary)
+	x := r.Experience
+	if !ok || len(x.Code) == 0 {
+		return store.Experience{}, false, fmt.Errorf("%w: and the record has no code to take instead", ErrCannotEmbed)
+	}
+	if err := a.State.SaveCode(ctx, xid, AuthorID(r), x.Space, x.Code); err != nil {
+		return store.Experience{}, false, err
+	}
+	bs, err := a.State.Codes(ctx, xid, x.Space)
+	if err != nil {
+		return store.Experience{}, false, err
+	}
+	var cs []compress.Code
+	for _, b := range bs {
+		if c, err := compress.Decode(b); err == nil {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) < MinMajority {
+		return store.Experience{}, false, fmt.Errorf("%w: %d of the %d codes a majority needs", ErrCannotEmbed, len(cs), MinMajority)
+	}
+	got, created, err := coded.AddCoded(ctx, e, x.Space, compress.Majority(cs))
+	if err != nil {
+		return got, created, err
+	}
+	return got, created, a.State.DropCodes(ctx, xid)
 }
 
 // endorse keeps author's confidence in xid and returns the aggregate of

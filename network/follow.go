@@ -29,6 +29,10 @@ var ErrForked = errors.New("network: log forked")
 // Nothing is taken from it until it catches up.
 var ErrStale = errors.New("network: log is behind the accepted checkpoint")
 
+// ErrAccept wraps an error of Accept's: the follower's own (its store or
+// embedder failed), not the peer's; the record is offered again.
+var ErrAccept = errors.New("network: accepting a record")
+
 // ErrBadEntry reports an entry bundle whose entries are not the ones the
 // signed tree holds: the peer served invalid data.
 var ErrBadEntry = errors.New("network: entry does not match the signed tree")
@@ -250,7 +254,7 @@ func (f *Follower) admit(ctx context.Context, fetch Fetcher) (SyncResult, error)
 			continue
 		}
 		if err := f.cfg.Accept(ctx, idx, r); err != nil {
-			return res, fmt.Errorf("network: accept entry %d: %w", idx, err)
+			return res, fmt.Errorf("%w: entry %d: %w", ErrAccept, idx, err)
 		}
 		res.Accepted++
 		f.state.Next = idx + 1

@@ -19,6 +19,8 @@ CREATE INDEX IF NOT EXISTS votes_by_voter ON votes (voter);
 CREATE TABLE IF NOT EXISTS known (xid BLOB PRIMARY KEY, store_id TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS known_by_store_id ON known (store_id);
 CREATE TABLE IF NOT EXISTS net_retired (xid BLOB PRIMARY KEY, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS codes (xid BLOB NOT NULL, author TEXT NOT NULL, space TEXT NOT NULL, code BLOB NOT NULL,
+	PRIMARY KEY (xid, author));
 `
 
 // Bounds on what one followed log can make a node keep.
@@ -223,4 +225,39 @@ func (s *State) CountRetired(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("network: retired: %w", err)
 	}
 	return n, nil
+}
+
+// SaveCode keeps author's code of xid in space, for a majority code.
+func (s *State) SaveCode(ctx context.Context, xid [32]byte, author, space string, code []byte) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO codes (xid, author, space, code) VALUES (?, ?, ?, ?)
+		ON CONFLICT (xid, author) DO UPDATE SET space = excluded.space, code = excluded.code`, xid[:], author, space, code); err != nil {
+		return fmt.Errorf("network: save code: %w", err)
+	}
+	return nil
+}
+
+// Codes returns the codes of xid in space kept from distinct authors.
+func (s *State) Codes(ctx context.Context, xid [32]byte, space string) ([][]byte, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT code FROM codes WHERE xid = ? AND space = ? ORDER BY author`, xid[:], space)
+	if err != nil {
+		return nil, fmt.Errorf("network: codes: %w", err)
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, fmt.Errorf("network: codes: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// DropCodes forgets the codes kept of xid, once it is admitted.
+func (s *State) DropCodes(ctx context.Context, xid [32]byte) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM codes WHERE xid = ?`, xid[:]); err != nil {
+		return fmt.Errorf("network: drop codes: %w", err)
+	}
+	return nil
 }

@@ -573,11 +573,12 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 }
 
 // syncReason names what was invalid in a failed sync; "" for a failure
-// on the way (ErrFetch, a timeout), which is not held against the peer
-// beyond a back-off.
+// on the way (ErrFetch, a timeout) or here (ErrAccept: admission failed),
+// which is not held against the peer beyond a back-off.
 func syncReason(err error) string {
 	switch {
-	case errors.Is(err, ErrFetch), errors.Is(err, ErrNotFound), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrFetch), errors.Is(err, ErrNotFound), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, ErrAccept):
 		return ""
 	case errors.Is(err, ErrStale):
 		return RejectStale

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -95,7 +96,8 @@ func (n *networkNode) admitter(lib *library.Library, v *network.Voting) func(con
 		return func(context.Context, network.Record, bool) (string, error) { return "not_admitted", nil }
 	}
 	a := &network.Admitter{Network: n.cfg.ID, Library: lib, State: n.state, Voting: v, Aggregate: n.cfg.Trust.Aggregate,
-		Weight: func(author string) float64 { return n.syncer.AuthorWeight(author) }}
+		Weight:      func(author string) float64 { return n.syncer.AuthorWeight(author) },
+		CannotEmbed: func(err error) bool { return errors.Is(err, library.ErrEmbed) || errors.Is(err, library.ErrNotReady) }}
 	return a.Admit
 }
 
