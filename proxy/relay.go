@@ -21,6 +21,15 @@ var hopHeaders = []string{
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
+// hopHeader is hopHeaders as a set.
+var hopHeader = func() map[string]bool {
+	m := make(map[string]bool, len(hopHeaders))
+	for _, h := range hopHeaders {
+		m[h] = true
+	}
+	return m
+}()
+
 // notUpstream are request headers dso does not forward: the transport sets
 // Host, length and encoding for the body dso sends.
 var notUpstream = map[string]bool{
@@ -41,22 +50,26 @@ func dsoOwned(k string) bool {
 // copyHeaders copies src to dst without hop-by-hop headers, including any
 // named in src's Connection header, and without the headers dso owns.
 func copyHeaders(dst, src http.Header, skip map[string]bool) {
-	drop := map[string]bool{}
-	for _, h := range hopHeaders {
-		drop[h] = true
-	}
-	for _, v := range src.Values("Connection") {
+	// The fields a Connection header names are hop-by-hop too; most
+	// messages have none, so the set is only made for those that do.
+	var named map[string]bool
+	for _, v := range src["Connection"] {
 		for _, f := range strings.Split(v, ",") {
 			if f = textproto.TrimString(f); f != "" {
-				drop[http.CanonicalHeaderKey(f)] = true
+				if named == nil {
+					named = map[string]bool{}
+				}
+				named[http.CanonicalHeaderKey(f)] = true
 			}
 		}
 	}
 	for k, vs := range src {
-		if drop[k] || skip[k] || dsoOwned(k) {
+		if hopHeader[k] || named[k] || skip[k] || dsoOwned(k) {
 			continue
 		}
-		dst[k] = append([]string(nil), vs...)
+		// Shared, capped: an Add on either side copies instead of
+		// writing into the other's values.
+		dst[k] = vs[:len(vs):len(vs)]
 	}
 }
 
