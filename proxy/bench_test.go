@@ -281,3 +281,70 @@ func TestNoLostStreamsUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d streams through dso at %d connections, with retrieval and traces, all complete", clients*perClient, clients)
 }
+
+// BenchmarkOverheadInterleaved is BenchmarkOverhead's comparison made
+// fair on a shared machine: each iteration sends a round of 250 requests
+// through every route and mode in turn (the order rotating), so a burst
+// of outside load falls on all of them alike, and the CPU of each round is
+// charged to its route. It logs dso's ratios to the floor over all rounds.
+//
+//	go test -run xxx -bench OverheadInterleaved -benchtime 20x ./proxy
+func BenchmarkOverheadInterleaved(b *testing.B) {
+	const round = 250
+	rig := newOverheadRig(b)
+	u, _ := url.Parse(rig.backend.URL)
+	floor := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
+	b.Cleanup(floor.Close)
+	hash := providers.NewHashEmbedder(256, 1)
+	lib := newSpaceLibrary(b, b.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	withLib := newOverheadRigWith(b, proxy.Retrieval{Library: lib, Budget: time.Second})
+	type leg struct {
+		route, base string
+		stream      bool
+	}
+	var legs []leg
+	for _, r := range []struct{ name, base string }{
+		{"direct", rig.backend.URL}, {"floor", floor.URL}, {"dso", rig.frontend.URL}, {"dso+library", withLib.frontend.URL},
+	} {
+		legs = append(legs, leg{r.name, r.base, false}, leg{r.name, r.base, true})
+	}
+	key := func(l leg) string {
+		if l.stream {
+			return l.route + "/stream"
+		}
+		return l.route + "/nonstream"
+	}
+	for _, l := range legs {
+		if err := rig.do(l.base, l.stream); err != nil {
+			b.Fatalf("%s: %v", key(l), err)
+		}
+	}
+	cpu, n := map[string]time.Duration{}, map[string]int{}
+	i := 0
+	for b.Loop() {
+		for j := range legs {
+			l := legs[(i+j)%len(legs)]
+			cpu0 := processCPU()
+			for range round {
+				if err := rig.do(l.base, l.stream); err != nil {
+					b.Fatalf("%s: %v", key(l), err)
+				}
+			}
+			cpu[key(l)] += processCPU() - cpu0
+			n[key(l)] += round
+		}
+		i++
+	}
+	per := func(k string) float64 { return float64(cpu[k].Microseconds()) / float64(n[k]) }
+	for _, mode := range []string{"nonstream", "stream"} {
+		d, f := per("direct/"+mode), per("floor/"+mode)
+		for _, r := range []string{"dso", "dso+library"} {
+			if f-d > 0 {
+				ratio := (per(r+"/"+mode) - d) / (f - d)
+				b.ReportMetric(ratio, r+"-"+mode+"-cpu-vs-floor")
+				b.Logf("%s %s: CPU added per request %.1f µs vs the floor's %.1f µs (ratio %.2f), over %d requests each",
+					r, mode, per(r+"/"+mode)-d, f-d, ratio, n[r+"/"+mode])
+			}
+		}
+	}
+}
