@@ -33,8 +33,15 @@ func (c *countAdmit) count() int {
 // or the returned func is called.
 func startSyncer(t *testing.T, st *State, dir string, p Peer, admit *countAdmit) (*Syncer, func()) {
 	t.Helper()
-	s, err := NewSyncer(context.Background(), SyncConfig{Network: "hanzo", Peers: []Peer{p}, Interval: 10 * time.Millisecond,
+	return runSyncer(t, SyncConfig{Network: "hanzo", Peers: []Peer{p}, Interval: 10 * time.Millisecond,
 		Dir: dir, State: st, Admit: admit.admit})
+}
+
+// runSyncer opens a syncer of cfg and runs it until the test ends or the
+// returned func is called (which also closes it).
+func runSyncer(t *testing.T, cfg SyncConfig) (*Syncer, func()) {
+	t.Helper()
+	s, err := NewSyncer(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

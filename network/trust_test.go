@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -168,18 +169,10 @@ func TestSyncerFollowsVouchedLogs(t *testing.T) {
 	}
 	defer st.Close()
 	rec := &recordingAdmit{trusted: map[string]int{}, other: map[string]int{}}
-	s, err := NewSyncer(ctx, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: rec.admit,
+	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: rec.admit,
 		Peers: []Peer{{URL: host, Key: idH.VerifierKey, Trusted: true}, {URL: qhost, Key: idQ.VerifierKey}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(rctx) }()
 	waitFor(t, "nodeK's records admitted, trusted", func() bool { n, _ := rec.counts("nodeK"); return n == 3 })
-	cancel()
-	<-done
-	defer s.Close()
+	stop()
 	logs := map[string]LogStatus{}
 	for _, ls := range s.Logs() {
 		logs[ls.Author] = ls
@@ -234,18 +227,16 @@ func TestSyncerReleasesQuarantineOnStanding(t *testing.T) {
 		return a.Admit(ctx, r, trusted)
 	}
 	held := func() int { mu.Lock(); defer mu.Unlock(); return len(lib.es) }
-	s, err := NewSyncer(ctx, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: admit,
-		Peers: []Peer{{URL: host, Key: idH.VerifierKey, Trusted: true}, {URL: qhost, Key: idQ.VerifierKey}}})
-	if err != nil {
-		t.Fatal(err)
+	var running atomic.Pointer[Syncer] // admission may start before runSyncer returns
+	a.Weight = func(author string) float64 {
+		if s := running.Load(); s != nil {
+			return s.AuthorWeight(author)
+		}
+		return 1
 	}
-	defer s.Close()
-	a.Weight = s.AuthorWeight
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(rctx) }()
-	defer func() { cancel(); <-done }()
+	s, _ := runSyncer(t, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: admit,
+		Peers: []Peer{{URL: host, Key: idH.VerifierKey, Trusted: true}, {URL: qhost, Key: idQ.VerifierKey}}})
+	running.Store(s)
 	quarantined := func() int { _, n, _ := st.ListQuarantine(ctx, 10); return n }
 	waitFor(t, "nodeQ's records quarantined", func() bool { return quarantined() == 2 })
 	if n := held(); n != 0 {
@@ -361,15 +352,8 @@ func TestSyncerCatchesASplitView(t *testing.T) {
 	}
 	defer st.Close()
 	rec := &recordingAdmit{trusted: map[string]int{}, other: map[string]int{}}
-	s, err := NewSyncer(ctx, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: rec.admit,
+	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: rec.admit,
 		Peers: []Peer{{URL: h1, Key: idH1.VerifierKey, Trusted: true}, {URL: h2, Key: idH2.VerifierKey, Trusted: true}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(rctx) }()
 	k := func() LogStatus {
 		for _, ls := range s.Logs() {
 			if ls.Author == "nodeK" {
@@ -379,8 +363,7 @@ func TestSyncerCatchesASplitView(t *testing.T) {
 		return LogStatus{}
 	}
 	waitFor(t, "nodeK's split view caught", func() bool { return k().State == PeerForked })
-	cancel()
-	<-done
+	stop()
 	ls := k()
 	if ls.Fork == nil || ls.Fork.Old == ls.Fork.New {
 		t.Errorf("nodeK %+v; want both signed checkpoints as evidence", ls)

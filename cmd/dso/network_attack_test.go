@@ -158,18 +158,7 @@ func TestNetworkAttack(t *testing.T) {
 	retry := "Before retrying a failed HTTP request in Go, drain and close the response body so the connection is reused."
 	timeout := "Give every outbound call a deadline with context.WithTimeout, and cancel it when the call returns."
 	private := "The staging database password rotates every Monday."
-	add := func(text, domain string) {
-		t.Helper()
-		body := fmt.Sprintf(`{"text":%q,"domain":%q,"confidence":0.9}`, text, domain)
-		resp, err := http.Post(a.url+"/v1/experiences", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("adding on A: %s", resp.Status)
-		}
-	}
+	add := func(text, domain string) { t.Helper(); a.add(t, domain, text) }
 	add(retry, "code.go")
 	add(timeout, "code.go")
 	add(private, "ops.secrets")

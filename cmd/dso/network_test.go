@@ -61,6 +61,20 @@ network:
 	return netNode{name: name, url: url, key: vkey, config: file, cmd: cmd}
 }
 
+// add adds an experience to n's library through its API.
+func (n netNode) add(t *testing.T, domain, text string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"text":%q,"domain":%q,"confidence":0.9}`, text, domain)
+	resp, err := http.Post(n.url+"/v1/experiences", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("adding on %s: %s", n.name, resp.Status)
+	}
+}
+
 // peerOf is the YAML of a peer following log url by key.
 func peerOf(url, key string) string { return fmt.Sprintf("{url: %q, key: %q}", url, key) }
 
@@ -189,17 +203,8 @@ func TestNetworkLineOfNodes(t *testing.T) {
 
 	shared := "Before retrying a failed HTTP request in Go, drain and close the response body so the connection is reused."
 	private := "The staging database password rotates every Monday."
-	for _, x := range []struct{ text, domain string }{{shared, "code.go"}, {private, "ops.secrets"}} {
-		body := fmt.Sprintf(`{"text":%q,"domain":%q,"confidence":0.9}`, x.text, x.domain)
-		resp, err := http.Post(a.url+"/v1/experiences", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("adding on A: %s", resp.Status)
-		}
-	}
+	a.add(t, "code.go", shared)
+	a.add(t, "ops.secrets", private)
 
 	// A node mirrors what it fetched before it has admitted it, so the
 	// next node down the line may hold it first: wait for each.

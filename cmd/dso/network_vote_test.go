@@ -117,17 +117,8 @@ func TestNetworkVotesRetire(t *testing.T) {
 		fmt.Sprintf("{url: %q, key: %q, quarantine: true}", mURL, mKey))
 	c := startNetNode(t, "nodeC", backend.URL, "code", peerOf(b.url, b.key))
 	d := startNetNode(t, "nodeD", backend.URL, "", peerOf(c.url, c.key))
-	for _, text := range []string{good, bad} {
-		body := fmt.Sprintf(`{"text":%q,"domain":"code.go","confidence":0.9}`, text)
-		resp, err := http.Post(a.url+"/v1/experiences", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("adding on A: %s", resp.Status)
-		}
-	}
+	a.add(t, "code.go", good)
+	a.add(t, "code.go", bad)
 	for _, n := range []netNode{b, c, d} {
 		pollUntil(t, 60*time.Second, n.name+" admits both lessons", func() bool { return hasText(t, n, good) && hasText(t, n, bad) })
 	}

@@ -51,19 +51,6 @@ func (m *multiNode) start(t *testing.T, entries ...string) {
 	m.cmd, m.url = startDSO(t, "--config", m.config)
 }
 
-func (m *multiNode) add(t *testing.T, domain, text string) {
-	t.Helper()
-	body := fmt.Sprintf(`{"text":%q,"domain":%q,"confidence":0.9}`, text, domain)
-	resp, err := http.Post(m.url+"/v1/experiences", "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("adding on %s: %s", m.name, resp.Status)
-	}
-}
-
 // ownLog is m's log of network id: the experiences in it (its vouches
 // for its peers left out).
 func (m *multiNode) ownLog(t *testing.T, id string) []network.Record {
