@@ -21,12 +21,6 @@ const (
 	TrimFraction = 0.2
 )
 
-// ValidAggregate reports whether name is an aggregation ("" is the
-// median).
-func ValidAggregate(name string) bool {
-	return name == "" || name == AggregateMedian || name == AggregateTrimmedMean
-}
-
 // Endorsement is one author's confidence in an experience, with the
 // author's trust weight.
 type Endorsement struct {

@@ -48,13 +48,11 @@ func (f *Follower) CrossCheck(ctx context.Context, alt Fetcher) error {
 // knows of: those of the hosts of the followed logs that vouch for it,
 // other than the host p is fetched from.
 func (s *Syncer) alternates(p *peer) []string {
-	vouchers := s.vouchersOf(p.cfg.Key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	own := hostLog(p.url)
-	seen := map[string]bool{own: true}
+	seen := map[string]bool{hostLog(p.url): true}
 	var out []string
-	for _, v := range vouchers {
+	for _, v := range s.vouchers[p.cfg.Key] {
 		x := s.byKey[v]
 		if x == nil {
 			continue
@@ -70,13 +68,6 @@ func (s *Syncer) alternates(p *peer) []string {
 		}
 	}
 	return out
-}
-
-// vouchersOf returns the keys whose standing vouches name key.
-func (s *Syncer) vouchersOf(key string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.vouchers[key]
 }
 
 // crossCheck checks p's accepted checkpoint against the other mirrors of

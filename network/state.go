@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 )
@@ -239,22 +238,6 @@ func (s *State) ListQuarantine(ctx context.Context, limit int) ([]Quarantined, i
 		out = append(out, q)
 	}
 	return out, n, rows.Err()
-}
-
-// Median is the median of cs (the mean of the middle two for an even
-// count); 0 for none. Its breakdown point is 50%: fewer than half of the
-// authors cannot move it outside the range of the honest ones.
-func Median(cs []float64) float64 {
-	if len(cs) == 0 {
-		return 0
-	}
-	s := slices.Clone(cs)
-	slices.Sort(s)
-	m := len(s) / 2
-	if len(s)%2 == 1 {
-		return s[m]
-	}
-	return (s[m-1] + s[m]) / 2
 }
 
 // Quarantined returns the records author (an AuthorID) has in quarantine,
