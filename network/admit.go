@@ -8,6 +8,7 @@ import (
 
 	"github.com/dso-proxy/dso/compress"
 	"github.com/dso-proxy/dso/store"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // Outcomes of admitting a record, as counted per followed log.
@@ -73,7 +74,12 @@ type Admitter struct {
 
 // AuthorID names a record's signer by key name and hash, "name+hash" as
 // in a verifier key: names alone are anyone's to take.
-func AuthorID(r Record) string { return fmt.Sprintf("%s+%08x", r.Author, r.KeyHash) }
+func AuthorID(r Record) string { return authorID(r.Author, r.KeyHash) }
+
+// keyAuthorID is the AuthorID of the records v verifies.
+func keyAuthorID(v note.Verifier) string { return authorID(v.Name(), v.KeyHash()) }
+
+func authorID(name string, hash uint32) string { return fmt.Sprintf("%s+%08x", name, hash) }
 
 // Admit admits r and says how. A trusted author's experience enters the
 // library, re-embedded here, with the trust-weighted median (or trimmed

@@ -2,7 +2,6 @@ package network
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 
@@ -39,7 +38,7 @@ func (s *Syncer) retrustLocked(ctx context.Context) error {
 	authors := make(map[string]float64, len(st))
 	for key, sd := range st {
 		if v, err := note.NewVerifier(key); err == nil {
-			authors[fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())] = sd.Weight
+			authors[keyAuthorID(v)] = sd.Weight
 		}
 	}
 	s.mu.Lock()
@@ -119,7 +118,7 @@ func (s *Syncer) release(ctx context.Context, key string) error {
 	if err != nil {
 		return nil
 	}
-	author := fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())
+	author := keyAuthorID(v)
 	es, err := s.cfg.State.Quarantined(ctx, s.cfg.Network, author)
 	if err != nil || len(es) == 0 {
 		return err
