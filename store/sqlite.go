@@ -86,6 +86,10 @@ type SQLite struct {
 	// last count), so that the count limit walks the table only when it
 	// may be exceeded.
 	traces atomic.Int64
+	// putTrace and putTraceRun insert one trace and traceRun traces:
+	// prepared once on the writer's connection, not per batch (parsing the
+	// statement cost as much as a few rows).
+	putTrace, putTraceRun *sql.Stmt
 }
 
 // Open opens or creates the SQLite database file at path, creating its
@@ -126,6 +130,12 @@ func (s *SQLite) open(ctx context.Context, path string) error {
 	s.w.SetConnMaxLifetime(0)
 	if err := migrate(ctx, s.w, migrations); err != nil {
 		return err
+	}
+	if s.putTrace, err = s.w.PrepareContext(ctx, insertTraces(1)); err != nil {
+		return fmt.Errorf("store: open: %w", err)
+	}
+	if s.putTraceRun, err = s.w.PrepareContext(ctx, insertTraces(traceRun)); err != nil {
+		return fmt.Errorf("store: open: %w", err)
 	}
 	if s.r, err = sql.Open("sqlite", dsn(path, s.opts.BusyTimeout, true)); err != nil {
 		return fmt.Errorf("store: open: %w", err)
@@ -181,6 +191,11 @@ func (s *SQLite) Close() error {
 	var errs []error
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
+	}
+	for _, st := range []*sql.Stmt{s.putTrace, s.putTraceRun} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
 	}
 	if s.w != nil {
 		errs = append(errs, s.w.Close())

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -81,30 +82,54 @@ func (s *SQLite) putTraces(ctx context.Context, ts []Trace) error {
 		rows[i] = traceRow{t: t, ids: string(ids)}
 	}
 	return s.writeTxUnsynced(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO traces
-			(id, query, domain, experience_ids, model, answer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
+		run, one := tx.StmtContext(ctx, s.putTraceRun), tx.StmtContext(ctx, s.putTrace)
+		defer run.Close()
+		defer one.Close()
 		// The transaction holds the write lock, so a row waits for nothing:
 		// it runs without ctx's deadline, for which the driver starts a
 		// watching goroutine per statement (half the cost of a row). The
-		// deadline still bounds the batch, checked between rows.
+		// deadline still bounds the batch, checked between statements.
 		rowCtx := context.WithoutCancel(ctx)
-		for _, r := range rows {
+		args := make([]any, 0, traceColumns*traceRun)
+		for len(rows) > 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			t := r.t
-			if _, err := stmt.ExecContext(rowCtx, t.ID, t.Query, t.Domain, r.ids, t.Model, t.Answer, toNanos(t.CreatedAt)); err != nil {
+			// traceRun rows per statement while there are as many: a
+			// statement's own cost (database/sql, the driver's step and
+			// reset) is paid once for them. Rows go in in order, so a later
+			// trace still replaces an earlier one with its ID.
+			stmt, n := run, traceRun
+			if len(rows) < traceRun {
+				stmt, n = one, 1
+			}
+			args = args[:0]
+			for _, r := range rows[:n] {
+				t := r.t
+				args = append(args, t.ID, t.Query, t.Domain, r.ids, t.Model, t.Answer, toNanos(t.CreatedAt))
+			}
+			if _, err := stmt.ExecContext(rowCtx, args...); err != nil {
 				return err
 			}
+			rows = rows[n:]
 		}
-		s.traces.Add(int64(len(rows))) // replaced ones over-count: a walk too many, never too few
-		_, err = s.prune(ctx, tx, now)
+		s.traces.Add(int64(len(ts))) // replaced ones over-count: a walk too many, never too few
+		_, err := s.prune(ctx, tx, now)
 		return err
 	})
+}
+
+// traceRun is how many traces one multi-row insert takes; traceColumns is
+// a trace's columns.
+const (
+	traceRun     = 16
+	traceColumns = 7
+)
+
+// insertTraces is the statement inserting n traces.
+func insertTraces(n int) string {
+	return `INSERT OR REPLACE INTO traces (id, query, domain, experience_ids, model, answer, created_at) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?),", n), ",")
 }
 
 // GetTrace returns the trace with the given id, or an error wrapping
@@ -163,21 +188,26 @@ func (s *SQLite) prune(ctx context.Context, tx *sql.Tx, now time.Time) (int, err
 		s.traces.Add(-n)
 	}
 	if max := s.opts.MaxTraces; max > 0 && s.traces.Load() > int64(max) {
-		// Keep the newest traces (ties broken by rowid, i.e. insertion):
-		// max of them, less a hundredth, so that the walk this takes is
-		// paid once per max/100 inserts, not on every one.
-		keep := max - max/100
-		res, err := tx.ExecContext(ctx, `DELETE FROM traces WHERE rowid IN (
-			SELECT rowid FROM traces ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)`, keep)
-		if err != nil {
-			return 0, err
-		}
-		n, _ := res.RowsAffected()
-		total += n
-		// The walk corrects what replaced traces over-counted.
+		// Counted exactly: the estimate over-counts replaced traces.
 		var c int64
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM traces`).Scan(&c); err != nil {
 			return 0, err
+		}
+		// Keep the newest traces (ties broken by rowid, i.e. insertion):
+		// max of them, less a twentieth, so that the count, which walks the
+		// table, is paid once per max/20 inserts, not on every one (paid
+		// every hundredth, it was a fifth of the cost of storing a trace).
+		// The oldest are deleted walking from the old end of the index, so
+		// the delete costs what it deletes, not the table.
+		if keep := int64(max - max/20); c > int64(max) {
+			res, err := tx.ExecContext(ctx, `DELETE FROM traces WHERE rowid IN (
+				SELECT rowid FROM traces ORDER BY created_at, rowid LIMIT ?)`, c-keep)
+			if err != nil {
+				return 0, err
+			}
+			n, _ := res.RowsAffected()
+			total += n
+			c -= n
 		}
 		s.traces.Store(c)
 	}
