@@ -246,12 +246,19 @@ func (x *CPU) Get(id string) (Meta, compress.Code, bool) {
 }
 
 // DomainMatch reports whether domain is query or lies below it, comparing
-// whole dot-separated segments. An empty query matches every domain.
+// whole segments, separated by '.' or '/' (both are in use: "code.go",
+// "code/go"), so "code" matches "code", "code.go" and "code/go", not
+// "codex". An empty query matches every domain. It is the one rule for
+// "in a domain": retrieval's filter and what a node shares both use it.
 func DomainMatch(query, domain string) bool {
 	if query == "" || domain == query {
 		return true
 	}
-	return strings.HasPrefix(domain, query) && domain[len(query)] == '.'
+	if !strings.HasPrefix(domain, query) {
+		return false
+	}
+	c := domain[len(query)]
+	return c == '.' || c == '/'
 }
 
 // Record flags, one byte per record so that the common filter reads one

@@ -198,6 +198,11 @@ func TestDomainMatch(t *testing.T) {
 		{"code.rust", "code", false},
 		{"code", "", false},
 		{"code.r", "code.rust", false},
+		{"code", "code/go", true},
+		{"code/go", "code/go/generics", true},
+		{"code/g", "code/go", false},
+		{"code", "code-go", false},
+		{"code/", "code/go", false}, // a query ends at a segment
 	}
 	for _, tt := range tests {
 		if got := DomainMatch(tt.q, tt.d); got != tt.want {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -578,6 +579,48 @@ func TestInjectionSettingsPerBackendAndModel(t *testing.T) {
 		}
 		if got != tc.want {
 			t.Errorf("model %s %v: %d injected; want %d", tc.model, tc.hdr, got, tc.want)
+		}
+	}
+}
+
+// X-DSO-Domain narrows retrieval to a domain and below it, by whole
+// segments in either spelling in use ("code/go" and "code.go" are below
+// "code"; "codex" is not), on the served path: the headers name what was
+// injected.
+func TestDomainHeaderNarrowsBySegments(t *testing.T) {
+	be := newBackend(t, "openai")
+	hash := providers.NewHashEmbedder(256, 1)
+	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	everything := -1.0 // a test of the domain filter, not of the gate
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, cfgs []config.Backend) {
+		o.Retrieval = proxy.Retrieval{Library: lib, Budget: 2 * time.Second, MinScore: &everything}
+	})
+	ids := map[string]string{}
+	for _, d := range []string{"code", "code/go", "code.rust", "codex", "cooking"} {
+		ids[d] = addExperience(t, fe, "Lesson on caching answers, filed under "+d+".", d)
+	}
+	for _, tc := range []struct {
+		domain string
+		want   []string
+	}{
+		{"code", []string{"code", "code/go", "code.rust"}},
+		{"CODE/Go", []string{"code/go"}},
+		{"code/g", nil},
+		{"codex", []string{"codex"}},
+	} {
+		_, hdr, _ := post(t, fe.URL+"/v1/chat/completions", chatBody("How should I cache answers?"), proxy.HeaderDomain, tc.domain, proxy.HeaderTopK, "10")
+		var got []string
+		if s := hdr.Get(proxy.HeaderExperiences); s != "" {
+			got = strings.Split(s, ",")
+		}
+		var want []string
+		for _, d := range tc.want {
+			want = append(want, ids[d])
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("X-DSO-Domain %q injected %v; want %v (%v)", tc.domain, got, want, tc.want)
 		}
 	}
 }

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"math"
-	"strings"
 	"time"
 
+	"github.com/dso-proxy/dso/gpuidx"
 	"github.com/dso-proxy/dso/network"
 	"github.com/dso-proxy/dso/store"
 )
@@ -75,7 +75,7 @@ func newPublisher(st sharedStore, l *network.Log, netID string, shares []string,
 func (p *publisher) shared(d string) bool {
 	d = store.NormalizeDomain(d)
 	for _, s := range p.shares {
-		if d == s || strings.HasPrefix(d, s+".") || strings.HasPrefix(d, s+"/") {
+		if gpuidx.DomainMatch(s, d) {
 			return true
 		}
 	}
