@@ -135,6 +135,8 @@ type Server struct {
 	// gather at all): feedback never waits for Options.TraceGather.
 	traceNudge   chan struct{}
 	traceAwaited atomic.Int32
+	// tracesClosing is closed by Close: the writer stops gathering.
+	tracesClosing chan struct{}
 
 	// Repeated warnings, each at most once per warnInterval.
 	traceDrops    *warnEvery // traces dropped: the queue stayed full
@@ -224,6 +226,7 @@ func New(opts Options) *Server {
 	if lib := opts.Retrieval.Library; lib != nil {
 		storeOf(lib) // a store that cannot keep traces is a wiring mistake
 		s.traceNudge = make(chan struct{}, 1)
+		s.tracesClosing = make(chan struct{})
 		s.traceQ = newQueue(opts.TraceQueue, s.writeTraces)
 		opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dso_traces_queue_depth", Help: "Finished traces waiting to be stored.",

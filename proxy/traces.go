@@ -162,8 +162,10 @@ func (s *Server) writeTraces(ch <-chan store.Trace) {
 	batch := make([]store.Trace, 0, min(maxTraceBatch, cap(ch)))
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	full := false // the last batch was full: the load outruns the gathering
 	for t := range ch {
-		batch = s.gatherTraces(ch, append(batch[:0], t), timer)
+		batch = s.gatherTraces(ch, append(batch[:0], t), timer, !full)
+		full = len(batch) == cap(batch)
 		s.metrics.traceBatch.Observe(float64(len(batch)))
 		ctx, cancel := context.WithTimeout(context.Background(), traceWriteTimeout)
 		if err := st.PutTraces(ctx, batch); err != nil {
@@ -176,30 +178,32 @@ func (s *Server) writeTraces(ch <-chan store.Trace) {
 	}
 }
 
-// gatherTraces adds to batch what has queued, then what comes within
-// Options.TraceGather, until batch is full or the queue closes. Feedback
-// waiting for a trace ends the wait (awaitTrace), or skips it.
-func (s *Server) gatherTraces(ch <-chan store.Trace, batch []store.Trace, timer *time.Timer) []store.Trace {
+// gatherTraces adds to batch what has queued and, with wait, what queues
+// within Options.TraceGather, until batch is full or the queue closes.
+// Feedback waiting for a trace ends the wait (awaitTrace), or skips it, and
+// so does Close.
+//
+// The gathering sleeps rather than receives: a trace put on the queue
+// meanwhile wakes no one, so a batch costs the writer two wake-ups (its
+// first trace and the timer) instead of one per trace, which on a busy
+// node was a goroutine switch per request. The queue holds what comes
+// meanwhile (Options.TraceQueue, far more than a batch), and wait is false
+// after a full batch: while the load fills batches, they are taken as fast
+// as they commit.
+func (s *Server) gatherTraces(ch <-chan store.Trace, batch []store.Trace, timer *time.Timer, wait bool) []store.Trace {
 	batch = queuedTraces(ch, batch)
-	if len(batch) == cap(batch) || s.opts.TraceGather < 0 || s.traceAwaited.Load() > 0 {
+	if !wait || len(batch) == cap(batch) || s.opts.TraceGather < 0 || s.traceAwaited.Load() > 0 {
 		return batch
 	}
 	timer.Reset(s.opts.TraceGather)
-	defer timer.Stop()
-	for len(batch) < cap(batch) {
-		select {
-		case t, ok := <-ch:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, t)
-		case <-timer.C:
-			return batch
-		case <-s.traceNudge:
-			return queuedTraces(ch, batch)
-		}
+	select {
+	case <-timer.C:
+	case <-s.traceNudge:
+		timer.Stop()
+	case <-s.tracesClosing:
+		timer.Stop()
 	}
-	return batch
+	return queuedTraces(ch, batch)
 }
 
 // queuedTraces adds to batch, up to its capacity, the traces queued now.
@@ -226,6 +230,7 @@ func (s *Server) Close() error {
 		// Traces first: feedback queued for a trace still being written
 		// waits for it, and then finds it stored.
 		if s.traceQ != nil {
+			close(s.tracesClosing)
 			s.traceQ.close()
 		}
 		if s.feedbackQ != nil {
