@@ -9,7 +9,10 @@ import (
 )
 
 // answerTextDecoded is answerText by decoding each event whole with
-// encoding/json: the reference the fast path is checked against.
+// encoding/json: the reference the fast path is checked against. An event
+// with "choices" gives its first choice's delta content, or without one
+// its message content; an event without gives its message content and
+// its response.
 func answerTextDecoded(raw []byte) string {
 	var out strings.Builder
 	for _, line := range strings.Split(string(raw), "\n") {
@@ -17,36 +20,37 @@ func answerTextDecoded(raw []byte) string {
 		if d, ok := strings.CutPrefix(line, "data:"); ok {
 			line = strings.TrimSpace(d)
 		}
-		var v struct {
-			Choices []struct {
-				Message *struct {
-					Content json.RawMessage `json:"content"`
-				} `json:"message"`
-				Delta *struct {
-					Content json.RawMessage `json:"content"`
-				} `json:"delta"`
-			} `json:"choices"`
-			Message *struct {
-				Content json.RawMessage `json:"content"`
-			} `json:"message"`
-			Response string `json:"response"`
-		}
+		var v map[string]any
 		if !strings.HasPrefix(line, "{") || json.Unmarshal([]byte(line), &v) != nil {
 			continue
 		}
-		if len(v.Choices) > 0 {
-			c := v.Choices[0]
-			if c.Message != nil {
-				out.WriteString(contentText(c.Message.Content))
+		content := func(parent any) (any, bool) {
+			m, ok := parent.(map[string]any)
+			if !ok {
+				return nil, false
 			}
-			if c.Delta != nil {
-				out.WriteString(contentText(c.Delta.Content))
+			c, ok := m["content"]
+			return c, ok
+		}
+		if choices, ok := v["choices"]; ok {
+			list, _ := choices.([]any)
+			if len(list) == 0 {
+				continue
 			}
+			first, _ := list[0].(map[string]any)
+			if c, ok := content(first["delta"]); ok {
+				out.WriteString(contentText(c))
+			} else if c, ok := content(first["message"]); ok {
+				out.WriteString(contentText(c))
+			}
+			continue
 		}
-		if v.Message != nil {
-			out.WriteString(contentText(v.Message.Content))
+		if c, ok := content(v["message"]); ok {
+			out.WriteString(contentText(c))
 		}
-		out.WriteString(v.Response)
+		if r, ok := v["response"].(string); ok {
+			out.WriteString(r)
+		}
 	}
 	return out.String()
 }
@@ -183,27 +187,22 @@ func BenchmarkAnswerText(b *testing.B) {
 	})
 }
 
-// contentText flattens string or multi-part content to its text, by
-// decoding it: the reference partsText is checked against.
-func contentText(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
+// contentText flattens decoded string or multi-part content to its
+// text: the reference partsText is checked against.
+func contentText(c any) string {
+	if s, ok := c.(string); ok {
 		return s
 	}
-	var parts []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if json.Unmarshal(raw, &parts) != nil {
-		return ""
-	}
+	parts, _ := c.([]any)
 	var b strings.Builder
 	for _, p := range parts {
-		if p.Type == "text" {
+		m, _ := p.(map[string]any)
+		if m["type"] == "text" {
 			if b.Len() > 0 {
 				b.WriteByte('\n')
 			}
-			b.WriteString(p.Text)
+			text, _ := m["text"].(string)
+			b.WriteString(text)
 		}
 	}
 	return b.String()
