@@ -8,13 +8,16 @@ import (
 )
 
 // answerText extracts the answer's text from a response in any of the
-// formats dso relays: OpenAI JSON or SSE, Ollama JSON or NDJSON. It runs
-// once per traced response over every streamed event, so it reads only the
-// paths it needs, in place (gjson skips the rest without decoding it),
-// instead of decoding each event whole; the text is for the trace, so a
-// malformed event contributes what can be read of it, never an error.
-func answerText(raw []byte) string {
-	if t := bytes.TrimSpace(raw); len(t) > 0 && t[0] == '{' && gjson.ValidBytes(t) {
+// formats dso relays: OpenAI JSON or SSE, Ollama JSON or NDJSON. A single
+// JSON body (which may be laid out over lines) is told from a stream of
+// JSON events by validating it, unless whole says it is one: a body of
+// known length, or one dso translated. It runs once per traced response
+// over every streamed event, so it reads only the paths it needs, in place
+// (gjson skips the rest without decoding it), instead of decoding each
+// event whole; the text is for the trace, so a malformed event contributes
+// what can be read of it, never an error.
+func answerText(raw []byte, whole bool) string {
+	if t := bytes.TrimSpace(raw); len(t) > 0 && t[0] == '{' && (whole || gjson.ValidBytes(t)) {
 		return eventText(t) // one JSON body, however it is laid out
 	}
 	var out strings.Builder

@@ -68,8 +68,13 @@ func TestAnswerText(t *testing.T) {
 		{"empty", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := answerText([]byte(tc.raw)); got != tc.want {
+			if got := answerText([]byte(tc.raw), false); got != tc.want {
 				t.Errorf("answerText = %q; want %q", got, tc.want)
+			}
+			if strings.HasPrefix(tc.name, "openai") || tc.name == "first choice only" {
+				if got := answerText([]byte(tc.raw), true); got != tc.want {
+					t.Errorf("answerText of the whole body = %q; want %q", got, tc.want)
+				}
 			}
 			if got := answerTextDecoded([]byte(tc.raw)); got != tc.want && tc.name != "openai body laid out" {
 				t.Errorf("reference = %q; want %q (the table is wrong)", got, tc.want)
@@ -87,7 +92,7 @@ func TestAnswerTextOfRecordedPayloads(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := answerTextDecoded(raw)
-		if got := answerText(raw); got != want {
+		if got := answerText(raw, false); got != want {
 			t.Errorf("%s: %q; decoded whole: %q", f, got, want)
 		}
 	}
@@ -105,7 +110,13 @@ func FuzzAnswerText(f *testing.F) {
 	}
 	f.Add([]byte(`{"choices":[{"delta":{"content":"\ud83d\ude00"}}]}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		got := answerText(raw)
+		got := answerText(raw, false)
+		if body := strings.TrimSpace(string(raw)); strings.HasPrefix(body, "{") && json.Valid([]byte(body)) {
+			// Known to be one body, it reads the same without validating.
+			if whole := answerText(raw, true); whole != got {
+				t.Errorf("answerText of the whole body = %q; told apart %q", whole, got)
+			}
+		}
 		if strings.Contains(string(raw), "\r") || !eventsValid(raw) {
 			return
 		}
@@ -177,7 +188,7 @@ func BenchmarkAnswerText(b *testing.B) {
 	}
 	b.Run("paths", func(b *testing.B) {
 		for b.Loop() {
-			answerText(raw)
+			answerText(raw, false)
 		}
 	})
 	b.Run("decoded", func(b *testing.B) {

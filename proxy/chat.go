@@ -332,11 +332,14 @@ func (s *Server) openAIChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if b.Type() == "openai" {
+		// Relayed whole when of known length: one body, not a stream.
+		tr.whole = framingOf(resp) == framingNone && resp.ContentLength >= 0
 		s.relay(w, resp, sf, tr.answer)
 		return
 	}
 	defer resp.Body.Close()
 	if !ti.Stream {
+		tr.whole = true
 		s.translateWhole(w, r, sf, resp, tr.answer, func(b []byte) ([]byte, error) { return providers.OllamaChatResponseToOpenAI(b, ti) })
 		return
 	}
@@ -425,11 +428,14 @@ func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate
 		return
 	}
 	if b.Type() == "ollama" {
+		// Relayed whole when of known length: one body, not a stream.
+		tr.whole = framingOf(resp) == framingNone && resp.ContentLength >= 0
 		s.relay(w, resp, sf, tr.answer)
 		return
 	}
 	defer resp.Body.Close()
 	if !ti.Stream {
+		tr.whole = true
 		s.translateWhole(w, r, sf, resp, tr.answer, func(b []byte) ([]byte, error) {
 			return providers.OpenAIChatResponseToOllama(b, ti, generate)
 		})

@@ -40,6 +40,7 @@ const (
 type trace struct {
 	rec    store.Trace
 	answer *cappedBuffer
+	whole  bool                // answer is known to be one body (see answerText)
 	w      http.ResponseWriter // the request's, to send its answer before waiting for room
 }
 
@@ -75,7 +76,7 @@ func (s *Server) recordTrace(ctx context.Context, tr *trace) {
 	if tr == nil || s.opts.Retrieval.Library == nil {
 		return
 	}
-	tr.rec.Answer = answerText(tr.answer.Bytes())
+	tr.rec.Answer = answerText(tr.answer.Bytes(), tr.whole)
 	err := s.traceQ.put(tr.rec, s.opts.TraceWait, func() { flushWritten(tr.w) })
 	switch {
 	case errors.Is(err, errQueueClosed):
