@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"runtime"
 	"slices"
 	"sync"
 	"syscall"
@@ -188,11 +189,36 @@ func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) flo
 	return pct(0.50)
 }
 
-// BenchmarkOverheadParallel is BenchmarkOverhead's throughput: many
-// clients at once (GOMAXPROCS×8 goroutines).
+// BenchmarkOverheadParallel is BenchmarkOverhead under concurrent load:
+// 32 clients at once (GOMAXPROCS×16 goroutines on this 2-core machine, the
+// 32 connections of the wrk runs), through the same routes. It
+// reports throughput and the process's CPU per request, and logs dso's
+// ratios to the floors (the stock one, and one with dso's connection
+// pool): RPS, and CPU added per request.
+//
+//	go test -run xxx -bench OverheadParallel -benchtime 20000x ./proxy
 func BenchmarkOverheadParallel(b *testing.B) {
 	rig := newOverheadRig(b)
-	for _, route := range []struct{ name, base string }{{"direct", rig.backend.URL}, {"proxied", rig.frontend.URL}} {
+	u, _ := url.Parse(rig.backend.URL)
+	floor := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
+	b.Cleanup(floor.Close)
+	// The stock proxy keeps 2 idle connections to its backend, so at 32
+	// clients it dials for most requests: a floor with a pool as large as
+	// dso's is the fair one, and the ratios are logged against both.
+	pooled := httputil.NewSingleHostReverseProxy(u)
+	pt := http.DefaultTransport.(*http.Transport).Clone()
+	pt.MaxIdleConnsPerHost = 512
+	pooled.Transport = pt
+	b.Cleanup(pt.CloseIdleConnections)
+	floorPooled := httptest.NewServer(pooled)
+	b.Cleanup(floorPooled.Close)
+	hash := providers.NewHashEmbedder(256, 1)
+	lib := newSpaceLibrary(b, b.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	withLib := newOverheadRigWith(b, proxy.Retrieval{Library: lib, Budget: time.Second})
+	rps, cpu := map[string]float64{}, map[string]float64{}
+	for _, route := range []struct{ name, base string }{
+		{"direct", rig.backend.URL}, {"floor", floor.URL}, {"floor-pooled", floorPooled.URL}, {"dso", rig.frontend.URL}, {"dso+library", withLib.frontend.URL},
+	} {
 		for _, mode := range []struct {
 			name   string
 			stream bool
@@ -202,8 +228,8 @@ func BenchmarkOverheadParallel(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.ReportAllocs()
-				b.SetParallelism(8)
-				start := time.Now()
+				b.SetParallelism(32 / max(1, runtime.GOMAXPROCS(0)))
+				start, cpu0 := time.Now(), processCPU()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						if err := rig.do(route.base, mode.stream); err != nil {
@@ -212,8 +238,25 @@ func BenchmarkOverheadParallel(b *testing.B) {
 						}
 					}
 				})
-				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+				k := route.name + "/" + mode.name
+				rps[k] = float64(b.N) / time.Since(start).Seconds()
+				cpu[k] = float64((processCPU() - cpu0).Microseconds()) / float64(b.N)
+				b.ReportMetric(rps[k], "req/s")
+				b.ReportMetric(cpu[k], "cpu-µs/op")
 			})
+		}
+	}
+	for _, mode := range []string{"nonstream", "stream"} {
+		d := cpu["direct/"+mode]
+		for _, fl := range []string{"floor-pooled", "floor"} {
+			f := cpu[fl+"/"+mode]
+			for _, r := range []string{"dso", "dso+library"} {
+				k := r + "/" + mode
+				if f-d > 0 && rps[fl+"/"+mode] > 0 {
+					b.Logf("%s %s at 32 clients vs %s: %.0f req/s vs %.0f (ratio %.2f); CPU added per request %.1f µs vs %.1f µs (ratio %.2f)",
+						r, mode, fl, rps[k], rps[fl+"/"+mode], rps[k]/rps[fl+"/"+mode], cpu[k]-d, f-d, (cpu[k]-d)/(f-d))
+				}
+			}
 		}
 	}
 }
