@@ -333,17 +333,15 @@ func (s *Server) openAIChat(w http.ResponseWriter, r *http.Request) {
 	}
 	if b.Type() == "openai" {
 		// Relayed whole when of known length: one body, not a stream.
-		tr.whole = framingOf(resp) == framingNone && resp.ContentLength >= 0
-		s.relay(w, resp, sf, tr.answer)
+		s.relay(w, resp, sf, tr.tee(framingOf(resp) == framingNone && resp.ContentLength >= 0))
 		return
 	}
 	defer resp.Body.Close()
 	if !ti.Stream {
-		tr.whole = true
-		s.translateWhole(w, r, sf, resp, tr.answer, func(b []byte) ([]byte, error) { return providers.OllamaChatResponseToOpenAI(b, ti) })
+		s.translateWhole(w, r, sf, resp, tr.tee(true), func(b []byte) ([]byte, error) { return providers.OllamaChatResponseToOpenAI(b, ti) })
 		return
 	}
-	ew := newEventWriter(w, framingSSE, tr.answer)
+	ew := newEventWriter(w, framingSSE, tr.tee(false))
 	if err := providers.OllamaToOpenAIStream(resp.Body, ti, ew.emit); err != nil {
 		s.endStream(w, r, sf, framingSSE, err)
 	}
@@ -429,19 +427,17 @@ func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate
 	}
 	if b.Type() == "ollama" {
 		// Relayed whole when of known length: one body, not a stream.
-		tr.whole = framingOf(resp) == framingNone && resp.ContentLength >= 0
-		s.relay(w, resp, sf, tr.answer)
+		s.relay(w, resp, sf, tr.tee(framingOf(resp) == framingNone && resp.ContentLength >= 0))
 		return
 	}
 	defer resp.Body.Close()
 	if !ti.Stream {
-		tr.whole = true
-		s.translateWhole(w, r, sf, resp, tr.answer, func(b []byte) ([]byte, error) {
+		s.translateWhole(w, r, sf, resp, tr.tee(true), func(b []byte) ([]byte, error) {
 			return providers.OpenAIChatResponseToOllama(b, ti, generate)
 		})
 		return
 	}
-	ew := newEventWriter(w, framingNDJSON, tr.answer)
+	ew := newEventWriter(w, framingNDJSON, tr.tee(false))
 	if err := providers.OpenAIToOllamaStream(resp.Body, ti, generate, ew.emit); err != nil {
 		s.endStream(w, r, sf, framingNDJSON, err)
 	}

@@ -207,13 +207,18 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 	if err != nil {
 		return nil, nil, err
 	}
-	tr := &trace{rec: store.Trace{ID: newTraceID(), Domain: st.domain, Model: model}, answer: &cappedBuffer{max: maxTraceAnswer}, w: w}
-	if s.opts.Retrieval.Library != nil {
-		// Feedback may name this trace as soon as the client has the answer,
-		// before the trace is stored: POST /v1/feedback waits for the write
-		// (awaitTrace), header feedback queues its vote behind it.
-		s.pending.Store(tr.rec.ID, make(chan struct{}))
+	if s.opts.Retrieval.Library == nil {
+		// Nothing to retrieve, and no store to keep a trace in: no trace
+		// id is handed out that feedback could never find.
+		s.metrics.retrieval.WithLabelValues("off").Inc()
+		s.recordOutcome("off", 0)
+		return body, nil, nil
 	}
+	tr := &trace{rec: store.Trace{ID: newTraceID(), Domain: st.domain, Model: model}, answer: &cappedBuffer{max: maxTraceAnswer}, w: w}
+	// Feedback may name this trace as soon as the client has the answer,
+	// before the trace is stored: POST /v1/feedback waits for the write
+	// (awaitTrace), header feedback queues its vote behind it.
+	s.pending.Store(tr.rec.ID, make(chan struct{}))
 	h := w.Header()
 	h.Set(keyTraceID, tr.rec.ID)
 	h.Set(keyExperiences, "")

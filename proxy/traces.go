@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -42,6 +43,17 @@ type trace struct {
 	answer *cappedBuffer
 	whole  bool                // answer is known to be one body (see answerText)
 	w      http.ResponseWriter // the request's, to send its answer before waiting for room
+}
+
+// tee is where the handler copies the answer for the trace, whole saying
+// whether it is one body (see answerText); nil for a request without a
+// trace.
+func (t *trace) tee(whole bool) io.Writer {
+	if t == nil {
+		return nil
+	}
+	t.whole = whole
+	return t.answer
 }
 
 // newTraceID returns a fresh trace id: the time in nanoseconds, then 64

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
+	"github.com/dso-proxy/dso/store"
 )
 
 // forgeDSOHeaders makes be answer as usual (or with status, when not 0)
@@ -48,16 +50,15 @@ func TestBackendCannotForgeDSOHeaders(t *testing.T) {
 		surface string // the backend type that speaks the route's format
 		path    string
 		body    string
-		chat    bool // dso sets a trace id
 	}{
-		{"openai chat", "openai", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, true},
-		{"openai chat stream", "openai", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`, true},
-		{"ollama chat", "ollama", "/api/chat", `{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}]}`, true},
-		{"ollama chat stream", "ollama", "/api/chat", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, true},
-		{"ollama generate", "ollama", "/api/generate", `{"model":"m","stream":false,"prompt":"hi"}`, true},
-		{"ollama generate stream", "ollama", "/api/generate", `{"model":"m","prompt":"hi"}`, true},
-		{"openai embeddings", "openai", "/v1/embeddings", `{"model":"m","input":"hi"}`, false},
-		{"ollama embed", "ollama", "/api/embed", `{"model":"m","input":"hi"}`, false},
+		{"openai chat", "openai", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`},
+		{"openai chat stream", "openai", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`},
+		{"ollama chat", "ollama", "/api/chat", `{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}]}`},
+		{"ollama chat stream", "ollama", "/api/chat", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`},
+		{"ollama generate", "ollama", "/api/generate", `{"model":"m","stream":false,"prompt":"hi"}`},
+		{"ollama generate stream", "ollama", "/api/generate", `{"model":"m","prompt":"hi"}`},
+		{"openai embeddings", "openai", "/v1/embeddings", `{"model":"m","input":"hi"}`},
+		{"ollama embed", "ollama", "/api/embed", `{"model":"m","input":"hi"}`},
 	}
 	const requestID = "client-request-7"
 	for _, rt := range routes {
@@ -93,12 +94,9 @@ func TestBackendCannotForgeDSOHeaders(t *testing.T) {
 					if got := sent.Values(proxy.HeaderDomain); len(got) != 0 {
 						t.Errorf("backend got the client's %s %q; want none", proxy.HeaderDomain, got)
 					}
-					trace := hdr.Values(proxy.HeaderTraceID)
-					if rt.chat {
-						if len(trace) != 1 || trace[0] == "" || trace[0] == "forged-trace" {
-							t.Errorf("%s %q; want one of dso's", proxy.HeaderTraceID, trace)
-						}
-					} else if len(trace) != 0 {
+					// Without a library dso keeps no traces, so it hands out
+					// no trace id, and the backend's never passes.
+					if trace := hdr.Values(proxy.HeaderTraceID); len(trace) != 0 {
 						t.Errorf("%s %q; want none", proxy.HeaderTraceID, trace)
 					}
 					if got := hdr.Values(proxy.HeaderExperiences); len(got) > 1 || (len(got) == 1 && got[0] != "") {
@@ -258,6 +256,41 @@ func TestLibraryClosedWithoutKeys(t *testing.T) {
 			code, _, _ := send(t, "GET", admin.URL+"/v1/experiences/"+id, "")
 			if kept := code == http.StatusOK; kept != tt.kept {
 				t.Errorf("after the case the lesson exists: %v (%d); want %v", kept, code, tt.kept)
+			}
+		})
+	}
+}
+
+// With a library, every chat gets dso's own trace id (one that is stored)
+// in place of a backend's forged one; without one (above), none.
+func TestTraceIDIsDSOsWithALibrary(t *testing.T) {
+	for _, rt := range []struct{ typ, path, body string }{
+		{"openai", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`},
+		{"openai", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`},
+		{"ollama", "/api/chat", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`},
+		{"ollama", "/api/generate", `{"model":"m","stream":false,"prompt":"hi"}`},
+	} {
+		t.Run(rt.typ+rt.path, func(t *testing.T) {
+			be := newBackend(t, rt.typ)
+			forgeDSOHeaders(be, 0)
+			cfg := openaiCfg(be)
+			if rt.typ == "ollama" {
+				cfg = ollamaCfg(be)
+			}
+			hash := providers.NewHashEmbedder(256, 1)
+			lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+			fe := newFrontend(t, []config.Backend{cfg}, withRetrieval(lib, 2*time.Second))
+			code, hdr, body := post(t, fe.URL+rt.path, rt.body)
+			if code != http.StatusOK {
+				t.Fatalf("status %d: %s", code, body)
+			}
+			trace := hdr.Values(proxy.HeaderTraceID)
+			if len(trace) != 1 || !strings.HasPrefix(trace[0], "tr_") {
+				t.Fatalf("%s %q; want one of dso's", proxy.HeaderTraceID, trace)
+			}
+			fe.proxy.Close() // stores the trace
+			if _, err := lib.Store().(*store.SQLite).GetTrace(context.Background(), trace[0]); err != nil {
+				t.Errorf("trace %s: %v", trace[0], err)
 			}
 		})
 	}
