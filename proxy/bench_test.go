@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"runtime"
 	"slices"
 	"sync"
 	"syscall"
@@ -189,78 +188,6 @@ func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) flo
 	return pct(0.50)
 }
 
-// BenchmarkOverheadParallel is BenchmarkOverhead under concurrent load:
-// 32 clients at once (GOMAXPROCS×16 goroutines on this 2-core machine, the
-// 32 connections of the wrk runs), through the same routes. It
-// reports throughput and the process's CPU per request, and logs dso's
-// ratios to the floors (the stock one, and one with dso's connection
-// pool): RPS, and CPU added per request.
-//
-//	go test -run xxx -bench OverheadParallel -benchtime 20000x ./proxy
-func BenchmarkOverheadParallel(b *testing.B) {
-	rig := newOverheadRig(b)
-	u, _ := url.Parse(rig.backend.URL)
-	floor := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
-	b.Cleanup(floor.Close)
-	// The stock proxy keeps 2 idle connections to its backend, so at 32
-	// clients it dials for most requests: a floor with a pool as large as
-	// dso's is the fair one, and the ratios are logged against both.
-	pooled := httputil.NewSingleHostReverseProxy(u)
-	pt := http.DefaultTransport.(*http.Transport).Clone()
-	pt.MaxIdleConnsPerHost = 512
-	pooled.Transport = pt
-	b.Cleanup(pt.CloseIdleConnections)
-	floorPooled := httptest.NewServer(pooled)
-	b.Cleanup(floorPooled.Close)
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(b, b.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
-	withLib := newOverheadRigWith(b, proxy.Retrieval{Library: lib, Budget: time.Second})
-	rps, cpu := map[string]float64{}, map[string]float64{}
-	for _, route := range []struct{ name, base string }{
-		{"direct", rig.backend.URL}, {"floor", floor.URL}, {"floor-pooled", floorPooled.URL}, {"dso", rig.frontend.URL}, {"dso+library", withLib.frontend.URL},
-	} {
-		for _, mode := range []struct {
-			name   string
-			stream bool
-		}{{"nonstream", false}, {"stream", true}} {
-			b.Run(route.name+"/"+mode.name, func(b *testing.B) {
-				if err := rig.do(route.base, mode.stream); err != nil {
-					b.Fatal(err)
-				}
-				b.ReportAllocs()
-				b.SetParallelism(32 / max(1, runtime.GOMAXPROCS(0)))
-				start, cpu0 := time.Now(), processCPU()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if err := rig.do(route.base, mode.stream); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-				k := route.name + "/" + mode.name
-				rps[k] = float64(b.N) / time.Since(start).Seconds()
-				cpu[k] = float64((processCPU() - cpu0).Microseconds()) / float64(b.N)
-				b.ReportMetric(rps[k], "req/s")
-				b.ReportMetric(cpu[k], "cpu-µs/op")
-			})
-		}
-	}
-	for _, mode := range []string{"nonstream", "stream"} {
-		d := cpu["direct/"+mode]
-		for _, fl := range []string{"floor-pooled", "floor"} {
-			f := cpu[fl+"/"+mode]
-			for _, r := range []string{"dso", "dso+library"} {
-				k := r + "/" + mode
-				if f-d > 0 && rps[fl+"/"+mode] > 0 {
-					b.Logf("%s %s at 32 clients vs %s: %.0f req/s vs %.0f (ratio %.2f); CPU added per request %.1f µs vs %.1f µs (ratio %.2f)",
-						r, mode, fl, rps[k], rps[fl+"/"+mode], rps[k]/rps[fl+"/"+mode], cpu[k]-d, f-d, (cpu[k]-d)/(f-d))
-				}
-			}
-		}
-	}
-}
-
 // TestNoLostStreamsUnderLoad counts streams that do not arrive whole when
 // many clients stream through dso at once (DESIGN.md: a proxy that streams
 // the request body upstream loses about 1 in 3,000 at 32 connections).
@@ -346,86 +273,4 @@ func streamsUnderLoad(tb testing.TB, clients, perClient int) {
 		tb.Errorf("%d traces stored for %d streams", n, clients*perClient)
 	}
 	tb.Logf("%d streams through dso at %d connections, with retrieval and traces, all complete", clients*perClient, clients)
-}
-
-// BenchmarkOverheadInterleaved is BenchmarkOverhead's comparison made
-// fair on a shared machine: each iteration sends a round of 250 requests
-// through every route and mode in turn (the order rotating), so a burst
-// of outside load falls on all of them alike, and the CPU of each round is
-// charged to its route. It logs dso's ratios to the floor over all rounds
-// and in the median round.
-//
-//	go test -run xxx -bench OverheadInterleaved -benchtime 20x ./proxy
-func BenchmarkOverheadInterleaved(b *testing.B) {
-	const round = 250
-	rig := newOverheadRig(b)
-	u, _ := url.Parse(rig.backend.URL)
-	floor := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
-	b.Cleanup(floor.Close)
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(b, b.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
-	withLib := newOverheadRigWith(b, proxy.Retrieval{Library: lib, Budget: time.Second})
-	type leg struct {
-		route, base string
-		stream      bool
-	}
-	var legs []leg
-	for _, r := range []struct{ name, base string }{
-		{"direct", rig.backend.URL}, {"floor", floor.URL}, {"dso", rig.frontend.URL}, {"dso+library", withLib.frontend.URL},
-	} {
-		legs = append(legs, leg{r.name, r.base, false}, leg{r.name, r.base, true})
-	}
-	key := func(l leg) string {
-		if l.stream {
-			return l.route + "/stream"
-		}
-		return l.route + "/nonstream"
-	}
-	for _, l := range legs {
-		if err := rig.do(l.base, l.stream); err != nil {
-			b.Fatalf("%s: %v", key(l), err)
-		}
-	}
-	cpu, n := map[string]time.Duration{}, map[string]int{}
-	rounds := map[string][]float64{} // µs per request, each round
-	i := 0
-	for b.Loop() {
-		for j := range legs {
-			l := legs[(i+j)%len(legs)]
-			cpu0 := processCPU()
-			for range round {
-				if err := rig.do(l.base, l.stream); err != nil {
-					b.Fatalf("%s: %v", key(l), err)
-				}
-			}
-			used := processCPU() - cpu0
-			cpu[key(l)] += used
-			n[key(l)] += round
-			rounds[key(l)] = append(rounds[key(l)], float64(used.Nanoseconds())/1e3/round)
-		}
-		i++
-	}
-	// Over all rounds, and the median round: a burst of outside load that
-	// lands on a few rounds moves the first, not the second.
-	mean := func(k string) float64 { return float64(cpu[k].Microseconds()) / float64(n[k]) }
-	median := func(k string) float64 {
-		r := slices.Clone(rounds[k])
-		slices.Sort(r)
-		return r[len(r)/2]
-	}
-	for _, mode := range []string{"nonstream", "stream"} {
-		for _, r := range []string{"dso", "dso+library"} {
-			k := r + "/" + mode
-			d, f := mean("direct/"+mode), mean("floor/"+mode)
-			md, mf := median("direct/"+mode), median("floor/"+mode)
-			if f-d <= 0 || mf-md <= 0 {
-				continue
-			}
-			ratio, mratio := (mean(k)-d)/(f-d), (median(k)-md)/(mf-md)
-			b.ReportMetric(ratio, r+"-"+mode+"-cpu-vs-floor")
-			b.ReportMetric(mratio, r+"-"+mode+"-median-cpu-vs-floor")
-			b.Logf("%s %s: CPU added per request %.1f µs vs the floor's %.1f µs (ratio %.2f); median round %.1f vs %.1f µs (ratio %.2f); %d requests each",
-				r, mode, mean(k)-d, f-d, ratio, median(k)-md, mf-md, mratio, n[k])
-		}
-	}
 }
