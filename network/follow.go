@@ -29,6 +29,14 @@ var ErrForked = errors.New("network: log forked")
 // Nothing is taken from it until it catches up.
 var ErrStale = errors.New("network: log is behind the accepted checkpoint")
 
+// ErrMissing reports a tile or entry that a log's own signed checkpoint
+// covers and that it does not serve. It wraps ErrNotFound; unlike a log
+// with no checkpoint yet, it is held against the log: one that signs a
+// tree and then withholds it is never caught up with, and must not stay
+// "ok" (a dso log and mirror serve a checkpoint only once what it covers
+// is stored).
+var ErrMissing = errors.New("network: a tile or entry under the signed checkpoint is missing")
+
 // ErrAccept wraps an error of Accept's: the follower's own (its store or
 // embedder failed), not the peer's; the record is offered again.
 var ErrAccept = errors.New("network: accepting a record")
@@ -191,18 +199,22 @@ func (f *Follower) Sync(ctx context.Context) (SyncResult, error) {
 		return SyncResult{}, err
 	}
 	old, cur, proof := f.last, c, Fetcher(fetch)
+	withheld := missing // what the peer's checkpoint covers, it must serve
 	if c.Size < f.last.Size {
 		// An older checkpoint is stale (a cache) if the accepted tree
 		// extends it, and a fork if not; either way the accepted tree
-		// stays: a log is never believed over its own signed past.
+		// stays: a log is never believed over its own signed past. The
+		// proof then reads this node's copy of that past too, so a tile
+		// not found is not the peer's to answer for.
 		old, cur, proof = c, f.last, f.pastFetcher(fetch)
+		withheld = func(err error) error { return err }
 	}
 	if err := ProveConsistency(ctx, proof, old, cur); err != nil {
 		if errors.Is(err, ErrInconsistent) && f.state.Checkpoint != nil {
 			f.fork = &Fork{Old: f.state.Checkpoint, New: msg}
 			return SyncResult{}, fmt.Errorf("%w: %v", ErrForked, err)
 		}
-		return SyncResult{}, err
+		return SyncResult{}, withheld(err)
 	}
 	if c.Size < f.last.Size {
 		return SyncResult{Size: f.last.Size}, fmt.Errorf("%w: size %d, accepted %d", ErrStale, c.Size, f.last.Size)
@@ -210,7 +222,17 @@ func (f *Follower) Sync(ctx context.Context) (SyncResult, error) {
 	if c.Size > f.last.Size || f.state.Checkpoint == nil {
 		f.last, f.state.Checkpoint = c, msg
 	}
-	return f.admit(ctx, fetch)
+	res, err := f.admit(ctx, fetch)
+	return res, missing(err)
+}
+
+// missing marks a tile or entry not found under a checkpoint the peer
+// signed as ErrMissing.
+func missing(err error) error {
+	if errors.Is(err, ErrNotFound) && !errors.Is(err, ErrMissing) {
+		return fmt.Errorf("%w: %w", ErrMissing, err)
+	}
+	return err
 }
 
 // admit hands on the entries from state.Next, each proven against the

@@ -50,6 +50,7 @@ const (
 	RejectBadCheckpoint = "bad_checkpoint"
 	RejectInconsistent  = "inconsistent"
 	RejectStale         = "stale"
+	RejectMissing       = "missing" // withholds what its checkpoint covers
 	RejectInvalid       = "invalid"
 )
 
@@ -386,7 +387,7 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 		s.cfg.Logger.Warn("peer's log forked: two signed histories; no longer followed", "peer", p.url, "author", p.name, "err", p.lastErr)
 		return 0, true
 	}
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) && !errors.Is(err, ErrMissing) {
 		// No checkpoint yet (a mirror still filling): nothing is wrong,
 		// there is only nothing to take.
 		p.state = PeerOK
@@ -418,6 +419,8 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 // which is not held against the peer beyond a back-off.
 func syncReason(err error) string {
 	switch {
+	case errors.Is(err, ErrMissing):
+		return RejectMissing
 	case errors.Is(err, ErrFetch), errors.Is(err, ErrNotFound), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, ErrAccept):
 		return ""

@@ -4,10 +4,12 @@ import (
 	"context"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dso-proxy/dso/store"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // countAdmit is an Admit that counts what it is handed.
@@ -240,5 +242,63 @@ func TestAdmitMedianOncePerAuthor(t *testing.T) {
 		if got, err := st.Admitted(ctx, id); err != nil || got != want {
 			t.Errorf("admitted(%s) = %v, %v; want %v (not this node's to publish)", id, got, err, want)
 		}
+	}
+}
+
+// countCheckpoints counts the checkpoints asked of its log.
+type countCheckpoints struct {
+	TileSource
+	n atomic.Int32
+}
+
+func (s *countCheckpoints) Checkpoint(ctx context.Context) ([]byte, error) {
+	s.n.Add(1)
+	return s.TileSource.Checkpoint(ctx)
+}
+
+// withholdEntries serves its log's checkpoint and hash tiles but none of
+// the entries they cover.
+type withholdEntries struct{ TileSource }
+
+func (s withholdEntries) ReadTile(ctx context.Context, t tlog.Tile) ([]byte, error) {
+	if t.L == EntriesLevel {
+		return nil, ErrNotFound
+	}
+	return s.TileSource.ReadTile(ctx, t)
+}
+
+// A log that signs a tree and then withholds what it covers is held to
+// it: counted as "missing", backed off and in the end dropped, never "ok";
+// a log with no checkpoint yet stays "ok", with nothing to take.
+func TestSyncHoldsALogToWhatItSigned(t *testing.T) {
+	dir := t.TempDir()
+	id := testIdentity(t, "nodeA")
+	l := openTestLog(t, id, filepath.Join(dir, "a.db"))
+	appendN(t, l, id, 0, 3)
+	withheld := Peer{URL: serve(t, withholdEntries{l}).Base, Key: id.VerifierKey, Trusted: true}
+	st, err := OpenState(context.Background(), filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var admitted countAdmit
+	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Peers: []Peer{withheld}, Interval: time.Millisecond,
+		Dir: dir, State: st, Admit: admitted.admit, MaxFailures: 3})
+	waitFor(t, "the withholding log dropped", func() bool { return s.Logs()[0].State == PeerDropped })
+	stop()
+	if ls := s.Logs()[0]; ls.Rejected[RejectMissing] != 3 || admitted.count() != 0 {
+		t.Errorf("status %+v, %d admitted; want 3 syncs refused as missing, nothing admitted", ls, admitted.count())
+	}
+
+	// A log that has signed nothing yet withholds nothing.
+	fresh := testIdentity(t, "nodeB")
+	asked := &countCheckpoints{TileSource: openTestLog(t, fresh, filepath.Join(dir, "b.db"))}
+	none := Peer{URL: serve(t, asked).Base, Key: fresh.VerifierKey, Trusted: true}
+	s, stop = runSyncer(t, SyncConfig{Network: "hanzo", Peers: []Peer{none}, Interval: time.Millisecond,
+		Dir: dir, State: st, Admit: admitted.admit, MaxFailures: 3})
+	waitFor(t, "more syncs of the empty log than failures allowed", func() bool { return asked.n.Load() > 5 })
+	stop()
+	if ls := s.Logs()[0]; ls.State != PeerOK || len(ls.Rejected) != 0 {
+		t.Errorf("a log without a checkpoint: %+v; want ok, nothing refused", ls)
 	}
 }
