@@ -77,13 +77,17 @@ func (f HTTPFetcher) Fetch(ctx context.Context, path string) ([]byte, error) {
 	return readBounded(resp.Body, path)
 }
 
+// ErrTileTooLarge reports a tile, bundle or checkpoint served over
+// MaxTileBytes: refused as too_large, like a record over its bound.
+var ErrTileTooLarge = errors.New("network: tile over its size bound")
+
 func readBounded(r io.Reader, path string) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxTileBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("network: fetch %s: %w", path, err)
 	}
 	if len(data) > MaxTileBytes {
-		return nil, fmt.Errorf("network: fetch %s: over %d bytes", path, MaxTileBytes)
+		return nil, fmt.Errorf("%w: fetch %s: over %d bytes", ErrTileTooLarge, path, MaxTileBytes)
 	}
 	return data, nil
 }

@@ -421,6 +421,8 @@ func syncReason(err error) string {
 	switch {
 	case errors.Is(err, ErrMissing):
 		return RejectMissing
+	case errors.Is(err, ErrTileTooLarge):
+		return RejectTooLarge
 	case errors.Is(err, ErrFetch), errors.Is(err, ErrNotFound), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, ErrAccept):
 		return ""

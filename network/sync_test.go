@@ -302,3 +302,37 @@ func TestSyncHoldsALogToWhatItSigned(t *testing.T) {
 		t.Errorf("a log without a checkpoint: %+v; want ok, nothing refused", ls)
 	}
 }
+
+// oversizeTiles serves hash tiles padded past MaxTileBytes.
+type oversizeTiles struct{ TileSource }
+
+func (s oversizeTiles) ReadTile(ctx context.Context, t tlog.Tile) ([]byte, error) {
+	b, err := s.TileSource.ReadTile(ctx, t)
+	if err == nil && t.L != EntriesLevel {
+		b = append(b, make([]byte, MaxTileBytes)...)
+	}
+	return b, err
+}
+
+// A tile over its bound is refused as too_large, as a record over its
+// bound is, not as some other invalid data.
+func TestSyncRefusesOversizedTilesAsTooLarge(t *testing.T) {
+	dir := t.TempDir()
+	id := testIdentity(t, "nodeA")
+	l := openTestLog(t, id, filepath.Join(dir, "a.db"))
+	appendN(t, l, id, 0, 3)
+	p := Peer{URL: serve(t, oversizeTiles{l}).Base, Key: id.VerifierKey, Trusted: true}
+	st, err := OpenState(context.Background(), filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var admitted countAdmit
+	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Peers: []Peer{p}, Interval: time.Millisecond,
+		Dir: dir, State: st, Admit: admitted.admit, MaxFailures: 2})
+	waitFor(t, "the log dropped", func() bool { return s.Logs()[0].State == PeerDropped })
+	stop()
+	if ls := s.Logs()[0]; ls.Rejected[RejectTooLarge] != 2 || ls.Rejected[RejectInvalid] != 0 || admitted.count() != 0 {
+		t.Errorf("status %+v, %d admitted; want 2 syncs refused as too_large", ls, admitted.count())
+	}
+}
