@@ -199,7 +199,6 @@ func (f *Follower) Sync(ctx context.Context) (SyncResult, error) {
 		return SyncResult{}, err
 	}
 	old, cur, proof := f.last, c, Fetcher(fetch)
-	withheld := missing // what the peer's checkpoint covers, it must serve
 	if c.Size < f.last.Size {
 		// An older checkpoint is stale (a cache) if the accepted tree
 		// extends it, and a fork if not; either way the accepted tree
@@ -207,14 +206,16 @@ func (f *Follower) Sync(ctx context.Context) (SyncResult, error) {
 		// proof then reads this node's copy of that past too, so a tile
 		// not found is not the peer's to answer for.
 		old, cur, proof = c, f.last, f.pastFetcher(fetch)
-		withheld = func(err error) error { return err }
 	}
 	if err := ProveConsistency(ctx, proof, old, cur); err != nil {
 		if errors.Is(err, ErrInconsistent) && f.state.Checkpoint != nil {
 			f.fork = &Fork{Old: f.state.Checkpoint, New: msg}
 			return SyncResult{}, fmt.Errorf("%w: %v", ErrForked, err)
 		}
-		return SyncResult{}, withheld(err)
+		if c.Size >= f.last.Size {
+			err = missing(err) // what its checkpoint covers, the peer must serve
+		}
+		return SyncResult{}, err
 	}
 	if c.Size < f.last.Size {
 		return SyncResult{Size: f.last.Size}, fmt.Errorf("%w: size %d, accepted %d", ErrStale, c.Size, f.last.Size)
