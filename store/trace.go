@@ -69,17 +69,20 @@ func (s *SQLite) putTraces(ctx context.Context, ts []Trace) error {
 			}
 			return err
 		}
-		if t.ExperienceIDs == nil {
-			t.ExperienceIDs = []string{}
-		}
-		ids, err := json.Marshal(t.ExperienceIDs)
-		if err != nil {
-			return err
+		// Most traces inject nothing: their list is the constant, not a
+		// reflective encoding each.
+		ids := "[]"
+		if len(t.ExperienceIDs) > 0 {
+			b, err := json.Marshal(t.ExperienceIDs)
+			if err != nil {
+				return err
+			}
+			ids = string(b)
 		}
 		if t.CreatedAt.IsZero() {
 			t.CreatedAt = now
 		}
-		rows[i] = traceRow{t: t, ids: string(ids)}
+		rows[i] = traceRow{t: t, ids: ids}
 	}
 	return s.writeTxUnsynced(ctx, func(tx *sql.Tx) error {
 		run, one := tx.StmtContext(ctx, s.putTraceRun), tx.StmtContext(ctx, s.putTrace)
