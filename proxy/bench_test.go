@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/config"
-	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
 	"github.com/dso-proxy/dso/store"
@@ -106,6 +105,22 @@ func tail(b []byte) []byte {
 	return b
 }
 
+// route is a way to the backend the overhead benchmarks compare.
+type route struct{ name, base string }
+
+// overheadRoutes is the rig and the routes every overhead benchmark
+// compares: straight to the backend, through a bare httputil.ReverseProxy
+// (the Go floor), through dso, and through dso with retrieval on over an
+// empty library. The rig's client sends on all of them.
+func overheadRoutes(b *testing.B) (*overheadRig, []route) {
+	rig := newOverheadRig(b)
+	u, _ := url.Parse(rig.backend.URL)
+	floor := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
+	b.Cleanup(floor.Close)
+	withLib := newOverheadRigWith(b, proxy.Retrieval{Library: newHashLibrary(b), Budget: time.Second})
+	return rig, []route{{"direct", rig.backend.URL}, {"floor", floor.URL}, {"dso", rig.frontend.URL}, {"dso+library", withLib.frontend.URL}}
+}
+
 // BenchmarkOverhead measures what dso adds to a request: the same requests
 // straight to the backend, through a bare httputil.ReverseProxy (the Go
 // floor), through dso, and through dso with retrieval on over an empty
@@ -115,24 +130,16 @@ func tail(b []byte) []byte {
 //
 //	go test -run xxx -bench 'Overhead$' -benchtime 3000x ./proxy
 func BenchmarkOverhead(b *testing.B) {
-	rig := newOverheadRig(b)
-	u, _ := url.Parse(rig.backend.URL)
-	floor := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
-	b.Cleanup(floor.Close)
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(b, b.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
-	withLib := newOverheadRigWith(b, proxy.Retrieval{Library: lib, Budget: time.Second})
+	rig, routes := overheadRoutes(b)
 	cpu := map[string]float64{}
 	p50 := map[string]float64{}
-	for _, route := range []struct{ name, base string }{
-		{"direct", rig.backend.URL}, {"floor", floor.URL}, {"dso", rig.frontend.URL}, {"dso+library", withLib.frontend.URL},
-	} {
+	for _, rt := range routes {
 		for _, mode := range []struct {
 			name   string
 			stream bool
 		}{{"nonstream", false}, {"stream", true}} {
-			b.Run(route.name+"/"+mode.name, func(b *testing.B) {
-				if err := rig.do(route.base, mode.stream); err != nil {
+			b.Run(rt.name+"/"+mode.name, func(b *testing.B) {
+				if err := rig.do(rt.base, mode.stream); err != nil {
 					b.Fatal(err) // verify before timing
 				}
 				b.ReportAllocs()
@@ -140,7 +147,7 @@ func BenchmarkOverhead(b *testing.B) {
 				start, cpu0 := time.Now(), processCPU()
 				for b.Loop() {
 					t0 := time.Now()
-					if err := rig.do(route.base, mode.stream); err != nil {
+					if err := rig.do(rt.base, mode.stream); err != nil {
 						b.Fatal(err)
 					}
 					lat = append(lat, time.Since(t0))
@@ -148,8 +155,8 @@ func BenchmarkOverhead(b *testing.B) {
 				elapsed := time.Since(start)
 				perReq := float64((processCPU() - cpu0).Microseconds()) / float64(len(lat))
 				b.ReportMetric(perReq, "cpu-µs/op")
-				p50[route.name+"/"+mode.name] = reportLatency(b, lat, elapsed)
-				cpu[route.name+"/"+mode.name] = perReq
+				p50[rt.name+"/"+mode.name] = reportLatency(b, lat, elapsed)
+				cpu[rt.name+"/"+mode.name] = perReq
 			})
 		}
 	}
@@ -223,8 +230,7 @@ func BenchmarkNoLostStreamsUnderLoad(b *testing.B) {
 func streamsUnderLoad(tb testing.TB, clients, perClient int) {
 	// With a library, so that retrieval, injection and a trace per stream
 	// are on the path under load too.
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(tb, tb.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	lib := newHashLibrary(tb)
 	if _, _, err := lib.AddMany(context.Background(), []store.Experience{
 		{Text: "Answer greetings briefly.", Confidence: 0.9},
 		{Text: "Say hello back to a user who says hello.", Confidence: 0.9},

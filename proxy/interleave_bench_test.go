@@ -9,10 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/dso-proxy/dso/library"
-	"github.com/dso-proxy/dso/providers"
-	"github.com/dso-proxy/dso/proxy"
 )
 
 // BenchmarkOverheadInterleaved is BenchmarkOverhead's comparison made
@@ -38,16 +34,10 @@ func BenchmarkOverheadParallel(b *testing.B) { benchInterleaved(b, 32) }
 // benchInterleaved runs the interleaved comparison with clients at once.
 func benchInterleaved(b *testing.B, clients int) {
 	const round = 256
-	rig := newOverheadRig(b)
-	u, _ := url.Parse(rig.backend.URL)
-	floor := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
-	b.Cleanup(floor.Close)
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(b, b.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
-	withLib := newOverheadRigWith(b, proxy.Retrieval{Library: lib, Budget: time.Second})
-	routes := []struct{ name, base string }{{"direct", rig.backend.URL}, {"floor", floor.URL}}
+	rig, routes := overheadRoutes(b)
 	floors := []string{"floor"}
 	if clients > 1 {
+		u, _ := url.Parse(rig.backend.URL)
 		pooled := httputil.NewSingleHostReverseProxy(u)
 		pt := http.DefaultTransport.(*http.Transport).Clone()
 		pt.MaxIdleConnsPerHost = 512
@@ -55,10 +45,9 @@ func benchInterleaved(b *testing.B, clients int) {
 		b.Cleanup(pt.CloseIdleConnections)
 		fp := httptest.NewServer(pooled)
 		b.Cleanup(fp.Close)
-		routes = append(routes, struct{ name, base string }{"floor-pooled", fp.URL})
+		routes = append(routes, route{"floor-pooled", fp.URL})
 		floors = []string{"floor-pooled", "floor"}
 	}
-	routes = append(routes, struct{ name, base string }{"dso", rig.frontend.URL}, struct{ name, base string }{"dso+library", withLib.frontend.URL})
 	type leg struct {
 		key, base string
 		stream    bool

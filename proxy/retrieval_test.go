@@ -142,6 +142,15 @@ func openStore(t testing.TB, dir string) *store.SQLite {
 	return st
 }
 
+// newHashLibrary is a library in a fresh directory whose space is the
+// 256-dimension hash embedder: cheap embeddings for tests that are not
+// about meaning.
+func newHashLibrary(tb testing.TB) *library.Library {
+	tb.Helper()
+	hash := providers.NewHashEmbedder(256, 1)
+	return newSpaceLibrary(tb, tb.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+}
+
 // newSpaceLibrary opens a store in dir and a library in space sp.
 func newSpaceLibrary(t testing.TB, dir string, sp library.Space) *library.Library {
 	t.Helper()
@@ -543,8 +552,7 @@ func TestRestartKeepsExperiencesAndTraces(t *testing.T) {
 // pattern (first match), under the request headers.
 func TestInjectionSettingsPerBackendAndModel(t *testing.T) {
 	be := newBackend(t, "openai")
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	lib := newHashLibrary(t)
 	everything := -1.0 // these are tests of the settings, not of the gate
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, cfgs []config.Backend) {
 		cfgs[0].Injection.TopK = 3
@@ -589,8 +597,7 @@ func TestInjectionSettingsPerBackendAndModel(t *testing.T) {
 // injected.
 func TestDomainHeaderNarrowsBySegments(t *testing.T) {
 	be := newBackend(t, "openai")
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	lib := newHashLibrary(t)
 	everything := -1.0 // a test of the domain filter, not of the gate
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, cfgs []config.Backend) {
 		o.Retrieval = proxy.Retrieval{Library: lib, Budget: 2 * time.Second, MinScore: &everything}

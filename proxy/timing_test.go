@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/config"
-	"github.com/dso-proxy/dso/library"
-	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
 )
 
@@ -50,8 +48,7 @@ func TestServerTiming(t *testing.T) {
 	oa, ol := newBackend(t, "openai"), newBackend(t, "ollama")
 	slow(oa)
 	slow(ol)
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	lib := newHashLibrary(t)
 	ocfg, lcfg := openaiCfg(oa), ollamaCfg(ol)
 	ocfg.Name, ocfg.Models = "oa", []string{"gpt-*"}
 	lcfg.Name, lcfg.Models = "ol", []string{"llama*"}

@@ -58,8 +58,7 @@ func TestTraceBurstStoresEveryTrace(t *testing.T) {
 		queueLen = 64 // far shorter than the burst: the store keeps up, or the requests wait for it
 	)
 	be := newBackend(t, "openai")
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	lib := newHashLibrary(t)
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 2*time.Second), func(o *proxy.Options, _ []config.Backend) {
 		o.TraceQueue = queueLen
 	})
@@ -421,8 +420,7 @@ const maxGrades = 16
 // a commit per request. Close stores a batch still gathering.
 func TestTracesGatherIntoOneBatch(t *testing.T) {
 	be := newBackend(t, "openai")
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	lib := newHashLibrary(t)
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 2*time.Second), func(o *proxy.Options, _ []config.Backend) {
 		o.TraceGather = time.Hour // longer than the test: only Close ends it
 	})
@@ -451,8 +449,7 @@ func TestTracesGatherIntoOneBatch(t *testing.T) {
 // feedback, recorded in the background.
 func TestFeedbackDoesNotWaitForTheGather(t *testing.T) {
 	be := newBackend(t, "openai")
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	lib := newHashLibrary(t)
 	graded := make(chan error, maxGrades)
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 2*time.Second), func(o *proxy.Options, _ []config.Backend) {
 		o.TraceGather = time.Hour

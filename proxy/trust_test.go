@@ -9,8 +9,6 @@ import (
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/learn"
-	"github.com/dso-proxy/dso/library"
-	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
 	"github.com/dso-proxy/dso/store"
 )
@@ -126,8 +124,7 @@ func TestBackendCannotForgeDSOHeaders(t *testing.T) {
 // them as before.
 func TestLibraryClosedWithoutKeys(t *testing.T) {
 	be := newBackend(t, "openai")
-	hash := providers.NewHashEmbedder(256, 1)
-	lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+	lib := newHashLibrary(t)
 	withLibrary := func(open bool, apiKeys, adminKeys []config.Secret) frontendOpt {
 		return func(o *proxy.Options, _ []config.Backend) {
 			o.Retrieval = proxy.Retrieval{Library: lib, Budget: 2 * time.Second}
@@ -277,8 +274,7 @@ func TestTraceIDIsDSOsWithALibrary(t *testing.T) {
 			if rt.typ == "ollama" {
 				cfg = ollamaCfg(be)
 			}
-			hash := providers.NewHashEmbedder(256, 1)
-			lib := newSpaceLibrary(t, t.TempDir(), library.Space{Name: "hash:256", Embedder: library.EmbedFunc(hash.Embed)})
+			lib := newHashLibrary(t)
 			fe := newFrontend(t, []config.Backend{cfg}, withRetrieval(lib, 2*time.Second))
 			code, hdr, body := post(t, fe.URL+rt.path, rt.body)
 			if code != http.StatusOK {
