@@ -3,7 +3,6 @@ package network
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -42,11 +41,7 @@ func TestAdmitByMajorityWhileTheLibraryCannotEmbed(t *testing.T) {
 	if err := lib.Prepare(ctx); err != nil {
 		t.Fatal(err)
 	}
-	state, err := OpenState(ctx, filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer state.Close()
+	state := openTestState(t, dir)
 	a := &Admitter{Network: "hanzo", Library: lib, State: state,
 		CannotEmbed: func(err error) bool { return errors.Is(err, library.ErrEmbed) || errors.Is(err, library.ErrNotReady) }}
 

@@ -22,11 +22,7 @@ func TestSyncCatchesASmallerOtherTree(t *testing.T) {
 	}
 	sw := &swappable{src: first}
 	peer := Peer{URL: serve(t, sw).Base, Key: id.VerifierKey, Trusted: true}
-	st, err := OpenState(context.Background(), filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openTestState(t, dir)
 	var admitted countAdmit
 	s, _ := startSyncer(t, st, dir, peer, &admitted)
 	waitFor(t, "three records admitted and mirrored", func() bool { return s.Logs()[0].Mirrored == 3 && admitted.count() == 3 })

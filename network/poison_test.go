@@ -2,7 +2,6 @@ package network
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/dso-proxy/dso/compress"
@@ -36,11 +35,7 @@ func TestAdmitRefusesPoisonedCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lib.Close()
-	state, err := OpenState(ctx, filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer state.Close()
+	state := openTestState(t, dir)
 	a := &Admitter{Network: "hanzo", Library: lib, State: state}
 
 	codeOf := func(text string) ([]byte, compress.Code) {

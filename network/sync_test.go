@@ -65,6 +65,18 @@ func runSyncer(t *testing.T, cfg SyncConfig) (*Syncer, func()) {
 	return s, stop
 }
 
+// openTestState opens the follow state state.db in dir, closed when the
+// test ends (after the syncers it started stop).
+func openTestState(tb testing.TB, dir string) *State {
+	tb.Helper()
+	st, err := OpenState(context.Background(), filepath.Join(dir, "state.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -86,11 +98,7 @@ func TestSyncResumesAndCatchesForks(t *testing.T) {
 	appendN(t, first, id, 0, 3)
 	sw := &swappable{src: first}
 	peer := Peer{URL: serve(t, sw).Base, Key: id.VerifierKey, Trusted: true}
-	st, err := OpenState(context.Background(), filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openTestState(t, dir)
 
 	var admitted countAdmit
 	s, stop := startSyncer(t, st, dir, peer, &admitted)
@@ -171,11 +179,7 @@ func (l *fakeLibrary) GetExperience(ctx context.Context, id string) (store.Exper
 // the median of their confidences; an untrusted author's is quarantined.
 func TestAdmitMedianOncePerAuthor(t *testing.T) {
 	ctx := context.Background()
-	st, err := OpenState(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openTestState(t, t.TempDir())
 	lib := &fakeLibrary{es: map[string]store.Experience{}}
 	a := &Admitter{Network: "hanzo", Library: lib, State: st}
 	text := "Close response bodies."
@@ -276,11 +280,7 @@ func TestSyncHoldsALogToWhatItSigned(t *testing.T) {
 	l := openTestLog(t, id, filepath.Join(dir, "a.db"))
 	appendN(t, l, id, 0, 3)
 	withheld := Peer{URL: serve(t, withholdEntries{l}).Base, Key: id.VerifierKey, Trusted: true}
-	st, err := OpenState(context.Background(), filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openTestState(t, dir)
 	var admitted countAdmit
 	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Peers: []Peer{withheld}, Interval: time.Millisecond,
 		Dir: dir, State: st, Admit: admitted.admit, MaxFailures: 3})
@@ -322,11 +322,7 @@ func TestSyncRefusesOversizedTilesAsTooLarge(t *testing.T) {
 	l := openTestLog(t, id, filepath.Join(dir, "a.db"))
 	appendN(t, l, id, 0, 3)
 	p := Peer{URL: serve(t, oversizeTiles{l}).Base, Key: id.VerifierKey, Trusted: true}
-	st, err := OpenState(context.Background(), filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openTestState(t, dir)
 	var admitted countAdmit
 	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Peers: []Peer{p}, Interval: time.Millisecond,
 		Dir: dir, State: st, Admit: admitted.admit, MaxFailures: 2})

@@ -82,11 +82,7 @@ func BenchmarkSyncerCatchUp(b *testing.B) {
 	// The follower's node: 99% taken in already, as a sync would have
 	// left it (the state at the checkpoint of 99%, the library holding
 	// those experiences).
-	st, err := OpenState(ctx, filepath.Join(dir, "state.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
+	st := openTestState(b, dir)
 	key := verifierOf(b, id)
 	m, err := OpenMirror(ctx, MirrorConfig{Path: filepath.Join(dir, fmt.Sprintf("hanzo-mirror-%08x.db", key.KeyHash())),
 		Origin: l.Origin(), Key: id.VerifierKey})

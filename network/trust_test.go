@@ -163,11 +163,7 @@ func TestSyncerFollowsVouchedLogs(t *testing.T) {
 	host := multiHost(t, map[string]TileSource{"/log/hanzo": logH, "/log/hanzo/mirror/nodeK": logK})
 	qhost := multiHost(t, map[string]TileSource{"/log/hanzo": logQ, "/log/hanzo/mirror/nodeF": logF})
 
-	st, err := OpenState(ctx, filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openTestState(t, dir)
 	rec := &recordingAdmit{trusted: map[string]int{}, other: map[string]int{}}
 	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: rec.admit,
 		Peers: []Peer{{URL: host, Key: idH.VerifierKey, Trusted: true}, {URL: qhost, Key: idQ.VerifierKey}}})
@@ -213,11 +209,7 @@ func TestSyncerReleasesQuarantineOnStanding(t *testing.T) {
 	appendN(t, logQ, idQ, 0, 2)
 	host := multiHost(t, map[string]TileSource{"/log/hanzo": logH, "/log/hanzo/mirror/nodeQ": logQ})
 	qhost := multiHost(t, map[string]TileSource{"/log/hanzo": logQ})
-	st, err := OpenState(ctx, filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openTestState(t, dir)
 	var mu sync.Mutex
 	lib := &fakeLibrary{es: map[string]store.Experience{}}
 	a := &Admitter{Network: "hanzo", Library: lib, State: st}
@@ -346,11 +338,7 @@ func TestSyncerCatchesASplitView(t *testing.T) {
 	}
 	h1 := multiHost(t, map[string]TileSource{"/log/hanzo": logH1, "/log/hanzo/mirror/nodeK": k1})
 	h2 := multiHost(t, map[string]TileSource{"/log/hanzo": logH2, "/log/hanzo/mirror/nodeK": k2})
-	st, err := OpenState(ctx, filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openTestState(t, dir)
 	rec := &recordingAdmit{trusted: map[string]int{}, other: map[string]int{}}
 	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: rec.admit,
 		Peers: []Peer{{URL: h1, Key: idH1.VerifierKey, Trusted: true}, {URL: h2, Key: idH2.VerifierKey, Trusted: true}}})

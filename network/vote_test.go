@@ -3,7 +3,6 @@ package network
 import (
 	"context"
 	"math"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -43,11 +42,7 @@ func TestTally(t *testing.T) {
 // back; what the node retired itself stays retired.
 func TestVotingRetiresAndRestores(t *testing.T) {
 	ctx := context.Background()
-	st, err := OpenState(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openTestState(t, t.TempDir())
 	lib := &fakeLibrary{es: map[string]store.Experience{}}
 	weights := map[string]float64{"A": 1, "B": 1, "C": 1}
 	v := &Voting{State: st, Library: lib, Weight: func(k string) float64 { return weights[k] }}
