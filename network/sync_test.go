@@ -276,26 +276,19 @@ func (s withholdEntries) ReadTile(ctx context.Context, t tlog.Tile) ([]byte, err
 // a log with no checkpoint yet stays "ok", with nothing to take.
 func TestSyncHoldsALogToWhatItSigned(t *testing.T) {
 	dir := t.TempDir()
-	id := testIdentity(t, "nodeA")
-	l := openTestLog(t, id, filepath.Join(dir, "a.db"))
-	appendN(t, l, id, 0, 3)
-	withheld := Peer{URL: serve(t, withholdEntries{l}).Base, Key: id.VerifierKey, Trusted: true}
 	st := openTestState(t, dir)
-	var admitted countAdmit
-	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Peers: []Peer{withheld}, Interval: time.Millisecond,
-		Dir: dir, State: st, Admit: admitted.admit, MaxFailures: 3})
-	waitFor(t, "the withholding log dropped", func() bool { return s.Logs()[0].State == PeerDropped })
-	stop()
-	if ls := s.Logs()[0]; ls.Rejected[RejectMissing] != 3 || admitted.count() != 0 {
-		t.Errorf("status %+v, %d admitted; want 3 syncs refused as missing, nothing admitted", ls, admitted.count())
+	ls, admitted := followUntilDropped(t, dir, st, func(l TileSource) TileSource { return withholdEntries{l} }, 3)
+	if ls.Rejected[RejectMissing] != 3 || admitted != 0 {
+		t.Errorf("status %+v, %d admitted; want 3 syncs refused as missing, nothing admitted", ls, admitted)
 	}
 
 	// A log that has signed nothing yet withholds nothing.
 	fresh := testIdentity(t, "nodeB")
 	asked := &countCheckpoints{TileSource: openTestLog(t, fresh, filepath.Join(dir, "b.db"))}
 	none := Peer{URL: serve(t, asked).Base, Key: fresh.VerifierKey, Trusted: true}
-	s, stop = runSyncer(t, SyncConfig{Network: "hanzo", Peers: []Peer{none}, Interval: time.Millisecond,
-		Dir: dir, State: st, Admit: admitted.admit, MaxFailures: 3})
+	var nothing countAdmit
+	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Peers: []Peer{none}, Interval: time.Millisecond,
+		Dir: dir, State: st, Admit: nothing.admit, MaxFailures: 3})
 	waitFor(t, "more syncs of the empty log than failures allowed", func() bool { return asked.n.Load() > 5 })
 	stop()
 	if ls := s.Logs()[0]; ls.State != PeerOK || len(ls.Rejected) != 0 {
@@ -318,17 +311,25 @@ func (s oversizeTiles) ReadTile(ctx context.Context, t tlog.Tile) ([]byte, error
 // bound is, not as some other invalid data.
 func TestSyncRefusesOversizedTilesAsTooLarge(t *testing.T) {
 	dir := t.TempDir()
+	ls, admitted := followUntilDropped(t, dir, openTestState(t, dir), func(l TileSource) TileSource { return oversizeTiles{l} }, 2)
+	if ls.Rejected[RejectTooLarge] != 2 || ls.Rejected[RejectInvalid] != 0 || admitted != 0 {
+		t.Errorf("status %+v, %d admitted; want 2 syncs refused as too_large", ls, admitted)
+	}
+}
+
+// followUntilDropped follows a log of three records served through wrap
+// until the syncer drops it after maxFailures syncs in a row, and returns
+// the log's last status and how many records were admitted.
+func followUntilDropped(t *testing.T, dir string, st *State, wrap func(TileSource) TileSource, maxFailures int) (LogStatus, int) {
+	t.Helper()
 	id := testIdentity(t, "nodeA")
 	l := openTestLog(t, id, filepath.Join(dir, "a.db"))
 	appendN(t, l, id, 0, 3)
-	p := Peer{URL: serve(t, oversizeTiles{l}).Base, Key: id.VerifierKey, Trusted: true}
-	st := openTestState(t, dir)
+	p := Peer{URL: serve(t, wrap(l)).Base, Key: id.VerifierKey, Trusted: true}
 	var admitted countAdmit
 	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Peers: []Peer{p}, Interval: time.Millisecond,
-		Dir: dir, State: st, Admit: admitted.admit, MaxFailures: 2})
+		Dir: dir, State: st, Admit: admitted.admit, MaxFailures: maxFailures})
 	waitFor(t, "the log dropped", func() bool { return s.Logs()[0].State == PeerDropped })
 	stop()
-	if ls := s.Logs()[0]; ls.Rejected[RejectTooLarge] != 2 || ls.Rejected[RejectInvalid] != 0 || admitted.count() != 0 {
-		t.Errorf("status %+v, %d admitted; want 2 syncs refused as too_large", ls, admitted.count())
-	}
+	return s.Logs()[0], admitted.count()
 }
