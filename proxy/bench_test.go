@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -64,7 +66,15 @@ func newOverheadRigWith(tb testing.TB, rt proxy.Retrieval) *overheadRig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := proxy.New(proxy.Options{Router: router, Retrieval: rt})
+	// A line per request at info, as dso serve logs by default (formatted
+	// as serve formats it; written to the null device, not a pipe).
+	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { devNull.Close() })
+	opts := proxy.Options{Router: router, Retrieval: rt, Logger: slog.New(slog.NewJSONHandler(devNull, nil))}
+	p := proxy.New(opts)
 	rig.proxy = p
 	rig.frontend = httptest.NewServer(p)
 	tb.Cleanup(func() { p.Close() })

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,15 +25,7 @@ import (
 //
 //	go test -run xxx -bench RSS -benchtime 20000x ./cmd/dso
 func BenchmarkRSS(b *testing.B) {
-	dir := b.TempDir()
-	build := func(name, pkg string) string {
-		out := filepath.Join(dir, name)
-		if msg, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-			b.Fatalf("go build %s: %v\n%s", pkg, err, msg)
-		}
-		return out
-	}
-	dso, floor := build("dso", "."), build("floorproxy", "./testdata/floorproxy")
+	dso, floor := buildBinaries(b)
 	reply := []byte(`{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
