@@ -155,31 +155,39 @@ func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, 
 	if backend != "" {
 		s.stats.request(status, dur, overhead)
 	}
-	attrs := []slog.Attr{
+	level := slog.LevelInfo
+	if ri.err != nil && status >= 500 {
+		level = slog.LevelWarn
+	}
+	h := s.log.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	// Straight to the handler with no caller's PC (slog's documented way
+	// to wrap a logger): LogAttrs would walk the stack for a source that
+	// a request line never shows, on every request.
+	rec := slog.NewRecord(time.Now(), level, "request", 0)
+	rec.AddAttrs(
 		slog.String(logKeyRequestID, ri.id),
 		slog.String("method", r.Method),
 		slog.String(logKeyRoute, route),
 		slog.Int(logKeyStatus, status),
 		slog.Float64(logKeyDuration, float64(dur.Microseconds())/1000),
 		slog.Int64(logKeyBytes, sw.bytes),
-	}
+	)
 	if sw.firstByte > 0 {
-		attrs = append(attrs, slog.Float64(logKeyTTFB, float64(sw.firstByte.Microseconds())/1000))
+		rec.AddAttrs(slog.Float64(logKeyTTFB, float64(sw.firstByte.Microseconds())/1000))
 	}
 	if ri.model != "" {
-		attrs = append(attrs, slog.String(logKeyModel, ri.model))
+		rec.AddAttrs(slog.String(logKeyModel, ri.model))
 	}
 	if backend != "" {
-		attrs = append(attrs, slog.String(logKeyBackend, backend))
+		rec.AddAttrs(slog.String(logKeyBackend, backend))
 	}
-	level := slog.LevelInfo
 	if ri.err != nil {
-		attrs = append(attrs, slog.String(logKeyErr, ri.err.Error()))
-		if status >= 500 {
-			level = slog.LevelWarn
-		}
+		rec.AddAttrs(slog.String(logKeyErr, ri.err.Error()))
 	}
-	s.log.LogAttrs(ctx, level, "request", attrs...)
+	_ = h.Handle(ctx, rec)
 }
 
 // statusWriter records status, size and time to first byte. It keeps

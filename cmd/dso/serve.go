@@ -229,7 +229,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, cfg.LogLevel)
+	log, closeLog := newLogger(stderr, cfg.LogLevel)
+	defer closeLog()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
@@ -237,10 +238,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return serveOn(ctx, ln, cfg, log)
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// newLogger is serve's logger: JSON lines to w at level, written in
+// batches (see batchWriter). close writes what is still waiting.
+func newLogger(w io.Writer, level string) (log *slog.Logger, close func()) {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+	bw := newBatchWriter(w)
+	h := urgentFlush{slog.NewJSONHandler(bw, &slog.HandlerOptions{Level: l}), bw}
+	return slog.New(h), func() { _ = bw.Close() }
 }
 
 // serveOn runs the proxy on ln until ctx is done, then shuts down
