@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dso-proxy/dso/config"
@@ -29,6 +30,10 @@ var (
 	ErrUnsupported = errors.New("not supported by this backend")
 	// ErrNoBackend: no configured backend serves the model.
 	ErrNoBackend = errors.New("no backend serves this model")
+	// ErrRedirect: the backend answered with a redirect. dso does not
+	// follow it, as a reverse proxy does not: the backend's URL should be
+	// the one it redirects to.
+	ErrRedirect = errors.New("backend redirected")
 )
 
 // maxErrorBody caps how much of a backend's error response is read.
@@ -89,6 +94,7 @@ type conn struct {
 	cfg  config.Backend
 	base *url.URL
 	http *http.Client
+	urls *sync.Map // path → base joined with it (see url)
 }
 
 func newConn(cfg config.Backend, hc *http.Client) (conn, error) {
@@ -102,7 +108,7 @@ func newConn(cfg config.Backend, hc *http.Client) (conn, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = config.DefaultBackendTimeout
 	}
-	return conn{cfg: cfg, base: u, http: hc}, nil
+	return conn{cfg: cfg, base: u, http: hc, urls: new(sync.Map)}, nil
 }
 
 // DefaultHTTPClient is the client backends use when none is given: no
@@ -123,24 +129,26 @@ func (c *conn) Config() config.Backend { return c.cfg }
 
 // send POSTs body (or GETs when body is nil) to the backend path. hdr holds
 // end-to-end headers to forward; Authorization is replaced by the backend's
-// key when it has one. A status of 400 or more comes back as *StatusError.
+// key when it has one. A status of 400 or more comes back as *StatusError,
+// a redirect as ErrRedirect.
 // The response body enforces the idle timeout and must be closed.
 func (c *conn) send(ctx context.Context, method, path string, body []byte, hdr http.Header) (*http.Response, error) {
-	u := c.base.JoinPath(path)
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(c.cfg.Timeout, func() { cancel(ErrTimeout) })
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path), rd)
 	if err != nil {
 		timer.Stop()
 		cancel(nil)
 		return nil, fmt.Errorf("backend %s: %w", c.cfg.Name, err)
 	}
+	req.Header = make(http.Header, len(hdr)+2)
 	for k, vs := range hdr {
-		req.Header[k] = append([]string(nil), vs...)
+		// Shared, capped: a Set here replaces the slice, an Add copies.
+		req.Header[k] = vs[:len(vs):len(vs)]
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -148,7 +156,14 @@ func (c *conn) send(ctx context.Context, method, path string, body []byte, hdr h
 	if c.cfg.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+c.cfg.APIKey.Reveal())
 	}
-	resp, err := c.http.Do(req)
+	// The transport, not the client, as httputil.ReverseProxy does: a
+	// proxy relays one exchange and follows no redirects (and the client
+	// would clone the headers on every request to follow them).
+	rt := c.http.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		timer.Stop()
 		cause := context.Cause(ctx)
@@ -156,12 +171,27 @@ func (c *conn) send(ctx context.Context, method, path string, body []byte, hdr h
 		return nil, c.classify(cause, err)
 	}
 	resp.Body = &idleBody{rc: resp.Body, ctx: ctx, timer: timer, d: c.cfg.Timeout, cancel: cancel}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		resp.Body.Close()
+		return nil, fmt.Errorf("backend %s: %w (status %d): set its url to where it redirects", c.cfg.Name, ErrRedirect, resp.StatusCode)
+	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		return nil, &StatusError{Backend: c.cfg.Name, StatusCode: resp.StatusCode, Body: b, Header: resp.Header.Clone()}
 	}
 	return resp, nil
+}
+
+// url is the backend's base URL joined with path. The paths are the
+// providers' own constants, a handful, so the cache stays that small.
+func (c *conn) url(path string) string {
+	if u, ok := c.urls.Load(path); ok {
+		return u.(string)
+	}
+	u := c.base.JoinPath(path).String()
+	c.urls.Store(path, u)
+	return u
 }
 
 // classify maps a transport error to the sentinels, without the URL (which

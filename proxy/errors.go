@@ -65,6 +65,8 @@ func toHTTPError(err error) *HTTPError {
 		return &HTTPError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Msg: err.Error(), Err: err}
 	case errors.Is(err, providers.ErrTimeout):
 		return &HTTPError{Status: http.StatusGatewayTimeout, Type: "upstream_error", Code: "backend_timeout", Msg: "the backend did not answer in time", Err: err}
+	case errors.Is(err, providers.ErrRedirect):
+		return &HTTPError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "backend_redirect", Msg: "the backend answered with a redirect, which dso does not follow: configure the URL it redirects to", Err: err}
 	case errors.Is(err, providers.ErrUnreachable):
 		return &HTTPError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "backend_unreachable", Msg: "the backend could not be reached", Err: err}
 	case errors.Is(err, context.Canceled):

@@ -98,6 +98,23 @@ func TestRetryThenFallback(t *testing.T) {
 	}
 	_ = hdr
 
+	// A redirecting primary is not retried, nor followed: the backup answers.
+	redirecting := newBackend(t, "openai")
+	redirecting.setOverride(func(w http.ResponseWriter, r *http.Request, _ []byte) bool {
+		http.Redirect(w, r, "/elsewhere", http.StatusPermanentRedirect)
+		return true
+	})
+	moved := openaiCfg(redirecting)
+	moved.Name, moved.Retries, moved.Fallbacks = "primary", 2, []string{"backup"}
+	fe = newFrontend(t, []config.Backend{moved, backup})
+	code, _, body = post(t, fe.URL+"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	if code != 200 || !strings.Contains(string(body), "Paris") {
+		t.Fatalf("redirecting primary: status %d: %s", code, body)
+	}
+	if n := len(redirecting.requests()); n != 1 {
+		t.Errorf("the redirecting primary got %d requests; want 1 (no retry, no redirect followed)", n)
+	}
+
 	// An unreachable primary falls back the same way.
 	primary.URL = closedURL(t) + "/v1"
 	fe = newFrontend(t, []config.Backend{primary, backup})
@@ -212,6 +229,10 @@ func TestErrorStatuses(t *testing.T) {
 			w.WriteHeader(http.StatusInternalServerError)
 			io.WriteString(w, `{"error":{"message":"The server had an error while processing your request","type":"server_error"}}`)
 			return true
+		case "gpt-redirect":
+			// Somewhere that would answer: dso must not follow it.
+			http.Redirect(w, r, "/v1/chat/completions?followed=1", http.StatusTemporaryRedirect)
+			return true
 		case "slow-1":
 			select {
 			case <-r.Context().Done():
@@ -244,6 +265,7 @@ func TestErrorStatuses(t *testing.T) {
 			{"body too large", sf.path, big, 413},
 			{"backend unreachable", sf.path, `{"model":"down-1",` + msgs + `}`, 502},
 			{"backend timeout", sf.path, `{"model":"slow-1",` + msgs + `}`, 504},
+			{"backend redirect", sf.path, `{"model":"gpt-redirect",` + msgs + `}`, 502},
 			{"backend 429 relayed", sf.path, `{"model":"gpt-ratelimited",` + msgs + `}`, 429},
 			{"backend 500 relayed", sf.path, `{"model":"gpt-broken",` + msgs + `}`, 500},
 		}
@@ -259,6 +281,9 @@ func TestErrorStatuses(t *testing.T) {
 				msg := errorMessage(t, sf.name, body)
 				if msg == "" {
 					t.Errorf("no error message in %s", body)
+				}
+				if c.name == "backend redirect" && !strings.Contains(msg, "redirect") {
+					t.Errorf("a redirect reads %q; want it named", msg)
 				}
 				if strings.Contains(c.name, "relayed") && !strings.Contains(msg, "Rate limit reached") && !strings.Contains(msg, "server had an error") {
 					t.Errorf("backend message not relayed: %q", msg)

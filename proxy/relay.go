@@ -77,7 +77,7 @@ func copyHeaders(dst, src http.Header, skip map[string]bool) {
 // credentials go upstream only where neither the backend has its own key
 // nor dso checked a key of its own.
 func (s *Server) upstreamHeader(r *http.Request, hasKey bool) http.Header {
-	h := http.Header{}
+	h := make(http.Header, len(r.Header)+1)
 	copyHeaders(h, r.Header, notUpstream)
 	if hasKey || len(s.keys.digests) > 0 {
 		h.Del("Authorization")
