@@ -208,6 +208,8 @@ func classify(err error) failure {
 		return failRetry
 	case errors.Is(err, providers.ErrTimeout):
 		return failFailover // a slow backend retried is only slower
+	case errors.Is(err, providers.ErrRedirect):
+		return failFailover // it will redirect again
 	}
 	return failFatal
 }
@@ -230,8 +232,8 @@ func (s *Server) dispatch(ctx context.Context, chain []providers.Backend, call a
 			start := time.Now()
 			resp, err := call(ctx, b)
 			if err == nil {
-				s.metrics.upstream.WithLabelValues(b.Name()).Observe(time.Since(start).Seconds())
-				s.metrics.attempts.WithLabelValues(b.Name(), "ok").Inc()
+				s.metrics.cached.upstream.get(b.Name()).Observe(time.Since(start).Seconds())
+				s.metrics.cached.attempts.get(attemptKey{b.Name(), "ok"}).Inc()
 				return resp, b, nil
 			}
 			lastErr = err
@@ -240,11 +242,11 @@ func (s *Server) dispatch(ctx context.Context, chain []providers.Backend, call a
 			}
 			kind := classify(err)
 			if kind == failFatal {
-				s.metrics.attempts.WithLabelValues(b.Name(), "error").Inc()
+				s.metrics.cached.attempts.get(attemptKey{b.Name(), "error"}).Inc()
 				return nil, b, err
 			}
 			if kind == failRetry && try < cfg.Retries {
-				s.metrics.attempts.WithLabelValues(b.Name(), "retry").Inc()
+				s.metrics.cached.attempts.get(attemptKey{b.Name(), "retry"}).Inc()
 				wait := backoff
 				var se *providers.StatusError
 				if errors.As(err, &se) {
@@ -256,7 +258,7 @@ func (s *Server) dispatch(ctx context.Context, chain []providers.Backend, call a
 				backoff *= 2
 				continue
 			}
-			s.metrics.attempts.WithLabelValues(b.Name(), "failover").Inc()
+			s.metrics.cached.attempts.get(attemptKey{b.Name(), "failover"}).Inc()
 			s.log.WarnContext(ctx, "backend failed, trying fallback", logKeyRequestID, RequestID(ctx), logKeyBackend, b.Name(), logKeyErr, err.Error())
 			break
 		}

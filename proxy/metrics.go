@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +22,8 @@ type metrics struct {
 	overhead     *prometheus.HistogramVec
 	refused      *prometheus.CounterVec
 	traceBatch   prometheus.Histogram
+
+	cached // the hot path's children of the vectors above
 }
 
 // latencyBuckets span a cached token (ms) to a long generation (minutes).
@@ -70,13 +71,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "dso_traces_batch_size", Help: "Traces stored per transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1 to 512
 	})
 	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped, m.overhead, m.refused, m.traceBatch)
+	m.cache()
 	return m
 }
 
 func (m *metrics) observe(route, backend string, status int, total, firstByte time.Duration) {
-	m.requests.WithLabelValues(route, backend, strconv.Itoa(status)).Inc()
-	m.duration.WithLabelValues(route, backend).Observe(total.Seconds())
+	m.cached.requests.get(requestKey{route, backend, status}).Inc()
+	lat := m.cached.latency.get(routeKey{route, backend})
+	lat.total.Observe(total.Seconds())
 	if firstByte > 0 {
-		m.firstByte.WithLabelValues(route, backend).Observe(firstByte.Seconds())
+		lat.firstByte.Observe(firstByte.Seconds())
 	}
 }

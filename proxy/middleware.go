@@ -24,8 +24,8 @@ const (
 	logKeyModel     = "model"
 	logKeyBackend   = "backend"
 	logKeyStatus    = "status"
-	logKeyDuration  = "duration_ms"
-	logKeyTTFB      = "ttfb_ms"
+	logKeyDuration  = "duration_us"
+	logKeyTTFB      = "ttfb_us"
 	logKeyBytes     = "bytes"
 	logKeyErr       = "err"
 )
@@ -150,7 +150,7 @@ func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, 
 	var overhead time.Duration
 	if ri.timing.on && sw.firstByte > 0 {
 		overhead = ri.timing.dso
-		s.metrics.overhead.WithLabelValues(route).Observe(overhead.Seconds())
+		s.metrics.cached.overhead.get(route).Observe(overhead.Seconds())
 	}
 	if backend != "" {
 		s.stats.request(status, dur, overhead)
@@ -172,11 +172,11 @@ func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, 
 		slog.String("method", r.Method),
 		slog.String(logKeyRoute, route),
 		slog.Int(logKeyStatus, status),
-		slog.Float64(logKeyDuration, float64(dur.Microseconds())/1000),
+		slog.Int64(logKeyDuration, dur.Microseconds()),
 		slog.Int64(logKeyBytes, sw.bytes),
 	)
 	if sw.firstByte > 0 {
-		rec.AddAttrs(slog.Float64(logKeyTTFB, float64(sw.firstByte.Microseconds())/1000))
+		rec.AddAttrs(slog.Int64(logKeyTTFB, sw.firstByte.Microseconds()))
 	}
 	if ri.model != "" {
 		rec.AddAttrs(slog.String(logKeyModel, ri.model))

@@ -210,7 +210,7 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 	if s.opts.Retrieval.Library == nil {
 		// Nothing to retrieve, and no store to keep a trace in: no trace
 		// id is handed out that feedback could never find.
-		s.metrics.retrieval.WithLabelValues("off").Inc()
+		s.metrics.cached.retrieval.get("off").Inc()
 		s.recordOutcome("off", 0)
 		return body, nil, nil
 	}
@@ -225,25 +225,25 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 	query := queryText(body, kind)
 	tr.rec.Query = query
 	if st.off {
-		s.metrics.retrieval.WithLabelValues("off").Inc()
+		s.metrics.cached.retrieval.get("off").Inc()
 		s.recordOutcome("off", 0)
 		return body, tr, nil
 	}
 	ret := s.retrieve(s.withClientAuth(r), body, model, query, kind, st)
 	if ret.reason != "" {
 		h.Set(keyDegraded, ret.reason)
-		s.metrics.retrieval.WithLabelValues(ret.reason).Inc()
+		s.metrics.cached.retrieval.get(ret.reason).Inc()
 		s.recordOutcome(ret.reason, 0)
 		return body, tr, nil
 	}
 	h.Set(keyGate, formatScore(ret.gate))
 	if len(ret.ids) == 0 {
 		// Nothing matched the filters and cleared the gate.
-		s.metrics.retrieval.WithLabelValues("none").Inc()
+		s.metrics.cached.retrieval.get("none").Inc()
 		s.recordOutcome("none", 0)
 		return body, tr, nil
 	}
-	s.metrics.retrieval.WithLabelValues("injected").Inc()
+	s.metrics.cached.retrieval.get("injected").Inc()
 	s.metrics.injected.Observe(float64(len(ret.ids)))
 	s.recordOutcome("injected", len(ret.ids))
 	h.Set(HeaderExperiences, strings.Join(ret.ids, ","))

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -27,7 +26,7 @@ type timing struct {
 // observeStage records a retrieval stage in the metrics and the request's
 // timing.
 func (s *Server) observeStage(ctx context.Context, stage string, d time.Duration) {
-	s.metrics.stage.WithLabelValues(stage).Observe(d.Seconds())
+	s.metrics.cached.stage.get(stage).Observe(d.Seconds())
 	t := &info(ctx).timing
 	switch stage {
 	case stageEmbed:
@@ -47,17 +46,18 @@ func (s *Server) observeStage(ctx context.Context, stage string, d time.Duration
 // the backends').
 func (t *timing) header(elapsed time.Duration) string {
 	t.dso = max(0, elapsed-t.upstream)
-	var b strings.Builder
-	for i, m := range []struct {
+	var buf [192]byte // six metrics fit: one allocation, the string's
+	b := buf[:0]
+	for i, m := range [...]struct {
 		name string
 		d    time.Duration
 	}{{stageEmbed, t.embed}, {stageAlign, t.align}, {stageSearch, t.search}, {stageInject, t.inject}, {"upstream", t.upstream}, {"dso", t.dso}} {
 		if i > 0 {
-			b.WriteString(", ")
+			b = append(b, ", "...)
 		}
-		b.WriteString(m.name)
-		b.WriteString(";dur=")
-		b.WriteString(strconv.FormatFloat(float64(m.d.Nanoseconds())/1e6, 'f', 3, 64))
+		b = append(b, m.name...)
+		b = append(b, ";dur="...)
+		b = strconv.AppendFloat(b, float64(m.d.Nanoseconds())/1e6, 'f', 3, 64)
 	}
-	return b.String()
+	return string(b)
 }
