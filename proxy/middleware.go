@@ -163,11 +163,10 @@ func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, 
 	if !h.Enabled(ctx, level) {
 		return
 	}
-	// Straight to the handler with no caller's PC (slog's documented way
-	// to wrap a logger): LogAttrs would walk the stack for a source that
-	// a request line never shows, on every request.
-	rec := slog.NewRecord(time.Now(), level, "request", 0)
-	rec.AddAttrs(
+	// Gathered first and added at once: past the five a record holds
+	// inline, each AddAttrs call grows its slice again.
+	var buf [10]slog.Attr
+	attrs := append(buf[:0],
 		slog.String(logKeyRequestID, ri.id),
 		slog.String("method", r.Method),
 		slog.String(logKeyRoute, route),
@@ -176,17 +175,22 @@ func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, 
 		slog.Int64(logKeyBytes, sw.bytes),
 	)
 	if sw.firstByte > 0 {
-		rec.AddAttrs(slog.Int64(logKeyTTFB, sw.firstByte.Microseconds()))
+		attrs = append(attrs, slog.Int64(logKeyTTFB, sw.firstByte.Microseconds()))
 	}
 	if ri.model != "" {
-		rec.AddAttrs(slog.String(logKeyModel, ri.model))
+		attrs = append(attrs, slog.String(logKeyModel, ri.model))
 	}
 	if backend != "" {
-		rec.AddAttrs(slog.String(logKeyBackend, backend))
+		attrs = append(attrs, slog.String(logKeyBackend, backend))
 	}
 	if ri.err != nil {
-		rec.AddAttrs(slog.String(logKeyErr, ri.err.Error()))
+		attrs = append(attrs, slog.String(logKeyErr, ri.err.Error()))
 	}
+	// Straight to the handler with no caller's PC (slog's documented way
+	// to wrap a logger): LogAttrs would walk the stack for a source that
+	// a request line never shows, on every request.
+	rec := slog.NewRecord(time.Now(), level, "request", 0)
+	rec.AddAttrs(attrs...)
 	_ = h.Handle(ctx, rec)
 }
 

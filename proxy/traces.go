@@ -67,7 +67,10 @@ func newTraceID() string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixNano()))
 	_, _ = rand.Read(b[8:])
-	return "tr_" + hex.EncodeToString(b[:])
+	var id [3 + 2*len(b)]byte
+	copy(id[:], "tr_")
+	hex.Encode(id[3:], b[:])
+	return string(id[:])
 }
 
 // recordTrace queues tr for the trace writer. When the queue is full (the
