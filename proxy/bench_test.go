@@ -137,8 +137,8 @@ func overheadRoutes(b *testing.B) (*overheadRig, []route) {
 // library, in one run. Besides latency it reports the process's CPU time
 // per request (client and backend included, the same for every route, so
 // differences are the proxies'), and logs dso's ratios to the floor.
-// dso here is the proxy package as serve builds it, in this process, so
-// that a profile sees it beside the client and backend; the served
+// dso here is the proxy package in this process, logging as serve does,
+// so that a profile sees it beside the client and backend; the served
 // figure (dso serve as built, each proxy its own process) is cmd/dso's
 // BenchmarkServedOverhead.
 //
