@@ -23,7 +23,7 @@ type metrics struct {
 	refused      *prometheus.CounterVec
 	traceBatch   prometheus.Histogram
 
-	cached // the hot path's children of the vectors above
+	cached hotChildren // the hot path's children of the vectors above
 }
 
 // latencyBuckets span a cached token (ms) to a long generation (minutes).

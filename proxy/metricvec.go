@@ -63,8 +63,8 @@ type routeLatency struct{ total, firstByte prometheus.Observer }
 // attemptKey labels dso_upstream_attempts_total.
 type attemptKey struct{ backend, outcome string }
 
-// cached are the children of the vectors the hot path uses.
-type cached struct {
+// hotChildren are the children of the vectors the hot path uses.
+type hotChildren struct {
 	requests  *children[requestKey, prometheus.Counter]
 	latency   *children[routeKey, routeLatency]
 	overhead  *children[string, prometheus.Observer]
@@ -75,7 +75,7 @@ type cached struct {
 }
 
 func (m *metrics) cache() {
-	m.cached = cached{
+	m.cached = hotChildren{
 		requests: newChildren(func(k requestKey) prometheus.Counter {
 			return m.requests.WithLabelValues(k.route, k.backend, strconv.Itoa(k.code))
 		}),

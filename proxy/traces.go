@@ -22,10 +22,10 @@ const (
 	DefaultTraceWait = time.Second
 	// DefaultTraceGather is Options.TraceGather's default: long enough that
 	// a few hundred requests a second share a transaction, and that at
-	// thousands a second a commit's own cost is a small share of the rows'
-	// (at 8,000 a second, 10 ms batches of 80 spent over a quarter of the trace
-	// writer's CPU outside the inserts), short enough that the dashboard
-	// shows a trace as good as at once.
+	// thousands a second a commit's own cost is a small share of the
+	// rows' (at 8,000 a second, 10 ms batches of 80 spent over a quarter
+	// of the trace writer's CPU outside the inserts), short enough that
+	// the dashboard shows a trace as good as at once.
 	DefaultTraceGather = 25 * time.Millisecond
 	// maxTraceBatch caps the traces stored in one transaction: big enough
 	// that one sync to disk carries a whole burst, small enough that a

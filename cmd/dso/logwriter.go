@@ -34,6 +34,7 @@ type batchWriter struct {
 
 func newBatchWriter(w io.Writer) *batchWriter {
 	b := &batchWriter{w: w, buf: make([]byte, 0, logBufferBytes)}
+	// Stopped until a line is waiting; Write arms it.
 	b.timer = time.AfterFunc(time.Hour, func() { b.Flush() })
 	b.timer.Stop()
 	return b
