@@ -88,113 +88,141 @@ type servedProc struct {
 	pid        int // 0: no process of its own
 }
 
+// servedClient sends the recorded chats and checks every byte back.
+type servedClient struct {
+	http         *http.Client
+	chat, stream []byte // what the backend answers
+}
+
+const (
+	servedChat   = `{"model":"gpt-4o","messages":[{"role":"user","content":"Capital of France?"}]}`
+	servedStream = `{"model":"gpt-4o","messages":[{"role":"user","content":"Capital of France?"}],"stream":true,"stream_options":{"include_usage":true}}`
+)
+
+// do sends one chat to base and returns how long its answer took.
+func (c servedClient) do(base string, streamed bool) (time.Duration, error) {
+	body, want := servedChat, c.chat
+	if streamed {
+		body, want = servedStream, c.stream
+	}
+	t0 := time.Now()
+	resp, err := c.http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	took := time.Since(t0)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, want) {
+		return 0, fmt.Errorf("status %d, %d bytes; want 200 and the %d recorded bytes", resp.StatusCode, len(got), len(want))
+	}
+	return took, nil
+}
+
+// servedLeg is one proc in one mode.
+type servedLeg struct {
+	p        servedProc
+	streamed bool
+}
+
+func (l servedLeg) key() string {
+	if l.streamed {
+		return l.p.name + "/stream"
+	}
+	return l.p.name + "/nonstream"
+}
+
+// servedTally is what the rounds measured, by leg key.
+type servedTally struct {
+	mu                   sync.Mutex
+	cpu, wall            map[string]time.Duration
+	cpuRounds, rpsRounds map[string][]float64 // µs per request, requests per second
+	lat                  map[string][]time.Duration
+}
+
+// servedRound is the number of requests in one leg's round.
+const servedRound = 256
+
 // runServedRounds runs b.N rounds through every proc and mode and reports.
 func runServedRounds(b *testing.B, procs []servedProc, clients int, chat, stream []byte) {
-	const round = 256
-	const (
-		chatBody   = `{"model":"gpt-4o","messages":[{"role":"user","content":"Capital of France?"}]}`
-		streamBody = `{"model":"gpt-4o","messages":[{"role":"user","content":"Capital of France?"}],"stream":true,"stream_options":{"include_usage":true}}`
-	)
 	tr := &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512}
 	b.Cleanup(tr.CloseIdleConnections)
-	client := &http.Client{Transport: tr}
-	do := func(base string, streamed bool) (time.Duration, error) {
-		body, want := chatBody, chat
-		if streamed {
-			body, want = streamBody, stream
-		}
-		t0 := time.Now()
-		resp, err := client.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
-		if err != nil {
-			return 0, err
-		}
-		got, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		took := time.Since(t0)
-		if err != nil {
-			return 0, err
-		}
-		if resp.StatusCode != http.StatusOK || !bytes.Equal(got, want) {
-			return 0, fmt.Errorf("status %d, %d bytes; want 200 and the %d recorded bytes", resp.StatusCode, len(got), len(want))
-		}
-		return took, nil
-	}
-	type leg struct {
-		p        servedProc
-		streamed bool
-	}
-	var legs []leg
+	c := servedClient{http: &http.Client{Transport: tr}, chat: chat, stream: stream}
+	var legs []servedLeg
 	for _, p := range procs {
-		legs = append(legs, leg{p, false}, leg{p, true})
-	}
-	key := func(l leg) string {
-		if l.streamed {
-			return l.p.name + "/stream"
-		}
-		return l.p.name + "/nonstream"
+		legs = append(legs, servedLeg{p, false}, servedLeg{p, true})
 	}
 	for _, l := range legs {
-		if _, err := do(l.p.base, l.streamed); err != nil { // verify before timing
-			b.Fatalf("%s: %v", key(l), err)
+		if _, err := c.do(l.p.base, l.streamed); err != nil { // verify before timing
+			b.Fatalf("%s: %v", l.key(), err)
 		}
 	}
-	cpuRounds, rpsRounds := map[string][]float64{}, map[string][]float64{}
-	cpu, wall := map[string]time.Duration{}, map[string]time.Duration{}
-	lat := map[string][]time.Duration{}
-	var mu sync.Mutex
+	t := &servedTally{cpu: map[string]time.Duration{}, wall: map[string]time.Duration{},
+		cpuRounds: map[string][]float64{}, rpsRounds: map[string][]float64{}, lat: map[string][]time.Duration{}}
 	b.ResetTimer()
 	for i := range b.N {
 		for j := range legs {
-			l := legs[(i+j)%len(legs)]
-			k := key(l)
-			var cpu0 time.Duration
-			if l.p.pid != 0 {
-				cpu0, _ = threadsCPU(l.p.pid)
-			}
-			start := time.Now()
-			var wg sync.WaitGroup
-			for c := range clients {
-				wg.Go(func() {
-					var mine []time.Duration
-					for n := c; n < round; n += clients {
-						took, err := do(l.p.base, l.streamed)
-						if err != nil {
-							b.Errorf("%s: %v", k, err)
-							return
-						}
-						mine = append(mine, took)
-					}
-					mu.Lock()
-					lat[k] = append(lat[k], mine...)
-					mu.Unlock()
-				})
-			}
-			wg.Wait()
-			w := time.Since(start)
-			wall[k] += w
-			rpsRounds[k] = append(rpsRounds[k], round/w.Seconds())
-			if l.p.pid != 0 {
-				cpu1, err := threadsCPU(l.p.pid)
-				if err != nil {
-					b.Fatal(err)
-				}
-				cpu[k] += cpu1 - cpu0
-				cpuRounds[k] = append(cpuRounds[k], float64((cpu1-cpu0).Microseconds())/round)
-			}
+			t.round(b, c, legs[(i+j)%len(legs)], clients)
 		}
 	}
 	b.StopTimer()
-	n := float64(b.N * round)
+	t.report(b, clients, float64(b.N*servedRound))
+}
+
+// round sends one round through l from clients at once and tallies it.
+func (t *servedTally) round(b *testing.B, c servedClient, l servedLeg, clients int) {
+	k := l.key()
+	var cpu0 time.Duration
+	if l.p.pid != 0 {
+		cpu0, _ = threadsCPU(l.p.pid)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range clients {
+		wg.Go(func() {
+			var mine []time.Duration
+			for n := w; n < servedRound; n += clients {
+				took, err := c.do(l.p.base, l.streamed)
+				if err != nil {
+					b.Errorf("%s: %v", k, err)
+					return
+				}
+				mine = append(mine, took)
+			}
+			t.mu.Lock()
+			t.lat[k] = append(t.lat[k], mine...)
+			t.mu.Unlock()
+		})
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	t.wall[k] += wall
+	t.rpsRounds[k] = append(t.rpsRounds[k], servedRound/wall.Seconds())
+	if l.p.pid != 0 {
+		cpu1, err := threadsCPU(l.p.pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t.cpu[k] += cpu1 - cpu0
+		t.cpuRounds[k] = append(t.cpuRounds[k], float64((cpu1-cpu0).Microseconds())/servedRound)
+	}
+}
+
+// report logs dso against each floor, n requests each.
+func (t *servedTally) report(b *testing.B, clients int, n float64) {
 	for _, mode := range []string{"nonstream", "stream"} {
-		d := percentiles(lat["direct/"+mode])
+		d := percentiles(t.lat["direct/"+mode])
 		for _, floor := range []string{"floor-pooled", "floor"} {
 			f, g := floor+"/"+mode, "dso/"+mode
-			fc, gc := float64(cpu[f].Microseconds())/n, float64(cpu[g].Microseconds())/n
-			fm, gm := median(cpuRounds[f]), median(cpuRounds[g])
-			fr, gr := n/wall[f].Seconds(), n/wall[g].Seconds()
-			fl, gl := percentiles(lat[f]), percentiles(lat[g])
+			fc, gc := float64(t.cpu[f].Microseconds())/n, float64(t.cpu[g].Microseconds())/n
+			fm, gm := median(t.cpuRounds[f]), median(t.cpuRounds[g])
+			fr, gr := n/t.wall[f].Seconds(), n/t.wall[g].Seconds()
+			fl, gl := percentiles(t.lat[f]), percentiles(t.lat[g])
 			b.Logf("%s, %d client(s), dso vs %s: CPU per request %.1f µs vs %.1f µs (ratio %.2f; median round %.1f vs %.1f µs, ratio %.2f); %.0f req/s vs %.0f (ratio %.2f; median round %.2f); added p50 %.0f µs vs %.0f µs, p99 %.0f µs vs %.0f µs; %.0f requests each",
-				mode, clients, floor, gc, fc, gc/fc, gm, fm, gm/fm, gr, fr, gr/fr, median(rpsRounds[g])/median(rpsRounds[f]),
+				mode, clients, floor, gc, fc, gc/fc, gm, fm, gm/fm, gr, fr, gr/fr, median(t.rpsRounds[g])/median(t.rpsRounds[f]),
 				us(gl[0]-d[0]), us(fl[0]-d[0]), us(gl[1]-d[1]), us(fl[1]-d[1]), n)
 			b.ReportMetric(gm/fm, "dso-"+mode+"-median-cpu-vs-"+floor)
 		}
