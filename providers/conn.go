@@ -89,7 +89,10 @@ func ErrorMessage(body []byte, fallback string) string {
 }
 
 // conn is what both backend types share: a base URL, an optional key, an
-// HTTP client and the timeout rules.
+// HTTP client and the timeout rules. What dso relays (send) goes through
+// the client's Transport alone, so the client's own policies (Timeout,
+// CheckRedirect, Jar) apply only to the calls made through the API
+// clients built on it.
 type conn struct {
 	cfg  config.Backend
 	base *url.URL
