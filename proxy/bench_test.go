@@ -125,10 +125,26 @@ type route struct{ name, base string }
 func overheadRoutes(b *testing.B) (*overheadRig, []route) {
 	rig := newOverheadRig(b)
 	u, _ := url.Parse(rig.backend.URL)
-	floor := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
+	floor := httptest.NewServer(bodyFirst(httputil.NewSingleHostReverseProxy(u)))
 	b.Cleanup(floor.Close)
 	withLib := newOverheadRigWith(b, proxy.Retrieval{Library: newHashLibrary(b), Budget: time.Second})
 	return rig, []route{{"direct", rig.backend.URL}, {"floor", floor.URL}, {"dso", rig.frontend.URL}, {"dso+library", withLib.frontend.URL}}
+}
+
+// bodyFirst is a floor's handler: it reads the request body before the
+// ReverseProxy forwards it, as dso does. Streamed, the body's last read
+// can land after the response began and cut the answer short
+// (golang/go#40747), and a floor must deliver every byte.
+func bodyFirst(rp *httputil.ReverseProxy) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rp.ServeHTTP(w, r)
+	})
 }
 
 // BenchmarkOverhead measures what dso adds to a request: the same requests

@@ -43,7 +43,7 @@ func benchInterleaved(b *testing.B, clients int) {
 		pt.MaxIdleConnsPerHost = 512
 		pooled.Transport = pt
 		b.Cleanup(pt.CloseIdleConnections)
-		fp := httptest.NewServer(pooled)
+		fp := httptest.NewServer(bodyFirst(pooled))
 		b.Cleanup(fp.Close)
 		routes = append(routes, route{"floor-pooled", fp.URL})
 		floors = []string{"floor-pooled", "floor"}
