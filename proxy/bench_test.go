@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/internal/overheadtest"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
 	"github.com/dso-proxy/dso/store"
@@ -42,25 +43,7 @@ func newOverheadRig(tb testing.TB) *overheadRig { return newOverheadRigWith(tb, 
 // newOverheadRigWith is newOverheadRig with retrieval (and so traces) as rt.
 func newOverheadRigWith(tb testing.TB, rt proxy.Retrieval) *overheadRig {
 	rig := &overheadRig{chat: golden(tb, "openai/chat.json"), stream: golden(tb, "openai/chat_stream.sse")}
-	events := splitKeep(rig.stream, "\n\n")
-	rig.backend = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if r.Method != http.MethodPost || r.URL.Path != "/v1/chat/completions" {
-			http.NotFound(w, r)
-			return
-		}
-		if !bytes.Contains(body, []byte(`"stream":true`)) {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write(rig.chat)
-			return
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(http.StatusOK)
-		for _, ev := range events {
-			_, _ = w.Write(ev)
-			w.(http.Flusher).Flush()
-		}
-	}))
+	rig.backend = httptest.NewServer(overheadtest.Backend(rig.chat, rig.stream))
 	tb.Cleanup(rig.backend.Close)
 	router, err := providers.NewRouter([]config.Backend{{Name: "openai", Type: config.TypeOpenAI, URL: rig.backend.URL + "/v1", Timeout: time.Minute, Retries: -1}}, nil)
 	if err != nil {
@@ -125,26 +108,10 @@ type route struct{ name, base string }
 func overheadRoutes(b *testing.B) (*overheadRig, []route) {
 	rig := newOverheadRig(b)
 	u, _ := url.Parse(rig.backend.URL)
-	floor := httptest.NewServer(bodyFirst(httputil.NewSingleHostReverseProxy(u)))
+	floor := httptest.NewServer(overheadtest.BodyFirst(httputil.NewSingleHostReverseProxy(u)))
 	b.Cleanup(floor.Close)
 	withLib := newOverheadRigWith(b, proxy.Retrieval{Library: newHashLibrary(b), Budget: time.Second})
 	return rig, []route{{"direct", rig.backend.URL}, {"floor", floor.URL}, {"dso", rig.frontend.URL}, {"dso+library", withLib.frontend.URL}}
-}
-
-// bodyFirst is a floor's handler: it reads the request body before the
-// ReverseProxy forwards it, as dso does. Streamed, the body's last read
-// can land after the response began and cut the answer short
-// (golang/go#40747), and a floor must deliver every byte.
-func bodyFirst(rp *httputil.ReverseProxy) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		rp.ServeHTTP(w, r)
-	})
 }
 
 // BenchmarkOverhead measures what dso adds to a request: the same requests

@@ -5,10 +5,11 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dso-proxy/dso/internal/overheadtest"
 )
 
 // BenchmarkOverheadInterleaved is BenchmarkOverhead's comparison made
@@ -43,7 +44,7 @@ func benchInterleaved(b *testing.B, clients int) {
 		pt.MaxIdleConnsPerHost = 512
 		pooled.Transport = pt
 		b.Cleanup(pt.CloseIdleConnections)
-		fp := httptest.NewServer(bodyFirst(pooled))
+		fp := httptest.NewServer(overheadtest.BodyFirst(pooled))
 		b.Cleanup(fp.Close)
 		routes = append(routes, route{"floor-pooled", fp.URL})
 		floors = []string{"floor-pooled", "floor"}
@@ -99,11 +100,7 @@ func benchInterleaved(b *testing.B, clients int) {
 	// lands on a few rounds moves the first, not the second.
 	meanCPU := func(k string) float64 { return float64(cpu[k].Nanoseconds()) / 1e3 / float64(n*round) }
 	meanRPS := func(k string) float64 { return float64(n*round) / wall[k].Seconds() }
-	median := func(r []float64) float64 {
-		r = slices.Clone(r)
-		slices.Sort(r)
-		return r[len(r)/2]
-	}
+	median := overheadtest.Median
 	for _, mode := range []string{"nonstream", "stream"} {
 		d, md := meanCPU("direct/"+mode), median(cpuRounds["direct/"+mode])
 		for _, fl := range floors {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dso-proxy/dso/internal/overheadtest"
 )
 
 // BenchmarkServedOverhead is the overhead comparison on the served path:
@@ -37,21 +39,7 @@ func BenchmarkServedOverhead(b *testing.B) {
 	dsoBin, floorBin := buildBinaries(b)
 	chat := readPayload(b, "chat.json")
 	stream := readPayload(b, "chat_stream.sse")
-	events := bytes.SplitAfter(stream, []byte("\n\n"))
-	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if !bytes.Contains(body, []byte(`"stream":true`)) {
-			w.Header().Set("Content-Type", "application/json")
-			w.Write(chat)
-			return
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(http.StatusOK)
-		for _, ev := range events {
-			w.Write(ev)
-			w.(http.Flusher).Flush()
-		}
-	}))
+	be := httptest.NewServer(overheadtest.Backend(chat, stream))
 	b.Cleanup(be.Close)
 
 	procs := []servedProc{{name: "direct", base: be.URL}}
@@ -218,11 +206,11 @@ func (t *servedTally) report(b *testing.B, clients int, n float64) {
 		for _, floor := range []string{"floor-pooled", "floor"} {
 			f, g := floor+"/"+mode, "dso/"+mode
 			fc, gc := float64(t.cpu[f].Microseconds())/n, float64(t.cpu[g].Microseconds())/n
-			fm, gm := median(t.cpuRounds[f]), median(t.cpuRounds[g])
+			fm, gm := overheadtest.Median(t.cpuRounds[f]), overheadtest.Median(t.cpuRounds[g])
 			fr, gr := n/t.wall[f].Seconds(), n/t.wall[g].Seconds()
 			fl, gl := percentiles(t.lat[f]), percentiles(t.lat[g])
 			b.Logf("%s, %d client(s), dso vs %s: CPU per request %.1f µs vs %.1f µs (ratio %.2f; median round %.1f vs %.1f µs, ratio %.2f); %.0f req/s vs %.0f (ratio %.2f; median round %.2f); added p50 %.0f µs vs %.0f µs, p99 %.0f µs vs %.0f µs; %.0f requests each",
-				mode, clients, floor, gc, fc, gc/fc, gm, fm, gm/fm, gr, fr, gr/fr, median(t.rpsRounds[g])/median(t.rpsRounds[f]),
+				mode, clients, floor, gc, fc, gc/fc, gm, fm, gm/fm, gr, fr, gr/fr, overheadtest.Median(t.rpsRounds[g])/overheadtest.Median(t.rpsRounds[f]),
 				us(gl[0]-d[0]), us(fl[0]-d[0]), us(gl[1]-d[1]), us(fl[1]-d[1]), n)
 			b.ReportMetric(gm/fm, "dso-"+mode+"-median-cpu-vs-"+floor)
 		}
@@ -240,15 +228,6 @@ func percentiles(ds []time.Duration) [2]time.Duration {
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
 
 // threadsCPU is the time a process's threads have run on a CPU, from
 // each one's schedstat (nanoseconds, unlike stat's clock ticks).

@@ -3,22 +3,19 @@
 // -pool N it keeps up to N idle connections to the backend (the stock
 // transport keeps 2, so under concurrent load it dials for most
 // requests); dso keeps 64. It reads each request body before forwarding
-// it, as dso does: a ReverseProxy streaming the body cuts about 1% of
-// streamed answers short (golang/go#40747: the server closes the inbound
-// body when the response begins, and the transport's last read of it
-// then tears down the backend connection), and a floor must deliver
-// every byte. It prints the address it listens on.
+// it, as dso does (overheadtest.BodyFirst says why). It prints the
+// address it listens on.
 package main
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+
+	"github.com/dso-proxy/dso/internal/overheadtest"
 )
 
 func main() {
@@ -34,19 +31,10 @@ func main() {
 		t.MaxIdleConnsPerHost = *pool
 		rp.Transport = t
 	}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		rp.ServeHTTP(w, r)
-	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(err)
 	}
 	fmt.Println(ln.Addr())
-	panic(http.Serve(ln, h))
+	panic(http.Serve(ln, overheadtest.BodyFirst(rp)))
 }
