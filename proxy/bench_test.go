@@ -33,11 +33,6 @@ type overheadRig struct {
 	chat, stream      []byte // golden responses
 }
 
-const (
-	benchChat   = `{"model":"gpt-4o","messages":[{"role":"user","content":"Capital of France?"}]}`
-	benchStream = `{"model":"gpt-4o","messages":[{"role":"user","content":"Capital of France?"}],"stream":true,"stream_options":{"include_usage":true}}`
-)
-
 func newOverheadRig(tb testing.TB) *overheadRig { return newOverheadRigWith(tb, proxy.Retrieval{}) }
 
 // newOverheadRigWith is newOverheadRig with retrieval (and so traces) as rt.
@@ -72,9 +67,9 @@ func newOverheadRigWith(tb testing.TB, rt proxy.Retrieval) *overheadRig {
 // do sends one chat request to base and checks the response bytes against
 // the golden file: a stream must arrive whole.
 func (rig *overheadRig) do(base string, stream bool) error {
-	body, want := benchChat, rig.chat
+	body, want := overheadtest.Chat, rig.chat
 	if stream {
-		body, want = benchStream, rig.stream
+		body, want = overheadtest.Stream, rig.stream
 	}
 	resp, err := rig.client.Post(base+"/v1/chat/completions", "application/json", bytes.NewBufferString(body))
 	if err != nil {

@@ -82,16 +82,11 @@ type servedClient struct {
 	chat, stream []byte // what the backend answers
 }
 
-const (
-	servedChat   = `{"model":"gpt-4o","messages":[{"role":"user","content":"Capital of France?"}]}`
-	servedStream = `{"model":"gpt-4o","messages":[{"role":"user","content":"Capital of France?"}],"stream":true,"stream_options":{"include_usage":true}}`
-)
-
 // do sends one chat to base and returns how long its answer took.
 func (c servedClient) do(base string, streamed bool) (time.Duration, error) {
-	body, want := servedChat, c.chat
+	body, want := overheadtest.Chat, c.chat
 	if streamed {
-		body, want = servedStream, c.stream
+		body, want = overheadtest.Stream, c.stream
 	}
 	t0 := time.Now()
 	resp, err := c.http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))

@@ -1,8 +1,9 @@
 // Package overheadtest holds what the overhead benchmarks share, so that
 // the in-process comparison (package proxy) and the served one (dso serve
 // beside testdata/floorproxy) measure against the same backend and the
-// same floor: a fake OpenAI backend answering with recorded payloads, the
-// floor's handler, and the median their rounds are reported by.
+// same floor: the requests sent, a fake OpenAI backend answering with
+// recorded payloads, the floor's handler, and the median their rounds are
+// reported by.
 package overheadtest
 
 import (
@@ -10,6 +11,12 @@ import (
 	"io"
 	"net/http"
 	"slices"
+)
+
+// The requests both benchmarks send: one chat, and the same streamed.
+const (
+	Chat   = `{"model":"gpt-4o","messages":[{"role":"user","content":"Capital of France?"}]}`
+	Stream = `{"model":"gpt-4o","messages":[{"role":"user","content":"Capital of France?"}],"stream":true,"stream_options":{"include_usage":true}}`
 )
 
 // Backend answers POST /v1/chat/completions with chat, or with stream's
