@@ -144,6 +144,12 @@ func TestEmbeddingWithTheClientsCredentials(t *testing.T) {
 	if _, hdr, _ := post(t, fe.URL+"/v1/chat/completions", body); hdr.Get(proxy.HeaderDegraded) != "space_unavailable" {
 		t.Errorf("no credentials: degraded %q; want space_unavailable", hdr.Get(proxy.HeaderDegraded))
 	}
+	// The first preparation runs in the background: /readyz can give its
+	// reason once it has failed (before, it says only "not ready").
+	waitUntil(t, "a preparation failed", func() bool {
+		err := lib.Ready()
+		return err != nil && strings.Contains(err.Error(), "401")
+	})
 	_, _, rb := send(t, http.MethodGet, fe.URL+"/readyz", "")
 	var ready struct {
 		Retrieval struct{ State, Reason, Space string } `json:"retrieval"`
