@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ollama/ollama/api"
+	"github.com/tidwall/gjson"
 )
 
 // Responses and streams translated between the OpenAI and Ollama formats.
@@ -379,4 +380,25 @@ type oaEmbedRequest struct {
 	Input          json.RawMessage `json:"input"`
 	Dimensions     int             `json:"dimensions,omitempty"`
 	EncodingFormat string          `json:"encoding_format,omitempty"`
+}
+
+// OpenAIStream calls fn with the payload of each event of an OpenAI chat
+// stream, up to "[DONE]", which is not passed. A stream that ends without
+// it is io.ErrUnexpectedEOF, unless a choice had finished: some servers
+// end without "[DONE]".
+func OpenAIStream(src io.Reader, fn func(data []byte) error) error {
+	finished := false
+	err := eachSSE(src, func(data []byte) (bool, error) {
+		if string(data) == "[DONE]" {
+			return true, nil
+		}
+		if gjson.GetBytes(data, "choices.0.finish_reason").Type == gjson.String {
+			finished = true
+		}
+		return false, fn(data)
+	})
+	if errors.Is(err, io.ErrUnexpectedEOF) && finished {
+		return nil
+	}
+	return err
 }

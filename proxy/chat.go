@@ -11,6 +11,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/tidwall/gjson"
 )
@@ -287,7 +288,7 @@ func chatCall(s *Server, r *http.Request, body []byte, sameType string, translat
 			return nil, providers.ErrUnsupported
 		}
 		out := body
-		if b.Type() != sameType {
+		if chatFormat(b) != sameType {
 			if translated == nil {
 				var err error
 				if translated, *infoOut, err = translate(body); err != nil {
@@ -333,7 +334,7 @@ func (s *Server) openAIChat(w http.ResponseWriter, r *http.Request) {
 		s.failFrom(w, r, sf, b, "openai", err)
 		return
 	}
-	if b.Type() == "openai" {
+	if chatFormat(b) == config.TypeOpenAI {
 		// Relayed whole when of known length: one body, not a stream.
 		s.relay(w, resp, sf, tr.tee(framingOf(resp) == framingNone && resp.ContentLength >= 0))
 		return
@@ -427,7 +428,7 @@ func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate
 		s.failFrom(w, r, sf, b, "ollama", err)
 		return
 	}
-	if b.Type() == "ollama" {
+	if chatFormat(b) == config.TypeOllama {
 		// Relayed whole when of known length: one body, not a stream.
 		s.relay(w, resp, sf, tr.tee(framingOf(resp) == framingNone && resp.ContentLength >= 0))
 		return

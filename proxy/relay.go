@@ -291,6 +291,21 @@ func (e *eventWriter) emit(payload []byte) error {
 	return e.rc.Flush()
 }
 
+// emitNamed writes one SSE event with an event name, as the Responses
+// and Anthropic streams name every event.
+func (e *eventWriter) emitNamed(event string, payload []byte) error {
+	buf := make([]byte, 0, len(event)+len(payload)+16)
+	buf = append(append(append(buf, "event: "...), event...), '\n')
+	buf = append(append(append(buf, "data: "...), payload...), "\n\n"...)
+	if _, err := e.w.Write(buf); err != nil {
+		return errClientGone
+	}
+	if e.tee != nil {
+		_, _ = e.tee.Write(buf)
+	}
+	return e.rc.Flush()
+}
+
 var errClientGone = errors.New("client went away")
 
 // writeJSON writes v with status code.
