@@ -136,13 +136,25 @@ func (c *conn) Config() config.Backend { return c.cfg }
 // a redirect as ErrRedirect.
 // The response body enforces the idle timeout and must be closed.
 func (c *conn) send(ctx context.Context, method, path string, body []byte, hdr http.Header) (*http.Response, error) {
+	return c.sendTo(ctx, method, c.url(path), body, hdr)
+}
+
+// sendUncached is send for a path made per request (one naming a
+// response id) and a query: its URL is joined each time, not cached.
+func (c *conn) sendUncached(ctx context.Context, method, path, rawQuery string, body []byte, hdr http.Header) (*http.Response, error) {
+	u := c.base.JoinPath(path)
+	u.RawQuery = rawQuery
+	return c.sendTo(ctx, method, u.String(), body, hdr)
+}
+
+func (c *conn) sendTo(ctx context.Context, method, target string, body []byte, hdr http.Header) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(c.cfg.Timeout, func() { cancel(ErrTimeout) })
-	req, err := http.NewRequestWithContext(ctx, method, c.url(path), rd)
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
 	if err != nil {
 		timer.Stop()
 		cancel(nil)

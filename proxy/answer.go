@@ -58,6 +58,19 @@ func eventText(ev []byte) string {
 		}
 		return partsText(choices.Get("0.message.content"))
 	}
+	switch {
+	case obj.Get("type").Str == "response.output_text.delta":
+		return obj.Get("delta").Str // a Responses stream's text
+	case obj.Get("object").Str == "response":
+		var b strings.Builder // a Responses body: its messages' text
+		obj.Get("output").ForEach(func(_, it gjson.Result) bool {
+			if it.Get("type").Str == "message" {
+				b.WriteString(partsText(it.Get("content")))
+			}
+			return true
+		})
+		return b.String()
+	}
 	text := partsText(obj.Get("message.content"))
 	if r := obj.Get("response"); r.Type == gjson.String {
 		text += r.Str
@@ -76,7 +89,7 @@ func partsText(r gjson.Result) string {
 	}
 	var b strings.Builder
 	r.ForEach(func(_, p gjson.Result) bool {
-		if p.Get("type").Str == "text" {
+		if t := p.Get("type").Str; t == "text" || t == "input_text" || t == "output_text" {
 			if b.Len() > 0 {
 				b.WriteByte('\n')
 			}

@@ -194,8 +194,10 @@ func (st *settings) apply(in config.Injection) {
 type requestKind int
 
 const (
-	kindChat     requestKind = iota // messages
-	kindGenerate                    // prompt / system
+	kindChat      requestKind = iota // messages
+	kindGenerate                     // prompt / system
+	kindResponses                    // a Responses API body relayed as is: input
+	kindCompletion                   // a legacy completions body relayed as is: prompt
 )
 
 // augment runs retrieval for a chat or generate body and returns the body
@@ -322,9 +324,14 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	// The handler validated body (parseChat, jsonFields): inject need not.
 	var out []byte
 	var err error
-	if kind == kindGenerate {
+	switch kind {
+	case kindGenerate:
 		out, err = inject.ValidPrompt(body, text)
-	} else {
+	case kindResponses:
+		out, err = inject.ValidResponsesInput(body, text)
+	case kindCompletion:
+		out, err = inject.ValidCompletionPrompt(body, text)
+	default:
 		out, err = inject.ValidMessages(body, text)
 	}
 	if err != nil {
@@ -437,7 +444,7 @@ func (s *Server) embedWithin(ctx context.Context, text string) ([]float32, error
 // before it, capped at maxQueryBytes.
 func queryText(body []byte, kind requestKind) string {
 	root := readJSON(body) // validated by the handler
-	if kind == kindGenerate {
+	if kind == kindGenerate || kind == kindCompletion {
 		p := lastField(root, "prompt")
 		if p.Type != gjson.String {
 			return ""
@@ -445,12 +452,25 @@ func queryText(body []byte, kind requestKind) string {
 		return strings.Clone(capText(strings.TrimSpace(p.Str), maxQueryBytes))
 	}
 	var users []gjson.Result
-	lastField(root, "messages").ForEach(func(_, m gjson.Result) bool {
-		if lastField(m, "role").Str == "user" {
-			users = append(users, lastField(m, "content"))
+	if kind == kindResponses {
+		in := lastField(root, "input")
+		if in.Type == gjson.String {
+			return strings.Clone(capText(strings.TrimSpace(in.Str), maxQueryBytes))
 		}
-		return true
-	})
+		in.ForEach(func(_, it gjson.Result) bool {
+			if lastField(it, "role").Str == "user" {
+				users = append(users, lastField(it, "content"))
+			}
+			return true
+		})
+	} else {
+		lastField(root, "messages").ForEach(func(_, m gjson.Result) bool {
+			if lastField(m, "role").Str == "user" {
+				users = append(users, lastField(m, "content"))
+			}
+			return true
+		})
+	}
 	var turns []string
 	for i := len(users) - 1; i >= 0 && len(turns) < 2; i-- {
 		if t := strings.TrimSpace(partsText(users[i])); t != "" {

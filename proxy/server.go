@@ -109,6 +109,12 @@ type Options struct {
 	// Network reports the experience network on GET /v1/network, guarded
 	// like the experience API. Nil: the route answers 404.
 	Network NetworkReporter
+	// Responses keeps the Responses API responses dso translates (for
+	// previous_response_id and GET /v1/responses/{id}). Nil: the
+	// library's store when it can (SQLite, or Redis shared by replicas),
+	// else memory, the newest DefaultMemoryResponses for at most
+	// DefaultResponseMaxAge, lost on restart.
+	Responses ResponseStore
 
 	now func() time.Time // the clock of rate-limited warnings; nil: time.Now (tests set it)
 }
@@ -142,6 +148,9 @@ type Server struct {
 	traceDrops    *warnEvery // traces dropped: the queue stayed full
 	traceFails    *warnEvery // trace batches the store failed to write
 	feedbackFails *warnEvery // header feedback that could not be recorded
+	responseFails *warnEvery // translated responses that could not be stored
+
+	responses ResponseStore
 
 	retrievalWarned atomic.Bool // a retrieval failure was logged at warn level
 	flight          *inFlight
@@ -219,6 +228,16 @@ func New(opts Options) *Server {
 		traceDrops:    newWarnEvery(opts.Logger, opts.now, warnInterval, "trace queue full; traces dropped (feedback for them will be refused)"),
 		traceFails:    newWarnEvery(opts.Logger, opts.now, warnInterval, "storing traces failed; traces lost"),
 		feedbackFails: newWarnEvery(opts.Logger, opts.now, warnInterval, "recording header feedback failed"),
+		responseFails: newWarnEvery(opts.Logger, opts.now, warnInterval, "storing a Responses API response failed; previous_response_id cannot continue from it"),
+	}
+	s.responses = opts.Responses
+	if s.responses == nil {
+		if lib := opts.Retrieval.Library; lib != nil {
+			s.responses, _ = lib.Store().(ResponseStore)
+		}
+	}
+	if s.responses == nil {
+		s.responses = newMemResponses(DefaultMemoryResponses, DefaultResponseMaxAge, opts.now)
 	}
 	if opts.Learner != nil {
 		s.feedbackQ = newQueue(feedbackQueueLen, s.recordFeedback)
@@ -282,6 +301,11 @@ func (s *Server) routes() http.Handler {
 			r.With(s.limit).Post(p+"/chat/completions", s.openAIChat)
 			r.Get(p+"/models", s.openAIModels)
 			r.With(s.limit).Post(p+"/embeddings", s.openAIEmbeddings)
+			r.With(s.limit).Post(p+"/responses", s.createResponse)
+			r.Get(p+"/responses/{id}", s.getResponse)
+			r.Delete(p+"/responses/{id}", s.deleteResponse)
+			r.Get(p+"/responses/{id}/input_items", s.listInputItems)
+			r.With(s.limit).Post(p+"/completions", s.completions)
 		}
 
 		// Ollama surface.
