@@ -194,10 +194,10 @@ func (st *settings) apply(in config.Injection) {
 type requestKind int
 
 const (
-	kindChat      requestKind = iota // messages
-	kindGenerate                     // prompt / system
-	kindResponses                    // a Responses API body relayed as is: input
-	kindCompletion                   // a legacy completions body relayed as is: prompt
+	kindChat       requestKind = iota // messages
+	kindGenerate                      // prompt / system
+	kindResponses                     // a Responses API body relayed as is: input
+	kindCompletion                    // a legacy completions body relayed as is: prompt
 )
 
 // augment runs retrieval for a chat or generate body and returns the body

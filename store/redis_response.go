@@ -19,7 +19,7 @@ type responseJSON struct {
 }
 
 // ARGV[4] id, [5] JSON, [6] created ms, [7] TTL ms (0: none), [8] age
-// cutoff ms ('' for none), [9] count limit (0 for none). One script, so a
+// cutoff ms (” for none), [9] count limit (0 for none). One script, so a
 // response is indexed and retention applied at once on every replica's
 // view.
 var luaPutResponse = script(`
