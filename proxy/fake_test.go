@@ -106,6 +106,12 @@ func (b *backend) serve(t testing.TB) func(w http.ResponseWriter, r *http.Reques
 			writeBody(w, golden(t, "openai/models.json"))
 		case "openai POST /v1/embeddings":
 			writeBody(w, golden(t, "openai/embeddings.json"))
+		case "openai POST /v1/responses":
+			writeBody(w, golden(t, "openai/responses.json"))
+		case "openai GET /v1/responses/resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b":
+			writeBody(w, golden(t, "openai/responses.json"))
+		case "openai POST /v1/completions":
+			writeBody(w, golden(t, "openai/completions.json"))
 		case "ollama POST /api/chat":
 			stream := req.Stream == nil || *req.Stream
 			switch {
