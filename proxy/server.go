@@ -39,6 +39,11 @@ type Options struct {
 	APIKeys []config.Secret
 	// MaxBodyBytes caps request bodies. Zero: config.DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxBlobBytes caps one Ollama blob upload (POST /api/blobs/{digest}),
+	// which is streamed to the backend rather than read first, so it is
+	// not held by dso and MaxBodyBytes does not apply. Zero:
+	// DefaultMaxBlobBytes.
+	MaxBlobBytes int64
 	// MaxInFlight and MaxBytesInFlight bound the requests, and the bytes
 	// of their bodies, served at once (a body of unknown length counts as
 	// MaxBodyBytes); beyond them requests get 503 with Retry-After. Zero:
@@ -173,6 +178,9 @@ func New(opts Options) *Server {
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = config.DefaultMaxBodyBytes
+	}
+	if opts.MaxBlobBytes <= 0 {
+		opts.MaxBlobBytes = DefaultMaxBlobBytes
 	}
 	if opts.BodyTimeout <= 0 {
 		opts.BodyTimeout = config.DefaultBodyTimeout
@@ -316,6 +324,16 @@ func (s *Server) routes() http.Handler {
 		r.With(s.limit).Post("/api/embed", s.ollamaEmbed)
 		r.Get("/api/tags", s.ollamaTags)
 		r.Get("/api/version", s.ollamaVersion)
+		r.Get("/api/ps", s.ollamaPS)
+		r.With(s.limit).Post("/api/show", s.ollamaShow)
+		r.With(s.limit).Post("/api/pull", s.ollamaPull)
+		r.With(s.limit).Post("/api/embeddings", s.ollamaEmbeddings)
+		r.With(s.limit).Post("/api/copy", s.ollamaManage("api/copy", "source"))
+		r.With(s.limit).Delete("/api/delete", s.ollamaManage("api/delete", "model", "name"))
+		r.With(s.limit).Post("/api/create", s.ollamaManage("api/create", "model", "name"))
+		r.With(s.limit).Post("/api/push", s.ollamaManage("api/push", "model", "name"))
+		r.Head("/api/blobs/{digest}", s.ollamaBlob)
+		r.With(s.limit).Post("/api/blobs/{digest}", s.ollamaBlob) // streamed: see ollamaBlob
 	})
 
 	// Feedback: a client key, or an admin key (the dashboard grades with
