@@ -243,9 +243,10 @@ func chatMessages(msgs []chatMessage, it item, i int) ([]chatMessage, error) {
 	return nil, badRequest("input[%d]: items of type %q are not supported by this backend", i, it.Type)
 }
 
-// chatContent translates a message's content: a string stays a string;
-// parts become chat parts (input_text and output_text as text, input_image
-// as image_url).
+// chatContent translates a message's content: a string stays a string,
+// and so do text parts (input_text, output_text, refusal), joined by
+// newlines; with an image, parts become chat parts (text, and image_url
+// for input_image).
 func chatContent(raw json.RawMessage, i int) (json.RawMessage, error) {
 	if isNull(raw) {
 		return json.RawMessage(`""`), nil
@@ -266,6 +267,7 @@ func chatContent(raw json.RawMessage, i int) (json.RawMessage, error) {
 		return nil, badRequest("input[%d].content must be a string or a list of parts", i)
 	}
 	out := make([]map[string]any, 0, len(parts))
+	texts, allText := make([]string, 0, len(parts)), true
 	for j, p := range parts {
 		switch p.Type {
 		case "input_text", "output_text", "text":
@@ -273,8 +275,10 @@ func chatContent(raw json.RawMessage, i int) (json.RawMessage, error) {
 				return nil, badRequest("input[%d].content[%d]: text is required", i, j)
 			}
 			out = append(out, map[string]any{"type": "text", "text": *p.Text})
+			texts = append(texts, *p.Text)
 		case "refusal":
 			out = append(out, map[string]any{"type": "text", "text": p.Refusal})
+			texts = append(texts, p.Refusal)
 		case "input_image":
 			var url string
 			if json.Unmarshal(p.ImageURL, &url) != nil || url == "" {
@@ -288,9 +292,16 @@ func chatContent(raw json.RawMessage, i int) (json.RawMessage, error) {
 				img["detail"] = p.Detail
 			}
 			out = append(out, map[string]any{"type": "image_url", "image_url": img})
+			allText = false
 		default:
 			return nil, badRequest("input[%d].content[%d]: parts of type %q are not supported by this backend", i, j, p.Type)
 		}
+	}
+	if allText {
+		// Text alone goes as one string, which every chat server and
+		// template takes (not all take parts, above all in assistant
+		// messages).
+		return json.Marshal(strings.Join(texts, "\n"))
 	}
 	return json.Marshal(out)
 }
