@@ -27,16 +27,8 @@ var _ completionsBackend = (*providers.OpenAI)(nil)
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	const sf = surfaceOpenAI
 	ctx := r.Context()
-	info(ctx).timing.on = true
-	s.headerFeedback(w, r)
-	body, err := s.readBody(w, r)
-	if err != nil {
-		s.fail(w, r, sf, err)
-		return
-	}
-	root, err := jsonObject(body)
-	if err != nil {
-		s.fail(w, r, sf, err)
+	body, root, ok := s.readTranslated(w, r, sf)
+	if !ok {
 		return
 	}
 	model, err := stringValue(lastField(root, "model"), "model")
@@ -128,11 +120,7 @@ func (s *Server) translateCompletions(w http.ResponseWriter, r *http.Request, bo
 	ew := newEventWriter(w, framingSSE, nil)
 	st := completions.NewStream(ci)
 	err = ans.Events(func(data []byte) error {
-		if tee != nil {
-			_, _ = tee.Write([]byte("data: "))
-			_, _ = tee.Write(data)
-			_, _ = tee.Write([]byte("\n"))
-		}
+		teeChunk(tee, data)
 		ev, err := st.Chunk(data)
 		if err != nil || ev == nil {
 			return err

@@ -64,15 +64,8 @@ func (s *Server) responseStore() ResponseStore { return s.responses }
 func (s *Server) createResponse(w http.ResponseWriter, r *http.Request) {
 	const sf = surfaceOpenAI
 	ctx := r.Context()
-	info(ctx).timing.on = true
-	s.headerFeedback(w, r)
-	body, err := s.readBody(w, r)
-	if err != nil {
-		s.fail(w, r, sf, err)
-		return
-	}
-	if _, err := jsonObject(body); err != nil {
-		s.fail(w, r, sf, err)
+	body, _, ok := s.readTranslated(w, r, sf)
+	if !ok {
 		return
 	}
 	req, err := responses.Parse(body)
@@ -158,11 +151,7 @@ func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, ans *hub
 	}
 	tee := tr.tee(false)
 	err := ans.Events(func(data []byte) error {
-		if tee != nil {
-			_, _ = tee.Write([]byte("data: "))
-			_, _ = tee.Write(data)
-			_, _ = tee.Write([]byte("\n"))
-		}
+		teeChunk(tee, data)
 		return st.Chunk(data)
 	})
 	var resp *responses.Response
