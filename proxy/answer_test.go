@@ -11,8 +11,9 @@ import (
 // answerTextDecoded is answerText by decoding each event whole with
 // encoding/json: the reference the fast path is checked against. An event
 // with "choices" gives its first choice's delta content, or without one
-// its message content; an event without gives its message content and
-// its response.
+// its message content; a Responses stream's text delta its delta; a
+// Responses body its message items' text; any other event its message
+// content and its response.
 func answerTextDecoded(raw []byte) string {
 	var out strings.Builder
 	for _, line := range strings.Split(string(raw), "\n") {
@@ -45,6 +46,20 @@ func answerTextDecoded(raw []byte) string {
 			}
 			continue
 		}
+		if v["type"] == "response.output_text.delta" {
+			d, _ := v["delta"].(string)
+			out.WriteString(d)
+			continue
+		}
+		if v["object"] == "response" {
+			items, _ := v["output"].([]any)
+			for _, it := range items {
+				if m, _ := it.(map[string]any); m["type"] == "message" {
+					out.WriteString(contentText(m["content"]))
+				}
+			}
+			continue
+		}
 		if c, ok := content(v["message"]); ok {
 			out.WriteString(contentText(c))
 		}
@@ -64,6 +79,8 @@ func TestAnswerText(t *testing.T) {
 		{"sse", "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo \\\"x\\\" \\u00e9\"}}]}\n\ndata: [DONE]\n\n", "Hello \"x\" é"},
 		{"ollama ndjson", "{\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n{\"message\":{\"content\":\" there\"},\"done\":true}\n", "Hi there"},
 		{"ollama generate", "{\"response\":\"4\",\"done\":false}\n{\"response\":\"2\",\"done\":true}\n", "42"},
+		{"responses body", `{"object":"response","output":[{"type":"reasoning"},{"type":"message","content":[{"type":"output_text","text":"Paris."}]}]}`, "Paris."},
+		{"responses sse", "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Pa\"}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"ris\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"object\":\"response\",\"output\":[]}}\n\n", "Paris"},
 		{"garbage", "data: {not json\n\nhello\n", ""},
 		{"empty", "", ""},
 	} {
@@ -208,7 +225,7 @@ func contentText(c any) string {
 	var b strings.Builder
 	for _, p := range parts {
 		m, _ := p.(map[string]any)
-		if m["type"] == "text" {
+		if t := m["type"]; t == "text" || t == "input_text" || t == "output_text" {
 			if b.Len() > 0 {
 				b.WriteByte('\n')
 			}
