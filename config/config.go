@@ -148,6 +148,12 @@ type Retrieval struct {
 	InjectWhole int `yaml:"inject_whole"`
 	// MaxTokens bounds the injected message. Default 1024.
 	MaxTokens int `yaml:"max_tokens"`
+	// InjectPosition is where the notes go: PositionUser (the default)
+	// with the newest user turn, so that a backend's prompt cache of the
+	// conversation before it still holds; PositionSystem in the system
+	// message, as dso did before (every turn's prompt then differs right
+	// after the system text).
+	InjectPosition string `yaml:"inject_position"`
 	// Seed is the canonical lift's seed, the same on every node of a
 	// network. 0: the built-in seed.
 	Seed uint64 `yaml:"seed"`
@@ -183,6 +189,8 @@ type Injection struct {
 	MinConfidence float64  `yaml:"min_confidence"`
 	MinScore      *float64 `yaml:"min_score"`
 	Domain        string   `yaml:"domain"`
+	// Position overrides Retrieval.InjectPosition.
+	Position string `yaml:"position"`
 }
 
 // Backend is one LLM server dso can forward to.
@@ -228,6 +236,12 @@ type Backend struct {
 	// own API (api.openai.com), translate for every other server.
 	Responses string `yaml:"responses"`
 }
+
+// Values of Retrieval.InjectPosition and Injection.Position.
+const (
+	PositionUser   = "user"
+	PositionSystem = "system"
+)
 
 // Values of Backend.Responses.
 const (

@@ -105,6 +105,18 @@ func (c *Config) Validate() error {
 	if rt.MaxTokens < 0 {
 		add("retrieval.max_tokens", "must not be negative")
 	}
+	checkPosition := func(field, p string) {
+		if p != "" && p != PositionUser && p != PositionSystem {
+			add(field, "%q is not user or system", p)
+		}
+	}
+	checkPosition("retrieval.inject_position", rt.InjectPosition)
+	for i, m := range rt.Models {
+		checkPosition(fmt.Sprintf("retrieval.models[%d].position", i), m.Position)
+	}
+	for i, b := range c.Backends {
+		checkPosition(fmt.Sprintf("backends[%d].injection.position", i), b.Injection.Position)
+	}
 	for i, m := range rt.Models {
 		if _, err := path.Match(m.Pattern, ""); err != nil || m.Pattern == "" {
 			add(fmt.Sprintf("retrieval.models[%d].pattern", i), "%q is not a valid glob pattern", m.Pattern)

@@ -90,6 +90,10 @@ type Retrieval struct {
 	// InjectWhole injects a domain of at most this many experiences whole,
 	// through the gate (library.Query.WholeDomain). Zero: off.
 	InjectWhole int
+	// Position is where the notes go (config.PositionUser, the default:
+	// with the newest user turn; config.PositionSystem: in the system
+	// message).
+	Position string
 	// NodeID is recorded on experiences created here.
 	NodeID string
 	// Models override injection settings by model pattern (first match).
@@ -109,13 +113,14 @@ type settings struct {
 	topK          int
 	minConfidence float64
 	minScore      *float32 // nil: the calibrated gate
+	position      string   // config.PositionUser or PositionSystem
 }
 
 // requestSettings merges backend overrides and request headers; bad header
 // values are the client's error.
 func (s *Server) requestSettings(r *http.Request, b config.Backend, model string) (settings, error) {
 	rt := s.opts.Retrieval
-	st := settings{off: rt.Library == nil, topK: rt.TopK, minConfidence: rt.MinConfidence, minScore: score32(rt.MinScore)}
+	st := settings{off: rt.Library == nil, topK: rt.TopK, minConfidence: rt.MinConfidence, minScore: score32(rt.MinScore), position: rt.Position}
 	st.apply(b.Injection)
 	for _, m := range rt.Models {
 		if ok, _ := path.Match(m.Pattern, model); ok {
@@ -187,6 +192,9 @@ func (st *settings) apply(in config.Injection) {
 	}
 	if in.MinScore != nil {
 		st.minScore = score32(in.MinScore)
+	}
+	if in.Position != "" {
+		st.position = in.Position
 	}
 }
 
@@ -326,13 +334,13 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	var err error
 	switch kind {
 	case kindGenerate:
-		out, err = inject.ValidPrompt(body, text)
+		out, err = inject.PromptAt(body, text, st.position)
 	case kindResponses:
 		out, err = inject.ValidResponsesInput(body, text)
 	case kindCompletion:
 		out, err = inject.ValidCompletionPrompt(body, text)
 	default:
-		out, err = inject.ValidMessages(body, text)
+		out, err = inject.MessagesAt(body, text, st.position)
 	}
 	if err != nil {
 		return retrieval{reason: reasonInjectError}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/inject"
 	"github.com/dso-proxy/dso/internal/shareddata"
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
@@ -185,27 +186,40 @@ func addExperience(t testing.TB, fe *frontend, text, domain string) string {
 	return e.ID
 }
 
-// systemText returns the system message's text that the backend received.
-func systemText(t testing.TB, body []byte) string {
+// noteText returns the injected notes the backend received (from the
+// preamble to the closing marker), wherever they were placed: in a
+// message's content (a string or text parts), in system or in prompt.
+func noteText(t testing.TB, body []byte) string {
 	t.Helper()
 	var req struct {
 		Messages []struct {
-			Role    string          `json:"role"`
 			Content json.RawMessage `json:"content"`
 		} `json:"messages"`
 		System string `json:"system"`
+		Prompt string `json:"prompt"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		t.Fatalf("backend body: %v", err)
 	}
-	if req.System != "" {
-		return req.System
-	}
+	texts := []string{req.System, req.Prompt}
 	for _, m := range req.Messages {
-		if m.Role == "system" {
-			var s string
-			json.Unmarshal(m.Content, &s)
-			return s
+		var s string
+		if json.Unmarshal(m.Content, &s) == nil {
+			texts = append(texts, s)
+			continue
+		}
+		var parts []struct{ Text string }
+		_ = json.Unmarshal(m.Content, &parts)
+		for _, p := range parts {
+			texts = append(texts, p.Text)
+		}
+	}
+	for _, s := range texts {
+		if i := strings.Index(s, inject.Preamble); i >= 0 {
+			s = s[i:]
+			if j := strings.Index(s, "</reference_notes>"); j >= 0 {
+				return s[:j+len("</reference_notes>")]
+			}
 		}
 	}
 	return ""
@@ -281,17 +295,17 @@ func TestInjectionEndToEnd(t *testing.T) {
 					t.Fatalf("degraded: %s", d)
 				}
 				got := strings.Split(hdr.Get(proxy.HeaderExperiences), ",")
-				sys := systemText(t, be.last(t).Body)
+				sys := noteText(t, be.last(t).Body)
 				if contains(got, ids[i]) {
 					found++
 					if !strings.Contains(sys, p.a) {
-						t.Errorf("experience %s named in the header but its text is not in the system message %q", ids[i], sys)
+						t.Errorf("experience %s named in the header but its text is not in the notes %q", ids[i], sys)
 					}
 				}
 				if got[0] != "" {
 					injected++
 					if sys == "" {
-						t.Errorf("%q: experiences named but no system message", p.b)
+						t.Errorf("%q: experiences named but no notes", p.b)
 					}
 					if scores := strings.Split(hdr.Get(proxy.HeaderScores), ","); len(scores) != len(got) {
 						t.Errorf("%q: %d experiences but scores %q", p.b, len(got), hdr.Get(proxy.HeaderScores))

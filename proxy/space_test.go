@@ -75,7 +75,7 @@ func TestQuestionsEmbeddedInTheLibrarySpace(t *testing.T) {
 		}
 		if contains(strings.Split(hdr.Get(proxy.HeaderExperiences), ","), ids[i]) {
 			found++
-			if !strings.Contains(systemText(t, b.last(t).Body), p.a) {
+			if !strings.Contains(noteText(t, b.last(t).Body), p.a) {
 				t.Errorf("%q: named but not in the system message backend b received", p.b)
 			}
 		}

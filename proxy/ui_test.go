@@ -251,7 +251,7 @@ func TestUIAddInjectGradeRetire(t *testing.T) {
 	if got := hdr.Get(proxy.HeaderExperiences); got != e.ID {
 		t.Fatalf("%s = %q; want the experience added on the page, %s", proxy.HeaderExperiences, got, e.ID)
 	}
-	if sys := systemText(t, d.be.last(t).Body); !strings.Contains(sys, lesson) {
+	if sys := noteText(t, d.be.last(t).Body); !strings.Contains(sys, lesson) {
 		t.Fatalf("the backend's system message %q lacks the lesson", sys)
 	}
 	traceID := hdr.Get(proxy.HeaderTraceID)

@@ -77,7 +77,7 @@ func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Rou
 	warnSpaceUse(cfg, lib.Space(), log)
 	return proxy.Retrieval{
 		Library: lib, Budget: rc.Budget, TopK: rc.TopK, MinConfidence: rc.MinConfidence, MinScore: rc.MinScore, InjectWhole: rc.InjectWhole,
-		MaxTokens: rc.MaxTokens, NodeID: cfg.NodeID, Models: rc.Models,
+		MaxTokens: rc.MaxTokens, NodeID: cfg.NodeID, Models: rc.Models, Position: rc.InjectPosition,
 	}, closeAll, nil
 }
 

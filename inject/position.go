@@ -1,0 +1,109 @@
+package inject
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Where the notes go in a request. A backend's prompt cache (OpenAI's and
+// Anthropic's cached input tokens, the KV cache of Ollama, llama.cpp and
+// vLLM) holds an unchanged prefix of the prompt: notes in the system
+// message change the prompt right after the system text, so from the
+// second turn on nothing of the conversation is reused. Notes with the
+// newest user turn leave everything before that turn as the client sent
+// it.
+const (
+	// PositionUser appends the notes to the newest user message's
+	// content, after a blank line (a text part for content in parts):
+	// the client's messages before it are forwarded byte for byte, and
+	// the roles still alternate, as strict chat templates require (a
+	// system message after the user turn, or a second user message, is
+	// refused or rendered wrongly by many). The default.
+	PositionUser = "user"
+	// PositionSystem appends the notes to the first system message, or
+	// inserts one first (Messages): every turn's prompt then differs
+	// from the previous one right after the system text.
+	PositionSystem = "system"
+)
+
+// ValidPosition reports whether p names a position ("" is the default).
+func ValidPosition(p string) bool { return p == "" || p == PositionUser || p == PositionSystem }
+
+// MessagesAt is ValidMessages at position pos: for PositionUser (or ""),
+// sys is appended to the content of the last message whose role is
+// "user", as mergeContent appends it to a system message; a body with no
+// user message gets it as ValidMessages places it. Every other byte is
+// kept. body must be valid JSON.
+func MessagesAt(body []byte, sys, pos string) ([]byte, error) {
+	if sys == "" || pos == PositionSystem {
+		return ValidMessages(body, sys)
+	}
+	top, err := walkObject(body)
+	if err != nil {
+		return body, err
+	}
+	f, err := top.only("messages")
+	if err != nil {
+		return body, err
+	}
+	if f == nil {
+		return body, ErrNoMessages
+	}
+	arr := body[f.start:f.end]
+	elems, err := walkArray(arr)
+	if err != nil {
+		return body, err
+	}
+	for i := len(elems) - 1; i >= 0; i-- {
+		e := elems[i]
+		msg := arr[e.start:e.end]
+		if msg[0] != '{' {
+			continue
+		}
+		obj, err := walkObject(msg)
+		if err != nil {
+			return body, err
+		}
+		role, err := obj.only("role")
+		if err != nil {
+			return body, err
+		}
+		var r string
+		if role == nil || json.Unmarshal(msg[role.start:role.end], &r) != nil || r != "user" {
+			continue
+		}
+		merged, ok := mergeContent(msg, obj, sys)
+		if !ok {
+			break // a content shape we do not know: leave it
+		}
+		return splice(body, f.start+e.start, f.start+e.end, merged), nil
+	}
+	return ValidMessages(body, sys)
+}
+
+// PromptAt is ValidPrompt at position pos: for PositionUser (or ""), sys
+// is appended to an Ollama generate body's string prompt after a blank
+// line, so the system prompt and template before it stay as they were; an
+// empty or missing prompt gets it as ValidPrompt places it. body must be
+// valid JSON.
+func PromptAt(body []byte, sys, pos string) ([]byte, error) {
+	if sys == "" || pos == PositionSystem {
+		return ValidPrompt(body, sys)
+	}
+	top, err := walkObject(body)
+	if err != nil {
+		return body, err
+	}
+	f, err := top.only("prompt")
+	if err != nil {
+		return body, err
+	}
+	if f == nil || body[f.start] != '"' || f.end-f.start <= 2 {
+		return ValidPrompt(body, sys)
+	}
+	v, err := appendToString(body[f.start:f.end], sys)
+	if err != nil {
+		return body, fmt.Errorf("%w: prompt is not a string", ErrBadBody)
+	}
+	return splice(body, f.start, f.end, v), nil
+}
