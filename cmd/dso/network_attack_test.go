@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/dso-proxy/dso/inject"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -87,8 +88,8 @@ func snapshotOf(t *testing.T, be *recordingBackend, n netNode, questions []strin
 	return s
 }
 
-// injected sends question through n and returns the system messages the
-// backend got.
+// injected sends question through n and returns the notes the backend
+// got, wherever they were placed (the text from inject's preamble on).
 func injected(t *testing.T, be *recordingBackend, n netNode, question string) string {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"model": "m", "messages": []map[string]string{{"role": "user", "content": question}}})
@@ -108,8 +109,8 @@ func injected(t *testing.T, be *recordingBackend, n netNode, question string) st
 	}
 	var notes []string
 	for _, m := range got.Messages {
-		if m.Role == "system" {
-			notes = append(notes, m.Content)
+		if i := strings.Index(m.Content, inject.Preamble); i >= 0 {
+			notes = append(notes, m.Content[i:])
 		}
 	}
 	return strings.Join(notes, "\n")

@@ -1,0 +1,195 @@
+package proxy_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/proxy"
+)
+
+// cachingBackend is a chat server with a prompt cache: it renders each
+// request's messages as a chat template would and, like a real server,
+// reports as cached the longest prefix of that prompt it has seen before
+// (OpenAI: usage.prompt_tokens_details.cached_tokens; Ollama:
+// prompt_eval_count counts only what it evaluated). One byte is one
+// token here.
+type cachingBackend struct {
+	*backend
+	mu      sync.Mutex
+	prompts []string // rendered, in arrival order
+	turn    int
+}
+
+func newCachingBackend(t *testing.T, typ string) *cachingBackend {
+	cb := &cachingBackend{backend: newBackend(t, typ)}
+	cb.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		p := renderPrompt(t, body)
+		cb.mu.Lock()
+		cached := 0
+		for _, q := range cb.prompts {
+			cached = max(cached, commonPrefix(p, q))
+		}
+		cb.prompts = append(cb.prompts, p)
+		cb.turn++
+		reply := fmt.Sprintf("Reply %d.", cb.turn)
+		cb.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if typ == "ollama" {
+			fmt.Fprintf(w, `{"model":"m","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":%q},"done":true,"done_reason":"stop","prompt_eval_count":%d,"eval_count":3}`, reply, len(p)-cached)
+			return true
+		}
+		fmt.Fprintf(w, `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}],"usage":{"prompt_tokens":%d,"completion_tokens":3,"total_tokens":%d,"prompt_tokens_details":{"cached_tokens":%d}}}`, reply, len(p), len(p)+3, cached)
+		return true
+	})
+	return cb
+}
+
+// renderPrompt renders a chat body's messages (OpenAI's or Ollama's) as
+// a template does: role and text of each message, in order.
+func renderPrompt(t testing.TB, body []byte) string {
+	var req struct {
+		Messages []struct {
+			Role    string          `json:"role"`
+			Content json.RawMessage `json:"content"`
+		} `json:"messages"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		t.Errorf("backend body %s: %v", body, err)
+	}
+	var b strings.Builder
+	for _, m := range req.Messages {
+		b.WriteString("<|" + m.Role + "|>")
+		var s string
+		if json.Unmarshal(m.Content, &s) != nil {
+			var parts []struct{ Text string }
+			_ = json.Unmarshal(m.Content, &parts)
+			for _, p := range parts {
+				s += p.Text
+			}
+		}
+		b.WriteString(s + "<|end|>")
+	}
+	return b.String()
+}
+
+func commonPrefix(a, b string) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// The ten topics of the conversation: each question's words are its own,
+// so each turn retrieves a different lesson.
+var prefixTopics = [][2]string{
+	{"sourdough starter feeding schedule", "Feed a sourdough starter twice a day at room temperature."},
+	{"rust borrow checker lifetimes", "Rust lifetimes name how long a borrow lasts."},
+	{"kubernetes pod eviction thresholds", "Kubernetes evicts pods when node memory falls below the threshold."},
+	{"watercolor paper weight grams", "Watercolor paper of 300 grams does not buckle when wet."},
+	{"marathon taper week mileage", "Cut mileage by half in the marathon taper week."},
+	{"espresso grind size extraction", "A finer espresso grind slows the extraction."},
+	{"tomato seedling transplant depth", "Plant tomato seedlings deep, up to the first leaves."},
+	{"postgres vacuum bloat autovacuum", "Autovacuum keeps postgres tables from bloating."},
+	{"guitar string gauge tension", "Heavier guitar string gauges hold more tension."},
+	{"bicycle chain wear measurement", "Replace a bicycle chain worn past half a percent."},
+}
+
+// prefixRatios drives a ten-turn conversation through dso, each turn
+// asked on the surface route and answered by backend typ, and returns for
+// each pair of consecutive turns the common prefix of the prompts the
+// backend got over that of the client's own (1 when dso changes nothing
+// the cache holds), and the cached share of the backend's prompts.
+func prefixRatios(t *testing.T, surface, typ, position string) (ratios []float64, notes int) {
+	t.Helper()
+	be := newCachingBackend(t, typ)
+	lib := newHashLibrary(t)
+	minScore := 0.1
+	fe := newFrontend(t, []config.Backend{backendCfg(typ, be.backend)}, func(o *proxy.Options, _ []config.Backend) {
+		o.Retrieval = proxy.Retrieval{Library: lib, Budget: 5 * time.Second, TopK: 1, MinScore: &minScore, Position: position}
+	})
+	for _, tp := range prefixTopics {
+		addExperience(t, fe, "On "+tp[0]+": "+tp[1], "")
+	}
+	type msg struct {
+		Role    string `json:"role"`
+		Content string `json:"content"`
+	}
+	history := []msg{{"system", "You are a helpful assistant."}}
+	var client []string
+	seen := map[string]bool{}
+	for i, tp := range prefixTopics {
+		history = append(history, msg{"user", "Question " + fmt.Sprint(i+1) + ": please tell me, in a few short sentences, what you know about " + tp[0] + "?"})
+		b, _ := json.Marshal(map[string]any{"model": "m", "messages": history, "stream": false})
+		client = append(client, renderPrompt(t, b))
+		code, hdr, body := post(t, fe.URL+surface, string(b))
+		if code != http.StatusOK {
+			t.Fatalf("turn %d: %d %s", i+1, code, body)
+		}
+		if ids := hdr.Get(proxy.HeaderExperiences); ids != "" && !seen[ids] {
+			seen[ids] = true
+			notes++
+		}
+		var a struct {
+			Choices []struct{ Message msg }
+			Message msg
+		}
+		_ = json.Unmarshal(body, &a)
+		reply := a.Message.Content
+		if len(a.Choices) > 0 {
+			reply = a.Choices[0].Message.Content
+		}
+		history = append(history, msg{"assistant", reply})
+	}
+	be.mu.Lock()
+	forwarded := be.prompts
+	be.mu.Unlock()
+	for i := 0; i+1 < len(forwarded); i++ {
+		ratios = append(ratios, float64(commonPrefix(forwarded[i], forwarded[i+1]))/float64(commonPrefix(client[i], client[i+1])))
+	}
+	return ratios, notes
+}
+
+// Issue 23: with a note on every turn, the prompts dso forwards keep at
+// least 0.95 of the prefix the client's own prompts share, on every
+// surface and through translation both ways. The old placement (in the
+// system message) keeps far less, which the same measure shows.
+func TestInjectionKeepsThePromptPrefix(t *testing.T) {
+	for _, c := range []struct{ name, route, backend string }{
+		{"openai-openai", "/v1/chat/completions", "openai"},
+		{"ollama-ollama", "/api/chat", "ollama"},
+		{"openai-ollama", "/v1/chat/completions", "ollama"},
+		{"ollama-openai", "/api/chat", "openai"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ratios, notes := prefixRatios(t, c.route, c.backend, "")
+			if notes < len(prefixTopics)-1 {
+				t.Fatalf("%d turns brought a new note; want a different note on (nearly) every turn", notes)
+			}
+			worst := 1.0
+			for _, r := range ratios {
+				worst = min(worst, r)
+			}
+			sys, _ := prefixRatios(t, c.route, c.backend, config.PositionSystem)
+			sysWorst, sysMean, mean := 1.0, 0.0, 0.0
+			for i, r := range sys {
+				sysWorst = min(sysWorst, r)
+				sysMean += r / float64(len(sys))
+				mean += ratios[i] / float64(len(ratios))
+			}
+			t.Logf("prefix kept, user position: mean %.3f worst %.3f; system position: mean %.3f worst %.3f", mean, worst, sysMean, sysWorst)
+			if worst < 0.95 {
+				t.Errorf("worst turn keeps %.3f of the client's prefix; want at least 0.95 (ratios %.3f)", worst, ratios)
+			}
+			if sysWorst >= 0.95 {
+				t.Errorf("the system placement keeps %.3f: the measure cannot tell the placements apart", sysWorst)
+			}
+		})
+	}
+}
