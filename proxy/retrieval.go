@@ -196,6 +196,7 @@ type requestKind int
 const (
 	kindChat     requestKind = iota // messages
 	kindGenerate                    // prompt / system
+	kindMessages                    // Anthropic Messages: messages / system
 )
 
 // augment runs retrieval for a chat or generate body and returns the body
@@ -322,9 +323,12 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	// The handler validated body (parseChat, jsonFields): inject need not.
 	var out []byte
 	var err error
-	if kind == kindGenerate {
+	switch kind {
+	case kindGenerate:
 		out, err = inject.ValidPrompt(body, text)
-	} else {
+	case kindMessages:
+		out, err = inject.ValidSystem(body, text)
+	default:
 		out, err = inject.ValidMessages(body, text)
 	}
 	if err != nil {
