@@ -85,6 +85,16 @@ func (a *Anthropic) Chat(ctx context.Context, body []byte, hdr http.Header) (*ht
 		}
 		return nil, err
 	}
+	// The client's Accept names the format it reads (NDJSON for an Ollama
+	// client), not the one Anthropic answers in.
+	if _, ok := hdr["Accept"]; ok {
+		h := make(http.Header, len(hdr))
+		for k, v := range hdr {
+			h[k] = v
+		}
+		delete(h, "Accept")
+		hdr = h
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	resp, err := a.send(ctx, http.MethodPost, "v1/messages", mb, hdr)
 	if err != nil {

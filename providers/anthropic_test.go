@@ -68,7 +68,7 @@ func TestAnthropicChat(t *testing.T) {
 		_, _ = io.WriteString(w, messageJSON)
 	})
 	a := newAnthropic(t, f.URL, "sk-ant-secret")
-	hdr := http.Header{"Authorization": {"Bearer client"}, "X-Custom": {"kept"}}
+	hdr := http.Header{"Authorization": {"Bearer client"}, "X-Custom": {"kept"}, "Accept": {"application/x-ndjson"}}
 	resp, err := a.Chat(context.Background(), []byte(`{"model":"claude-sonnet-4-5","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Capital?"}]}`), hdr)
 	if err != nil {
 		t.Fatal(err)
@@ -76,10 +76,10 @@ func TestAnthropicChat(t *testing.T) {
 	defer resp.Body.Close()
 	req, body := f.last(t)
 	if req.URL.Path != "/v1/messages" || req.Header.Get("X-Api-Key") != "sk-ant-secret" || req.Header.Get("Authorization") != "" ||
-		req.Header.Get("Anthropic-Version") != providers.AnthropicVersion || req.Header.Get("X-Custom") != "kept" {
+		req.Header.Get("Anthropic-Version") != providers.AnthropicVersion || req.Header.Get("X-Custom") != "kept" || req.Header.Get("Accept") != "" {
 		t.Errorf("request %s %v", req.URL.Path, req.Header)
 	}
-	if hdr.Get("Authorization") != "Bearer client" {
+	if hdr.Get("Authorization") != "Bearer client" || hdr.Get("Accept") == "" {
 		t.Error("the caller's header was modified")
 	}
 	var sent struct {
