@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -226,6 +227,31 @@ type Backend struct {
 	Fallbacks []string `yaml:"fallbacks"`
 	// Injection overrides retrieval settings for this backend.
 	Injection Injection `yaml:"injection"`
+	// Responses says how the Responses API (/v1/responses) reaches this
+	// backend: ResponsesNative relays it to the backend's own /responses
+	// (which then keeps the responses), ResponsesTranslate translates it
+	// to chat completions (dso keeps them). Empty: native for OpenAI's
+	// own API (api.openai.com), translate for every other server.
+	Responses string `yaml:"responses"`
+}
+
+// Values of Backend.Responses.
+const (
+	ResponsesNative    = "native"
+	ResponsesTranslate = "translate"
+)
+
+// NativeResponses reports whether the Responses API is relayed to the
+// backend's own /responses (see Backend.Responses).
+func (b Backend) NativeResponses() bool {
+	switch b.Responses {
+	case ResponsesNative:
+		return true
+	case ResponsesTranslate:
+		return false
+	}
+	u, err := url.Parse(b.URL)
+	return err == nil && b.Type == TypeOpenAI && strings.EqualFold(u.Hostname(), "api.openai.com")
 }
 
 // Secret is a string that never prints: logs and errors see "REDACTED".

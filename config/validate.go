@@ -186,6 +186,14 @@ func (b Backend) validate() error {
 			ps = append(ps, Problem{Path: fmt.Sprintf("models[%d]", i), Msg: fmt.Sprintf("%q is not a valid glob pattern", m)})
 		}
 	}
+	switch b.Responses {
+	case "", ResponsesNative, ResponsesTranslate:
+		if b.Responses == ResponsesNative && b.Type != TypeOpenAI {
+			ps = append(ps, Problem{Path: "responses", Msg: "native needs an openai backend that serves /responses"})
+		}
+	default:
+		ps = append(ps, Problem{Path: "responses", Msg: fmt.Sprintf("%q is not native or translate", b.Responses)})
+	}
 	if len(ps) == 0 {
 		return nil
 	}

@@ -142,17 +142,48 @@ func (c *conn) Config() config.Backend { return c.cfg }
 // a redirect as ErrRedirect.
 // The response body enforces the idle timeout and must be closed.
 func (c *conn) send(ctx context.Context, method, path string, body []byte, hdr http.Header) (*http.Response, error) {
+	return c.sendTo(ctx, method, c.url(path), body, hdr)
+}
+
+// sendUncached is send for a path made per request (one naming a
+// response id) and a query: its URL is joined each time, not cached.
+func (c *conn) sendUncached(ctx context.Context, method, path, rawQuery string, body []byte, hdr http.Header) (*http.Response, error) {
+	u := c.base.JoinPath(path)
+	u.RawQuery = rawQuery
+	return c.sendTo(ctx, method, u.String(), body, hdr)
+}
+
+func (c *conn) sendTo(ctx context.Context, method, target string, body []byte, hdr http.Header) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
+	return c.exchange(ctx, method, target, rd, int64(len(body)), jsonType, hdr)
+}
+
+const jsonType = "application/json"
+
+// exchange is send to a full URL. A body that is not a *bytes.Reader is
+// streamed, size bytes (-1: unknown), and every read of it resets the idle
+// timer: an upload that moves is not idle.
+func (c *conn) exchange(ctx context.Context, method, u string, body io.Reader, size int64, contentType string, hdr http.Header) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(c.cfg.Timeout, func() { cancel(ErrTimeout) })
-	req, err := http.NewRequestWithContext(ctx, method, c.url(path), rd)
+	_, whole := body.(*bytes.Reader)
+	if body != nil && !whole {
+		body = &idleReader{r: body, timer: timer, d: c.cfg.Timeout}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		timer.Stop()
 		cancel(nil)
 		return nil, fmt.Errorf("backend %s: %w", c.cfg.Name, err)
+	}
+	if body != nil && !whole {
+		if size == 0 {
+			req.Body = http.NoBody
+		}
+		req.ContentLength = size
 	}
 	req.Header = make(http.Header, len(hdr)+2)
 	for k, vs := range hdr {
@@ -160,7 +191,7 @@ func (c *conn) send(ctx context.Context, method, path string, body []byte, hdr h
 		req.Header[k] = vs[:len(vs):len(vs)]
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	switch {
 	case c.header != nil:
@@ -251,6 +282,19 @@ func (b *idleBody) Close() error {
 	err := b.rc.Close()
 	b.cancel(nil)
 	return err
+}
+
+// idleReader resets the idle timer on every read of a streamed request
+// body.
+type idleReader struct {
+	r     io.Reader
+	timer *time.Timer
+	d     time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	r.timer.Reset(r.d)
+	return r.r.Read(p)
 }
 
 // keyTransport adds the backend's key to requests made through library

@@ -1,9 +1,11 @@
 package providers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 
 	"github.com/dso-proxy/dso/config"
@@ -42,6 +44,27 @@ func (o *Ollama) Generate(ctx context.Context, body []byte, hdr http.Header) (*h
 // Embeddings POSTs an Ollama /api/embed body as is.
 func (o *Ollama) Embeddings(ctx context.Context, body []byte, hdr http.Header) (*http.Response, error) {
 	return o.send(ctx, http.MethodPost, "api/embed", body, hdr)
+}
+
+// Do sends one request to the backend's native API: path relative to its
+// URL (e.g. "api/show"), body (nil: none) and headers as send forwards
+// them. It serves the routes dso relays without reading the answer (show,
+// pull, ps, copy, delete, create, push, blobs): one method, not one each.
+func (o *Ollama) Do(ctx context.Context, method, path string, body []byte, hdr http.Header) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	// Not through url's cache: blob paths carry a client's digest.
+	return o.exchange(ctx, method, o.base.JoinPath(path).String(), rd, int64(len(body)), jsonType, hdr)
+}
+
+// Upload POSTs body as it is read, size bytes (-1: unknown), for bodies
+// too large to hold (model blobs, gigabytes). The idle timeout applies to
+// the upload's reads as to the response's. The body is read once, so a
+// failed upload cannot be retried here.
+func (o *Ollama) Upload(ctx context.Context, path string, body io.Reader, size int64, hdr http.Header) (*http.Response, error) {
+	return o.exchange(ctx, http.MethodPost, o.base.JoinPath(path).String(), body, size, "application/octet-stream", hdr)
 }
 
 // Embed embeds texts with model.

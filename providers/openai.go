@@ -41,6 +41,21 @@ func (o *OpenAI) Chat(ctx context.Context, body []byte, hdr http.Header) (*http.
 	return o.send(ctx, http.MethodPost, "chat/completions", body, hdr)
 }
 
+// Completions POSTs a legacy completions body as is.
+func (o *OpenAI) Completions(ctx context.Context, body []byte, hdr http.Header) (*http.Response, error) {
+	return o.send(ctx, http.MethodPost, "completions", body, hdr)
+}
+
+// Responses sends a Responses API call to the backend's own /responses:
+// sub is the path below it ("" to create one, "/ID", "/ID/input_items"),
+// query the URL's query, body nil for GET and DELETE.
+func (o *OpenAI) Responses(ctx context.Context, method, sub, query string, body []byte, hdr http.Header) (*http.Response, error) {
+	if sub == "" && query == "" {
+		return o.send(ctx, method, "responses", body, hdr)
+	}
+	return o.sendUncached(ctx, method, "responses"+sub, query, body, hdr)
+}
+
 // Embeddings POSTs an OpenAI embeddings body as is.
 func (o *OpenAI) Embeddings(ctx context.Context, body []byte, hdr http.Header) (*http.Response, error) {
 	return o.send(ctx, http.MethodPost, "embeddings", body, hdr)

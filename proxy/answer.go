@@ -8,8 +8,9 @@ import (
 )
 
 // answerText extracts the answer's text from a response in any of the
-// formats dso relays: OpenAI JSON or SSE, Ollama JSON or NDJSON, Anthropic
-// JSON or SSE (whose event: lines are skipped as any non-data line). A single
+// formats dso relays: OpenAI JSON or SSE (chat and Responses), Ollama JSON
+// or NDJSON, Anthropic JSON or SSE (event: lines are skipped as any
+// non-data line). A single
 // JSON body (which may be laid out over lines) is told from a stream of
 // JSON events by validating it, unless whole says it is one: a body of
 // known length, or one dso translated. It runs once per traced response
@@ -43,7 +44,8 @@ func answerText(raw []byte, whole bool) string {
 
 // eventText is the answer text of one body or event: with "choices", the
 // first choice's delta (a stream's event) or else its message (a body), as
-// OpenAI sends them; an Anthropic message's text blocks, or a stream's
+// OpenAI sends them; a Responses body's messages, or a stream's
+// output_text delta; an Anthropic message's text blocks, or a stream's
 // text_delta; else an Ollama chat message or generate response.
 // It looks these paths up rather than walking every field: gjson skips
 // what lies before a key without parsing it and reads nothing after it,
@@ -60,11 +62,22 @@ func eventText(ev []byte) string {
 		}
 		return partsText(choices.Get("0.message.content"))
 	}
-	switch obj.Get("type").Str {
-	case "message":
-		return partsText(obj.Get("content"))
-	case "content_block_delta":
-		return obj.Get("delta.text").Str
+	switch typ := obj.Get("type").Str; {
+	case typ == "response.output_text.delta":
+		return obj.Get("delta").Str // a Responses stream's text
+	case obj.Get("object").Str == "response":
+		var b strings.Builder // a Responses body: its messages' text
+		obj.Get("output").ForEach(func(_, it gjson.Result) bool {
+			if it.Get("type").Str == "message" {
+				b.WriteString(partsText(it.Get("content")))
+			}
+			return true
+		})
+		return b.String()
+	case typ == "message":
+		return partsText(obj.Get("content")) // an Anthropic body
+	case typ == "content_block_delta":
+		return obj.Get("delta.text").Str // an Anthropic stream's text_delta
 	}
 	text := partsText(obj.Get("message.content"))
 	if r := obj.Get("response"); r.Type == gjson.String {
@@ -84,7 +97,7 @@ func partsText(r gjson.Result) string {
 	}
 	var b strings.Builder
 	r.ForEach(func(_, p gjson.Result) bool {
-		if p.Get("type").Str == "text" {
+		if t := p.Get("type").Str; t == "text" || t == "input_text" || t == "output_text" {
 			if b.Len() > 0 {
 				b.WriteByte('\n')
 			}

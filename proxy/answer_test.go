@@ -11,8 +11,9 @@ import (
 // answerTextDecoded is answerText by decoding each event whole with
 // encoding/json: the reference the fast path is checked against. An event
 // with "choices" gives its first choice's delta content, or without one
-// its message content; an event without gives its message content and
-// its response.
+// its message content; a Responses stream's text delta its delta; a
+// Responses body its message items' text; any other event its message
+// content and its response.
 func answerTextDecoded(raw []byte) string {
 	var out strings.Builder
 	for _, line := range strings.Split(string(raw), "\n") {
@@ -45,6 +46,20 @@ func answerTextDecoded(raw []byte) string {
 			}
 			continue
 		}
+		if v["type"] == "response.output_text.delta" {
+			d, _ := v["delta"].(string)
+			out.WriteString(d)
+			continue
+		}
+		if v["object"] == "response" {
+			items, _ := v["output"].([]any)
+			for _, it := range items {
+				if m, _ := it.(map[string]any); m["type"] == "message" {
+					out.WriteString(contentText(m["content"]))
+				}
+			}
+			continue
+		}
 		switch v["type"] {
 		case "message":
 			out.WriteString(contentText(v["content"]))
@@ -74,6 +89,8 @@ func TestAnswerText(t *testing.T) {
 		{"sse", "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo \\\"x\\\" \\u00e9\"}}]}\n\ndata: [DONE]\n\n", "Hello \"x\" é"},
 		{"ollama ndjson", "{\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n{\"message\":{\"content\":\" there\"},\"done\":true}\n", "Hi there"},
 		{"ollama generate", "{\"response\":\"4\",\"done\":false}\n{\"response\":\"2\",\"done\":true}\n", "42"},
+		{"responses body", `{"object":"response","output":[{"type":"reasoning"},{"type":"message","content":[{"type":"output_text","text":"Paris."}]}]}`, "Paris."},
+		{"responses sse", "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Pa\"}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"ris\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"object\":\"response\",\"output\":[]}}\n\n", "Paris"},
 		{"anthropic body", `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"Let me check."},{"type":"tool_use","id":"t","name":"f","input":{"text":"no"}},{"type":"text","text":"Done."}]}`, "Let me check.\nDone."},
 		{"anthropic sse", "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[]}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Par\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"is.\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"text\\\":\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n", "Paris."},
 		{"garbage", "data: {not json\n\nhello\n", ""},
@@ -220,7 +237,7 @@ func contentText(c any) string {
 	var b strings.Builder
 	for _, p := range parts {
 		m, _ := p.(map[string]any)
-		if m["type"] == "text" {
+		if t := m["type"]; t == "text" || t == "input_text" || t == "output_text" {
 			if b.Len() > 0 {
 				b.WriteByte('\n')
 			}

@@ -355,8 +355,9 @@ func (s *Server) ollamaChat(w http.ResponseWriter, r *http.Request) {
 	s.ollamaChatLike(w, r, false)
 }
 
-// ollamaGenerate serves POST /api/generate. Only a prompt is required; an
-// empty prompt (Ollama's "load the model") is passed through to Ollama.
+// ollamaGenerate serves POST /api/generate. Only a model is required; no
+// prompt is Ollama's "load the model" (with keep_alive 0, "unload"): passed
+// through to Ollama, answered by dso for other backends (generateLoad).
 func (s *Server) ollamaGenerate(w http.ResponseWriter, r *http.Request) {
 	s.ollamaChatLike(w, r, true)
 }
@@ -371,8 +372,9 @@ func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate
 		return
 	}
 	var model string
+	var top map[string]json.RawMessage
 	if generate {
-		top, err := jsonFields(body)
+		top, err = jsonFields(body)
 		if err == nil {
 			var m *string
 			m, err = stringField(top, "model")
@@ -397,6 +399,10 @@ func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate
 	if err != nil {
 		s.fail(w, r, sf, err)
 		return
+	}
+	if generate && chain[0].Type() != "ollama" && s.generateLoad(w, r, top, model) {
+		info(r.Context()).backend = chain[0].Name()
+		return // a load or unload: answered as Ollama does, nothing to forward
 	}
 	kind := kindChat
 	if generate {

@@ -2,12 +2,18 @@ package proxy_test
 
 import (
 	"bytes"
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +25,7 @@ import (
 
 // recorded is one request a fake backend received.
 type recorded struct {
+	Method string
 	Path   string
 	Header http.Header
 	Body   []byte
@@ -34,6 +41,8 @@ type backend struct {
 	mu       sync.Mutex
 	reqs     []recorded
 	override func(w http.ResponseWriter, r *http.Request, body []byte) bool
+	pulled   map[string]bool // models /api/pull fetched: /api/show knows them
+	blobs    map[string]bool // digests /api/blobs received
 }
 
 func golden(t testing.TB, name string) []byte {
@@ -77,7 +86,7 @@ func (b *backend) serve(t testing.TB) func(w http.ResponseWriter, r *http.Reques
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		b.mu.Lock()
-		b.reqs = append(b.reqs, recorded{Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
+		b.reqs = append(b.reqs, recorded{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
 		override := b.override
 		b.mu.Unlock()
 		if override != nil && override(w, r, body) {
@@ -89,6 +98,9 @@ func (b *backend) serve(t testing.TB) func(w http.ResponseWriter, r *http.Reques
 		}
 		_ = json.Unmarshal(body, &req)
 		tools := len(req.Tools) > 0
+		if b.typ == "ollama" && b.serveOllamaModels(t, w, r, body) {
+			return
+		}
 		switch b.typ + " " + r.Method + " " + r.URL.Path {
 		case "openai POST /v1/chat/completions":
 			stream := req.Stream != nil && *req.Stream
@@ -106,6 +118,12 @@ func (b *backend) serve(t testing.TB) func(w http.ResponseWriter, r *http.Reques
 			writeBody(w, golden(t, "openai/models.json"))
 		case "openai POST /v1/embeddings":
 			writeBody(w, golden(t, "openai/embeddings.json"))
+		case "openai POST /v1/responses":
+			writeBody(w, golden(t, "openai/responses.json"))
+		case "openai GET /v1/responses/resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b":
+			writeBody(w, golden(t, "openai/responses.json"))
+		case "openai POST /v1/completions":
+			writeBody(w, golden(t, "openai/completions.json"))
 		case "anthropic POST /v1/messages":
 			stream := req.Stream != nil && *req.Stream
 			switch {
@@ -133,7 +151,19 @@ func (b *backend) serve(t testing.TB) func(w http.ResponseWriter, r *http.Reques
 				writeBody(w, golden(t, "ollama/chat.json"))
 			}
 		case "ollama POST /api/generate":
-			replay(w, "application/x-ndjson", golden(t, "ollama/generate_stream.ndjson"), "\n")
+			var gen struct {
+				Prompt    string          `json:"prompt"`
+				KeepAlive json.RawMessage `json:"keep_alive"`
+			}
+			_ = json.Unmarshal(body, &gen)
+			switch {
+			case gen.Prompt == "" && slices.Contains([]string{"0", `"0"`, `"0s"`, `"0m"`}, string(gen.KeepAlive)):
+				writeBody(w, golden(t, "ollama/generate_unload.json"))
+			case gen.Prompt == "":
+				writeBody(w, golden(t, "ollama/generate_load.json"))
+			default:
+				replay(w, "application/x-ndjson", golden(t, "ollama/generate_stream.ndjson"), "\n")
+			}
 		case "ollama POST /api/embed":
 			writeBody(w, golden(t, "ollama/embed.json"))
 		case "ollama GET /api/tags":
@@ -144,6 +174,74 @@ func (b *backend) serve(t testing.TB) func(w http.ResponseWriter, r *http.Reques
 			http.Error(w, "fake backend: no route "+r.Method+" "+r.URL.Path, http.StatusNotFound)
 		}
 	}
+}
+
+// serveOllamaModels is the fake Ollama's model API: show (for llama3.2 and
+// whatever was pulled), ps, pull, copy, delete, create, push, blobs and the
+// legacy embeddings, replaying recorded payloads.
+func (b *backend) serveOllamaModels(t testing.TB, w http.ResponseWriter, r *http.Request, body []byte) bool {
+	var req struct{ Model, Name string }
+	_ = json.Unmarshal(body, &req)
+	model := cmp.Or(req.Model, req.Name)
+	if digest, ok := strings.CutPrefix(r.URL.Path, "/api/blobs/"); ok {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		sum := sha256.Sum256(body)
+		switch {
+		case r.Method == http.MethodHead && b.blobs[digest]:
+			w.WriteHeader(http.StatusOK)
+		case r.Method == http.MethodHead:
+			writeStatus(w, http.StatusNotFound, fmt.Sprintf(`{"error":"blob %q not found"}`, digest))
+		case digest != "sha256:"+hex.EncodeToString(sum[:]):
+			writeStatus(w, http.StatusBadRequest, `{"error":"digest mismatch"}`)
+		default:
+			if b.blobs == nil {
+				b.blobs = map[string]bool{}
+			}
+			b.blobs[digest] = true
+			w.WriteHeader(http.StatusCreated)
+		}
+		return true
+	}
+	switch r.Method + " " + r.URL.Path {
+	case "POST /api/show":
+		b.mu.Lock()
+		known := model == "llama3.2" || model == "llama3.2:latest" || b.pulled[model]
+		b.mu.Unlock()
+		if !known {
+			writeStatus(w, http.StatusNotFound, fmt.Sprintf(`{"error":"model '%s' not found"}`, model))
+			return true
+		}
+		writeBody(w, golden(t, "ollama/show.json"))
+	case "GET /api/ps":
+		writeBody(w, golden(t, "ollama/ps.json"))
+	case "POST /api/pull":
+		b.mu.Lock()
+		if b.pulled == nil {
+			b.pulled = map[string]bool{}
+		}
+		b.pulled[model] = true
+		b.mu.Unlock()
+		replay(w, "application/x-ndjson", golden(t, "ollama/pull_stream.ndjson"), "\n")
+	case "POST /api/create":
+		replay(w, "application/x-ndjson", golden(t, "ollama/create_stream.ndjson"), "\n")
+	case "POST /api/push":
+		replay(w, "application/x-ndjson", golden(t, "ollama/push_stream.ndjson"), "\n")
+	case "POST /api/copy", "DELETE /api/delete":
+		w.WriteHeader(http.StatusOK) // Ollama answers both with no body
+	case "POST /api/embeddings":
+		writeBody(w, golden(t, "ollama/embeddings.json"))
+	default:
+		return false
+	}
+	return true
+}
+
+// writeStatus writes an Ollama-shaped answer with status code.
+func writeStatus(w http.ResponseWriter, code int, body string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
 }
 
 func writeBody(w http.ResponseWriter, b []byte) {

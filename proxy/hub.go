@@ -8,6 +8,7 @@ import (
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/providers"
+	"github.com/tidwall/gjson"
 )
 
 // dso's hub format is OpenAI chat completions. A surface that no backend
@@ -86,6 +87,35 @@ func (a *hubAnswer) Events(fn func(data []byte) error) error {
 		}
 		return fn(data)
 	})
+}
+
+// readTranslated begins a request of a translated surface as the chat
+// handlers begin theirs: timing and header feedback on, then the body,
+// read within the limits and checked to be one JSON object. ok is false
+// when it has written the error.
+func (s *Server) readTranslated(w http.ResponseWriter, r *http.Request, sf surface) (body []byte, root gjson.Result, ok bool) {
+	info(r.Context()).timing.on = true
+	s.headerFeedback(w, r)
+	body, err := s.readBody(w, r)
+	if err == nil {
+		root, err = jsonObject(body)
+	}
+	if err != nil {
+		s.fail(w, r, sf, err)
+		return nil, root, false
+	}
+	return body, root, true
+}
+
+// teeChunk copies one hub chunk to a trace's answer as an SSE data line,
+// the form answerText reads.
+func teeChunk(tee io.Writer, data []byte) {
+	if tee == nil {
+		return
+	}
+	_, _ = tee.Write([]byte("data: "))
+	_, _ = tee.Write(data)
+	_, _ = tee.Write([]byte("\n"))
 }
 
 // Close releases the backend's response.

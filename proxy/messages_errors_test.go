@@ -216,7 +216,7 @@ func TestAnthropicCountTokens(t *testing.T) {
 			return res.InputTokens
 		}
 		short, long := count("hi"), count(strings.Repeat("a longer question about units ", 20))
-		withTool := count("hi", weatherTool)
+		withTool := count("hi", messagesWeatherTool)
 		if short <= 0 || long <= short || withTool <= short {
 			t.Errorf("estimates: short %d long %d with a tool %d", short, long, withTool)
 		}

@@ -23,7 +23,7 @@ func anthropicClient(fe *frontend, opts ...option.RequestOption) sdk.Client {
 	return sdk.NewClient(append(base, opts...)...)
 }
 
-var weatherTool = sdk.ToolUnionParam{OfTool: &sdk.ToolParam{
+var messagesWeatherTool = sdk.ToolUnionParam{OfTool: &sdk.ToolParam{
 	Name: "get_weather", Description: sdk.String("The weather in a city"),
 	InputSchema: sdk.ToolInputSchemaParam{Properties: map[string]any{"location": map[string]any{"type": "string"}}, Required: []string{"location"}},
 }}
@@ -123,7 +123,7 @@ func TestAnthropicClientTools(t *testing.T) {
 				be := newBackend(t, typ)
 				fe := newFrontend(t, []config.Backend{cfgFor(be)})
 				c := anthropicClient(fe)
-				p := sdk.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 100, Tools: []sdk.ToolUnionParam{weatherTool}, Messages: toolTurns()}
+				p := sdk.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 100, Tools: []sdk.ToolUnionParam{messagesWeatherTool}, Messages: toolTurns()}
 				m := newMessage(t, c, p, stream)
 				var use *sdk.ContentBlockUnion
 				for i := range m.Content {

@@ -22,6 +22,9 @@ type metrics struct {
 	overhead     *prometheus.HistogramVec
 	refused      *prometheus.CounterVec
 	traceBatch   prometheus.Histogram
+	// responsesLost counts translated Responses API responses that could
+	// not be stored: previous_response_id cannot continue from them.
+	responsesLost prometheus.Counter
 
 	cached hotChildren // the hot path's children of the vectors above
 }
@@ -70,6 +73,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.traceBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "dso_traces_batch_size", Help: "Traces stored per transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1 to 512
 	})
+	m.responsesLost = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dso_responses_store_failures_total", Help: "Responses API responses dso translated and could not store (later requests cannot continue from them).",
+	})
+	reg.MustRegister(m.responsesLost)
 	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped, m.overhead, m.refused, m.traceBatch)
 	m.cache()
 	return m

@@ -49,7 +49,11 @@ func (s *Server) ollamaTags(w http.ResponseWriter, r *http.Request) {
 	}
 	out := api.ListResponse{Models: make([]api.ListModelResponse, 0, len(ms))}
 	for _, m := range ms {
-		out.Models = append(out.Models, api.ListModelResponse{Name: m.ID, Model: m.ID, ModifiedAt: m.Created, Size: m.Size, Digest: m.Digest, Details: m.Details})
+		digest := m.Digest
+		if len(digest) < 12 {
+			digest = modelDigest(m.Backend, m.ID) // `ollama list` prints Digest[:12]
+		}
+		out.Models = append(out.Models, api.ListModelResponse{Name: m.ID, Model: m.ID, ModifiedAt: m.Created, Size: m.Size, Digest: digest, Details: modelDetails(m)})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

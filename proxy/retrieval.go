@@ -194,9 +194,11 @@ func (st *settings) apply(in config.Injection) {
 type requestKind int
 
 const (
-	kindChat     requestKind = iota // messages
-	kindGenerate                    // prompt / system
-	kindMessages                    // Anthropic Messages: messages / system
+	kindChat       requestKind = iota // messages
+	kindGenerate                      // prompt / system
+	kindResponses                     // a Responses API body relayed as is: input
+	kindCompletion                    // a legacy completions body relayed as is: prompt
+	kindMessages                      // an Anthropic Messages body relayed as is: messages / system
 )
 
 // augment runs retrieval for a chat or generate body and returns the body
@@ -326,6 +328,10 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	switch kind {
 	case kindGenerate:
 		out, err = inject.ValidPrompt(body, text)
+	case kindResponses:
+		out, err = inject.ValidResponsesInput(body, text)
+	case kindCompletion:
+		out, err = inject.ValidCompletionPrompt(body, text)
 	case kindMessages:
 		out, err = inject.ValidSystem(body, text)
 	default:
@@ -441,7 +447,7 @@ func (s *Server) embedWithin(ctx context.Context, text string) ([]float32, error
 // before it, capped at maxQueryBytes.
 func queryText(body []byte, kind requestKind) string {
 	root := readJSON(body) // validated by the handler
-	if kind == kindGenerate {
+	if kind == kindGenerate || kind == kindCompletion {
 		p := lastField(root, "prompt")
 		if p.Type != gjson.String {
 			return ""
@@ -449,12 +455,25 @@ func queryText(body []byte, kind requestKind) string {
 		return strings.Clone(capText(strings.TrimSpace(p.Str), maxQueryBytes))
 	}
 	var users []gjson.Result
-	lastField(root, "messages").ForEach(func(_, m gjson.Result) bool {
-		if lastField(m, "role").Str == "user" {
-			users = append(users, lastField(m, "content"))
+	if kind == kindResponses {
+		in := lastField(root, "input")
+		if in.Type == gjson.String {
+			return strings.Clone(capText(strings.TrimSpace(in.Str), maxQueryBytes))
 		}
-		return true
-	})
+		in.ForEach(func(_, it gjson.Result) bool {
+			if lastField(it, "role").Str == "user" {
+				users = append(users, lastField(it, "content"))
+			}
+			return true
+		})
+	} else {
+		lastField(root, "messages").ForEach(func(_, m gjson.Result) bool {
+			if lastField(m, "role").Str == "user" {
+				users = append(users, lastField(m, "content"))
+			}
+			return true
+		})
+	}
 	var turns []string
 	for i := len(users) - 1; i >= 0 && len(turns) < 2; i-- {
 		if t := strings.TrimSpace(partsText(users[i])); t != "" {

@@ -39,6 +39,11 @@ type Options struct {
 	APIKeys []config.Secret
 	// MaxBodyBytes caps request bodies. Zero: config.DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxBlobBytes caps one Ollama blob upload (POST /api/blobs/{digest}),
+	// which is streamed to the backend rather than read first, so it is
+	// not held by dso and MaxBodyBytes does not apply. Zero:
+	// DefaultMaxBlobBytes.
+	MaxBlobBytes int64
 	// MaxInFlight and MaxBytesInFlight bound the requests, and the bytes
 	// of their bodies, served at once (a body of unknown length counts as
 	// MaxBodyBytes); beyond them requests get 503 with Retry-After. Zero:
@@ -109,6 +114,12 @@ type Options struct {
 	// Network reports the experience network on GET /v1/network, guarded
 	// like the experience API. Nil: the route answers 404.
 	Network NetworkReporter
+	// Responses keeps the Responses API responses dso translates (for
+	// previous_response_id and GET /v1/responses/{id}). Nil: the
+	// library's store when it can (SQLite, or Redis shared by replicas),
+	// else memory, the newest DefaultMemoryResponses for at most
+	// DefaultResponseMaxAge, lost on restart.
+	Responses ResponseStore
 
 	now func() time.Time // the clock of rate-limited warnings; nil: time.Now (tests set it)
 }
@@ -142,6 +153,9 @@ type Server struct {
 	traceDrops    *warnEvery // traces dropped: the queue stayed full
 	traceFails    *warnEvery // trace batches the store failed to write
 	feedbackFails *warnEvery // header feedback that could not be recorded
+	responseFails *warnEvery // translated responses that could not be stored
+
+	responses ResponseStore
 
 	retrievalWarned atomic.Bool // a retrieval failure was logged at warn level
 	flight          *inFlight
@@ -164,6 +178,9 @@ func New(opts Options) *Server {
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = config.DefaultMaxBodyBytes
+	}
+	if opts.MaxBlobBytes <= 0 {
+		opts.MaxBlobBytes = DefaultMaxBlobBytes
 	}
 	if opts.BodyTimeout <= 0 {
 		opts.BodyTimeout = config.DefaultBodyTimeout
@@ -219,6 +236,16 @@ func New(opts Options) *Server {
 		traceDrops:    newWarnEvery(opts.Logger, opts.now, warnInterval, "trace queue full; traces dropped (feedback for them will be refused)"),
 		traceFails:    newWarnEvery(opts.Logger, opts.now, warnInterval, "storing traces failed; traces lost"),
 		feedbackFails: newWarnEvery(opts.Logger, opts.now, warnInterval, "recording header feedback failed"),
+		responseFails: newWarnEvery(opts.Logger, opts.now, warnInterval, "storing a Responses API response failed; previous_response_id cannot continue from it"),
+	}
+	s.responses = opts.Responses
+	if s.responses == nil {
+		if lib := opts.Retrieval.Library; lib != nil {
+			s.responses, _ = lib.Store().(ResponseStore)
+		}
+	}
+	if s.responses == nil {
+		s.responses = newMemResponses(DefaultMemoryResponses, DefaultResponseMaxAge, opts.now)
 	}
 	if opts.Learner != nil {
 		s.feedbackQ = newQueue(feedbackQueueLen, s.recordFeedback)
@@ -282,6 +309,11 @@ func (s *Server) routes() http.Handler {
 			r.With(s.limit).Post(p+"/chat/completions", s.openAIChat)
 			r.Get(p+"/models", s.openAIModels)
 			r.With(s.limit).Post(p+"/embeddings", s.openAIEmbeddings)
+			r.With(s.limit).Post(p+"/responses", s.createResponse)
+			r.Get(p+"/responses/{id}", s.getResponse)
+			r.Delete(p+"/responses/{id}", s.deleteResponse)
+			r.Get(p+"/responses/{id}/input_items", s.listInputItems)
+			r.With(s.limit).Post(p+"/completions", s.completions)
 		}
 
 		// Anthropic surface (its clients always use the /v1 prefix).
@@ -296,6 +328,16 @@ func (s *Server) routes() http.Handler {
 		r.With(s.limit).Post("/api/embed", s.ollamaEmbed)
 		r.Get("/api/tags", s.ollamaTags)
 		r.Get("/api/version", s.ollamaVersion)
+		r.Get("/api/ps", s.ollamaPS)
+		r.With(s.limit).Post("/api/show", s.ollamaShow)
+		r.With(s.limit).Post("/api/pull", s.ollamaPull)
+		r.With(s.limit).Post("/api/embeddings", s.ollamaEmbeddings)
+		r.With(s.limit).Post("/api/copy", s.ollamaManage("api/copy", "source"))
+		r.With(s.limit).Delete("/api/delete", s.ollamaManage("api/delete", "model", "name"))
+		r.With(s.limit).Post("/api/create", s.ollamaManage("api/create", "model", "name"))
+		r.With(s.limit).Post("/api/push", s.ollamaManage("api/push", "model", "name"))
+		r.Head("/api/blobs/{digest}", s.ollamaBlob)
+		r.With(s.limit).Post("/api/blobs/{digest}", s.ollamaBlob) // streamed: see ollamaBlob
 	})
 
 	// Feedback: a client key, or an admin key (the dashboard grades with

@@ -19,7 +19,7 @@ var (
 
 func TestConformanceSQLite(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, o storetest.Options) storetest.Store {
-		s, err := store.OpenDir(context.Background(), t.TempDir(), store.Options{Clock: o.Clock, MaxTraces: o.MaxTraces, TraceMaxAge: o.TraceMaxAge})
+		s, err := store.OpenDir(context.Background(), t.TempDir(), store.Options{Clock: o.Clock, MaxTraces: o.MaxTraces, TraceMaxAge: o.TraceMaxAge, MaxResponses: o.MaxResponses, ResponseMaxAge: o.ResponseMaxAge})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,6 +36,7 @@ func TestConformanceRedis(t *testing.T) {
 		s, err := store.OpenRedis(context.Background(), srv.URL(), store.RedisOptions{
 			Prefix: "t" + string(rune('a'+n%26)) + string(rune('a'+n/26)) + ":",
 			Clock:  o.Clock, MaxTraces: o.MaxTraces, TraceMaxAge: o.TraceMaxAge,
+			MaxResponses: o.MaxResponses, ResponseMaxAge: o.ResponseMaxAge,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -115,6 +115,17 @@ var migrations = []string{
 	`ALTER TABLE experiences ADD COLUMN prior REAL NOT NULL DEFAULT 0;
 	UPDATE experiences SET prior = confidence;
 	ALTER TABLE experiences ADD COLUMN key_text TEXT NOT NULL DEFAULT '';`,
+	// 8: Responses API responses that dso answered itself, for
+	// previous_response_id and GET /v1/responses/{id}.
+	`CREATE TABLE responses (
+		id         TEXT PRIMARY KEY,
+		model      TEXT NOT NULL,
+		object     BLOB NOT NULL,
+		input      BLOB NOT NULL,
+		history    BLOB NOT NULL,
+		created_at INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE INDEX responses_created ON responses (created_at);`,
 }
 
 // migrate brings db to len(steps) in one transaction.

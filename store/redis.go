@@ -35,6 +35,9 @@ type RedisOptions struct {
 	// Traces expire in Redis by their TTL.
 	MaxTraces   int
 	TraceMaxAge time.Duration
+	// MaxResponses and ResponseMaxAge are as in Options.
+	MaxResponses   int
+	ResponseMaxAge time.Duration
 	// KeepChanges bounds the change stream: each write trims it to about
 	// this many entries. 0 means DefaultKeepChanges.
 	KeepChanges int
@@ -57,6 +60,12 @@ func (o RedisOptions) withDefaults() RedisOptions {
 	}
 	if o.TraceMaxAge == 0 {
 		o.TraceMaxAge = DefaultTraceMaxAge
+	}
+	if o.MaxResponses == 0 {
+		o.MaxResponses = DefaultMaxResponses
+	}
+	if o.ResponseMaxAge == 0 {
+		o.ResponseMaxAge = DefaultResponseMaxAge
 	}
 	if o.KeepChanges <= 0 {
 		o.KeepChanges = DefaultKeepChanges

@@ -41,6 +41,12 @@ type Options struct {
 	// and on PruneTraces. 0 means DefaultTraceMaxAge; negative means no age
 	// limit.
 	TraceMaxAge time.Duration
+	// MaxResponses and ResponseMaxAge bound the Responses API responses
+	// kept, as MaxTraces and TraceMaxAge bound traces. 0 means
+	// DefaultMaxResponses and DefaultResponseMaxAge; negative means no
+	// limit.
+	MaxResponses   int
+	ResponseMaxAge time.Duration
 	// BusyTimeout is how long a write waits for a lock held by another
 	// process on the same file. 0 means 5s.
 	BusyTimeout time.Duration
@@ -55,6 +61,10 @@ type Options struct {
 const (
 	DefaultMaxTraces   = 100_000
 	DefaultTraceMaxAge = 30 * 24 * time.Hour
+	// DefaultMaxResponses and DefaultResponseMaxAge: OpenAI keeps a
+	// stored response for 30 days.
+	DefaultMaxResponses   = 10_000
+	DefaultResponseMaxAge = 30 * 24 * time.Hour
 )
 
 func (o Options) withDefaults() Options {
@@ -63,6 +73,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.TraceMaxAge == 0 {
 		o.TraceMaxAge = DefaultTraceMaxAge
+	}
+	if o.MaxResponses == 0 {
+		o.MaxResponses = DefaultMaxResponses
+	}
+	if o.ResponseMaxAge == 0 {
+		o.ResponseMaxAge = DefaultResponseMaxAge
 	}
 	if o.BusyTimeout <= 0 {
 		o.BusyTimeout = 5 * time.Second
@@ -86,6 +102,10 @@ type SQLite struct {
 	// last count), so that the count limit walks the table only when it
 	// may be exceeded.
 	traces atomic.Int64
+	// responses estimates the stored responses once responsesCounted;
+	// both are used only inside write transactions, which are serial.
+	responses        int64
+	responsesCounted bool
 	// putTrace and putTraceRun insert one trace and traceRun traces:
 	// prepared once on the writer's connection, not per batch (parsing the
 	// statement cost as much as a few rows).

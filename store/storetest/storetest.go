@@ -48,6 +48,10 @@ type Store interface {
 	CountTraces(ctx context.Context) (int, error)
 	ListTraces(ctx context.Context, o store.TraceListOptions) ([]store.ListedTrace, string, error)
 
+	PutResponse(ctx context.Context, r store.Response) error
+	GetResponse(ctx context.Context, id string) (store.Response, error)
+	DeleteResponse(ctx context.Context, id string) error
+
 	Changes(ctx context.Context, after int64, limit int) ([]string, int64, error)
 	LastChange(ctx context.Context) (int64, error)
 	PruneChanges(ctx context.Context, keepRows int) (int64, error)
@@ -60,6 +64,9 @@ type Options struct {
 	Clock       store.Clock
 	MaxTraces   int
 	TraceMaxAge time.Duration
+	// MaxResponses and ResponseMaxAge as in store.Options.
+	MaxResponses   int
+	ResponseMaxAge time.Duration
 }
 
 // Open opens a new, empty store for one test, closed by the test's
@@ -88,6 +95,8 @@ func Run(t *testing.T, open Open) {
 		{"Traces", testTraces},
 		{"ListTraces", testListTraces},
 		{"PriorAndKey", testPriorAndKey},
+		{"Responses", testResponses},
+		{"ResponseRetention", testResponseRetention},
 		{"Changes", testChanges},
 		{"ChangesPruned", testChangesPruned},
 	} {
