@@ -226,7 +226,7 @@ const maxModelsBody = 8 << 20
 func (a *Anthropic) Models(ctx context.Context) ([]Model, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
-	resp, err := a.send(ctx, http.MethodGet, "v1/models?limit=1000", nil, nil)
+	resp, err := a.sendUncached(ctx, http.MethodGet, "v1/models", "limit=1000", nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: list models: %w", a.cfg.Name, err)
 	}

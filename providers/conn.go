@@ -226,17 +226,13 @@ func (c *conn) exchange(ctx context.Context, method, u string, body io.Reader, s
 	return resp, nil
 }
 
-// url is the backend's base URL joined with path, which may end in a
-// query. The paths are the providers' own constants, a handful, so the
-// cache stays that small.
+// url is the backend's base URL joined with path. The paths are the
+// providers' own constants, a handful, so the cache stays that small.
 func (c *conn) url(path string) string {
 	if u, ok := c.urls.Load(path); ok {
 		return u.(string)
 	}
-	p, q, _ := strings.Cut(path, "?") // JoinPath would escape a query
-	j := c.base.JoinPath(p)
-	j.RawQuery = q
-	u := j.String()
+	u := c.base.JoinPath(path).String()
 	c.urls.Store(path, u)
 	return u
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/ollama/ollama/api"
+	oai "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/responses"
 	openai "github.com/sashabaranov/go-openai"
 )
 
@@ -216,5 +218,48 @@ func TestOllamaClientOverAnthropicBackend(t *testing.T) {
 		if loc, _ := calls[0].Function.Arguments.Get("location"); loc != "Paris, France" {
 			t.Errorf("stream=%v: arguments %v", stream, calls[0].Function.Arguments)
 		}
+	}
+}
+
+// A Responses client reaches Claude through the chat hub: text whole and
+// streamed, and a function call.
+func TestResponsesClientOverAnthropicBackend(t *testing.T) {
+	be := newBackend(t, "anthropic")
+	fe := newFrontend(t, []config.Backend{anthropicCfg(be)})
+	c := responsesClient(fe)
+	ctx := context.Background()
+	in := responses.ResponseNewParamsInputUnion{OfString: oai.String("Capital of France?")}
+	resp, err := c.Responses.New(ctx, responses.ResponseNewParams{Model: "claude-sonnet-4-5", Instructions: oai.String("Be brief."), Input: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.OutputText() != "The capital of France is Paris." || resp.Usage.OutputTokens != 8 {
+		t.Errorf("text %q usage %+v", resp.OutputText(), resp.Usage)
+	}
+	if sent := be.last(t); sent.Path != "/v1/messages" || !strings.Contains(string(sent.Body), `"system":"Be brief."`) {
+		t.Errorf("backend got %s %s", sent.Path, sent.Body)
+	}
+	st := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{Model: "claude-sonnet-4-5", Input: in})
+	var text strings.Builder
+	for st.Next() {
+		if ev := st.Current(); ev.Type == "response.output_text.delta" {
+			text.WriteString(ev.Delta)
+		}
+	}
+	if err := st.Err(); err != nil || text.String() != "The capital of France is Paris." {
+		t.Errorf("streamed %q: %v", text.String(), err)
+	}
+	resp, err = c.Responses.New(ctx, responses.ResponseNewParams{Model: "claude-sonnet-4-5", Tools: weatherTool, Input: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var call *responses.ResponseOutputItemUnion
+	for i := range resp.Output {
+		if resp.Output[i].Type == "function_call" {
+			call = &resp.Output[i]
+		}
+	}
+	if call == nil || call.Name != "get_weather" || !strings.Contains(call.Arguments.OfString, "Paris, France") {
+		t.Errorf("output %+v", resp.Output)
 	}
 }
