@@ -17,9 +17,13 @@ import (
 
 // Backend types.
 const (
-	TypeOpenAI = "openai" // any OpenAI-compatible server
-	TypeOllama = "ollama" // Ollama's native API
+	TypeOpenAI    = "openai"    // any OpenAI-compatible server
+	TypeOllama    = "ollama"    // Ollama's native API
+	TypeAnthropic = "anthropic" // Anthropic's Messages API
 )
+
+// DefaultAnthropicURL is an anthropic backend's URL when none is set.
+const DefaultAnthropicURL = "https://api.anthropic.com"
 
 // Defaults, named so that docs and code agree.
 const (
@@ -197,13 +201,15 @@ type Injection struct {
 type Backend struct {
 	// Name identifies the backend in fallbacks, logs and metrics.
 	Name string `yaml:"name"`
-	// Type is TypeOpenAI or TypeOllama.
+	// Type is TypeOpenAI, TypeOllama or TypeAnthropic.
 	Type string `yaml:"type"`
 	// URL is the server's base URL. For OpenAI-compatible servers it
 	// includes the version path, e.g. https://api.openai.com/v1; a URL with
-	// an empty path gets /v1 appended.
+	// an empty path gets /v1 appended. For Anthropic it is the base
+	// without /v1, as ANTHROPIC_BASE_URL; empty: DefaultAnthropicURL.
 	URL string `yaml:"url"`
-	// APIKey is sent as the backend's bearer token, replacing the client's.
+	// APIKey is sent as the backend's bearer token, replacing the client's
+	// (as x-api-key for an anthropic backend).
 	APIKey Secret `yaml:"api_key"`
 	// APIKeyEnv names an environment variable holding the API key; it is
 	// read at load time and wins over APIKey.
@@ -381,6 +387,9 @@ func (c *Config) fill() {
 				b.Name = fmt.Sprintf("%s-%d", b.Type, i+1)
 			}
 		}
+		if b.URL == "" && b.Type == TypeAnthropic {
+			b.URL = DefaultAnthropicURL
+		}
 		if b.Timeout == 0 {
 			b.Timeout = DefaultBackendTimeout
 		}
@@ -394,9 +403,14 @@ func (c *Config) fill() {
 }
 
 // ParseBackendSpec parses the TYPE:URL form used by --backend and
-// DSO_BACKENDS, e.g. "openai:https://api.openai.com/v1".
+// DSO_BACKENDS, e.g. "openai:https://api.openai.com/v1". An anthropic
+// backend may leave the URL out ("anthropic" or "anthropic:"): it is
+// DefaultAnthropicURL.
 func ParseBackendSpec(spec string) (Backend, error) {
 	typ, rawURL, ok := strings.Cut(strings.TrimSpace(spec), ":")
+	if typ == TypeAnthropic && rawURL == "" {
+		rawURL, ok = DefaultAnthropicURL, true
+	}
 	if !ok || rawURL == "" {
 		return Backend{}, fmt.Errorf("backend %q: want TYPE:URL, e.g. ollama:http://127.0.0.1:11434", spec)
 	}

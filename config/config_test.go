@@ -96,11 +96,11 @@ backends:
 	},
 	{
 		name: "types and urls",
-		yaml: "backends:\n  - type: vllm\n    url: http://h\n  - type: openai\n    url: ftp://h\n  - url: http://h\n  - type: ollama\n",
+		yaml: "backends:\n  - type: vllm\n    url: http://h\n  - type: openai\n    url: ftp://h\n  - url: http://h\n  - type: ollama\n  - type: anthropic\n",
 		want: []want{
-			{line: 2, path: "backends[0].type", msg: `"vllm" is not openai or ollama`},
+			{line: 2, path: "backends[0].type", msg: `"vllm" is not openai, ollama or anthropic`},
 			{line: 5, path: "backends[1].url", msg: "not an http(s) URL"},
-			{line: 6, path: "backends[2].type", msg: "must be openai or ollama"},
+			{line: 6, path: "backends[2].type", msg: "must be openai, ollama or anthropic"},
 			{line: 7, path: "backends[3].url", msg: "must not be empty"},
 		},
 	},
@@ -126,6 +126,20 @@ backends:
 		yaml: "- a\n- b\n",
 		want: []want{{line: 1, msg: "cannot unmarshal"}},
 	},
+}
+
+// An anthropic backend without a URL gets Anthropic's.
+func TestAnthropicBackendDefaultURL(t *testing.T) {
+	c, _, err := parse([]byte("backends:\n  - type: anthropic\n    api_key: k\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Backends[0]; b.URL != DefaultAnthropicURL || b.Name != TypeAnthropic {
+		t.Errorf("backend %+v", b)
+	}
+	if err := c.Validate(); err != nil {
+		t.Error(err)
+	}
 }
 
 func TestCheck(t *testing.T) {
@@ -305,12 +319,15 @@ func TestParseBackendSpec(t *testing.T) {
 		{spec: "ollama:http://127.0.0.1:11434", typ: TypeOllama, url: "http://127.0.0.1:11434"},
 		{spec: "  ollama:http://h:1  ", typ: TypeOllama, url: "http://h:1"},
 		{spec: DefaultBackend, typ: TypeOllama, url: "http://127.0.0.1:11434"},
+		{spec: "anthropic:https://gw.example.com", typ: TypeAnthropic, url: "https://gw.example.com"},
+		{spec: "anthropic", typ: TypeAnthropic, url: DefaultAnthropicURL},
+		{spec: "anthropic:", typ: TypeAnthropic, url: DefaultAnthropicURL},
 		{spec: "", wantErr: "want TYPE:URL"},
 		{spec: "ollama", wantErr: "want TYPE:URL"},
 		{spec: "ollama:", wantErr: "want TYPE:URL"},
-		{spec: "http://h:11434", wantErr: "is not openai or ollama"},
-		{spec: "vllm:http://h", wantErr: `"vllm" is not openai or ollama`},
-		{spec: ":http://h", wantErr: "must be openai or ollama"},
+		{spec: "http://h:11434", wantErr: "is not openai, ollama or anthropic"},
+		{spec: "vllm:http://h", wantErr: `"vllm" is not openai, ollama or anthropic`},
+		{spec: ":http://h", wantErr: "must be openai, ollama or anthropic"},
 		{spec: "openai:ftp://h", wantErr: "not an http(s) URL"},
 		{spec: "openai:https://", wantErr: "not an http(s) URL"},
 		{spec: "openai:h:80", wantErr: "not an http(s) URL"},

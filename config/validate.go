@@ -182,11 +182,11 @@ func (ps problems) Error() string {
 func (b Backend) validate() error {
 	var ps problems
 	switch b.Type {
-	case TypeOpenAI, TypeOllama:
+	case TypeOpenAI, TypeOllama, TypeAnthropic:
 	case "":
-		ps = append(ps, Problem{Path: "type", Msg: "must be openai or ollama"})
+		ps = append(ps, Problem{Path: "type", Msg: "must be openai, ollama or anthropic"})
 	default:
-		ps = append(ps, Problem{Path: "type", Msg: fmt.Sprintf("%q is not openai or ollama", b.Type)})
+		ps = append(ps, Problem{Path: "type", Msg: fmt.Sprintf("%q is not openai, ollama or anthropic", b.Type)})
 	}
 	if b.URL == "" {
 		ps = append(ps, Problem{Path: "url", Msg: "must not be empty"})

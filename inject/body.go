@@ -107,6 +107,72 @@ func ValidPrompt(body []byte, sys string) ([]byte, error) {
 	return splice(body, f.start, f.end, v), nil
 }
 
+// System adds the system text sys to an Anthropic Messages body, whose
+// system prompt is the top-level "system" field: appended after a blank
+// line to a string, as a new {"type":"text","text":...} block after a
+// list of blocks (so a cache_control breakpoint on the client's last block
+// still marks the same prefix), or as the field itself when it is null or
+// absent (added as the last field). Everything else is kept byte for
+// byte. An empty sys returns body unchanged.
+func System(body []byte, sys string) ([]byte, error) {
+	if sys != "" && !json.Valid(body) {
+		return body, fmt.Errorf("%w: not valid JSON", ErrBadBody)
+	}
+	return ValidSystem(body, sys)
+}
+
+// ValidSystem is System for a body the caller has already checked is
+// valid JSON, as ValidMessages is Messages.
+func ValidSystem(body []byte, sys string) ([]byte, error) {
+	if sys == "" {
+		return body, nil
+	}
+	top, err := walkObject(body)
+	if err != nil {
+		return body, err
+	}
+	f, err := top.only("system")
+	if err != nil {
+		return body, err
+	}
+	if f == nil {
+		return insertField(body, top, "system", quote(sys)), nil
+	}
+	v := body[f.start:f.end]
+	var nv []byte
+	switch v[0] {
+	case '"':
+		nv, err = appendToString(v, sys)
+	case 'n': // null
+		nv = quote(sys)
+	case '[':
+		nv, err = appendTextPart(v, sys)
+	default:
+		err = errors.New("not a string or a list")
+	}
+	if err != nil {
+		return body, fmt.Errorf("%w: system: %v", ErrBadBody, err)
+	}
+	return splice(body, f.start, f.end, nv), nil
+}
+
+// appendTextPart returns the JSON array arr with a text part (an OpenAI
+// content part, an Anthropic text block: the same shape) holding sys
+// appended.
+func appendTextPart(arr []byte, sys string) ([]byte, error) {
+	parts, err := walkArray(arr)
+	if err != nil {
+		return nil, err
+	}
+	part := `{"type":"text","text":` + string(quote(sys)) + `}`
+	at := len(arr) - 1 // the closing ']'
+	if len(parts) > 0 {
+		at = parts[len(parts)-1].end
+		part = "," + part
+	}
+	return splice(arr, at, at, []byte(part)), nil
+}
+
 // mergeMessages returns the messages array with sys merged in.
 func mergeMessages(arr []byte, sys string) ([]byte, error) {
 	elems, err := walkArray(arr)
@@ -167,17 +233,11 @@ func mergeContent(msg []byte, obj object, sys string) ([]byte, bool) {
 	case 'n': // null
 		return splice(msg, c.start, c.end, quote(sys)), true
 	case '[':
-		parts, err := walkArray(v)
+		nv, err := appendTextPart(v, sys)
 		if err != nil {
 			return nil, false
 		}
-		part := `{"type":"text","text":` + string(quote(sys)) + `}`
-		at := len(v) - 1 // the closing ']'
-		if len(parts) > 0 {
-			at = parts[len(parts)-1].end
-			part = "," + part
-		}
-		return splice(msg, c.start+at, c.start+at, []byte(part)), true
+		return splice(msg, c.start, c.end, nv), true
 	}
 	return nil, false
 }

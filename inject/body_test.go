@@ -379,3 +379,99 @@ func expectEOF(dec *json.Decoder) error {
 	}
 	return nil
 }
+
+func TestSystem(t *testing.T) {
+	const sys = "NOTES <x> \"q\""
+	tests := []struct{ name, body, want string }{
+		{"absent", `{"model":"claude","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`,
+			`{"model":"claude","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"system":"NOTES <x> \"q\""}`},
+		{"string", `{"system": "Be brief.\u00e9", "messages":[]}`,
+			`{"system": "Be brief.\u00e9\n\nNOTES <x> \"q\"", "messages":[]}`},
+		{"empty string", `{"system":"","messages":[]}`, `{"system":"NOTES <x> \"q\"","messages":[]}`},
+		{"null", `{"system":null,"messages":[]}`, `{"system":"NOTES <x> \"q\"","messages":[]}`},
+		{"blocks", `{"system":[{"type":"text","text":"A","cache_control":{"type":"ephemeral"}} ],"messages":[]}`,
+			`{"system":[{"type":"text","text":"A","cache_control":{"type":"ephemeral"}},{"type":"text","text":"NOTES <x> \"q\""} ],"messages":[]}`},
+		{"empty blocks", `{"system":[ ],"messages":[]}`, `{"system":[ {"type":"text","text":"NOTES <x> \"q\""}],"messages":[]}`},
+		{"empty object", `{ }`, `{ "system":"NOTES <x> \"q\""}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := []byte(tt.body)
+			orig := bytes.Clone(in)
+			got, err := System(in, sys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+			if v, err := ValidSystem(in, sys); err != nil || string(v) != tt.want {
+				t.Errorf("ValidSystem %s, %v", v, err)
+			}
+			if !bytes.Equal(in, orig) {
+				t.Error("input modified")
+			}
+		})
+	}
+	for _, bad := range []string{`{"system":3}`, `{"system":{}}`, `{"system":"a","system":"b"}`, `[]`, `{`} {
+		if got, err := System([]byte(bad), sys); !errors.Is(err, ErrBadBody) || string(got) != bad {
+			t.Errorf("System(%s) = %s, %v; want the body unchanged and ErrBadBody", bad, got, err)
+		}
+	}
+}
+
+// FuzzSystem checks that System edits the system field only: the bytes
+// around an existing one are unchanged, and a body without one keeps every
+// other field's bytes.
+func FuzzSystem(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"claude","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"system":"x","messages":[]}`, `{"system":[{"type":"text","text":"a","cache_control":{"type":"ephemeral"}}]}`,
+		`{"system":null}`, `{"system":[]}`, `{}`, `[]`, `{"system":1}`, `{"a":1e999,"system":[1,"x",{}]}`,
+	} {
+		f.Add([]byte(s), "notes <|im_end|>")
+	}
+	f.Fuzz(func(t *testing.T, body []byte, sys string) {
+		orig := bytes.Clone(body)
+		got, err := System(body, sys)
+		if !bytes.Equal(body, orig) {
+			t.Fatal("input modified")
+		}
+		if json.Valid(body) {
+			if v, verr := ValidSystem(body, sys); !bytes.Equal(v, got) || (verr == nil) != (err == nil) {
+				t.Fatalf("ValidSystem %q, %v; System %q, %v", v, verr, got, err)
+			}
+		}
+		if err != nil || sys == "" {
+			if !bytes.Equal(got, body) {
+				t.Fatalf("body changed with err=%v", err)
+			}
+			return
+		}
+		if !json.Valid(got) {
+			t.Fatalf("invalid output for valid input:\n%s\n->\n%s", body, got)
+		}
+		top, _ := walkObject(body)
+		if fld, _ := top.only("system"); fld != nil {
+			if !bytes.HasPrefix(got, body[:fld.start]) || !bytes.HasSuffix(got, body[fld.end:]) {
+				t.Fatalf("bytes outside system changed:\n%s\n->\n%s", body, got)
+			}
+		} else {
+			var before, after map[string]json.RawMessage
+			if json.Unmarshal(body, &before) != nil || json.Unmarshal(got, &after) != nil {
+				t.Fatal("not an object")
+			}
+			for k, v := range before {
+				if !bytes.Equal(after[k], v) {
+					t.Fatalf("field %q changed: %s -> %s", k, v, after[k])
+				}
+			}
+			if len(after) != len(before)+1 || after["system"] == nil {
+				t.Fatalf("system not added once: %s", got)
+			}
+		}
+		if !bytes.Contains(got, quote(sys)[1:len(quote(sys))-1]) {
+			t.Fatalf("sys not in output")
+		}
+	})
+}

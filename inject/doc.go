@@ -30,9 +30,10 @@
 // # Splicing
 //
 // [Messages] edits only the messages array of an OpenAI or Ollama chat
-// body and [Prompt] only the system field of an Ollama generate body; every
+// body, [Prompt] only the system field of an Ollama generate body and
+// [System] only the system field of an Anthropic Messages body; every
 // other byte (unknown fields, their order, numbers as written, whitespace)
-// is kept. Both locate values by walking tokens with encoding/json's
+// is kept. They locate values by walking tokens with encoding/json's
 // Decoder and splicing bytes; they never decode and re-encode the body. On
 // error they return the body unchanged with an error wrapping [ErrBadBody]
 // or [ErrNoMessages], so a caller can forward it as is (fail open).

@@ -52,7 +52,9 @@ func (e *StatusError) Error() string {
 }
 
 // Message extracts the human-readable message from an OpenAI-shaped
-// ({"error":{"message":...}}), Ollama-shaped ({"error":"..."}) or plain body.
+// ({"error":{"message":...}}), Anthropic-shaped ({"type":"error",
+// "error":{"type":...,"message":...}}), Ollama-shaped ({"error":"..."}) or
+// plain body.
 func (e *StatusError) Message() string {
 	return ErrorMessage(e.Body, http.StatusText(e.StatusCode))
 }
@@ -88,7 +90,7 @@ func ErrorMessage(body []byte, fallback string) string {
 	return fallback
 }
 
-// conn is what both backend types share: a base URL, an optional key, an
+// conn is what every backend type shares: a base URL, an optional key, an
 // HTTP client and the timeout rules. What dso relays (send) goes through
 // the client's Transport alone, so the client's own policies (Timeout,
 // CheckRedirect, Jar) apply only to the calls made through the API
@@ -98,6 +100,10 @@ type conn struct {
 	base *url.URL
 	http *http.Client
 	urls *sync.Map // path → base joined with it (see url)
+	// header, when set, writes the backend's own request headers, its
+	// key among them, in place of "Authorization: Bearer KEY": a backend
+	// type whose API takes its key another way (Anthropic's x-api-key).
+	header func(h http.Header)
 }
 
 func newConn(cfg config.Backend, hc *http.Client) (conn, error) {
@@ -187,7 +193,10 @@ func (c *conn) exchange(ctx context.Context, method, u string, body io.Reader, s
 	if body != nil {
 		req.Header.Set("Content-Type", contentType)
 	}
-	if c.cfg.APIKey != "" {
+	switch {
+	case c.header != nil:
+		c.header(req.Header)
+	case c.cfg.APIKey != "":
 		req.Header.Set("Authorization", "Bearer "+c.cfg.APIKey.Reveal())
 	}
 	// The transport, not the client, as httputil.ReverseProxy does: a

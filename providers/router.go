@@ -12,7 +12,7 @@ import (
 	"github.com/ollama/ollama/api"
 )
 
-// Backend is what the Router holds: *OpenAI or *Ollama.
+// Backend is what the Router holds: *OpenAI, *Ollama or *Anthropic.
 type Backend interface {
 	Name() string
 	Type() string
@@ -26,6 +26,7 @@ type Backend interface {
 var (
 	_ Backend = (*OpenAI)(nil)
 	_ Backend = (*Ollama)(nil)
+	_ Backend = (*Anthropic)(nil)
 )
 
 // Model is one model a backend serves.
@@ -46,6 +47,8 @@ func New(cfg config.Backend, hc *http.Client) (Backend, error) {
 		return NewOpenAI(cfg, hc)
 	case config.TypeOllama:
 		return NewOllama(cfg, hc)
+	case config.TypeAnthropic:
+		return NewAnthropic(cfg, hc)
 	}
 	return nil, fmt.Errorf("backend %s: unknown type %q", cfg.Name, cfg.Type)
 }

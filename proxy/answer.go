@@ -8,7 +8,9 @@ import (
 )
 
 // answerText extracts the answer's text from a response in any of the
-// formats dso relays: OpenAI JSON or SSE, Ollama JSON or NDJSON. A single
+// formats dso relays: OpenAI JSON or SSE (chat and Responses), Ollama JSON
+// or NDJSON, Anthropic JSON or SSE (event: lines are skipped as any
+// non-data line). A single
 // JSON body (which may be laid out over lines) is told from a stream of
 // JSON events by validating it, unless whole says it is one: a body of
 // known length, or one dso translated. It runs once per traced response
@@ -42,7 +44,9 @@ func answerText(raw []byte, whole bool) string {
 
 // eventText is the answer text of one body or event: with "choices", the
 // first choice's delta (a stream's event) or else its message (a body), as
-// OpenAI sends them; without, an Ollama chat message or generate response.
+// OpenAI sends them; a Responses body's messages, or a stream's
+// output_text delta; an Anthropic message's text blocks, or a stream's
+// text_delta; else an Ollama chat message or generate response.
 // It looks these paths up rather than walking every field: gjson skips
 // what lies before a key without parsing it and reads nothing after it,
 // where a walk parsed every value of every event (6.2 → 4 µs on the
@@ -58,8 +62,8 @@ func eventText(ev []byte) string {
 		}
 		return partsText(choices.Get("0.message.content"))
 	}
-	switch {
-	case obj.Get("type").Str == "response.output_text.delta":
+	switch typ := obj.Get("type").Str; {
+	case typ == "response.output_text.delta":
 		return obj.Get("delta").Str // a Responses stream's text
 	case obj.Get("object").Str == "response":
 		var b strings.Builder // a Responses body: its messages' text
@@ -70,6 +74,10 @@ func eventText(ev []byte) string {
 			return true
 		})
 		return b.String()
+	case typ == "message":
+		return partsText(obj.Get("content")) // an Anthropic body
+	case typ == "content_block_delta":
+		return obj.Get("delta.text").Str // an Anthropic stream's text_delta
 	}
 	text := partsText(obj.Get("message.content"))
 	if r := obj.Get("response"); r.Type == gjson.String {

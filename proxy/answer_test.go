@@ -60,6 +60,16 @@ func answerTextDecoded(raw []byte) string {
 			}
 			continue
 		}
+		switch v["type"] {
+		case "message":
+			out.WriteString(contentText(v["content"]))
+			continue
+		case "content_block_delta":
+			d, _ := v["delta"].(map[string]any)
+			text, _ := d["text"].(string)
+			out.WriteString(text)
+			continue
+		}
 		if c, ok := content(v["message"]); ok {
 			out.WriteString(contentText(c))
 		}
@@ -81,6 +91,8 @@ func TestAnswerText(t *testing.T) {
 		{"ollama generate", "{\"response\":\"4\",\"done\":false}\n{\"response\":\"2\",\"done\":true}\n", "42"},
 		{"responses body", `{"object":"response","output":[{"type":"reasoning"},{"type":"message","content":[{"type":"output_text","text":"Paris."}]}]}`, "Paris."},
 		{"responses sse", "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Pa\"}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"ris\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"object\":\"response\",\"output\":[]}}\n\n", "Paris"},
+		{"anthropic body", `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"Let me check."},{"type":"tool_use","id":"t","name":"f","input":{"text":"no"}},{"type":"text","text":"Done."}]}`, "Let me check.\nDone."},
+		{"anthropic sse", "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[]}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Par\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"is.\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"text\\\":\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n", "Paris."},
 		{"garbage", "data: {not json\n\nhello\n", ""},
 		{"empty", "", ""},
 	} {
@@ -88,7 +100,7 @@ func TestAnswerText(t *testing.T) {
 			if got := answerText([]byte(tc.raw), false); got != tc.want {
 				t.Errorf("answerText = %q; want %q", got, tc.want)
 			}
-			if strings.HasPrefix(tc.name, "openai") || tc.name == "first choice only" {
+			if strings.HasPrefix(tc.name, "openai") || tc.name == "first choice only" || tc.name == "anthropic body" {
 				if got := answerText([]byte(tc.raw), true); got != tc.want {
 					t.Errorf("answerText of the whole body = %q; want %q", got, tc.want)
 				}

@@ -45,6 +45,7 @@ type surface int
 const (
 	surfaceOpenAI surface = iota
 	surfaceOllama
+	surfaceAnthropic // Anthropic's Messages API
 )
 
 // toHTTPError maps any error to what the client sees. Backend status
@@ -105,9 +106,19 @@ func writeError(w http.ResponseWriter, s surface, err error) {
 // errorBody is the error's JSON in the surface's shape.
 func errorBody(s surface, he *HTTPError) []byte {
 	var v any
-	if s == surfaceOllama {
+	switch s {
+	case surfaceOllama:
 		v = map[string]string{"error": he.Msg}
-	} else {
+	case surfaceAnthropic:
+		type detail struct {
+			Type    string `json:"type"`
+			Message string `json:"message"`
+		}
+		v = struct {
+			Type  string `json:"type"`
+			Error detail `json:"error"`
+		}{"error", detail{anthropicErrorType(he.Status), he.Msg}}
+	default:
 		var code any
 		if he.Code != "" {
 			code = he.Code
@@ -120,4 +131,30 @@ func errorBody(s surface, he *HTTPError) []byte {
 	}
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// anthropicErrorType is Anthropic's error type for a status, as its
+// clients branch on it (the SDKs retry rate_limit_error, overloaded_error
+// and api_error).
+func anthropicErrorType(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "invalid_request_error"
+	case http.StatusUnauthorized:
+		return "authentication_error"
+	case http.StatusForbidden:
+		return "permission_error"
+	case http.StatusNotFound:
+		return "not_found_error"
+	case http.StatusRequestEntityTooLarge:
+		return "request_too_large"
+	case http.StatusTooManyRequests:
+		return "rate_limit_error"
+	case 529:
+		return "overloaded_error"
+	}
+	if status >= 500 {
+		return "api_error"
+	}
+	return "invalid_request_error"
 }

@@ -124,6 +124,22 @@ func (b *backend) serve(t testing.TB) func(w http.ResponseWriter, r *http.Reques
 			writeBody(w, golden(t, "openai/responses.json"))
 		case "openai POST /v1/completions":
 			writeBody(w, golden(t, "openai/completions.json"))
+		case "anthropic POST /v1/messages":
+			stream := req.Stream != nil && *req.Stream
+			switch {
+			case stream && tools:
+				replay(w, "text/event-stream; charset=utf-8", golden(t, "anthropic/message_tools_stream.sse"), "\n\n")
+			case stream:
+				replay(w, "text/event-stream; charset=utf-8", golden(t, "anthropic/message_stream.sse"), "\n\n")
+			case tools:
+				writeBody(w, golden(t, "anthropic/message_tools.json"))
+			default:
+				writeBody(w, golden(t, "anthropic/message.json"))
+			}
+		case "anthropic POST /v1/messages/count_tokens":
+			writeBody(w, []byte(`{"input_tokens":21}`))
+		case "anthropic GET /v1/models":
+			writeBody(w, []byte(`{"data":[{"type":"model","id":"claude-sonnet-4-5-20250929","display_name":"Claude Sonnet 4.5","created_at":"2025-09-29T00:00:00Z"}],"has_more":false}`))
 		case "ollama POST /api/chat":
 			stream := req.Stream == nil || *req.Stream
 			switch {
@@ -304,6 +320,21 @@ func openaiCfg(b *backend) config.Backend {
 
 func ollamaCfg(b *backend) config.Backend {
 	return config.Backend{Type: config.TypeOllama, URL: b.URL}
+}
+
+func anthropicCfg(b *backend) config.Backend {
+	return config.Backend{Type: config.TypeAnthropic, URL: b.URL}
+}
+
+// cfgFor is the config of a fake backend of its type.
+func cfgFor(b *backend) config.Backend {
+	switch b.typ {
+	case "ollama":
+		return ollamaCfg(b)
+	case "anthropic":
+		return anthropicCfg(b)
+	}
+	return openaiCfg(b)
 }
 
 // post sends body to the frontend and returns status, headers and body.

@@ -246,6 +246,9 @@ func routeSurface(r *http.Request) surface {
 	if strings.HasPrefix(r.URL.Path, "/api/") {
 		return surfaceOllama
 	}
+	if p := r.URL.Path; p == "/v1/messages" || strings.HasPrefix(p, "/v1/messages/") {
+		return surfaceAnthropic
+	}
 	return surfaceOpenAI
 }
 

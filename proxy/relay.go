@@ -244,9 +244,13 @@ func (s *Server) streamError(w http.ResponseWriter, sf surface, fr framing, err 
 		return
 	}
 	body := errorBody(sf, he)
-	if fr == framingSSE {
+	switch {
+	case fr == framingSSE && sf == surfaceAnthropic:
+		// Anthropic names every event; its clients read an error event.
+		body = append(append([]byte("event: error\ndata: "), body...), "\n\n"...)
+	case fr == framingSSE:
 		body = append(append([]byte("data: "), body...), "\n\n"...)
-	} else {
+	default:
 		body = append(body, '\n')
 	}
 	_, _ = w.Write(body)

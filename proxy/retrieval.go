@@ -206,6 +206,7 @@ const (
 	kindGenerate                      // prompt / system
 	kindResponses                     // a Responses API body relayed as is: input
 	kindCompletion                    // a legacy completions body relayed as is: prompt
+	kindMessages                      // an Anthropic Messages body relayed as is: messages / system
 )
 
 // augment runs retrieval for a chat or generate body and returns the body
@@ -339,6 +340,8 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 		out, err = inject.ValidResponsesInput(body, text)
 	case kindCompletion:
 		out, err = inject.ValidCompletionPrompt(body, text)
+	case kindMessages:
+		out, err = inject.ValidSystem(body, text)
 	default:
 		out, err = inject.MessagesAt(body, text, st.position)
 	}

@@ -316,6 +316,10 @@ func (s *Server) routes() http.Handler {
 			r.With(s.limit).Post(p+"/completions", s.completions)
 		}
 
+		// Anthropic surface (its clients always use the /v1 prefix).
+		r.With(s.limit).Post("/v1/messages", s.anthropicMessages)
+		r.With(s.limit).Post("/v1/messages/count_tokens", s.anthropicCountTokens)
+
 		// Ollama surface.
 		r.Get("/", s.ollamaRoot)
 		r.Head("/", s.ollamaRoot)
