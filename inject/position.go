@@ -30,29 +30,46 @@ const (
 func ValidPosition(p string) bool { return p == "" || p == PositionUser || p == PositionSystem }
 
 // MessagesAt is ValidMessages at position pos: for PositionUser (or ""),
-// sys is appended to the content of the last message whose role is
-// "user", as mergeContent appends it to a system message; a body with no
-// user message gets it as ValidMessages places it. Every other byte is
-// kept. body must be valid JSON.
+// as LastUser places it; a body with no user message gets it as
+// ValidMessages places it. body must be valid JSON.
 func MessagesAt(body []byte, sys, pos string) ([]byte, error) {
 	if sys == "" || pos == PositionSystem {
 		return ValidMessages(body, sys)
 	}
+	out, ok, err := LastUser(body, sys)
+	if err != nil || ok {
+		return out, err
+	}
+	return ValidMessages(body, sys)
+}
+
+// LastUser appends sys to the content of the last message of body's
+// messages whose role is "user", as mergeContent appends to a system
+// message: after a blank line to a string, as a new text part (or
+// Anthropic text block, the same shape) after the others, or as the
+// content when it is null or absent. Every other byte is kept. ok is
+// false, and body returned as it is, when there is no such message or its
+// content has a shape not known here. Chat completions, Ollama chat and
+// Anthropic Messages bodies all take it. body must be valid JSON.
+func LastUser(body []byte, sys string) (out []byte, ok bool, err error) {
+	if sys == "" {
+		return body, true, nil
+	}
 	top, err := walkObject(body)
 	if err != nil {
-		return body, err
+		return body, false, err
 	}
 	f, err := top.only("messages")
 	if err != nil {
-		return body, err
+		return body, false, err
 	}
 	if f == nil {
-		return body, ErrNoMessages
+		return body, false, ErrNoMessages
 	}
 	arr := body[f.start:f.end]
 	elems, err := walkArray(arr)
 	if err != nil {
-		return body, err
+		return body, false, err
 	}
 	for i := len(elems) - 1; i >= 0; i-- {
 		e := elems[i]
@@ -62,11 +79,11 @@ func MessagesAt(body []byte, sys, pos string) ([]byte, error) {
 		}
 		obj, err := walkObject(msg)
 		if err != nil {
-			return body, err
+			return body, false, err
 		}
 		role, err := obj.only("role")
 		if err != nil {
-			return body, err
+			return body, false, err
 		}
 		var r string
 		if role == nil || json.Unmarshal(msg[role.start:role.end], &r) != nil || r != "user" {
@@ -74,11 +91,11 @@ func MessagesAt(body []byte, sys, pos string) ([]byte, error) {
 		}
 		merged, ok := mergeContent(msg, obj, sys)
 		if !ok {
-			break // a content shape we do not know: leave it
+			return body, false, nil // a content shape we do not know: leave it
 		}
-		return splice(body, f.start+e.start, f.start+e.end, merged), nil
+		return splice(body, f.start+e.start, f.start+e.end, merged), true, nil
 	}
-	return ValidMessages(body, sys)
+	return body, false, nil
 }
 
 // PromptAt is ValidPrompt at position pos: for PositionUser (or ""), sys

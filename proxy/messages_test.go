@@ -230,12 +230,13 @@ func TestAnthropicNativeIsLossless(t *testing.T) {
 				t.Fatalf("client got %d %v %q", code, hdr, got)
 			}
 			sent = be.last(t)
-			sys := systemText(t, sent.Body)
-			notes, ok := strings.CutPrefix(sys, "Be brief.é\n\n")
-			if !ok || !strings.Contains(notes, "Convert both measurements") {
-				t.Fatalf("system %q", sys)
+			// The notes go with the newest user turn, after its cache
+			// breakpoint: everything before is the client's bytes.
+			notes := noteText(t, sent.Body)
+			if !strings.Contains(notes, "Convert both measurements") {
+				t.Fatalf("notes %q", notes)
 			}
-			if exp, _ := inject.System([]byte(body), notes); !bytes.Equal(sent.Body, exp) {
+			if exp, ok, _ := inject.LastUser([]byte(body), notes); !ok || !bytes.Equal(sent.Body, exp) {
 				t.Errorf("backend got %s\nwant %s", sent.Body, exp)
 			}
 		})

@@ -40,6 +40,10 @@ func newCachingBackend(t *testing.T, typ string) *cachingBackend {
 		reply := fmt.Sprintf("Reply %d.", cb.turn)
 		cb.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		if typ == "anthropic" {
+			fmt.Fprintf(w, `{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":%q}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":%d,"cache_read_input_tokens":%d,"output_tokens":3}}`, reply, len(p)-cached, cached)
+			return true
+		}
 		if typ == "ollama" {
 			fmt.Fprintf(w, `{"model":"m","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":%q},"done":true,"done_reason":"stop","prompt_eval_count":%d,"eval_count":3}`, reply, len(p)-cached)
 			return true
@@ -50,10 +54,12 @@ func newCachingBackend(t *testing.T, typ string) *cachingBackend {
 	return cb
 }
 
-// renderPrompt renders a chat body's messages (OpenAI's or Ollama's) as
-// a template does: role and text of each message, in order.
+// renderPrompt renders a chat body's messages (OpenAI's, Ollama's or
+// Anthropic's, whose system is a field) as a template does: role and text
+// of each message, in order.
 func renderPrompt(t testing.TB, body []byte) string {
 	var req struct {
+		System   string `json:"system"`
 		Messages []struct {
 			Role    string          `json:"role"`
 			Content json.RawMessage `json:"content"`
@@ -63,6 +69,9 @@ func renderPrompt(t testing.TB, body []byte) string {
 		t.Errorf("backend body %s: %v", body, err)
 	}
 	var b strings.Builder
+	if req.System != "" {
+		b.WriteString("<|system|>" + req.System + "<|end|>")
+	}
 	for _, m := range req.Messages {
 		b.WriteString("<|" + m.Role + "|>")
 		var s string
@@ -128,6 +137,12 @@ func prefixRatios(t *testing.T, surface, typ, position string) (ratios []float64
 		history = append(history, msg{"user", "Question " + fmt.Sprint(i+1) + ": please tell me, in a few short sentences, what you know about " + tp[0] + "?"})
 		b, _ := json.Marshal(map[string]any{"model": "m", "messages": history, "stream": false})
 		client = append(client, renderPrompt(t, b))
+		switch surface {
+		case "/v1/responses":
+			b, _ = json.Marshal(map[string]any{"model": "m", "instructions": history[0].Content, "input": history[1:]})
+		case "/v1/messages":
+			b, _ = json.Marshal(map[string]any{"model": "m", "max_tokens": 256, "system": history[0].Content, "messages": history[1:]})
+		}
 		code, hdr, body := post(t, fe.URL+surface, string(b))
 		if code != http.StatusOK {
 			t.Fatalf("turn %d: %d %s", i+1, code, body)
@@ -139,11 +154,18 @@ func prefixRatios(t *testing.T, surface, typ, position string) (ratios []float64
 		var a struct {
 			Choices []struct{ Message msg }
 			Message msg
+			Output  []struct{ Content []struct{ Text string } }
+			Content []struct{ Text string }
 		}
 		_ = json.Unmarshal(body, &a)
 		reply := a.Message.Content
-		if len(a.Choices) > 0 {
+		switch {
+		case len(a.Choices) > 0:
 			reply = a.Choices[0].Message.Content
+		case len(a.Output) > 0 && len(a.Output[0].Content) > 0:
+			reply = a.Output[0].Content[0].Text
+		case len(a.Content) > 0:
+			reply = a.Content[0].Text
 		}
 		history = append(history, msg{"assistant", reply})
 	}
@@ -166,6 +188,11 @@ func TestInjectionKeepsThePromptPrefix(t *testing.T) {
 		{"ollama-ollama", "/api/chat", "ollama"},
 		{"openai-ollama", "/v1/chat/completions", "ollama"},
 		{"ollama-openai", "/api/chat", "openai"},
+		{"responses-openai", "/v1/responses", "openai"},
+		{"responses-ollama", "/v1/responses", "ollama"},
+		{"anthropic-anthropic", "/v1/messages", "anthropic"},
+		{"anthropic-openai", "/v1/messages", "openai"},
+		{"openai-anthropic", "/v1/chat/completions", "anthropic"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ratios, notes := prefixRatios(t, c.route, c.backend, "")

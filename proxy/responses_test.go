@@ -65,8 +65,11 @@ func roles(c forwardedChat) string {
 }
 
 func backendCfg(typ string, be *backend) config.Backend {
-	if typ == "ollama" {
+	switch typ {
+	case "ollama":
 		return ollamaCfg(be)
+	case "anthropic":
+		return anthropicCfg(be)
 	}
 	return openaiCfg(be)
 }

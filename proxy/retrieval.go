@@ -341,7 +341,15 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	case kindCompletion:
 		out, err = inject.ValidCompletionPrompt(body, text)
 	case kindMessages:
-		out, err = inject.ValidSystem(body, text)
+		// Anthropic's messages have the chat shape; without a user
+		// message (or for the system position) the notes go in system.
+		ok := false
+		if st.position != config.PositionSystem {
+			out, ok, err = inject.LastUser(body, text)
+		}
+		if err == nil && !ok {
+			out, err = inject.ValidSystem(body, text)
+		}
 	default:
 		out, err = inject.MessagesAt(body, text, st.position)
 	}
