@@ -124,3 +124,51 @@ func PromptAt(body []byte, sys, pos string) ([]byte, error) {
 	}
 	return splice(body, f.start, f.end, v), nil
 }
+
+// AppendToMessages appends add[i] to the content of message i of body's
+// messages, for every i in add, as LastUser appends to one: notes kept
+// where an earlier turn of the conversation had them. It walks the body
+// once. An index past the messages, or a message whose content has a
+// shape not known here, is left as it is; ok reports whether every one
+// was placed. body must be valid JSON.
+func AppendToMessages(body []byte, add map[int]string) (out []byte, ok bool, err error) {
+	if len(add) == 0 {
+		return body, true, nil
+	}
+	top, err := walkObject(body)
+	if err != nil {
+		return body, false, err
+	}
+	f, err := top.only("messages")
+	if err != nil || f == nil {
+		return body, false, err
+	}
+	arr := body[f.start:f.end]
+	elems, err := walkArray(arr)
+	if err != nil {
+		return body, false, err
+	}
+	out = make([]byte, 0, len(body)+len(add)*256)
+	out = append(out, body[:f.start]...)
+	at, placed := 0, 0
+	for i, e := range elems {
+		text, want := add[i]
+		if !want || text == "" || arr[e.start] != '{' {
+			continue
+		}
+		msg := arr[e.start:e.end]
+		obj, err := walkObject(msg)
+		if err != nil {
+			return body, false, err
+		}
+		merged, ok := mergeContent(msg, obj, text)
+		if !ok {
+			continue
+		}
+		out = append(append(out, arr[at:e.start]...), merged...)
+		at = e.end
+		placed++
+	}
+	out = append(append(out, arr[at:]...), body[f.end:]...)
+	return out, placed == len(add), nil
+}

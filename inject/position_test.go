@@ -99,3 +99,20 @@ func FuzzMessagesAtUser(f *testing.F) {
 		}
 	})
 }
+
+func TestAppendToMessages(t *testing.T) {
+	in := `{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":[{"type":"text","text":"c"}]},{"role":"user","content":"d"}]}`
+	got, ok, err := AppendToMessages([]byte(in), map[int]string{0: "N0", 2: "N2"})
+	want := `{"messages":[{"role":"user","content":"a\n\nN0"},{"role":"assistant","content":"b"},{"role":"user","content":[{"type":"text","text":"c"},{"type":"text","text":"N2"}]},{"role":"user","content":"d"}]}`
+	if err != nil || !ok || string(got) != want {
+		t.Errorf("got %s, %v, %v\nwant %s", got, ok, err, want)
+	}
+	// The same as placing each alone.
+	one, _, _ := LastUser([]byte(in), "N3")
+	if two, ok, _ := AppendToMessages([]byte(in), map[int]string{3: "N3"}); !ok || string(two) != string(one) {
+		t.Errorf("AppendToMessages(3) %s; LastUser %s", two, one)
+	}
+	if _, ok, _ := AppendToMessages([]byte(in), map[int]string{9: "x"}); ok {
+		t.Error("an index past the messages was reported placed")
+	}
+}

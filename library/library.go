@@ -317,6 +317,13 @@ func (l *Library) Moving() string {
 // Len is the number of experiences indexed in the space served.
 func (l *Library) Len() int { return l.cur.Load().idx.Len() }
 
+// Active reports whether experience id is in the index and not retired:
+// a note retrieval may still inject.
+func (l *Library) Active(id string) bool {
+	m, _, ok := l.cur.Load().idx.Get(id)
+	return ok && !m.Retired
+}
+
 // Stale is the number of stored experiences not yet coded in the
 // configured space (they are being re-embedded).
 func (l *Library) Stale() int { return int(l.stale.Load()) }

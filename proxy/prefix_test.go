@@ -115,13 +115,13 @@ var prefixTopics = [][2]string{
 // each pair of consecutive turns the common prefix of the prompts the
 // backend got over that of the client's own (1 when dso changes nothing
 // the cache holds), and the cached share of the backend's prompts.
-func prefixRatios(t *testing.T, surface, typ, position string) (ratios []float64, notes int) {
+func prefixRatios(t *testing.T, surface, typ, position string, forget bool) (ratios, extended []float64, notes int) {
 	t.Helper()
 	be := newCachingBackend(t, typ)
 	lib := newHashLibrary(t)
 	minScore := 0.1
 	fe := newFrontend(t, []config.Backend{backendCfg(typ, be.backend)}, func(o *proxy.Options, _ []config.Backend) {
-		o.Retrieval = proxy.Retrieval{Library: lib, Budget: 5 * time.Second, TopK: 1, MinScore: &minScore, Position: position}
+		o.Retrieval = proxy.Retrieval{Library: lib, Budget: 5 * time.Second, TopK: 1, MinScore: &minScore, Position: position, ForgetTurns: forget}
 	})
 	for _, tp := range prefixTopics {
 		addExperience(t, fe, "On "+tp[0]+": "+tp[1], "")
@@ -173,9 +173,20 @@ func prefixRatios(t *testing.T, surface, typ, position string) (ratios []float64
 	forwarded := be.prompts
 	be.mu.Unlock()
 	for i := 0; i+1 < len(forwarded); i++ {
-		ratios = append(ratios, float64(commonPrefix(forwarded[i], forwarded[i+1]))/float64(commonPrefix(client[i], client[i+1])))
+		lcp := float64(commonPrefix(forwarded[i], forwarded[i+1]))
+		ratios = append(ratios, lcp/float64(commonPrefix(client[i], client[i+1])))
+		extended = append(extended, lcp/float64(len(forwarded[i])))
 	}
-	return ratios, notes
+	return ratios, extended, notes
+}
+
+func worstAndMean(xs []float64) (worst, mean float64) {
+	worst = 1
+	for _, x := range xs {
+		worst = min(worst, x)
+		mean += x / float64(len(xs))
+	}
+	return worst, mean
 }
 
 // Issue 23: with a note on every turn, the prompts dso forwards keep at
@@ -195,28 +206,66 @@ func TestInjectionKeepsThePromptPrefix(t *testing.T) {
 		{"openai-anthropic", "/v1/chat/completions", "anthropic"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ratios, notes := prefixRatios(t, c.route, c.backend, "")
+			ratios, extended, notes := prefixRatios(t, c.route, c.backend, "", false)
 			if notes < len(prefixTopics)-1 {
 				t.Fatalf("%d turns brought a new note; want a different note on (nearly) every turn", notes)
 			}
-			worst := 1.0
-			for _, r := range ratios {
-				worst = min(worst, r)
+			plain, _, _ := prefixRatios(t, c.route, c.backend, "", true)
+			sys, _, _ := prefixRatios(t, c.route, c.backend, config.PositionSystem, false)
+			worst, mean := worstAndMean(ratios)
+			extWorst, _ := worstAndMean(extended)
+			plainWorst, plainMean := worstAndMean(plain)
+			sysWorst, sysMean := worstAndMean(sys)
+			t.Logf("client prefix kept: notes put back %.3f (worst %.3f), each prompt extends the last by %.3f; newest turn only %.3f (worst %.3f); system %.3f (worst %.3f)",
+				mean, worst, extWorst, plainMean, plainWorst, sysMean, sysWorst)
+			if worst < 0.95 || extWorst < 1 {
+				t.Errorf("notes put back: worst turn keeps %.3f of the client's prefix and %.3f of the last prompt; want at least 0.95 and all of it", worst, extWorst)
 			}
-			sys, _ := prefixRatios(t, c.route, c.backend, config.PositionSystem)
-			sysWorst, sysMean, mean := 1.0, 0.0, 0.0
-			for i, r := range sys {
-				sysWorst = min(sysWorst, r)
-				sysMean += r / float64(len(sys))
-				mean += ratios[i] / float64(len(ratios))
-			}
-			t.Logf("prefix kept, user position: mean %.3f worst %.3f; system position: mean %.3f worst %.3f", mean, worst, sysMean, sysWorst)
-			if worst < 0.95 {
-				t.Errorf("worst turn keeps %.3f of the client's prefix; want at least 0.95 (ratios %.3f)", worst, ratios)
+			if plainWorst < 0.95 {
+				t.Errorf("newest turn only: worst turn keeps %.3f of the client's prefix; want at least 0.95 (%.3f)", plainWorst, plain)
 			}
 			if sysWorst >= 0.95 {
 				t.Errorf("the system placement keeps %.3f: the measure cannot tell the placements apart", sysWorst)
 			}
 		})
+	}
+}
+
+// A note the conversation already holds is not injected again, and one
+// deleted from the library since is not put back.
+func TestNotesStayPutOnceAndOnlyWhileActive(t *testing.T) {
+	be := newCachingBackend(t, "openai")
+	lib := newHashLibrary(t)
+	minScore := 0.1
+	fe := newFrontend(t, []config.Backend{openaiCfg(be.backend)}, func(o *proxy.Options, _ []config.Backend) {
+		o.Retrieval = proxy.Retrieval{Library: lib, Budget: 5 * time.Second, TopK: 3, MinScore: &minScore}
+	})
+	tp := prefixTopics[0]
+	lesson := "On " + tp[0] + ": " + tp[1]
+	id := addExperience(t, fe, lesson, "")
+	q := "Please tell me, in a few short sentences, what you know about " + tp[0] + "?"
+	msgs := []map[string]string{{"role": "user", "content": q}}
+	turn := func() (http.Header, string) {
+		t.Helper()
+		b, _ := json.Marshal(map[string]any{"model": "m", "messages": msgs})
+		code, hdr, body := post(t, fe.URL+"/v1/chat/completions", string(b))
+		if code != http.StatusOK {
+			t.Fatalf("%d %s", code, body)
+		}
+		msgs = append(msgs, map[string]string{"role": "assistant", "content": "ok"}, map[string]string{"role": "user", "content": q + " Again?"})
+		return hdr, string(be.last(t).Body)
+	}
+	if hdr, _ := turn(); hdr.Get(proxy.HeaderExperiences) != id {
+		t.Fatalf("first turn injected %q; want %s", hdr.Get(proxy.HeaderExperiences), id)
+	}
+	hdr, body := turn()
+	if hdr.Get(proxy.HeaderExperiences) != "" || strings.Count(body, tp[1]) != 1 {
+		t.Errorf("second turn: injected %q, the lesson %d times in %s; want it once, where the first turn had it", hdr.Get(proxy.HeaderExperiences), strings.Count(body, tp[1]), body)
+	}
+	if code, _, b := send(t, http.MethodDelete, fe.URL+"/v1/experiences/"+id, ""); code/100 != 2 {
+		t.Fatalf("delete: %d %s", code, b)
+	}
+	if _, body := turn(); strings.Contains(body, tp[1]) {
+		t.Errorf("a deleted lesson was put back: %s", body)
 	}
 }

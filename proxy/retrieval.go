@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,6 +95,11 @@ type Retrieval struct {
 	// with the newest user turn; config.PositionSystem: in the system
 	// message).
 	Position string
+	// ForgetTurns places the notes with the newest user turn only,
+	// without putting back those of the conversation's earlier turns
+	// (see conversation.go): the placement alone, for measuring what
+	// putting them back keeps.
+	ForgetTurns bool
 	// NodeID is recorded on experiences created here.
 	NodeID string
 	// Models override injection settings by model pattern (first match).
@@ -249,10 +255,11 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 	}
 	h.Set(keyGate, formatScore(ret.gate))
 	if len(ret.ids) == 0 {
-		// Nothing matched the filters and cleared the gate.
+		// Nothing new matched the filters and cleared the gate; notes
+		// of earlier turns may have been put back.
 		s.metrics.cached.retrieval.get("none").Inc()
 		s.recordOutcome("none", 0)
-		return body, tr, nil
+		return ret.body, tr, nil
 	}
 	s.metrics.cached.retrieval.get("injected").Inc()
 	s.metrics.injected.Observe(float64(len(ret.ids)))
@@ -314,12 +321,25 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 		return retrieval{reason: reason}
 	}
 	ret := retrieval{body: body, gate: gate}
+	t3 := time.Now()
+	defer func() { s.observeStage(ctx, stageInject, time.Since(t3)) }()
+	// Notes stay put where the conversation continues (conversation.go).
+	var conv conversation
+	keep := !rt.ForgetTurns && st.position != config.PositionSystem && (kind == kindChat || kind == kindMessages)
+	if keep {
+		conv = s.turns.recall(body, rt.Library.Active)
+		res = slices.DeleteFunc(res, func(e library.Result) bool { return conv.held[e.ID] })
+		if len(conv.earlier) > 0 {
+			out, _, err := inject.AppendToMessages(body, conv.earlier)
+			if err != nil {
+				return retrieval{reason: reasonInjectError}
+			}
+			ret.body = out
+		}
+	}
 	if len(res) == 0 {
 		return ret
 	}
-
-	t3 := time.Now()
-	defer func() { s.observeStage(ctx, stageInject, time.Since(t3)) }()
 	notes := make([]inject.Note, len(res))
 	score := make(map[string]float32, len(res))
 	for i, e := range res {
@@ -330,37 +350,42 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	if len(used) == 0 {
 		return ret
 	}
-	// The handler validated body (parseChat, jsonFields): inject need not.
-	var out []byte
-	var err error
-	switch kind {
-	case kindGenerate:
-		out, err = inject.PromptAt(body, text, st.position)
-	case kindResponses:
-		out, err = inject.ValidResponsesInput(body, text)
-	case kindCompletion:
-		out, err = inject.ValidCompletionPrompt(body, text)
-	case kindMessages:
-		// Anthropic's messages have the chat shape; without a user
-		// message (or for the system position) the notes go in system.
-		ok := false
-		if st.position != config.PositionSystem {
-			out, ok, err = inject.LastUser(body, text)
-		}
-		if err == nil && !ok {
-			out, err = inject.ValidSystem(body, text)
-		}
-	default:
-		out, err = inject.MessagesAt(body, text, st.position)
-	}
+	out, err := placeNotes(ret.body, text, kind, st.position)
 	if err != nil {
 		return retrieval{reason: reasonInjectError}
+	}
+	if keep {
+		s.turns.remember(conv, text, used)
 	}
 	ret.body, ret.ids = out, used
 	for _, id := range used {
 		ret.scores = append(ret.scores, formatScore(score[id]))
 	}
 	return ret
+}
+
+// placeNotes puts the built notes text into body, a request of kind, at
+// position. The handler validated body (parseChat, jsonFields): inject
+// need not.
+func placeNotes(body []byte, text string, kind requestKind, position string) ([]byte, error) {
+	switch kind {
+	case kindGenerate:
+		return inject.PromptAt(body, text, position)
+	case kindResponses:
+		return inject.ValidResponsesInput(body, text)
+	case kindCompletion:
+		return inject.ValidCompletionPrompt(body, text)
+	case kindMessages:
+		// Anthropic's messages have the chat shape; without a user
+		// message (or for the system position) the notes go in system.
+		if position != config.PositionSystem {
+			if out, ok, err := inject.LastUser(body, text); err != nil || ok {
+				return out, err
+			}
+		}
+		return inject.ValidSystem(body, text)
+	}
+	return inject.MessagesAt(body, text, position)
 }
 
 // find embeds query in the library's space and searches it: the one

@@ -156,6 +156,7 @@ type Server struct {
 	responseFails *warnEvery // translated responses that could not be stored
 
 	responses ResponseStore
+	turns     *turnMemory // the notes of conversations' earlier turns
 
 	retrievalWarned atomic.Bool // a retrieval failure was logged at warn level
 	flight          *inFlight
@@ -238,6 +239,7 @@ func New(opts Options) *Server {
 		feedbackFails: newWarnEvery(opts.Logger, opts.now, warnInterval, "recording header feedback failed"),
 		responseFails: newWarnEvery(opts.Logger, opts.now, warnInterval, "storing a Responses API response failed; previous_response_id cannot continue from it"),
 	}
+	s.turns = newTurnMemory(maxRememberedTurns)
 	s.responses = opts.Responses
 	if s.responses == nil {
 		if lib := opts.Retrieval.Library; lib != nil {
