@@ -321,8 +321,14 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 		return retrieval{reason: reason}
 	}
 	ret := retrieval{body: body, gate: gate}
+	// The inject stage is timed where there is something to place.
 	t3 := time.Now()
-	defer func() { s.observeStage(ctx, stageInject, time.Since(t3)) }()
+	placing := false
+	defer func() {
+		if placing {
+			s.observeStage(ctx, stageInject, time.Since(t3))
+		}
+	}()
 	// Notes stay put where the conversation continues (conversation.go).
 	var conv conversation
 	keep := !rt.ForgetTurns && st.position != config.PositionSystem && (kind == kindChat || kind == kindMessages)
@@ -330,6 +336,7 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 		conv = s.turns.recall(body, rt.Library.Active)
 		res = slices.DeleteFunc(res, func(e library.Result) bool { return conv.held[e.ID] })
 		if len(conv.earlier) > 0 {
+			placing = true
 			out, _, err := inject.AppendToMessages(body, conv.earlier)
 			if err != nil {
 				return retrieval{reason: reasonInjectError}
@@ -340,6 +347,7 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	if len(res) == 0 {
 		return ret
 	}
+	placing = true
 	notes := make([]inject.Note, len(res))
 	score := make(map[string]float32, len(res))
 	for i, e := range res {
