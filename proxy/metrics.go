@@ -25,6 +25,7 @@ type metrics struct {
 	// responsesLost counts translated Responses API responses that could
 	// not be stored: previous_response_id cannot continue from them.
 	responsesLost prometheus.Counter
+	usage         usageMetrics // prompt and cached prompt tokens by backend
 
 	cached hotChildren // the hot path's children of the vectors above
 }
@@ -77,6 +78,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "dso_responses_store_failures_total", Help: "Responses API responses dso translated and could not store (later requests cannot continue from them).",
 	})
 	reg.MustRegister(m.responsesLost)
+	m.usage = newUsageMetrics(reg)
 	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped, m.overhead, m.refused, m.traceBatch)
 	m.cache()
 	return m

@@ -24,6 +24,7 @@ type cachingBackend struct {
 	mu      sync.Mutex
 	prompts []string // rendered, in arrival order
 	turn    int
+	cached  int // the cached tokens reported, summed
 }
 
 func newCachingBackend(t *testing.T, typ string) *cachingBackend {
@@ -37,6 +38,7 @@ func newCachingBackend(t *testing.T, typ string) *cachingBackend {
 		}
 		cb.prompts = append(cb.prompts, p)
 		cb.turn++
+		cb.cached += cached
 		reply := fmt.Sprintf("Reply %d.", cb.turn)
 		cb.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
@@ -267,5 +269,13 @@ func TestNotesStayPutOnceAndOnlyWhileActive(t *testing.T) {
 	}
 	if _, body := turn(); strings.Contains(body, tp[1]) {
 		t.Errorf("a deleted lesson was put back: %s", body)
+	}
+	// What the backend said it reused is counted (before the handler
+	// returns, so before these small answers left dso's buffer).
+	be.mu.Lock()
+	want := fmt.Sprintf(`dso_backend_cached_prompt_tokens_total{backend="openaia"} %d`, be.cached)
+	be.mu.Unlock()
+	if _, _, m := send(t, http.MethodGet, fe.URL+"/metrics", ""); !strings.Contains(string(m), want) || strings.Contains(want, "} 0") {
+		t.Errorf("metrics lack %s", want)
 	}
 }

@@ -555,11 +555,13 @@ func capText(s string, n int) string {
 
 func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
 
-// cappedBuffer keeps the first max bytes written to it.
+// cappedBuffer keeps the first max bytes written to it, and the last
+// maxUsageTail bytes (where a stream's usage is).
 type cappedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	max  int
+	tail []byte
 }
 
 func (c *cappedBuffer) Write(p []byte) (int, error) {
@@ -572,6 +574,16 @@ func (c *cappedBuffer) Write(p []byte) (int, error) {
 			c.buf.Write(p)
 		}
 	}
+	if c.buf.Len() >= c.max { // past the head: keep the tail apart
+		if len(p) >= maxUsageTail {
+			c.tail = append(c.tail[:0], p[len(p)-maxUsageTail:]...)
+		} else {
+			if over := len(c.tail) + len(p) - maxUsageTail; over > 0 {
+				c.tail = append(c.tail[:0], c.tail[over:]...)
+			}
+			c.tail = append(c.tail, p...)
+		}
+	}
 	return len(p), nil
 }
 
@@ -579,4 +591,16 @@ func (c *cappedBuffer) Bytes() []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.buf.Bytes()
+}
+
+// Tail is the end of what was written: the last bytes of the head when
+// it all fit, else the last maxUsageTail bytes written.
+func (c *cappedBuffer) Tail() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.tail) > 0 {
+		return c.tail
+	}
+	b := c.buf.Bytes()
+	return b[max(0, len(b)-maxUsageTail):]
 }
