@@ -23,8 +23,9 @@ const maxTranslatedBody = 64 << 20
 // chatHead is the part of a chat request dso reads; the body itself is
 // forwarded as bytes.
 type chatHead struct {
-	Model  *string
-	Stream *bool
+	Model    *string
+	Stream   *bool
+	Messages int // how many
 }
 
 // parseChat checks a chat body's shape: a JSON object with a model and a
@@ -76,6 +77,7 @@ func parseChat(body []byte) (chatHead, error) {
 		i++
 		return true
 	})
+	h.Messages = i
 	return h, err
 }
 
@@ -393,6 +395,11 @@ func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate
 			return
 		}
 		model = *head.Model
+		if head.Messages == 0 {
+			// No messages is Ollama's chat-style load; its keep_alive
+			// is read as generate's is.
+			top, _ = jsonFields(body)
+		}
 	}
 	info(r.Context()).model = model
 	chain, err := s.router.Route(model)
@@ -400,7 +407,7 @@ func (s *Server) ollamaChatLike(w http.ResponseWriter, r *http.Request, generate
 		s.fail(w, r, sf, err)
 		return
 	}
-	if generate && chain[0].Type() != "ollama" && s.generateLoad(w, r, top, model) {
+	if top != nil && chain[0].Type() != config.TypeOllama && s.generateLoad(w, r, top, model, !generate) {
 		info(r.Context()).backend = chain[0].Name()
 		return // a load or unload: answered as Ollama does, nothing to forward
 	}

@@ -179,13 +179,14 @@ func (s *Server) ollamaEmbeddings(w http.ResponseWriter, r *http.Request) {
 	s.translateWhole(w, r, sf, resp, nil, providers.OpenAIEmbedResponseToOllamaLegacy)
 }
 
-// generateLoad answers an /api/generate request without a prompt for a
-// backend that has no models to load (OpenAI-compatible): as Ollama
-// answers it, done_reason "load", or "unload" with keep_alive 0, without
-// calling the backend, retrieving or keeping a trace. It reports whether
-// it answered; a request with a prompt it leaves alone.
-func (s *Server) generateLoad(w http.ResponseWriter, r *http.Request, top map[string]json.RawMessage, model string) bool {
-	if raw, ok := top["prompt"]; ok && string(raw) != "null" {
+// generateLoad answers an /api/generate request without a prompt, or an
+// /api/chat one without messages (chat), for a backend that has no models
+// to load (OpenAI-compatible): as Ollama answers it, done_reason "load",
+// or "unload" with keep_alive 0, without calling the backend, retrieving
+// or keeping a trace. It reports whether it answered; a request with a
+// prompt it leaves alone.
+func (s *Server) generateLoad(w http.ResponseWriter, r *http.Request, top map[string]json.RawMessage, model string, chat bool) bool {
+	if raw, ok := top["prompt"]; ok && string(raw) != "null" && !chat {
 		var p string
 		if json.Unmarshal(raw, &p) != nil || p != "" {
 			return false
@@ -202,7 +203,11 @@ func (s *Server) generateLoad(w http.ResponseWriter, r *http.Request, top map[st
 			reason = "unload"
 		}
 	}
-	out, err := json.Marshal(api.GenerateResponse{Model: model, CreatedAt: s.opts.now().UTC(), Done: true, DoneReason: reason})
+	var v any = api.GenerateResponse{Model: model, CreatedAt: s.opts.now().UTC(), Done: true, DoneReason: reason}
+	if chat {
+		v = api.ChatResponse{Model: model, CreatedAt: s.opts.now().UTC(), Message: api.Message{Role: "assistant"}, Done: true, DoneReason: reason}
+	}
+	out, err := json.Marshal(v)
 	if err != nil {
 		s.fail(w, r, surfaceOllama, err)
 		return true

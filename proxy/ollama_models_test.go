@@ -221,6 +221,20 @@ func TestOllamaGenerateLoadOverOpenAIBackend(t *testing.T) {
 	if n := len(be.requests()); n != 0 {
 		t.Errorf("the backend got %d requests for loads; want none", n)
 	}
+	// Chat with no messages is Ollama's chat-style load, answered alike.
+	for _, tc := range []struct{ body, reason string }{
+		{`{"model":"m","messages":[]}`, "load"},
+		{`{"model":"m","messages":[],"keep_alive":0}`, "unload"},
+	} {
+		code, _, body := post(t, fe.URL+"/api/chat", tc.body)
+		var got api.ChatResponse
+		if err := json.Unmarshal(body, &got); err != nil || code != http.StatusOK || !got.Done || got.DoneReason != tc.reason || got.Message.Role != "assistant" {
+			t.Errorf("chat %s: %d %s; want done_reason %q", tc.body, code, body, tc.reason)
+		}
+	}
+	if n := len(be.requests()); n != 0 {
+		t.Errorf("the backend got %d requests for chat loads; want none", n)
+	}
 	if code, _, body := post(t, fe.URL+"/api/generate", `{"model":"m","keep_alive":true}`); code != http.StatusBadRequest || !strings.Contains(string(body), "keep_alive") {
 		t.Errorf("bad keep_alive: %d %s", code, body)
 	}
