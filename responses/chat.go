@@ -17,6 +17,7 @@ type chatRequest struct {
 	Temperature       *float64        `json:"temperature,omitempty"`
 	TopP              *float64        `json:"top_p,omitempty"`
 	User              string          `json:"user,omitempty"`
+	PromptCacheKey    string          `json:"prompt_cache_key,omitempty"`
 	Stream            bool            `json:"stream,omitempty"`
 	StreamOptions     *streamOptions  `json:"stream_options,omitempty"`
 }
@@ -47,7 +48,7 @@ func ToChat(r *Request, history, input []json.RawMessage) ([]byte, error) {
 		return nil, badRequest("the conversation has more than %d items", MaxItems)
 	}
 	out := chatRequest{Model: r.Model, Temperature: r.Temperature, TopP: r.TopP, MaxTokens: r.MaxOutputTokens,
-		ParallelToolCalls: r.ParallelToolCalls, User: r.User, Stream: r.Stream}
+		ParallelToolCalls: r.ParallelToolCalls, User: r.User, PromptCacheKey: r.PromptCacheKey, Stream: r.Stream}
 	if r.Stream {
 		out.StreamOptions = &streamOptions{IncludeUsage: true}
 	}

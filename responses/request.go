@@ -46,6 +46,7 @@ type Request struct {
 	Store              *bool           `json:"store"`
 	PreviousResponseID string          `json:"previous_response_id"`
 	User               string          `json:"user"`
+	PromptCacheKey     string          `json:"prompt_cache_key"`
 
 	// Unknown lists the top-level fields translation drops, for a log line.
 	Unknown []string `json:"-"`
@@ -57,6 +58,7 @@ var known = map[string]bool{
 	"model": true, "input": true, "instructions": true, "tools": true, "tool_choice": true, "text": true,
 	"max_output_tokens": true, "temperature": true, "top_p": true, "metadata": true, "parallel_tool_calls": true,
 	"stream": true, "store": true, "previous_response_id": true, "user": true, "stream_options": true,
+	"prompt_cache_key": true,
 }
 
 // Parse reads and checks a request body.

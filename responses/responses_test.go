@@ -84,7 +84,7 @@ func TestToChat(t *testing.T) {
 		{"type":"reasoning","id":"rs_1","summary":[]}],
 		"tools":[{"type":"function","name":"get_weather","parameters":{"type":"object"}}],
 		"tool_choice":{"type":"function","name":"get_weather"},"text":{"format":{"type":"json_schema","name":"w","schema":{"type":"object"},"strict":true}},
-		"max_output_tokens":50,"temperature":0.5,"parallel_tool_calls":false,"stream":true}`
+		"max_output_tokens":50,"temperature":0.5,"parallel_tool_calls":false,"prompt_cache_key":"k1","stream":true}`
 	r, err := Parse([]byte(body))
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +104,7 @@ func TestToChat(t *testing.T) {
 		`"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}],` +
 		`"tool_choice":{"function":{"name":"get_weather"},"type":"function"},"parallel_tool_calls":false,` +
 		`"response_format":{"json_schema":{"name":"w","schema":{"type":"object"},"strict":true},"type":"json_schema"},` +
-		`"max_tokens":50,"temperature":0.5,"stream":true,"stream_options":{"include_usage":true}}`
+		`"max_tokens":50,"temperature":0.5,"prompt_cache_key":"k1","stream":true,"stream_options":{"include_usage":true}}`
 	if string(got) != want {
 		t.Errorf("ToChat\n got %s\nwant %s", got, want)
 	}
