@@ -38,7 +38,8 @@ Flags:
   --listen ADDR        address to serve on (env DSO_LISTEN; default 127.0.0.1:8080)
   --backend TYPE:URL   a backend; repeatable; replaces the file's backends
                        (env DSO_BACKENDS, comma-separated). TYPE is openai
-                       (any OpenAI-compatible server) or ollama (native API).
+                       (any OpenAI-compatible server), ollama (native API) or
+                       anthropic (the Messages API; no URL: Anthropic's).
                        Default: ollama:http://127.0.0.1:11434
   --data DIR           where the embedded store lives (env DSO_DATA; default ./dso-data)
   --redis URL          keep the library in Redis instead, shared by every
@@ -126,6 +127,7 @@ Config file (every field optional):
     budget: 250ms                # past it, requests go on without injection
     top_k: 5
     inject_whole: 0              # a domain of at most this many is injected whole (gated); 0 = off
+    inject_position: user        # user: with the newest user turn (keeps the backend's prompt cache) | system
     min_confidence: 0.3          # not injected below it (negative: no floor)
     min_score: 0.2               # relevance needed to inject; unset = calibrated gate
     max_tokens: 1024             # size of the injected note
@@ -139,7 +141,7 @@ Config file (every field optional):
       - {pattern: "*-embed*", off: true}
   backends:
     - name: local                # used in fallbacks, logs and metrics
-      type: ollama               # openai | ollama
+      type: ollama               # openai | ollama | anthropic
       url: http://127.0.0.1:11434
       models: ["llama*", "qwen*"]  # glob patterns; empty = every model
       embedding_model: nomic-embed-text  # the first one set is the library's space
@@ -147,7 +149,8 @@ Config file (every field optional):
       retries: 2                 # retries before the first byte; -1 = none
       retry_backoff: 200ms       # doubles each retry
       fallbacks: [cloud]         # tried in order after this one fails
-      injection: {off: false, top_k: 3, min_confidence: 0.5, min_score: 0.1, domain: code}
+      injection: {off: false, top_k: 3, min_confidence: 0.5, min_score: 0.1, domain: code, position: user}
+      responses: translate       # /v1/responses: native (the backend's own) | translate; default native for api.openai.com
     - name: cloud
       type: openai
       url: https://api.openai.com/v1
