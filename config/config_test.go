@@ -22,6 +22,31 @@ var checkTests = []struct {
 	want []want
 }{
 	{name: "empty file", yaml: ``},
+	{
+		name: "positions and responses modes",
+		yaml: `retrieval:
+  inject_position: user
+  models:
+    - {pattern: "gpt*", position: system}
+    - {pattern: "x*", position: last}
+backends:
+  - type: openai
+    url: http://127.0.0.1:1/v1
+    responses: native
+    injection: {position: system}
+  - type: ollama
+    url: http://127.0.0.1:2
+    responses: native
+  - type: openai
+    url: http://127.0.0.1:3/v1
+    responses: relay
+`,
+		want: []want{
+			{5, "retrieval.models[1].position", `"last" is not user or system`},
+			{13, "backends[1].responses", "native needs an openai backend"},
+			{16, "backends[2].responses", `"relay" is not native or translate`},
+		},
+	},
 	{name: "comment only", yaml: "# nothing\n"},
 	{
 		name: "good",
