@@ -235,6 +235,12 @@ type Backend struct {
 	Fallbacks []string `yaml:"fallbacks"`
 	// Injection overrides retrieval settings for this backend.
 	Injection Injection `yaml:"injection"`
+	// ContextTokens is the models' context length, in tokens. Where it is
+	// set, the notes take at most what a request (counted whole, as an
+	// overestimate) and the answer it asks room for leave of it: near the
+	// limit, fewer notes or none, never a cut client message. An Ollama
+	// request's options.num_ctx wins. 0: unknown, not checked.
+	ContextTokens int `yaml:"context_tokens"`
 	// Responses says how the Responses API (/v1/responses) reaches this
 	// backend: ResponsesNative relays it to the backend's own /responses
 	// (which then keeps the responses), ResponsesTranslate translates it

@@ -150,6 +150,9 @@ func (c *Config) Validate() error {
 		if b.RetryBackoff < 0 {
 			add(p+".retry_backoff", "must not be negative")
 		}
+		if b.ContextTokens < 0 {
+			add(p+".context_tokens", "must not be negative")
+		}
 	}
 	for i, b := range c.Backends {
 		for j, f := range b.Fallbacks {

@@ -279,3 +279,39 @@ func TestNotesStayPutOnceAndOnlyWhileActive(t *testing.T) {
 		t.Errorf("metrics lack %s", want)
 	}
 }
+
+// Near the backend's context limit fewer notes go in, or none: the
+// client's messages are never what gives way.
+func TestNotesFitTheContext(t *testing.T) {
+	be := newBackend(t, "ollama")
+	lib := newHashLibrary(t)
+	minScore := 0.1
+	cfg := ollamaCfg(be)
+	cfg.ContextTokens = 100000
+	fe := newFrontend(t, []config.Backend{cfg}, func(o *proxy.Options, _ []config.Backend) {
+		o.Retrieval = proxy.Retrieval{Library: lib, Budget: 5 * time.Second, TopK: 1, MinScore: &minScore}
+	})
+	tp := prefixTopics[1]
+	addExperience(t, fe, "On "+tp[0]+": "+tp[1], "")
+	q := "Please tell me, in a few short sentences, what you know about " + tp[0] + "?"
+	history := strings.Repeat("An earlier turn of a long conversation. ", 150) // about 1,000 tokens
+	ask := func(numCtx int) http.Header {
+		t.Helper()
+		b, _ := json.Marshal(map[string]any{"model": "m", "stream": false, "options": map[string]any{"num_ctx": numCtx},
+			"messages": []map[string]string{{"role": "user", "content": history}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": q}}})
+		code, hdr, body := post(t, fe.URL+"/api/chat", string(b))
+		if code != http.StatusOK {
+			t.Fatalf("%d %s", code, body)
+		}
+		if sent := string(be.last(t).Body); !strings.Contains(sent, history) || !strings.Contains(sent, q) {
+			t.Errorf("a client message did not reach the backend whole")
+		}
+		return hdr
+	}
+	if hdr := ask(8192); hdr.Get(proxy.HeaderExperiences) == "" {
+		t.Errorf("with room in the context no note was injected (degraded %q)", hdr.Get(proxy.HeaderDegraded))
+	}
+	if hdr := ask(1200); hdr.Get(proxy.HeaderExperiences) != "" || hdr.Get(proxy.HeaderDegraded) != "context_full" {
+		t.Errorf("a full context: injected %q, degraded %q; want nothing and context_full", hdr.Get(proxy.HeaderExperiences), hdr.Get(proxy.HeaderDegraded))
+	}
+}

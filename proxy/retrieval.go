@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/inject"
@@ -67,6 +68,9 @@ const (
 	// reasonStoreUnavailable: the experience store (Redis) could not be
 	// reached, so nothing could be loaded to inject.
 	reasonStoreUnavailable = "store_unavailable"
+	// reasonContextFull: the request leaves no room in the backend's
+	// context (config.Backend.ContextTokens) for a note.
+	reasonContextFull = "context_full"
 	// reasonInternal: retrieval failed in a way dso did not foresee (a
 	// panic); logged at error level.
 	reasonInternal = "internal_error"
@@ -120,13 +124,14 @@ type settings struct {
 	minConfidence float64
 	minScore      *float32 // nil: the calibrated gate
 	position      string   // config.PositionUser or PositionSystem
+	contextTokens int      // the backend's context length; 0: unknown
 }
 
 // requestSettings merges backend overrides and request headers; bad header
 // values are the client's error.
 func (s *Server) requestSettings(r *http.Request, b config.Backend, model string) (settings, error) {
 	rt := s.opts.Retrieval
-	st := settings{off: rt.Library == nil, topK: rt.TopK, minConfidence: rt.MinConfidence, minScore: score32(rt.MinScore), position: rt.Position}
+	st := settings{off: rt.Library == nil, topK: rt.TopK, minConfidence: rt.MinConfidence, minScore: score32(rt.MinScore), position: rt.Position, contextTokens: b.ContextTokens}
 	st.apply(b.Injection)
 	for _, m := range rt.Models {
 		if ok, _ := path.Match(m.Pattern, model); ok {
@@ -354,7 +359,18 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 		notes[i] = inject.Note{ID: e.ID, Domain: e.Domain, Text: e.Text, Confidence: e.Confidence}
 		score[e.ID] = e.Relevance
 	}
-	text, used := inject.Build(notes, inject.Options{MaxTokens: rt.MaxTokens, Counter: inject.ReadyCounterFor(model)})
+	counter := inject.ReadyCounterFor(model)
+	budget := rt.MaxTokens
+	if budget <= 0 {
+		budget = inject.DefaultMaxTokens
+	}
+	if room, ok := contextRoom(ret.body, st.contextTokens, counter); ok && room < budget {
+		if budget = room; budget <= 0 {
+			ret.reason = reasonContextFull
+			return ret
+		}
+	}
+	text, used := inject.Build(notes, inject.Options{MaxTokens: budget, Counter: counter})
 	if len(used) == 0 {
 		return ret
 	}
@@ -370,6 +386,27 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 		ret.scores = append(ret.scores, formatScore(score[id]))
 	}
 	return ret
+}
+
+// contextRoom is how many tokens notes may take in a context of ctx
+// tokens (an Ollama request's options.num_ctx wins): what the request,
+// counted whole (its JSON too: an overestimate), and the answer it asks
+// room for (max_tokens and its kin) leave. ok is false where the context
+// is unknown.
+func contextRoom(body []byte, ctx int, c inject.Counter) (int, bool) {
+	root := readJSON(body) // validated by the handler
+	if n := lastField(lastField(root, "options"), "num_ctx").Int(); n > 0 {
+		ctx = int(n)
+	}
+	if ctx <= 0 {
+		return 0, false
+	}
+	answer := 0
+	for _, k := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens"} {
+		answer = max(answer, int(lastField(root, k).Int()))
+	}
+	answer = max(answer, int(lastField(lastField(root, "options"), "num_predict").Int()))
+	return ctx - c.Count(unsafe.String(unsafe.SliceData(body), len(body))) - answer, true
 }
 
 // placeNotes puts the built notes text into body, a request of kind, at

@@ -150,6 +150,7 @@ Config file (every field optional):
       retry_backoff: 200ms       # doubles each retry
       fallbacks: [cloud]         # tried in order after this one fails
       injection: {off: false, top_k: 3, min_confidence: 0.5, min_score: 0.1, domain: code, position: user}
+      context_tokens: 8192       # the models' context: notes take only the room a request leaves; 0 = unknown
       responses: translate       # /v1/responses: native (the backend's own) | translate; default native for api.openai.com
     - name: cloud
       type: openai
