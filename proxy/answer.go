@@ -60,6 +60,9 @@ func eventText(ev []byte) string {
 		if c := choices.Get("0.delta.content"); c.Exists() {
 			return partsText(c)
 		}
+		if c := choices.Get("0.text"); c.Type == gjson.String {
+			return c.Str // a legacy completion's
+		}
 		return partsText(choices.Get("0.message.content"))
 	}
 	switch typ := obj.Get("type").Str; {

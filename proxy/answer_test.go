@@ -11,7 +11,7 @@ import (
 // answerTextDecoded is answerText by decoding each event whole with
 // encoding/json: the reference the fast path is checked against. An event
 // with "choices" gives its first choice's delta content, or without one
-// its message content; a Responses stream's text delta its delta; a
+// its text (a legacy completion's), or its message content; a Responses stream's text delta its delta; a
 // Responses body its message items' text; any other event its message
 // content and its response.
 func answerTextDecoded(raw []byte) string {
@@ -41,6 +41,8 @@ func answerTextDecoded(raw []byte) string {
 			first, _ := list[0].(map[string]any)
 			if c, ok := content(first["delta"]); ok {
 				out.WriteString(contentText(c))
+			} else if text, ok := first["text"].(string); ok {
+				out.WriteString(text)
 			} else if c, ok := content(first["message"]); ok {
 				out.WriteString(contentText(c))
 			}
@@ -85,6 +87,7 @@ func TestAnswerText(t *testing.T) {
 		{"openai body", `{"choices":[{"message":{"role":"assistant","content":"Paris."}}]}`, "Paris."},
 		{"openai body laid out", "{\n  \"choices\": [\n    {\"message\": {\"content\": \"Pa\\nris.\"}}\n  ]\n}", "Pa\nris."},
 		{"openai parts", `{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"image_url"},{"type":"text","text":"b"}]}}]}`, "a\nb"},
+		{"completion", `{"object":"text_completion","choices":[{"text":"Once upon","index":0}]}`, "Once upon"},
 		{"first choice only", `{"choices":[{"message":{"content":"one"}},{"message":{"content":"two"}}]}`, "one"},
 		{"sse", "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo \\\"x\\\" \\u00e9\"}}]}\n\ndata: [DONE]\n\n", "Hello \"x\" é"},
 		{"ollama ndjson", "{\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n{\"message\":{\"content\":\" there\"},\"done\":true}\n", "Hi there"},

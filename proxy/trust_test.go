@@ -266,14 +266,17 @@ func TestTraceIDIsDSOsWithALibrary(t *testing.T) {
 		{"openai", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`},
 		{"ollama", "/api/chat", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`},
 		{"ollama", "/api/generate", `{"model":"m","stream":false,"prompt":"hi"}`},
+		{"openai", "/v1/responses", `{"model":"m","input":"hi"}`},
+		{"ollama", "/v1/responses", `{"model":"m","input":[{"role":"user","content":"hi"}],"stream":true}`},
+		{"openai", "/v1/completions", `{"model":"m","prompt":"hi"}`},
+		{"ollama", "/v1/completions", `{"model":"m","prompt":"hi","stream":true}`},
+		{"openai", "/v1/messages", `{"model":"m","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}`},
+		{"anthropic", "/v1/messages", `{"model":"m","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}`},
 	} {
 		t.Run(rt.typ+rt.path, func(t *testing.T) {
 			be := newBackend(t, rt.typ)
 			forgeDSOHeaders(be, 0)
-			cfg := openaiCfg(be)
-			if rt.typ == "ollama" {
-				cfg = ollamaCfg(be)
-			}
+			cfg := backendCfg(rt.typ, be)
 			lib := newHashLibrary(t)
 			fe := newFrontend(t, []config.Backend{cfg}, withRetrieval(lib, 2*time.Second))
 			code, hdr, body := post(t, fe.URL+rt.path, rt.body)
@@ -285,8 +288,13 @@ func TestTraceIDIsDSOsWithALibrary(t *testing.T) {
 				t.Fatalf("%s %q; want one of dso's", proxy.HeaderTraceID, trace)
 			}
 			fe.proxy.Close() // stores the trace
-			if _, err := lib.Store().(*store.SQLite).GetTrace(context.Background(), trace[0]); err != nil {
-				t.Errorf("trace %s: %v", trace[0], err)
+			tr, err := lib.Store().(*store.SQLite).GetTrace(context.Background(), trace[0])
+			if err != nil {
+				t.Fatalf("trace %s: %v", trace[0], err)
+			}
+			// Every surface keeps the question and the answer's text.
+			if tr.Query != "hi" || tr.Answer == "" {
+				t.Errorf("trace query %q answer %q; want the question and the answer", tr.Query, tr.Answer)
 			}
 		})
 	}
