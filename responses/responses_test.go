@@ -183,3 +183,46 @@ func FuzzStream(f *testing.F) {
 		}
 	})
 }
+
+// A chat answer cut at max tokens ends as response.incomplete with the
+// reason; a stream that breaks off as response.failed, its finished items
+// kept.
+func TestStreamIncompleteAndFailed(t *testing.T) {
+	run := func(chunks []string, fail bool) (last string, resp map[string]any) {
+		var events []string
+		var payloads [][]byte
+		st := NewStream(New(&Request{Model: "m"}, "resp_x", time.Unix(0, 0)), func(ev string, p []byte) error {
+			events, payloads = append(events, ev), append(payloads, p)
+			return nil
+		})
+		_ = st.Start()
+		for _, c := range chunks {
+			if err := st.Chunk([]byte(c)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if fail {
+			_ = st.Fail("server_error", "the backend's stream broke off")
+		} else {
+			if _, err := st.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			_ = st.End()
+		}
+		var v struct {
+			Response map[string]any `json:"response"`
+		}
+		_ = json.Unmarshal(payloads[len(payloads)-1], &v)
+		return events[len(events)-1], v.Response
+	}
+	text := `{"choices":[{"index":0,"delta":{"content":"Once"}}]}`
+	ev, resp := run([]string{text, `{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}`}, false)
+	if ev != "response.incomplete" || resp["status"] != "incomplete" || resp["incomplete_details"].(map[string]any)["reason"] != "max_output_tokens" {
+		t.Errorf("cut at max tokens: %s %v", ev, resp)
+	}
+	ev, resp = run([]string{text, `{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{"}}]}}]}`}, true)
+	out, _ := resp["output"].([]any)
+	if ev != "response.failed" || resp["status"] != "failed" || len(out) != 1 || resp["error"].(map[string]any)["code"] != "server_error" {
+		t.Errorf("broken off: %s %v; want failed with the finished message only", ev, resp)
+	}
+}
