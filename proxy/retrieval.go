@@ -148,7 +148,9 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 	s.pending.Store(tr.rec.ID, make(chan struct{}))
 	h := w.Header()
 	h.Set(keyTraceID, tr.rec.ID)
-	h.Set(keyExperiences, "")
+	// X-DSO-Experiences only where notes went in (issue 26: an empty
+	// header told clients nothing and cost them a header to parse); a
+	// backend's header of that name is dropped all the same (copyHeaders).
 	query := queryText(body, kind)
 	tr.rec.Query = query
 	if st.off {
@@ -174,7 +176,7 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 	s.metrics.cached.retrieval.get("injected").Inc()
 	s.metrics.injected.Observe(float64(len(ret.ids)))
 	s.recordOutcome("injected", len(ret.ids))
-	h.Set(HeaderExperiences, strings.Join(ret.ids, ","))
+	h.Set(keyExperiences, strings.Join(ret.ids, ","))
 	h.Set(HeaderScores, strings.Join(ret.scores, ","))
 	tr.rec.ExperienceIDs = ret.ids
 	return ret.body, tr, nil

@@ -287,6 +287,11 @@ func TestTraceIDIsDSOsWithALibrary(t *testing.T) {
 			if len(trace) != 1 || !strings.HasPrefix(trace[0], "tr_") {
 				t.Fatalf("%s %q; want one of dso's", proxy.HeaderTraceID, trace)
 			}
+			// Nothing injected (the library is empty): no header, not an
+			// empty one, and not the backend's forged one. Issue 26.
+			if got := hdr.Values(proxy.HeaderExperiences); len(got) != 0 {
+				t.Errorf("%s %q; want none", proxy.HeaderExperiences, got)
+			}
 			fe.proxy.Close() // stores the trace
 			tr, err := lib.Store().(*store.SQLite).GetTrace(context.Background(), trace[0])
 			if err != nil {
