@@ -245,7 +245,7 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 	var conv conversation
 	keep := !rt.ForgetTurns && st.position != config.PositionSystem && (kind == kindChat || kind == kindMessages)
 	if keep {
-		conv = s.turns.recall(body, rt.Library.Active)
+		conv = s.turns.recall(ctx, body, rt.Library.Active)
 		res = slices.DeleteFunc(res, func(e library.Result) bool { return conv.held[e.ID] })
 		if len(conv.earlier) > 0 {
 			placing = true
@@ -286,7 +286,7 @@ func (s *Server) retrieveOpen(ctx context.Context, body []byte, model, query str
 		return retrieval{reason: reasonInjectError}
 	}
 	if keep {
-		s.turns.remember(conv, text, used)
+		s.turns.remember(ctx, conv, text, used)
 	}
 	ret.body, ret.ids = out, used
 	for _, id := range used {

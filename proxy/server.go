@@ -239,7 +239,12 @@ func New(opts Options) *Server {
 		feedbackFails: newWarnEvery(opts.Logger, opts.now, warnInterval, "recording header feedback failed"),
 		responseFails: newWarnEvery(opts.Logger, opts.now, warnInterval, "storing a Responses API response failed; previous_response_id cannot continue from it"),
 	}
-	s.turns = newTurnMemory(maxRememberedTurns)
+	var shared sharedTurns
+	if lib := opts.Retrieval.Library; lib != nil {
+		shared, _ = lib.Store().(sharedTurns)
+	}
+	s.turns = newTurnMemory(maxRememberedTurns, shared,
+		newWarnEvery(opts.Logger, opts.now, warnInterval, "sharing conversation notes through the store failed; another replica will not put them back"))
 	s.responses = opts.Responses
 	if s.responses == nil {
 		if lib := opts.Retrieval.Library; lib != nil {

@@ -38,6 +38,11 @@ type RedisOptions struct {
 	// MaxResponses and ResponseMaxAge are as in Options.
 	MaxResponses   int
 	ResponseMaxAge time.Duration
+	// MaxTurnNotes and TurnNotesMaxAge bound the shared turn notes
+	// (PutTurnNotes). 0 means DefaultMaxTurnNotes and
+	// DefaultTurnNotesMaxAge.
+	MaxTurnNotes    int
+	TurnNotesMaxAge time.Duration
 	// KeepChanges bounds the change stream: each write trims it to about
 	// this many entries. 0 means DefaultKeepChanges.
 	KeepChanges int
@@ -66,6 +71,12 @@ func (o RedisOptions) withDefaults() RedisOptions {
 	}
 	if o.ResponseMaxAge == 0 {
 		o.ResponseMaxAge = DefaultResponseMaxAge
+	}
+	if o.MaxTurnNotes <= 0 {
+		o.MaxTurnNotes = DefaultMaxTurnNotes
+	}
+	if o.TurnNotesMaxAge <= 0 {
+		o.TurnNotesMaxAge = DefaultTurnNotesMaxAge
 	}
 	if o.KeepChanges <= 0 {
 		o.KeepChanges = DefaultKeepChanges
