@@ -86,25 +86,7 @@ func Prompt(body []byte, sys string) ([]byte, error) {
 // ValidPrompt is Prompt for a body the caller has already checked is
 // valid JSON, as ValidMessages is Messages.
 func ValidPrompt(body []byte, sys string) ([]byte, error) {
-	if sys == "" {
-		return body, nil
-	}
-	top, err := walkObject(body)
-	if err != nil {
-		return body, err
-	}
-	f, err := top.only("system")
-	if err != nil {
-		return body, err
-	}
-	if f == nil {
-		return insertField(body, top, "system", quote(sys)), nil
-	}
-	v, err := appendToString(body[f.start:f.end], sys)
-	if err != nil {
-		return body, fmt.Errorf("%w: system is not a string", ErrBadBody)
-	}
-	return splice(body, f.start, f.end, v), nil
+	return appendToSystem(body, sys, false)
 }
 
 // System adds the system text sys to an Anthropic Messages body, whose
@@ -124,6 +106,13 @@ func System(body []byte, sys string) ([]byte, error) {
 // ValidSystem is System for a body the caller has already checked is
 // valid JSON, as ValidMessages is Messages.
 func ValidSystem(body []byte, sys string) ([]byte, error) {
+	return appendToSystem(body, sys, true)
+}
+
+// appendToSystem appends sys to body's top-level "system" field: to a
+// string after a blank line, as the field when it is null or absent, and,
+// where blocks allows (Anthropic's), as a text block after a list.
+func appendToSystem(body []byte, sys string, blocks bool) ([]byte, error) {
 	if sys == "" {
 		return body, nil
 	}
@@ -140,15 +129,17 @@ func ValidSystem(body []byte, sys string) ([]byte, error) {
 	}
 	v := body[f.start:f.end]
 	var nv []byte
-	switch v[0] {
-	case '"':
+	switch {
+	case v[0] == '"':
 		nv, err = appendToString(v, sys)
-	case 'n': // null
+	case v[0] == 'n': // null
 		nv = quote(sys)
-	case '[':
+	case v[0] == '[' && blocks:
 		nv, err = appendTextPart(v, sys)
-	default:
+	case blocks:
 		err = errors.New("not a string or a list")
+	default:
+		err = errors.New("not a string")
 	}
 	if err != nil {
 		return body, fmt.Errorf("%w: system: %v", ErrBadBody, err)
