@@ -57,9 +57,6 @@ func nativeResponses(chain []providers.Backend) []providers.Backend {
 	return out
 }
 
-// responseStore is where translated responses are kept.
-func (s *Server) responseStore() ResponseStore { return s.responses }
-
 // createResponse serves POST /v1/responses.
 func (s *Server) createResponse(w http.ResponseWriter, r *http.Request) {
 	const sf = surfaceOpenAI
@@ -85,7 +82,7 @@ func (s *Server) createResponse(w http.ResponseWriter, r *http.Request) {
 	}
 	var history []json.RawMessage
 	if id := req.PreviousResponseID; id != "" {
-		prev, err := s.responseStore().GetResponse(ctx, id)
+		prev, err := s.responses.GetResponse(ctx, id)
 		if err != nil {
 			s.fail(w, r, sf, responseLookupError(err, id, "previous_response_id"))
 			return
@@ -184,29 +181,42 @@ type keptResponse struct {
 
 // keepResponse stores resp unless the request said store: false. A
 // store that fails loses the response for later requests, not this one's
-// answer: it is said at warn level, in a metric, and in a header while
-// one can still be sent.
+// answer: it is said at warn level and in a metric.
 func (s *Server) keepResponse(ctx context.Context, k keptResponse, resp *responses.Response) {
 	if !k.req.Stored() {
 		return
 	}
-	out, err := resp.OutputItems()
+	rec, err := k.record(resp)
 	if err == nil {
-		var obj, in, hist []byte
-		if obj, err = json.Marshal(resp); err == nil {
-			if in, err = json.Marshal(k.input); err == nil {
-				conv := make([]json.RawMessage, 0, len(k.history)+len(k.input)+len(out))
-				conv = append(append(append(conv, k.history...), k.input...), out...)
-				if hist, err = json.Marshal(conv); err == nil {
-					err = s.responseStore().PutResponse(ctx, store.Response{ID: resp.ID, Model: k.req.Model, Object: obj, Input: in, History: hist})
-				}
-			}
-		}
+		err = s.responses.PutResponse(ctx, rec)
 	}
 	if err != nil {
 		s.metrics.responsesLost.Inc()
 		s.responseFails.add(ctx, 1, err)
 	}
+}
+
+// record is resp as the store keeps it: the object, this request's input
+// items, and the conversation to continue (history, input, output).
+func (k keptResponse) record(resp *responses.Response) (store.Response, error) {
+	out, err := resp.OutputItems()
+	if err != nil {
+		return store.Response{}, err
+	}
+	obj, err := json.Marshal(resp)
+	if err != nil {
+		return store.Response{}, err
+	}
+	in, err := json.Marshal(k.input)
+	if err != nil {
+		return store.Response{}, err
+	}
+	conv := make([]json.RawMessage, 0, len(k.history)+len(k.input)+len(out))
+	hist, err := json.Marshal(append(append(append(conv, k.history...), k.input...), out...))
+	if err != nil {
+		return store.Response{}, err
+	}
+	return store.Response{ID: resp.ID, Model: k.req.Model, Object: obj, Input: in, History: hist}, nil
 }
 
 // translateError is a translation error as the client sees it.
@@ -238,7 +248,7 @@ func responseLookupError(err error, id, param string) error {
 // getResponse serves GET /v1/responses/{id}.
 func (s *Server) getResponse(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	rec, err := s.responseStore().GetResponse(r.Context(), id)
+	rec, err := s.responses.GetResponse(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) && s.relayResponseCall(w, r, http.MethodGet, "/"+id) {
 		return
 	}
@@ -256,7 +266,7 @@ func (s *Server) getResponse(w http.ResponseWriter, r *http.Request) {
 // deleteResponse serves DELETE /v1/responses/{id}.
 func (s *Server) deleteResponse(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	err := s.responseStore().DeleteResponse(r.Context(), id)
+	err := s.responses.DeleteResponse(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) && s.relayResponseCall(w, r, http.MethodDelete, "/"+id) {
 		return
 	}

@@ -75,7 +75,7 @@ func (s *Server) relayResponseCall(w http.ResponseWriter, r *http.Request, metho
 // 100, default 20) at a time after the item named by after.
 func (s *Server) listInputItems(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	rec, err := s.responseStore().GetResponse(r.Context(), id)
+	rec, err := s.responses.GetResponse(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) && s.relayResponseCall(w, r, http.MethodGet, "/"+id+"/input_items") {
 		return
 	}
