@@ -278,6 +278,26 @@ func TestNotesStayPutOnceAndOnlyWhileActive(t *testing.T) {
 	if _, _, m := send(t, http.MethodGet, fe.URL+"/metrics", ""); !strings.Contains(string(m), want) || strings.Contains(want, "} 0") {
 		t.Errorf("metrics lack %s", want)
 	}
+	// And the dashboard's overview reads the same counts.
+	_, _, sb := send(t, http.MethodGet, fe.URL+"/v1/stats", "")
+	var st struct {
+		Buckets []struct {
+			Prompt int `json:"prompt_tokens"`
+			Cached int `json:"cached_prompt_tokens"`
+		} `json:"buckets"`
+	}
+	if err := json.Unmarshal(sb, &st); err != nil {
+		t.Fatalf("stats: %v: %s", err, sb)
+	}
+	var cached int
+	for _, b := range st.Buckets {
+		cached += b.Cached
+	}
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	if cached != be.cached {
+		t.Errorf("/v1/stats counts %d cached prompt tokens; the backend reported %d", cached, be.cached)
+	}
 }
 
 // Near the backend's context limit fewer notes go in, or none: the

@@ -38,8 +38,11 @@ func binUpper(i int) float64 { return 0.1 * math.Pow(math.Sqrt2, float64(i)) }
 
 func (h *latencyHist) add(d time.Duration) { h[latencyBin(d)]++ }
 
-// quantile returns the upper bound (ms) of the bin holding the q-th
-// quantile, or 0 when the histogram is empty.
+// quantile estimates the q-th quantile in milliseconds, or 0 when the
+// histogram is empty. Within its bin the estimate is interpolated on the
+// log scale by the rank's place among the bin's counts, so a chart shows
+// 50.3 ms rather than the bin's bound, 51.2 ms. Bin 0 and the open last
+// bin read as their bound.
 func (h *latencyHist) quantile(q float64) float64 {
 	var n uint64
 	for _, c := range h {
@@ -48,13 +51,18 @@ func (h *latencyHist) quantile(q float64) float64 {
 	if n == 0 {
 		return 0
 	}
-	want := uint64(math.Ceil(q * float64(n)))
+	want := max(1, uint64(math.Ceil(q*float64(n))))
 	var seen uint64
 	for i, c := range h {
-		seen += uint64(c)
-		if seen >= want {
+		if seen+uint64(c) < want {
+			seen += uint64(c)
+			continue
+		}
+		if i == 0 || i == latencyBins-1 {
 			return binUpper(i)
 		}
+		frac := float64(want-seen) / float64(c)
+		return binUpper(i-1) * math.Pow(math.Sqrt2, frac)
 	}
 	return binUpper(latencyBins - 1)
 }
@@ -71,6 +79,8 @@ type statsBucket struct {
 	outcomes  map[string]int
 	injected  int // experiences injected, summed over requests
 	feedback  int
+	prompt    int // prompt tokens of answers that report cached tokens
+	cached    int // of which the backend reused from its prompt cache
 	library   int // experiences in the index, as last seen in the interval
 	libraryOK bool
 }
@@ -136,6 +146,18 @@ func (r *statsRing) feedback() {
 	r.bucket().feedback++
 }
 
+// promptTokens records a backend's prompt token counts for one answer.
+func (r *statsRing) promptTokens(u promptUsage) {
+	if !u.ok {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.bucket()
+	b.prompt += u.prompt
+	b.cached += u.cached
+}
+
 // librarySize records the library's size now.
 func (r *statsRing) librarySize(n int) {
 	r.mu.Lock()
@@ -156,6 +178,8 @@ type statsBucketJSON struct {
 	Retrieval           map[string]int `json:"retrieval"`
 	InjectedExperiences int            `json:"injected_experiences"`
 	Feedback            int            `json:"feedback"`
+	PromptTokens        int            `json:"prompt_tokens"`
+	CachedPromptTokens  int            `json:"cached_prompt_tokens"`
 	Library             *int           `json:"library,omitempty"`
 }
 
@@ -178,6 +202,7 @@ func (r *statsRing) snapshot(window time.Duration) []statsBucketJSON {
 			LatencyP50Ms: b.latency.quantile(0.5), LatencyP99Ms: b.latency.quantile(0.99),
 			OverheadP50Ms: b.overhead.quantile(0.5), OverheadP99Ms: b.overhead.quantile(0.99),
 			Retrieval: map[string]int{}, InjectedExperiences: b.injected, Feedback: b.feedback,
+			PromptTokens: b.prompt, CachedPromptTokens: b.cached,
 		}
 		for k, v := range b.outcomes {
 			j.Retrieval[k] = v

@@ -94,7 +94,9 @@ func (s *Server) recordTrace(ctx context.Context, tr *trace) {
 		return
 	}
 	tr.rec.Answer = answerText(tr.answer.Bytes(), tr.whole)
-	s.metrics.usage.observe(info(ctx).backend, usageOf(tr.answer.Tail()))
+	u := usageOf(tr.answer.Tail())
+	s.metrics.usage.observe(info(ctx).backend, u)
+	s.stats.promptTokens(u)
 	err := s.traceQ.put(tr.rec, s.opts.TraceWait, func() { flushWritten(tr.w) })
 	switch {
 	case errors.Is(err, errQueueClosed):

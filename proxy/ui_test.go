@@ -270,7 +270,7 @@ func TestUIAddInjectGradeRetire(t *testing.T) {
 	if got := evalIn[string](t, d, `document.getElementById("summary").textContent`); !strings.Contains(got, "1requests") || !strings.Contains(got, "2grades") {
 		t.Errorf("overview summary %q; want 1 request and 2 grades", got)
 	}
-	for _, id := range []string{"chart-latency", "chart-overhead", "chart-retrieval", "chart-injected", "chart-library", "chart-feedback"} {
+	for _, id := range []string{"chart-latency", "chart-overhead", "chart-cache", "chart-retrieval", "chart-injected", "chart-library", "chart-feedback"} {
 		if !evalIn[bool](t, d, `!!document.querySelector("#`+id+` svg")`) {
 			t.Errorf("overview has no %s chart", id)
 		}

@@ -1,11 +1,14 @@
-// The overview page: charts of the last hour from GET /v1/stats, drawn as
-// SVG by hand, refreshed every interval.
+// The overview page: charts of up to the last hour from GET /v1/stats,
+// drawn as SVG by hand, refreshed every interval. The window is scaled to
+// the data (at least five minutes), so a new node's first requests are
+// bars, not slivers at the right edge of an empty hour.
 "use strict";
 
 (() => {
   const { api, el, status, fmtNum } = dso;
   const svgNS = "http://www.w3.org/2000/svg";
-  const W = 360, H = 120; // one horizontal unit per 10 s bucket over the hour
+  const H = 120;
+  const minSlots = 30, maxSlots = 360; // buckets on the x axis: 5 min to the hour
 
   function svg(tag, attrs) {
     const e = document.createElementNS(svgNS, tag);
@@ -15,11 +18,12 @@
 
   // series: [{name, cls, values}] with values aligned on the slots;
   // kind "line" or "bars" (stacked).
-  function chart(id, title, unit, series, kind, summary) {
+  function chart(id, title, unit, series, kind, summary, span) {
+    const W = series[0].values.length;
     const all = kind === "bars"
       ? series[0].values.map((_, i) => series.reduce((s, x) => s + (x.values[i] || 0), 0))
       : series.flatMap((s) => s.values.filter((v) => v !== null));
-    const top = Math.max(1e-9, ...all);
+    const top = unit === "%" ? 100 : Math.max(1e-9, ...all); // a share is drawn against its whole
     const g = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", class: "chart", role: "img", "aria-label": title });
     g.append(svg("line", { x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5, class: "axis" }));
     const y = (v) => H - 2 - (v / top) * (H - 12);
@@ -60,12 +64,21 @@
       el("div", { class: "chart-meta" }, el("span", { class: "muted", text: "max " + fmtNum(top, 2) + (unit && unit !== "count" ? " " + unit : "") }),
         el("span", { text: summary ? last : "latest: " + last })),
       g,
-      el("div", { class: "chart-meta muted small" }, el("span", { text: "−60 min" }), el("span", { text: "now" })),
+      el("div", { class: "chart-meta muted small" }, el("span", { text: "−" + span }), el("span", { text: "now" })),
       el("div", { class: "legend" }, series.map((s) => el("span", { class: "key " + s.cls, text: s.name }))));
   }
 
-  // slots spreads the buckets over the hour's W slots, null where none.
-  function slots(buckets, interval, f) {
+  // slotCount is how many buckets the x axis spans: from the oldest
+  // bucket to now, within [minSlots, maxSlots].
+  function slotCount(buckets, interval) {
+    if (!buckets.length) return minSlots;
+    const age = Math.ceil((Date.now() - Date.parse(buckets[0].start)) / (interval * 1000)) + 1;
+    return Math.min(maxSlots, Math.max(minSlots, age));
+  }
+
+  // slots spreads the buckets over n slots ending now, null where none.
+  function slots(buckets, interval, n, f) {
+    const W = n;
     const out = new Array(W).fill(null);
     const end = Date.now();
     for (const b of buckets) {
@@ -87,41 +100,49 @@
     }
     const iv = st.interval_seconds || 10;
     const bs = st.buckets || [];
-    const s = (f) => slots(bs, iv, f);
+    const n = slotCount(bs, iv);
+    const span = n * iv >= 3600 ? "60 min" : n * iv >= 120 ? Math.round(n * iv / 60) + " min" : n * iv + " s";
+    const s = (f) => slots(bs, iv, n, f);
     const outcomes = new Set();
     bs.forEach((b) => Object.keys(b.retrieval || {}).forEach((k) => outcomes.add(k)));
     const names = [...outcomes].sort((a, b) => (a in outcomeClasses ? 0 : 1) - (b in outcomeClasses ? 0 : 1) || a.localeCompare(b));
     const total = bs.reduce((x, b) => x + b.requests, 0);
     const fb = bs.reduce((x, b) => x + b.feedback, 0);
     const sum = (f) => bs.reduce((x, b) => x + f(b), 0);
+    const c = (id, title, unit, series, kind, summary) => chart(id, title, unit, series, kind, summary, span);
+    const prompt = sum((b) => b.prompt_tokens || 0), cached = sum((b) => b.cached_prompt_tokens || 0);
     const charts = [
-      chart("chart-rps", "Requests per second", "req/s", [{ name: "requests", cls: "s0", values: s((b) => b.requests / iv) }], "bars",
-        "mean " + fmtNum(total / 3600, 3) + " req/s over the hour"),
-      chart("chart-latency", "Latency", "ms", [
+      c("chart-rps", "Requests per second", "req/s", [{ name: "requests", cls: "s0", values: s((b) => b.requests / iv) }], "bars",
+        "mean " + fmtNum(total / (n * iv), 3) + " req/s over " + span),
+      c("chart-latency", "Latency", "ms", [
         { name: "p50", cls: "s0", values: s((b) => b.requests ? b.latency_p50_ms : null) },
         { name: "p99", cls: "s3", values: s((b) => b.requests ? b.latency_p99_ms : null) }]),
-      chart("chart-overhead", "dso overhead", "ms", [
+      c("chart-overhead", "dso overhead", "ms", [
         { name: "p50", cls: "s0", values: s((b) => b.overhead_p50_ms || null) },
         { name: "p99", cls: "s3", values: s((b) => b.overhead_p99_ms || null) }]),
-      chart("chart-retrieval", "Retrieval outcomes", "count", names.length
+      c("chart-cache", "Prompt cache", "%", [{ name: "cached share of prompt tokens", cls: "s0",
+        values: s((b) => b.prompt_tokens ? 100 * b.cached_prompt_tokens / b.prompt_tokens : null) }], "line",
+        prompt ? fmtNum(100 * cached / prompt, 1) + "% of " + fmtNum(prompt, 0) + " prompt tokens cached" : "no backend reported cached tokens yet"),
+      c("chart-retrieval", "Retrieval outcomes", "count", names.length
         ? names.map((n, i) => ({ name: n === "injected" || n === "none" || n === "off" ? n : "degraded: " + n, cls: outcomeClasses[n] || "s" + (3 + (i % 3)), values: s((b) => (b.retrieval || {})[n] || 0) }))
         : [{ name: "no chat requests yet", cls: "s1", values: s(() => 0) }], "bars",
         sum((b) => (b.retrieval || {}).injected || 0) + " injected of " + sum((b) => Object.values(b.retrieval || {}).reduce((x, y) => x + y, 0)) + " chats"),
-      chart("chart-injected", "Experiences injected per request", "", [{
+      c("chart-injected", "Experiences injected per request", "", [{
         name: "mean", cls: "s0", values: s((b) => {
           const n = Object.values(b.retrieval || {}).reduce((x, y) => x + y, 0);
           return n ? b.injected_experiences / n : null;
         }) }]),
-      chart("chart-library", "Library size", "count", [{ name: "experiences", cls: "s0", values: s((b) => b.library === undefined ? null : b.library) }]),
-      chart("chart-feedback", "Feedback received", "count", [{ name: "grades", cls: "s0", values: s((b) => b.feedback) }], "bars",
-        fb + " grades over the hour"),
+      c("chart-library", "Library size", "count", [{ name: "experiences", cls: "s0", values: s((b) => b.library === undefined ? null : b.library) }]),
+      c("chart-feedback", "Feedback received", "count", [{ name: "grades", cls: "s0", values: s((b) => b.feedback) }], "bars",
+        fb + " grades over " + span),
     ];
     const summary = el("section", { class: "summary", id: "summary" },
       el("div", {}, el("span", { class: "big", text: String(total) }), el("span", { class: "muted", text: "requests in the last hour" })),
       el("div", {}, el("span", { class: "big", text: st.library === undefined ? "—" : String(st.library) }), el("span", { class: "muted", text: "experiences in the library" })),
-      el("div", {}, el("span", { class: "big", text: String(fb) }), el("span", { class: "muted", text: "grades received" })));
+      el("div", {}, el("span", { class: "big", text: String(fb) }), el("span", { class: "muted", text: "grades received" })),
+      el("div", {}, el("span", { class: "big", text: prompt ? fmtNum(100 * cached / prompt, 0) + "%" : "—" }), el("span", { class: "muted", text: "of prompt tokens cached by the backend" })));
     document.getElementById("content").replaceChildren(summary, el("div", { class: "grid" }, charts));
-    status("Last hour, " + iv + " s per bar; updated " + new Date().toLocaleTimeString());
+    status("Last " + span + ", " + iv + " s per bar; updated " + new Date().toLocaleTimeString());
   }
 
   document.addEventListener("DOMContentLoaded", () => {
