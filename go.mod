@@ -21,7 +21,6 @@ require (
 	github.com/tidwall/gjson v1.20.2
 	go.yaml.in/yaml/v3 v3.0.6
 	golang.org/x/mod v0.42.0
-	golang.org/x/net v0.60.0
 	modernc.org/sqlite v1.62.0
 )
 

@@ -34,6 +34,14 @@ const (
 	DefaultBodyTimeout    = time.Minute
 	DefaultMaxConnections = 4096
 	DefaultMaxInFlight    = 1024
+	// DefaultMinBodyRate is the slowest a request body may arrive, in
+	// bytes a second averaged over BodyRateWindow: a client on the
+	// slowest mobile link sends faster; one trickling a byte a second to
+	// hold a connection and a request slot is cut off.
+	DefaultMinBodyRate = 1024
+	// DefaultClientShare is the share of MaxConnections and of MaxInFlight
+	// one client address may hold, so that one address cannot take them all.
+	DefaultClientShare = 4
 	// DefaultMaxBytesInFlight bounds the request bodies held at once;
 	// each is copied a few times on its way (parsing, injection).
 	DefaultMaxBytesInFlight = 256 << 20
@@ -83,6 +91,24 @@ type Config struct {
 	// DefaultMaxInFlight and DefaultMaxBytesInFlight.
 	MaxInFlight      int   `yaml:"max_in_flight"`
 	MaxBytesInFlight int64 `yaml:"max_bytes_in_flight"`
+	// MaxConnectionsPerClient and MaxInFlightPerClient bound what one
+	// client address may hold of those: its connections past the bound are
+	// closed at once, its requests get 503. Defaults: a DefaultClientShare
+	// part of MaxConnections and MaxInFlight; negative: no per-client bound
+	// (behind a load balancer every client is one address: see README).
+	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
+	MaxInFlightPerClient    int `yaml:"max_in_flight_per_client"`
+	// MinBodyRate is the slowest a request body may arrive, in bytes a
+	// second; slower bodies get 408 and their connection is closed.
+	// Default DefaultMinBodyRate; negative: no minimum (BodyTimeout still
+	// bounds the whole body).
+	MinBodyRate int `yaml:"min_body_rate"`
+	// AllowedHosts are the Host names dso answers besides IP addresses and
+	// loopback names (localhost, *.localhost) and the name it listens on:
+	// a name, ".example.com" for all names under it, or "*" for any.
+	// Requests for other names get 403, so that a web page whose name was
+	// rebound to dso's address cannot read or write through it.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 	// ShutdownTimeout is how long a graceful stop waits for streams to
 	// finish. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -345,6 +371,15 @@ func (c *Config) fill() {
 	}
 	if c.MaxBytesInFlight == 0 {
 		c.MaxBytesInFlight = DefaultMaxBytesInFlight
+	}
+	if c.MaxConnectionsPerClient == 0 && c.MaxConnections > 0 {
+		c.MaxConnectionsPerClient = max(1, c.MaxConnections/DefaultClientShare)
+	}
+	if c.MaxInFlightPerClient == 0 {
+		c.MaxInFlightPerClient = max(1, c.MaxInFlight/DefaultClientShare)
+	}
+	if c.MinBodyRate == 0 {
+		c.MinBodyRate = DefaultMinBodyRate
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout

@@ -17,6 +17,9 @@ const (
 	EnvAdminKeys   = "DSO_ADMIN_KEYS"   // comma-separated admin keys, replaces Config.AdminKeys
 	EnvEmbedder    = "DSO_EMBEDDER"     // Config.Retrieval.Embedder
 	EnvOpenLibrary = "DSO_OPEN_LIBRARY" // Config.OpenLibrary: 1/true or 0/false
+	// EnvAllowedHosts is Config.AllowedHosts, comma-separated: the names
+	// a deployment is reached by belong with its environment.
+	EnvAllowedHosts = "DSO_ALLOWED_HOSTS"
 	// EnvTrustVoterHeader is Config.TrustVoterHeader: 1/true or 0/false.
 	// A gateway that sets X-DSO-Voter is deployed beside dso, so whether
 	// to trust it belongs with the deployment's environment.
@@ -47,6 +50,14 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 	}
 	if v := getenv(EnvAdminKeys); v != "" {
 		c.AdminKeys = splitSecrets(v)
+	}
+	if v := getenv(EnvAllowedHosts); v != "" {
+		c.AllowedHosts = nil
+		for _, h := range strings.Split(v, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				c.AllowedHosts = append(c.AllowedHosts, h)
+			}
+		}
 	}
 	if v := getenv(EnvEmbedder); v != "" {
 		c.Retrieval.Embedder = v

@@ -32,9 +32,15 @@ func rawRequest(t *testing.T, addr, head string, limit time.Duration) (*http.Res
 		t.Fatal(err)
 	}
 	c.SetReadDeadline(time.Now().Add(limit))
+	return readResponse(t, c)
+}
+
+// readResponse reads one response from c, within c's read deadline.
+func readResponse(t *testing.T, c net.Conn) (*http.Response, []byte) {
+	t.Helper()
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		t.Fatalf("no response within %v: %v", limit, err)
+		t.Fatalf("no response: %v", err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -51,7 +57,7 @@ func TestSlowBodyTimesOut(t *testing.T) {
 	})
 	addr := strings.TrimPrefix(fe.URL, "http://")
 	for _, path := range []string{"/v1/chat/completions", "/api/chat"} {
-		head := "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+		head := "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
 		resp, body := rawRequest(t, addr, head, 10*time.Second)
 		if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
 			t.Errorf("%s: %d, close %v; want 408 and the connection closed", path, resp.StatusCode, resp.Close)
@@ -74,7 +80,7 @@ func TestAuthFailsWithoutTheBody(t *testing.T) {
 		o.APIKeys = []config.Secret{"sk-right"}
 		o.BodyTimeout = time.Minute // not what answers
 	})
-	head := "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-wrong\r\nContent-Length: 100000\r\n\r\n{"
+	head := "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sk-wrong\r\nContent-Length: 100000\r\n\r\n{"
 	resp, body := rawRequest(t, strings.TrimPrefix(fe.URL, "http://"), head, 10*time.Second)
 	if resp.StatusCode != http.StatusUnauthorized || !resp.Close || !strings.Contains(string(body), "invalid_api_key") {
 		t.Errorf("%d, close %v, %s; want 401 at once and the connection closed", resp.StatusCode, resp.Close, body)
@@ -126,6 +132,7 @@ func TestInFlightBounds(t *testing.T) {
 	})
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, _ []config.Backend) {
 		o.MaxInFlight, o.MaxBytesInFlight = 2, 1000
+		o.MaxInFlightPerClient = -1 // every request here comes from one address
 	})
 	held := func(pad int) chan int {
 		done := make(chan int, 1)
@@ -215,9 +222,9 @@ func TestLengthAndTransferEncodingClosesTheConnection(t *testing.T) {
 		name, head string
 		closed     bool
 	}{
-		{"length and chunked", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		{"length and chunked", "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body), true},
-		{"length only", fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body), false},
+		{"length only", fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s", len(body), body), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", addr)

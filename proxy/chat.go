@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -236,7 +238,10 @@ func (s *Server) dispatch(ctx context.Context, chain []providers.Backend, call a
 			resp, err := call(ctx, b)
 			if err == nil {
 				s.metrics.cached.upstream.get(b.Name()).Observe(time.Since(start).Seconds())
-				s.metrics.cached.attempts.get(attemptKey{b.Name(), "ok"}).Inc()
+				name := b.Name()
+				resp.Body = &attemptBody{ReadCloser: resp.Body, ctx: ctx, count: func(outcome string) {
+					s.metrics.cached.attempts.get(attemptKey{name, outcome}).Inc()
+				}}
 				return resp, b, nil
 			}
 			lastErr = err
@@ -267,6 +272,41 @@ func (s *Server) dispatch(ctx context.Context, chain []providers.Backend, call a
 		}
 	}
 	return nil, last, lastErr
+}
+
+// attemptBody counts an answered attempt's outcome once its body is
+// closed: "ok" only if the body was read without error (a head followed
+// by a body that breaks off is no success), "broken" if the backend broke
+// it off, "cancelled" if the client went away first. A broken body also
+// marks the request (reqInfo.broken), so that its trace is not kept.
+type attemptBody struct {
+	io.ReadCloser
+	ctx    context.Context
+	count  func(outcome string)
+	failed atomic.Bool
+	once   sync.Once
+}
+
+func (b *attemptBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && !b.failed.Swap(true) && b.ctx.Err() == nil {
+		info(b.ctx).broken.Store(true)
+	}
+	return n, err
+}
+
+func (b *attemptBody) Close() error {
+	b.once.Do(func() {
+		switch {
+		case b.failed.Load() && b.ctx.Err() != nil:
+			b.count("cancelled")
+		case b.failed.Load():
+			b.count("broken")
+		default:
+			b.count("ok")
+		}
+	})
+	return b.ReadCloser.Close()
 }
 
 // sleep waits d or until ctx is done; it reports whether d elapsed.

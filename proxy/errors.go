@@ -85,6 +85,15 @@ func upstreamType(status int) string {
 	return "invalid_request_error"
 }
 
+// closeAfter are the refusals after which dso closes the connection, so
+// that a refused client (an attacker among them) does not keep a
+// descriptor: authentication and host refusals, a body too slow or too
+// large, and overload.
+var closeAfter = map[int]bool{
+	http.StatusUnauthorized: true, http.StatusForbidden: true, http.StatusRequestTimeout: true,
+	http.StatusRequestEntityTooLarge: true, http.StatusTooManyRequests: true, http.StatusServiceUnavailable: true,
+}
+
 // writeError writes err in the surface's shape. It must be called before
 // any byte of the response body is written.
 func writeError(w http.ResponseWriter, s surface, err error) {
@@ -98,6 +107,11 @@ func writeError(w http.ResponseWriter, s surface, err error) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	if he.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(he.RetryAfter))
+	}
+	if closeAfter[he.Status] {
+		// A refused client's connection is not kept for its next try:
+		// nor is a body it may still be sending read.
+		h.Set("Connection", "close")
 	}
 	w.WriteHeader(he.Status)
 	_, _ = w.Write(errorBody(s, he))

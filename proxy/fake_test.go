@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -287,6 +288,13 @@ type frontendOpt func(*proxy.Options, []config.Backend)
 
 func newFrontend(t testing.TB, cfgs []config.Backend, opts ...frontendOpt) *frontend {
 	t.Helper()
+	return startFrontend(t, cfgs, nil, opts...)
+}
+
+// startFrontend is newFrontend whose listener is wrapped by listen, if
+// not nil, as dso serve wraps its own (Server.Listener).
+func startFrontend(t testing.TB, cfgs []config.Backend, listen func(*proxy.Server, net.Listener) net.Listener, opts ...frontendOpt) *frontend {
+	t.Helper()
 	for i := range cfgs {
 		if cfgs[i].Name == "" {
 			cfgs[i].Name = cfgs[i].Type + string(rune('a'+i))
@@ -309,7 +317,11 @@ func newFrontend(t testing.TB, cfgs []config.Backend, opts ...frontendOpt) *fron
 	o.Router = router
 	p := proxy.New(o)
 	t.Cleanup(func() { p.Close() }) // runs after srv.Close: drains queued traces
-	srv := httptest.NewServer(p)
+	srv := httptest.NewUnstartedServer(p)
+	if listen != nil {
+		srv.Listener = listen(p, srv.Listener)
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	return &frontend{Server: srv, proxy: p}
 }

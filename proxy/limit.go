@@ -2,26 +2,30 @@ package proxy
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"sync"
 )
 
 // inFlight bounds the requests, and the request body bytes, being served at
-// once. It never queues: past a bound, the request is refused at once with
-// 503 and Retry-After, so that load beyond capacity costs dso no memory.
+// once, in all and for one client address. It never queues: past a bound,
+// the request is refused at once with 503 and Retry-After, so that load
+// beyond capacity costs dso no memory.
 type inFlight struct {
 	mu       sync.Mutex // protects the following fields
 	requests int
 	bytes    int64
+	clients  map[string]int // requests in flight by client address; no zeros
 
-	maxRequests int
-	maxBytes    int64
-	maxBody     int64 // what a body of unknown length is counted as
+	maxRequests  int
+	maxBytes     int64
+	maxBody      int64 // what a body of unknown length is counted as
+	maxPerClient int   // <= 0: no per-client bound
 }
 
-// acquire takes room for one request whose body is n bytes (-1:
-// unknown); it returns a release func, or "" and the bound that refused it.
-func (f *inFlight) acquire(n int64) (release func(), refused string) {
+// acquire takes room for one request of client whose body is n bytes (-1:
+// unknown); it returns a release func, or nil and the bound that refused it.
+func (f *inFlight) acquire(client string, n int64) (release func(), refused string) {
 	if n < 0 || n > f.maxBody {
 		n = f.maxBody // a larger body is refused by readBody (413) anyway
 	}
@@ -30,30 +34,48 @@ func (f *inFlight) acquire(n int64) (release func(), refused string) {
 	switch {
 	case f.requests >= f.maxRequests:
 		return nil, "requests"
+	case f.maxPerClient > 0 && f.clients[client] >= f.maxPerClient:
+		return nil, "client"
 	case f.bytes+n > f.maxBytes && f.requests > 0:
 		// One request is always let through, whatever its size.
 		return nil, "bytes"
 	}
+	if f.clients == nil {
+		f.clients = map[string]int{} // at most maxRequests keys
+	}
 	f.requests++
 	f.bytes += n
+	f.clients[client]++
 	return func() {
 		f.mu.Lock()
+		defer f.mu.Unlock()
 		f.requests--
 		f.bytes -= n
-		f.mu.Unlock()
+		if f.clients[client]--; f.clients[client] <= 0 {
+			delete(f.clients, client)
+		}
 	}, ""
+}
+
+// clientAddr is the address a request's connection came from, without
+// its port: the unit of the per-client bounds.
+func clientAddr(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
 }
 
 // limit is the middleware that applies s.flight.
 func (s *Server) limit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		release, refused := s.flight.acquire(r.ContentLength)
+		release, refused := s.flight.acquire(clientAddr(r), r.ContentLength)
 		if release == nil {
 			s.metrics.refused.WithLabelValues(refused).Inc()
-			w.Header().Set("Connection", "close") // do not wait for its body
+			s.limitRefusals.add(r.Context(), 1, fmt.Errorf("%s", refusedWhy[refused]))
 			writeError(w, routeSurface(r), &HTTPError{
 				Status: http.StatusServiceUnavailable, Type: "api_error", Code: "overloaded", RetryAfter: 1,
-				Msg: fmt.Sprintf("dso is serving as many %s as it allows; retry shortly", refusedWhat[refused]),
+				Msg: refusedMsg[refused],
 			})
 			return
 		}
@@ -62,4 +84,14 @@ func (s *Server) limit(next http.Handler) http.Handler {
 	})
 }
 
-var refusedWhat = map[string]string{"requests": "requests", "bytes": "request bytes"}
+var refusedMsg = map[string]string{
+	"requests": "dso is serving as many requests as it allows; retry shortly",
+	"bytes":    "dso is holding as many request bytes as it allows; retry shortly",
+	"client":   "this client address has as many requests in flight as one client may; retry when one has finished",
+}
+
+var refusedWhy = map[string]string{
+	"requests": "max_in_flight reached",
+	"bytes":    "max_bytes_in_flight reached",
+	"client":   "a client address reached max_in_flight_per_client",
+}

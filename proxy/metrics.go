@@ -21,6 +21,8 @@ type metrics struct {
 	traceDropped prometheus.Counter
 	overhead     *prometheus.HistogramVec
 	refused      *prometheus.CounterVec
+	connsOpen    prometheus.Gauge   // client connections open (through Server.Listener)
+	connsRefused prometheus.Counter // connections closed past a client's share
 	traceBatch   prometheus.Histogram
 	// responsesLost counts translated Responses API responses that could
 	// not be stored: previous_response_id cannot continue from them.
@@ -48,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "dso_upstream_first_byte_seconds", Help: "Time from sending to a backend to its response headers.", Buckets: latencyBuckets,
 		}, []string{"backend"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dso_upstream_attempts_total", Help: "Backend attempts by outcome: ok, retry, failover, error.",
+			Name: "dso_upstream_attempts_total", Help: "Backend attempts by outcome: ok (answered, its body read whole), broken (its body broke off), cancelled (the client went away), retry, failover, error.",
 		}, []string{"backend", "outcome"}),
 	}
 	m.retrieval = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -69,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 	}, []string{"route"})
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dso_proxy_refused_total", Help: "Requests refused with 503 because the requests or request bytes in flight were at their bound.",
+		Name: "dso_proxy_refused_total", Help: "Requests refused by a bound or a guard, by bound: requests, bytes (in flight, 503), client (one client's share in flight, 503), body_rate (a body slower than the minimum rate, 408), host (a Host not allowed, 403).",
 	}, []string{"bound"})
 	m.traceBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "dso_traces_batch_size", Help: "Traces stored per transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1 to 512
@@ -79,6 +81,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	})
 	reg.MustRegister(m.responsesLost)
 	m.usage = newUsageMetrics(reg)
+	m.connsOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dso_connections_open", Help: "Client connections open.",
+	})
+	m.connsRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dso_connections_refused_total", Help: "Client connections closed as soon as accepted because their address had max_connections_per_client open.",
+	})
+	reg.MustRegister(m.connsOpen, m.connsRefused)
 	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped, m.overhead, m.refused, m.traceBatch)
 	m.cache()
 	return m

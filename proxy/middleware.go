@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dso-proxy/dso/config"
@@ -40,6 +41,8 @@ type reqInfo struct {
 	backend string
 	err     error // logged, never sent
 	timing  timing
+	status  int         // the response's status, once written
+	broken  atomic.Bool // the backend broke off its answer's body
 }
 
 func info(ctx context.Context) *reqInfo {
@@ -79,6 +82,9 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		ri := &reqInfo{id: requestID(r)}
 		ctx := context.WithValue(r.Context(), ctxKeyInfo{}, ri)
 		w.Header().Set("X-Request-Id", ri.id)
+		// JSON and event streams must not be sniffed into HTML by a
+		// browser; a relayed backend's own value replaces it.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		sw := &statusWriter{ResponseWriter: w, start: start, ri: ri}
 		if len(r.TransferEncoding) > 0 {
 			// Go's server drops a Content-Length sent beside a transfer
@@ -209,6 +215,12 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	if !w.wroteHeader {
 		w.status, w.wroteHeader = code, true
+		w.ri.status = code
+		if code >= 300 {
+			// No answer, nothing to grade: the trace is not kept (see
+			// recordTrace), so its id is not handed out.
+			w.Header().Del(keyTraceID)
+		}
 		if code >= 200 {
 			w.firstByte = time.Since(w.start)
 			if w.ri.timing.on {

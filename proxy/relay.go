@@ -48,7 +48,9 @@ func dsoOwned(k string) bool {
 }
 
 // copyHeaders copies src to dst without hop-by-hop headers, including any
-// named in src's Connection header, and without the headers dso owns.
+// named in src's Connection header, without the headers dso owns, and
+// without Server: what software and version runs behind dso is not the
+// client's to learn.
 func copyHeaders(dst, src http.Header, skip map[string]bool) {
 	// The fields a Connection header names are hop-by-hop too; most
 	// messages have none, so the set is only made for those that do.
@@ -64,7 +66,7 @@ func copyHeaders(dst, src http.Header, skip map[string]bool) {
 		}
 	}
 	for k, vs := range src {
-		if hopHeader[k] || named[k] || skip[k] || dsoOwned(k) {
+		if hopHeader[k] || named[k] || skip[k] || dsoOwned(k) || k == "Server" {
 			continue
 		}
 		// Shared, capped: an Add on either side copies instead of

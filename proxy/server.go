@@ -2,11 +2,9 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -54,6 +52,18 @@ type Options struct {
 	// trickling a body cannot hold a connection (and a descriptor) for
 	// ever. Zero: config.DefaultBodyTimeout.
 	BodyTimeout time.Duration
+	// MinBodyRate is the slowest a request body may arrive, in bytes a
+	// second over each BodyRateWindow (nginx's client_body_timeout, by
+	// rate): a body slower than that gets 408 and its connection is
+	// closed, long before BodyTimeout. Zero: config.DefaultMinBodyRate;
+	// negative: no minimum. BodyRateWindow zero: DefaultBodyRateWindow.
+	MinBodyRate    int
+	BodyRateWindow time.Duration
+	// MaxInFlightPerClient bounds the requests one client address has in
+	// flight (503 beyond), so that one address cannot hold every slot of
+	// MaxInFlight. Zero: a config.DefaultClientShare part of MaxInFlight;
+	// negative: no bound.
+	MaxInFlightPerClient int
 	// MaxRetryWait caps one wait between retries, including a backend's
 	// Retry-After. Zero: 5s.
 	MaxRetryWait time.Duration
@@ -120,6 +130,12 @@ type Options struct {
 	// else memory, the newest DefaultMemoryResponses for at most
 	// DefaultResponseMaxAge, lost on restart.
 	Responses ResponseStore
+	// AllowedHosts are the Host names dso answers besides IP addresses and
+	// loopback names (localhost, *.localhost): a name, ".example.com" for
+	// every name under it, or "*" for any. Other names get 403, so that a
+	// page whose name was rebound to dso's address cannot use it (see
+	// hosts.go). dso serve adds the name it listens on.
+	AllowedHosts []string
 
 	now func() time.Time // the clock of rate-limited warnings; nil: time.Now (tests set it)
 }
@@ -154,12 +170,16 @@ type Server struct {
 	traceFails    *warnEvery // trace batches the store failed to write
 	feedbackFails *warnEvery // header feedback that could not be recorded
 	responseFails *warnEvery // translated responses that could not be stored
+	hostRefusals  *warnEvery // requests for a Host not allowed
+	limitRefusals *warnEvery // requests refused by an in-flight bound
+	connRefusals  *warnEvery // connections closed past a client's share
 
 	responses ResponseStore
 	turns     *turnMemory // the notes of conversations' earlier turns
 
 	retrievalWarned atomic.Bool // a retrieval failure was logged at warn level
 	flight          *inFlight
+	hosts           hostAllowlist
 
 	closeOnce sync.Once
 }
@@ -191,6 +211,15 @@ func New(opts Options) *Server {
 	}
 	if opts.MaxBytesInFlight <= 0 {
 		opts.MaxBytesInFlight = config.DefaultMaxBytesInFlight
+	}
+	if opts.MaxInFlightPerClient == 0 {
+		opts.MaxInFlightPerClient = max(1, opts.MaxInFlight/config.DefaultClientShare)
+	}
+	if opts.MinBodyRate == 0 {
+		opts.MinBodyRate = config.DefaultMinBodyRate
+	}
+	if opts.BodyRateWindow <= 0 {
+		opts.BodyRateWindow = DefaultBodyRateWindow
 	}
 	if opts.MaxRetryWait <= 0 {
 		opts.MaxRetryWait = 5 * time.Second
@@ -232,12 +261,18 @@ func New(opts Options) *Server {
 		keys:    newKeyring(opts.APIKeys),
 		admin:   newKeyring(opts.AdminKeys),
 		closed:  !opts.OpenLibrary && len(opts.APIKeys) == 0 && len(opts.AdminKeys) == 0,
-		flight:  &inFlight{maxRequests: opts.MaxInFlight, maxBytes: opts.MaxBytesInFlight, maxBody: opts.MaxBodyBytes},
+		flight: &inFlight{maxRequests: opts.MaxInFlight, maxBytes: opts.MaxBytesInFlight, maxBody: opts.MaxBodyBytes,
+			maxPerClient: opts.MaxInFlightPerClient},
 
 		traceDrops:    newWarnEvery(opts.Logger, opts.now, warnInterval, "trace queue full; traces dropped (feedback for them will be refused)"),
 		traceFails:    newWarnEvery(opts.Logger, opts.now, warnInterval, "storing traces failed; traces lost"),
 		feedbackFails: newWarnEvery(opts.Logger, opts.now, warnInterval, "recording header feedback failed"),
 		responseFails: newWarnEvery(opts.Logger, opts.now, warnInterval, "storing a Responses API response failed; previous_response_id cannot continue from it"),
+		hostRefusals: newWarnEvery(opts.Logger, opts.now, warnInterval,
+			"refused requests for a host name that is not allowed (a DNS rebinding page, or a name to add to allowed_hosts)"),
+		limitRefusals: newWarnEvery(opts.Logger, opts.now, warnInterval, "refused requests past a bound (503)"),
+		connRefusals:  newWarnEvery(opts.Logger, opts.now, warnInterval, "closed client connections past a client's share"),
+		hosts:         newHostAllowlist(opts.AllowedHosts),
 	}
 	var shared sharedTurns
 	if lib := opts.Retrieval.Library; lib != nil {
@@ -296,7 +331,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // routes is the one route table.
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.observe)
+	r.Use(s.observe, s.checkHost)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, routeSurface(r), &HTTPError{Status: http.StatusNotFound, Type: "invalid_request_error", Msg: fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)})
 	})
@@ -460,41 +495,4 @@ func retrievalStatus(lib *library.Library) map[string]any {
 		st["follow_error"] = err.Error()
 	}
 	return st
-}
-
-// readBody reads the whole request body within the size limit. Reading it
-// first is deliberate: see DESIGN.md on streams lost when the request body
-// is streamed upstream while the response streams back.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	rc := http.NewResponseController(w)
-	// A deadline for the body only: cleared once it is read, so that a
-	// long stream back is not cut. Servers that cannot set one (tests'
-	// recorders) go without.
-	deadline := rc.SetReadDeadline(time.Now().Add(s.opts.BodyTimeout)) == nil
-	lr := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
-	var body []byte
-	var err error
-	if n := r.ContentLength; n > 0 && n <= s.opts.MaxBodyBytes {
-		// The size is known: one allocation, not ReadAll's doublings.
-		body = make([]byte, n)
-		_, err = io.ReadFull(lr, body)
-	} else {
-		body, err = io.ReadAll(lr)
-	}
-	if deadline {
-		_ = rc.SetReadDeadline(time.Time{})
-	}
-	if err != nil {
-		var mbe *http.MaxBytesError
-		var ne net.Error
-		switch {
-		case errors.As(err, &mbe):
-			return nil, &HTTPError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large", Msg: fmt.Sprintf("request body is larger than %d bytes", mbe.Limit), Err: err}
-		case errors.As(err, &ne) && ne.Timeout():
-			w.Header().Set("Connection", "close")
-			return nil, &HTTPError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: "body_timeout", Msg: fmt.Sprintf("the request body was not received within %v", s.opts.BodyTimeout), Err: err}
-		}
-		return nil, &HTTPError{Status: http.StatusBadRequest, Type: "invalid_request_error", Msg: "could not read the request body", Err: err}
-	}
-	return body, nil
 }

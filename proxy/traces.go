@@ -93,6 +93,13 @@ func (s *Server) recordTrace(ctx context.Context, tr *trace) {
 	if tr == nil || s.opts.Retrieval.Library == nil {
 		return
 	}
+	if ri := info(ctx); ri.status >= 300 || ri.broken.Load() {
+		// An error, or an answer the backend broke off: nothing a grade
+		// could be about. Its id went out only with a broken stream's
+		// head; feedback for it is refused as for an unknown trace.
+		s.traceSettled(tr.rec.ID)
+		return
+	}
 	tr.rec.Answer = answerText(tr.answer.Bytes(), tr.whole)
 	u := usageOf(tr.answer.Tail())
 	s.metrics.usage.observe(info(ctx).backend, u)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,7 +21,6 @@ import (
 	"github.com/dso-proxy/dso/proxy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/net/netutil"
 )
 
 func init() {
@@ -292,6 +292,10 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		BodyTimeout:  cfg.BodyTimeout,
 		MaxInFlight:  cfg.MaxInFlight,
+		MinBodyRate:  cfg.MinBodyRate,
+
+		MaxInFlightPerClient: cfg.MaxInFlightPerClient,
+		AllowedHosts:         allowedHosts(cfg),
 
 		MaxBytesInFlight: cfg.MaxBytesInFlight,
 		Retrieval:        rt,
@@ -322,11 +326,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 	}
 	warnExposure(log, addr, cfg)
 	log.Info("dso listening", "addr", addr, "backends", names)
-	if cfg.MaxConnections > 0 {
-		// Past the limit, connections wait in the kernel's backlog: the
-		// descriptors of dso stay its own.
-		ln = netutil.LimitListener(ln, cfg.MaxConnections)
-	}
+	ln = srv.Listener(ln, cfg.MaxConnections, cfg.MaxConnectionsPerClient)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -345,6 +345,17 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		return err
 	}
 	return nil
+}
+
+// allowedHosts is what Host names dso answers besides addresses and
+// loopback names: the configured ones and the name it was told to listen
+// on.
+func allowedHosts(cfg config.Config) []string {
+	hosts := slices.Clone(cfg.AllowedHosts)
+	if h, _, err := net.SplitHostPort(cfg.Listen); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	return hosts
 }
 
 // libraryOpen decides proxy.Options.OpenLibrary from the address dso

@@ -223,7 +223,7 @@ func TestServeMaxConnections(t *testing.T) {
 	cfg.SetBackends([]config.Backend{{Type: config.TypeOpenAI, URL: be.URL + "/v1"}})
 	base, _ := startServe(t, cfg)
 	addr := strings.TrimPrefix(base, "http://")
-	get := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+	get := "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 	first, err := net.Dial("tcp", addr)
 	if err != nil {
