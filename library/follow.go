@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dso-proxy/dso/compress"
@@ -35,6 +36,11 @@ type follower struct {
 	mu  sync.Mutex // protects following fields; held for a whole poll
 	seq int64      // last change log seq applied to the index
 	err error      // outcome of the last poll
+
+	// away is whether the last poll found the store unreachable
+	// (store.ErrUnavailable): read on every request, so not behind mu,
+	// which a poll holds while it waits on the store.
+	away atomic.Bool
 }
 
 // Follow keeps the index in step with writes that other processes (dso
@@ -69,6 +75,7 @@ func (l *Library) Follow(ctx context.Context, every time.Duration) {
 		}
 		l.follow.mu.Lock()
 		l.follow.err = err
+		l.follow.away.Store(errors.Is(err, store.ErrUnavailable))
 		seq := l.follow.seq
 		l.follow.mu.Unlock()
 		l.awaitChange(ctx, t.C, seq, every, err != nil)
@@ -81,8 +88,12 @@ func (l *Library) Follow(ctx context.Context, every time.Duration) {
 // it waits for the tick, so a store that is away is not asked in a loop.
 func (l *Library) awaitChange(ctx context.Context, tick <-chan time.Time, seq int64, every time.Duration, failed bool) {
 	if w, ok := l.store.(ChangeWaiter); ok && !failed {
-		if _, err := w.WaitChanges(ctx, seq, every); err == nil {
+		_, err := w.WaitChanges(ctx, seq, every)
+		if err == nil {
 			return
+		}
+		if errors.Is(err, store.ErrUnavailable) && ctx.Err() == nil {
+			l.follow.away.Store(true) // said now, not after the tick's poll
 		}
 	}
 	select {
@@ -90,6 +101,11 @@ func (l *Library) awaitChange(ctx context.Context, tick <-chan time.Time, seq in
 	case <-tick:
 	}
 }
+
+// StoreAway reports whether Follow's last poll found the store
+// unreachable: what it serves may be stale, and what is written to the
+// store fails, until a poll succeeds. It never waits.
+func (l *Library) StoreAway() bool { return l.follow.away.Load() }
 
 // FollowErr returns the error of Follow's last poll, nil when it
 // succeeded or Follow has not run.

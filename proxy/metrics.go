@@ -22,6 +22,7 @@ type metrics struct {
 	overhead     *prometheus.HistogramVec
 	refused      *prometheus.CounterVec
 	connsOpen    prometheus.Gauge   // client connections open (through Server.Listener)
+	traceSpooled prometheus.Gauge   // traces kept in memory while the store is away
 	connsRefused prometheus.Counter // connections closed past a client's share
 	traceBatch   prometheus.Histogram
 	// responsesLost counts translated Responses API responses that could
@@ -87,7 +88,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.connsRefused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "dso_connections_refused_total", Help: "Client connections closed as soon as accepted because their address had max_connections_per_client open.",
 	})
-	reg.MustRegister(m.connsOpen, m.connsRefused)
+	m.traceSpooled = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dso_traces_spooled", Help: "Traces kept in memory because the store was away, to be stored when it returns.",
+	})
+	reg.MustRegister(m.connsOpen, m.connsRefused, m.traceSpooled)
 	reg.MustRegister(m.requests, m.duration, m.firstByte, m.upstream, m.attempts, m.retrieval, m.stage, m.injected, m.traceDropped, m.overhead, m.refused, m.traceBatch)
 	m.cache()
 	return m

@@ -142,12 +142,19 @@ func (s *Server) augment(w http.ResponseWriter, r *http.Request, body []byte, b 
 		return body, nil, nil
 	}
 	tr := &trace{rec: store.Trace{ID: newTraceID(), Domain: st.domain, Model: model}, answer: &cappedBuffer{max: maxTraceAnswer}, w: w}
-	// Feedback may name this trace as soon as the client has the answer,
-	// before the trace is stored: POST /v1/feedback waits for the write
-	// (awaitTrace), header feedback queues its vote behind it.
-	s.pending.Store(tr.rec.ID, make(chan struct{}))
 	h := w.Header()
-	h.Set(keyTraceID, tr.rec.ID)
+	if s.spool.full() {
+		// The store is away and the spool full: this trace would be
+		// lost, so its id is not handed out.
+		tr.discard = true
+	} else {
+		// Feedback may name this trace as soon as the client has the
+		// answer, before the trace is stored: POST /v1/feedback waits
+		// for the write (awaitTrace), header feedback queues its vote
+		// behind it.
+		s.pending.Store(tr.rec.ID, make(chan struct{}))
+		h.Set(keyTraceID, tr.rec.ID)
+	}
 	// X-DSO-Experiences only where notes went in (issue 26: an empty
 	// header told clients nothing and cost them a header to parse); a
 	// backend's header of that name is dropped all the same (copyHeaders).
@@ -334,6 +341,7 @@ func (s *Server) find(ctx context.Context, query string, st settings, includeGat
 	case errors.Is(err, library.ErrNotReady):
 		return nil, 0, reasonNotReady
 	case errors.Is(err, store.ErrUnavailable) && ctx.Err() == nil:
+		s.storeAway.Store(true) // until a trace write or /readyz finds it back
 		return nil, 0, reasonStoreUnavailable
 	case err != nil:
 		return nil, 0, timeout(err, reasonSearchError)
@@ -345,6 +353,12 @@ func (s *Server) find(ctx context.Context, query string, st settings, includeGat
 // space is not ready, or it holds nothing.
 func (s *Server) unsearchable(ctx context.Context) string {
 	lib := s.opts.Retrieval.Library
+	if lib.StoreAway() || s.storeAway.Load() {
+		// The index is as this replica last read the store: what was
+		// retired or changed since is unknown, and the trace of what
+		// would be injected may not be kept.
+		return reasonStoreUnavailable
+	}
 	if lib.Ready() != nil {
 		// With this request's credentials the embedder may answer now.
 		lib.PrepareInBackground(ctx)

@@ -154,6 +154,8 @@ type Server struct {
 	closed  bool // the library refuses requests: no keys, not OpenLibrary
 
 	traceQ    *queue[store.Trace] // finished traces, for writeTraces; nil without a library
+	spool     traceSpool          // traces the store could not take while away
+	storeAway atomic.Bool         // the store refused the last trace write as unreachable
 	pending   sync.Map            // trace id → chan struct{} closed once stored or given up
 	feedbackQ *queue[feedbackJob] // header feedback, for recordFeedback; nil without a learner
 
@@ -462,6 +464,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		out["retrieval"] = retrievalStatus(lib)
 		if sh := storeHealth(r.Context(), lib, s.opts.ReadyTimeout); sh != nil {
 			out["store"] = sh
+			s.storeAway.Store(sh["state"] != "ok")
 		}
 	}
 	writeJSON(w, code, out)

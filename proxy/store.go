@@ -62,7 +62,7 @@ func storeHealth(ctx context.Context, lib *library.Library, timeout time.Duratio
 	defer cancel()
 	if err := p.Ping(ctx); err != nil {
 		return map[string]any{"state": reasonStoreUnavailable, "reason": err.Error(),
-			"effect": "chat goes through without injection; experience writes and feedback get 503 until it answers"}
+			"effect": "chat goes through without injection (X-DSO-Degraded: store_unavailable); experience writes and feedback get 503, traces are kept in memory until it answers"}
 	}
 	return map[string]any{"state": "ok"}
 }

@@ -37,14 +37,22 @@ const (
 	// warnInterval is the least time between two lines of one repeated
 	// warning.
 	warnInterval = 10 * time.Second
+	// maxSpooledTraces bounds the traces kept in memory while the store
+	// is away; with the spool full, chats get no trace id (a grade for
+	// them could never be recorded).
+	maxSpooledTraces = 10000
+	// spoolRetryEvery is how often spooled traces are offered to the
+	// store again while no new trace comes.
+	spoolRetryEvery = time.Second
 )
 
 // trace is what a request records for later feedback.
 type trace struct {
-	rec    store.Trace
-	answer *cappedBuffer
-	whole  bool                // answer is known to be one body (see answerText)
-	w      http.ResponseWriter // the request's, to send its answer before waiting for room
+	rec     store.Trace
+	answer  *cappedBuffer
+	whole   bool                // answer is known to be one body (see answerText)
+	discard bool                // not to be kept: its id was not handed out
+	w       http.ResponseWriter // the request's, to send its answer before waiting for room
 }
 
 // tee is where the handler copies the answer for the trace, whole saying
@@ -90,7 +98,7 @@ func newTraceID() string {
 // whole; a chunked one (a stream, or a translated answer) has all its
 // bytes there but its closing chunk still waits for the handler's return.
 func (s *Server) recordTrace(ctx context.Context, tr *trace) {
-	if tr == nil || s.opts.Retrieval.Library == nil {
+	if tr == nil || tr.discard || s.opts.Retrieval.Library == nil {
 		return
 	}
 	if ri := info(ctx); ri.status >= 300 || ri.broken.Load() {
@@ -191,18 +199,46 @@ func (s *Server) writeTraces(ch <-chan store.Trace) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	full := false // the last batch was full: the load outruns the gathering
-	for t := range ch {
-		batch = s.gatherTraces(ch, append(batch[:0], t), timer, !full)
-		full = len(batch) == cap(batch)
-		s.metrics.traceBatch.Observe(float64(len(batch)))
-		ctx, cancel := context.WithTimeout(context.Background(), traceWriteTimeout)
-		if err := st.PutTraces(ctx, batch); err != nil {
-			s.traceFails.add(ctx, len(batch), err)
+	var retry <-chan time.Time
+	for {
+		select {
+		case t, ok := <-ch:
+			if !ok {
+				s.spool.drain(s, st) // a last try: what the store still refuses is lost
+				s.spool.lose(s)
+				return
+			}
+			batch = s.gatherTraces(ch, append(batch[:0], t), timer, !full)
+			full = len(batch) == cap(batch)
+			s.metrics.traceBatch.Observe(float64(len(batch)))
+			s.spool.drain(s, st) // older traces first
+			s.putTraces(st, batch)
+		case <-retry:
+			s.spool.drain(s, st)
 		}
-		cancel()
-		for _, t := range batch {
-			s.traceSettled(t.ID)
+		retry = nil
+		if s.spool.len() > 0 {
+			retry = time.After(spoolRetryEvery)
 		}
+	}
+}
+
+// putTraces stores a batch and settles its traces; a batch the store
+// could not take because it is away goes to the spool, its traces still
+// pending.
+func (s *Server) putTraces(st Store, batch []store.Trace) {
+	ctx, cancel := context.WithTimeout(context.Background(), traceWriteTimeout)
+	defer cancel()
+	err := st.PutTraces(ctx, batch)
+	s.storeAway.Store(errors.Is(err, store.ErrUnavailable))
+	if errors.Is(err, store.ErrUnavailable) && s.spool.add(s, batch) {
+		return
+	}
+	if err != nil {
+		s.traceFails.add(ctx, len(batch), err)
+	}
+	for _, t := range batch {
+		s.traceSettled(t.ID)
 	}
 }
 

@@ -247,13 +247,20 @@ func TestReplicasSurviveRedisKill(t *testing.T) {
 	})
 
 	r.redis.Kill(t)
+	// Every chat of the outage says so, goes through uninjected (the
+	// index may be stale), and its trace is kept until Redis returns.
+	var outage []string
 	for n := range r.base {
-		hdr, err := r.chat(n, 0, replicaLessons[0])
-		if err != nil {
-			t.Fatalf("chat with Redis down: %v", err)
-		}
-		if got := hdr.Get("X-DSO-Degraded"); got != "store_unavailable" {
-			t.Errorf("replica %d with Redis down: X-DSO-Degraded = %q; want store_unavailable", n, got)
+		for i := range 3 {
+			hdr, err := r.chat(n, 0, replicaLessons[i%len(replicaLessons)])
+			if err != nil {
+				t.Fatalf("chat with Redis down: %v", err)
+			}
+			if got := hdr.Get("X-DSO-Degraded"); got != "store_unavailable" || hdr.Get("X-DSO-Experiences") != "" || hdr.Get("X-DSO-Trace-Id") == "" {
+				t.Errorf("replica %d with Redis down: X-DSO-Degraded %q, experiences %q, trace %q; want store_unavailable, none, a trace id",
+					n, got, hdr.Get("X-DSO-Experiences"), hdr.Get("X-DSO-Trace-Id"))
+			}
+			outage = append(outage, hdr.Get("X-DSO-Trace-Id"))
 		}
 	}
 	body, _ := json.Marshal(map[string]any{"text": replicaLessons[2], "confidence": 0.8})
@@ -291,6 +298,12 @@ func TestReplicasSurviveRedisKill(t *testing.T) {
 	}
 	if _, err := r.st.GetTrace(context.Background(), trace); err != nil {
 		t.Errorf("trace after the restart: %v", err)
+	}
+	for _, id := range outage {
+		poll(t, wait, "the outage's trace "+id+" is stored once Redis is back", func() bool {
+			_, err := r.st.GetTrace(context.Background(), id)
+			return err == nil
+		})
 	}
 	// Both replicas follow again: a write through each is seen by the other.
 	second := r.add(1, replicaLessons[1])
