@@ -4,11 +4,14 @@
 # run time (the GPU index, through purego) it links glibc's loader, so the
 # runtime image is distroless/base (glibc, no shell) rather than /static.
 FROM golang:1.26-bookworm AS build
+# VERSION is what dso --version prints first (docker build --build-arg
+# VERSION=v1.2.0 .); the commit comes from the build's VCS stamp.
+ARG VERSION=devel
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/dso ./cmd/dso \
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/dso ./cmd/dso \
  && mkdir -p /out/data
 
 FROM gcr.io/distroless/base-debian12:nonroot
@@ -21,5 +24,10 @@ ENV DSO_LISTEN=0.0.0.0:8080 \
     DSO_DATA=/data
 EXPOSE 8080
 VOLUME ["/data"]
+# No shell in the image: dso itself asks /healthz on DSO_LISTEN (0.0.0.0 is
+# asked on loopback). A server started with another --listen needs its own
+# check: dso health --addr HOST:PORT.
+HEALTHCHECK --interval=10s --timeout=6s --start-period=20s --retries=3 \
+  CMD ["/usr/local/bin/dso", "health"]
 ENTRYPOINT ["/usr/local/bin/dso"]
 CMD ["serve"]

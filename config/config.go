@@ -478,7 +478,9 @@ func Load(file string) (Config, error) {
 }
 
 // parse decodes data strictly (unknown fields are errors) and returns the
-// config and its YAML tree, for line numbers.
+// config and its YAML tree, for line numbers. Values that do not fit their
+// fields, and unknown fields, are returned as problems (see
+// decodeProblems), with the rest decoded; a syntax error as yaml's error.
 func parse(data []byte) (Config, *yaml.Node, error) {
 	var c Config
 	var root yaml.Node
@@ -488,6 +490,10 @@ func parse(data []byte) (Config, *yaml.Node, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			err = decodeProblems(&root, te)
+		}
 		return c, &root, err
 	}
 	for i := range c.Backends {
@@ -502,13 +508,20 @@ func parse(data []byte) (Config, *yaml.Node, error) {
 }
 
 // Check validates a config file and returns every problem, each with the
-// line it is on where the file has it.
-func Check(data []byte) []Problem {
+// line it is on where the file has it. It looks at the file alone; CheckAll
+// also looks for the files it names.
+func Check(data []byte) []Problem { return check(data, false) }
+
+// CheckAll is Check and Config.CheckFiles: every problem serve would meet
+// with this file, from the working directory. `dso config check` runs it.
+func CheckAll(data []byte) []Problem { return check(data, true) }
+
+func check(data []byte, files bool) []Problem {
 	c, root, err := parse(data)
 	var ps []Problem
 	if err != nil {
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
+		var dps problems
+		if !errors.As(err, &dps) {
 			p := Problem{Msg: err.Error()}
 			// Syntax errors read "yaml: line N: ...".
 			if n, _ := fmt.Sscanf(err.Error(), "yaml: line %d:", &p.Line); n == 1 {
@@ -517,16 +530,14 @@ func Check(data []byte) []Problem {
 			return []Problem{p}
 		}
 		// Type errors leave the rest decoded: report them and go on.
-		for _, e := range te.Errors {
-			p := Problem{Msg: e}
-			if n, _ := fmt.Sscanf(e, "line %d:", &p.Line); n == 1 {
-				_, p.Msg, _ = strings.Cut(e, ": ")
-			}
-			ps = append(ps, p)
-		}
+		ps = append(ps, dps...)
 		c.fill()
 	}
-	for _, e := range unjoin(c.Validate()) {
+	errs := unjoin(c.Validate())
+	if files {
+		errs = append(errs, unjoin(c.CheckFiles())...)
+	}
+	for _, e := range errs {
 		var p Problem
 		if errors.As(e, &p) {
 			p.Line = lineOf(root, p.Path)
@@ -555,13 +566,20 @@ func lineOf(root *yaml.Node, fieldPath string) int {
 	}
 	n := root.Content[0]
 	line := n.Line
-	for _, part := range strings.Split(fieldPath, ".") {
+	parts := strings.Split(fieldPath, ".")
+	for i, part := range parts {
 		key, idx := part, -1
 		if k, rest, ok := strings.Cut(part, "["); ok {
 			key = k
 			fmt.Sscanf(rest, "%d]", &idx)
 		}
 		next := mappingValue(n, key)
+		if next == nil && i < len(parts)-1 {
+			// A map key may hold dots (retrieval.adapters.nomic-embed-text:v1.5).
+			if v := mappingValue(n, strings.Join(parts[i:], ".")); v != nil {
+				return v.Line
+			}
+		}
 		if next == nil {
 			return line
 		}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -74,19 +76,19 @@ backends:
 	{
 		name: "unknown top-level field",
 		yaml: "listen: :8080\nlisten_addr: :9090\n",
-		want: []want{{line: 2, msg: "field listen_addr not found"}},
+		want: []want{{line: 2, msg: "unknown field listen_addr"}},
 	},
 	{
 		name: "unknown backend field",
 		yaml: "backends:\n  - type: ollama\n    url: http://h\n    colour: red\n",
-		want: []want{{line: 4, msg: "field colour not found"}},
+		want: []want{{line: 4, path: "backends[0]", msg: "unknown field colour"}},
 	},
 	{
 		name: "bad durations",
 		yaml: "shutdown_timeout: soon\nbackends:\n  - type: ollama\n    url: http://h\n    timeout: 5 parsecs\n    retry_backoff: -1s\n",
 		want: []want{
-			{line: 1, msg: "time.Duration"},
-			{line: 5, msg: "time.Duration"},
+			{line: 1, path: "shutdown_timeout", msg: `"soon" is not a duration (use a form like 250ms, 2s, 1m)`},
+			{line: 5, path: "backends[0].timeout", msg: `"5 parsecs" is not a duration`},
 			{line: 6, path: "backends[0].retry_backoff", msg: "negative"},
 		},
 	},
@@ -142,14 +144,65 @@ backends:
 		name: "wrong type keeps checking the rest",
 		yaml: "listen: [1, 2]\nlog_level: loud\n",
 		want: []want{
-			{line: 1, msg: "cannot unmarshal"},
+			{line: 1, path: "listen", msg: "must be a single value, not a list"},
 			{line: 2, path: "log_level", msg: `"loud"`},
 		},
 	},
 	{
 		name: "not a mapping",
 		yaml: "- a\n- b\n",
-		want: []want{{line: 1, msg: "cannot unmarshal"}},
+		want: []want{{line: 1, msg: "the file must be a mapping of settings"}},
+	},
+	// Issue 26: unknown keys are named with the nearest known key at their
+	// level, and values that do not fit with their field and the form
+	// expected, never in Go's terms.
+	{
+		name: "typo of a top-level key",
+		yaml: "listen: :8080\nretreival:\n  top_k: 3\n",
+		want: []want{{line: 2, msg: "unknown field retreival; did you mean retrieval?"}},
+	},
+	{
+		name: "typos at deeper levels",
+		yaml: "retrieval:\n  topk: 3\n  models:\n    - {pattern: a, domian: code}\nbackends:\n  - type: ollama\n    url: http://h\n    timout: 1s\n    injection: {Top_K: 2}\n",
+		want: []want{
+			{line: 2, path: "retrieval", msg: "unknown field topk; did you mean top_k?"},
+			{line: 4, path: "retrieval.models[0]", msg: "unknown field domian; did you mean domain?"},
+			{line: 8, path: "backends[0]", msg: "unknown field timout; did you mean timeout?"},
+			{line: 9, path: "backends[0].injection", msg: "unknown field Top_K; did you mean top_k?"},
+		},
+	},
+	{
+		name: "no suggestion when nothing is near",
+		yaml: "zebra: 1\n",
+		want: []want{{line: 1, msg: "unknown field zebra"}},
+	},
+	{
+		name: "values of the wrong kind",
+		yaml: "retrieval:\n  budget: fast\n  top_k: many\n  seed: -1\n  min_score: high\n  disabled: maybe\n  cache_size: [1]\nnetwork: on\n",
+		want: []want{
+			{line: 2, path: "retrieval.budget", msg: `"fast" is not a duration (use a form like 250ms, 2s, 1m)`},
+			{line: 3, path: "retrieval.top_k", msg: `"many" is not a whole number`},
+			{line: 4, path: "retrieval.seed", msg: `"-1" is not a whole number, 0 or more`},
+			{line: 5, path: "retrieval.min_score", msg: `"high" is not a number`},
+			{line: 6, path: "retrieval.disabled", msg: `"maybe" is not true or false`},
+			{line: 7, path: "retrieval.cache_size", msg: "must be a single value, not a list"},
+			{line: 8, path: "network", msg: `must be a mapping of settings (key: value), not "on"`},
+		},
+	},
+	{
+		name: "a key given twice keeps yaml's words",
+		yaml: "log_level: info\nlog_level: debug\n",
+		want: []want{{line: 2, msg: `mapping key "log_level" already defined at line 1`}},
+	},
+	{
+		name: "listen addresses",
+		yaml: "listen: 127.0.0.1:99999\n",
+		want: []want{{line: 1, path: "listen", msg: `port "99999" is not a number from 0 to 65535`}},
+	},
+	{
+		name: "listen without a port",
+		yaml: "listen: localhost\n",
+		want: []want{{line: 1, path: "listen", msg: "is not host:port"}},
 	},
 }
 
@@ -199,6 +252,43 @@ func TestCheckSyntaxErrorLine(t *testing.T) {
 	}
 	if ps[0].Line != 3 {
 		t.Errorf("Line = %d; want 3 (%q)", ps[0].Line, ps[0].Msg)
+	}
+}
+
+// Issue 26: config check said ok for a key_file that made serve fail. It
+// reads every file serve would, and names the field of each it cannot.
+func TestCheckAllFiles(t *testing.T) {
+	dir := t.TempDir()
+	key, vectors := filepath.Join(dir, "node.key"), filepath.Join(dir, "vectors.txt")
+	for _, f := range []string{key, vectors} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	absent := filepath.Join(dir, "absent")
+	yaml := fmt.Sprintf("network:\n  id: hanzo\n  key_file: %s\nnetworks: []\nretrieval:\n  embedder: wordvec:%s\n  adapters:\n    nomic-embed-text:v1.5: %s\n    other: %s\n",
+		absent+".key", absent+".txt", absent+".dsoalign", dir)
+	want := []want{
+		{line: 3, path: "network.key_file", msg: fmt.Sprintf("%q does not exist (make one with dso keygen)", absent+".key")},
+		{line: 6, path: "retrieval.embedder", msg: fmt.Sprintf("%q does not exist", absent+".txt")},
+		{line: 8, path: "retrieval.adapters.nomic-embed-text:v1.5", msg: fmt.Sprintf("%q does not exist (make one with dso align fit)", absent+".dsoalign")},
+		{line: 9, path: "retrieval.adapters.other", msg: "is a directory"},
+	}
+	got := CheckAll([]byte(yaml))
+	if len(got) != len(want) {
+		t.Fatalf("got %d problems; want %d:\n%s", len(got), len(want), problemList(got))
+	}
+	for i, w := range want {
+		if p := got[i]; p.Line != w.line || p.Path != w.path || !strings.Contains(p.Msg, w.msg) {
+			t.Errorf("problem %d = {line %d, path %q, msg %q}; want {line %d, path %q, msg containing %q}", i, p.Line, p.Path, p.Msg, w.line, w.path, w.msg)
+		}
+	}
+	if ps := Check([]byte(yaml)); len(ps) != 0 {
+		t.Errorf("Check looked at the disk:\n%s", problemList(ps))
+	}
+	ok := fmt.Sprintf("networks:\n  - {id: a, key_file: %s}\nretrieval:\n  embedder: wordvec:%s\n", key, vectors)
+	if ps := CheckAll([]byte(ok)); len(ps) != 0 {
+		t.Errorf("files that are there:\n%s", problemList(ps))
 	}
 }
 
@@ -574,6 +664,28 @@ func TestEnvTrustVoterHeaderOverridesFile(t *testing.T) {
 		}
 		if c.TrustVoterHeader != tc.want {
 			t.Errorf("file %v, %s=%q: %v; want %v", tc.file, EnvTrustVoterHeader, tc.env, c.TrustVoterHeader, tc.want)
+		}
+	}
+}
+
+// Load, which serve uses, says what config check says: no Go type names.
+func TestLoadDecodeErrorsInFileTerms(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "dso.yaml")
+	if err := os.WriteFile(file, []byte("retreival:\n  budget: fast\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(file)
+	if err == nil {
+		t.Fatal("Load: no error")
+	}
+	for _, want := range []string{"line 1: unknown field retreival; did you mean retrieval?"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Load: %v; want it to contain %q", err, want)
+		}
+	}
+	for _, goTerm := range []string{"config.Config", "time.Duration", "!!str"} {
+		if strings.Contains(err.Error(), goTerm) {
+			t.Errorf("Load: %v; names %s", err, goTerm)
 		}
 	}
 }

@@ -35,6 +35,8 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen == "" {
 		add("listen", "must not be empty")
+	} else if msg := listenProblem(c.Listen); msg != "" {
+		add("listen", "%s", msg)
 	}
 	if c.BodyTimeout < 0 {
 		add("body_timeout", "must not be negative")

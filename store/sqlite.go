@@ -55,6 +55,12 @@ type Options struct {
 	ReadConns int
 	// Clock supplies timestamps. nil means the system clock.
 	Clock Clock
+	// MustExist opens only a store that is there: where the file is not,
+	// Open creates nothing (no directory, no database) and returns an
+	// error that wraps fs.ErrNotExist. False: Open creates both. Commands
+	// that only read the store set it, so that a mistyped directory is an
+	// error rather than a new, empty store.
+	MustExist bool
 }
 
 // Defaults for Options.
@@ -113,13 +119,17 @@ type SQLite struct {
 }
 
 // Open opens or creates the SQLite database file at path, creating its
-// directory if needed, and migrates its schema to the current version.
-// Close the returned store when done.
+// directory if needed (see Options.MustExist), and migrates its schema to
+// the current version. Close the returned store when done.
 func Open(ctx context.Context, path string, opts Options) (*SQLite, error) {
 	if path == "" {
 		return nil, errors.New("store: open: empty path")
 	}
-	if dir := filepath.Dir(path); dir != "" {
+	if opts.MustExist {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("store: open: %w", err)
+		}
+	} else if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("store: open: %w", err)
 		}

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -717,4 +719,28 @@ func BenchmarkPutExperience(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// MustExist opens a store that is there and creates nothing where none is.
+func TestOpenMustExist(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "typo-dir")
+	if _, err := OpenDir(ctx, dir, Options{MustExist: true}); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("OpenDir of no store: %v; want an error wrapping fs.ErrNotExist", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("OpenDir with MustExist made %s (stat: %v)", dir, err)
+	}
+	s, err := OpenDir(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenDir(ctx, dir, Options{MustExist: true})
+	if err != nil {
+		t.Fatalf("OpenDir of a store that is there: %v", err)
+	}
+	s.Close()
 }

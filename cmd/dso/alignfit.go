@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	"github.com/dso-proxy/dso/providers"
 	"io"
@@ -18,7 +17,14 @@ import (
 func init() {
 	commands["align fit"] = command{
 		summary: "fit an adapter from a model's space into the reference space",
-		run:     alignFit,
+		args:    "--from SPEC --to SPEC [--anchors FILE] --out FILE [flags]",
+		about: `Embeds the anchor texts with both models and fits the map from the --from
+space into the --to space. A SPEC is model:NAME (an embedding model on a
+backend), hash[:DIM] (the built-in embedder; --from only), vectors:FILE
+(word vectors) or rows:FILE (precomputed vectors, one per line,
+whitespace-separated, in the anchors' order; no --anchors needed when
+both sides are rows:).`,
+		run: alignFit,
 	}
 }
 
@@ -27,33 +33,26 @@ func init() {
 // files of precomputed anchor vectors ("rows:FILE", one vector per line,
 // whitespace-separated, in the same order).
 func alignFit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("align fit", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	from := fs.String("from", "", "source model: model:NAME (through a backend), hash[:DIM], vectors:FILE (word vectors) or rows:FILE (precomputed vectors)")
-	to := fs.String("to", "", "reference model: model:NAME, vectors:FILE or rows:FILE")
+	fs := newFlagSet("align fit")
+	from := fs.String("from", "", "source model `SPEC`: model:NAME (through a backend), hash[:DIM], vectors:FILE (word vectors) or rows:FILE (precomputed vectors)")
+	to := fs.String("to", "", "reference model `SPEC`: model:NAME, vectors:FILE or rows:FILE")
 	var sf storeFlags
-	fs.StringVar(&sf.config, "config", os.Getenv(config.EnvConfig), "YAML config file naming the backends, for model:NAME")
-	fs.StringVar(&sf.backend, "backend", "", "TYPE:URL of the backend that embeds model:NAME (default from config)")
-	anchors := fs.String("anchors", "", "anchor texts: one per line, or a pairs CSV (not needed when both sides are rows:)")
-	method := fs.String("method", "ridge", "ridge or procrustes")
+	fs.StringVar(&sf.config, "config", os.Getenv(config.EnvConfig), "YAML config `FILE` naming the backends, for model:NAME")
+	fs.StringVar(&sf.backend, "backend", "", "`TYPE:URL` of the backend that embeds model:NAME (default from config)")
+	anchors := fs.String("anchors", "", "anchor texts `FILE`: one per line, or a pairs CSV (not needed when both sides are rows:)")
+	method := fs.String("method", "ridge", "fit `METHOD`: ridge or procrustes")
 	lambda := fs.Float64("lambda", 0, "ridge regulariser (relative); 0 selects one on held-out anchors")
-	out := fs.String("out", "", "adapter file to write")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dso align fit --from model:NAME|hash|vectors:FILE|rows:FILE --to model:NAME|vectors:FILE|rows:FILE [--anchors FILE] [--backend TYPE:URL] [--method ridge|procrustes] --out FILE")
-		fs.PrintDefaults()
+	out := fs.String("out", "", "adapter `FILE` to write")
+	if err := parseFlags(fs, args, stdout, stderr, "from", "to", "out"); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *from == "" || *to == "" || *out == "" ||
-		(*method != "ridge" && *method != "procrustes") {
-		if err == nil {
-			fs.Usage()
-		}
-		return errUsage
+	if *method != "ridge" && *method != "procrustes" {
+		return usageError(stderr, fs.Name(), "--method %q is not ridge or procrustes", *method)
 	}
 	var texts []string
 	if !strings.HasPrefix(*from, "rows:") || !strings.HasPrefix(*to, "rows:") {
 		if *anchors == "" {
-			fs.Usage()
-			return errUsage
+			return usageError(stderr, fs.Name(), "missing required flag --anchors (needed unless both sides are rows:)")
 		}
 		var err error
 		if texts, err = readAnchors(*anchors); err != nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -23,6 +21,7 @@ import (
 func init() {
 	commands["bench index"] = command{
 		summary: "measure index search speed, prefix recall and memory bandwidth",
+		about:   "Searches random codes; the JSON report goes to standard output.",
 		run:     benchIndex,
 	}
 }
@@ -45,8 +44,7 @@ type benchResult struct {
 }
 
 func benchIndex(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench index", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("bench index")
 	n := fs.Int("n", 100000, "number of codes in the index")
 	kind := fs.String("index", "cpu", "index backend: cpu, gpu or auto")
 	anyDevice := fs.Bool("opencl-any", false, "let --index gpu use any OpenCL device, CPU ones included (to test on PoCL)")
@@ -54,21 +52,21 @@ func benchIndex(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	dim := fs.Int("dim", 100, "dimension of the random source vectors lifted into codes")
 	prefixWords := fs.Int("prefix-words", 0, "64-bit words the prefix pass reads (0: index default)")
 	candidates := fs.Int("candidates", 0, "codes the prefix pass keeps (0: index default)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dso bench index --n N [--index cpu|gpu] [--queries Q] [--dim D]")
-		fs.PrintDefaults()
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *n < 1 || *queries < 1 || *dim < 1 || *dim > align.LiftDim {
-		if err == nil {
-			fs.Usage()
-		}
-		return errUsage
+	switch {
+	case *n < 1:
+		return usageError(stderr, fs.Name(), "--n must be at least 1")
+	case *queries < 1:
+		return usageError(stderr, fs.Name(), "--queries must be at least 1")
+	case *dim < 1 || *dim > align.LiftDim:
+		return usageError(stderr, fs.Name(), "--dim must be from 1 to %d", align.LiftDim)
 	}
 	switch *kind {
 	case "cpu", "gpu", "auto":
 	default:
-		fs.Usage()
-		return errUsage
+		return usageError(stderr, fs.Name(), "--index %q is not cpu, gpu or auto", *kind)
 	}
 	x, err := gpuidx.Open(*kind, gpuidx.CPUConfig{PrefixWords: *prefixWords, Candidates: *candidates},
 		gpuidx.GPUConfig{PrefixWords: *prefixWords, Candidates: *candidates, AnyDevice: *anyDevice}, slog.New(slog.NewTextHandler(stderr, nil)))

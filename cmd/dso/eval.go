@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -26,6 +25,8 @@ import (
 func init() {
 	commands["eval retrieval"] = command{
 		summary: "measure float vs 1-bit retrieval on sentence pairs, through the library code serve runs",
+		args:    "--vectors FILE --pairs FILE [--query-model hash[:DIM]|vectors:FILE --anchors FILE] [flags]",
+		about:   evalRetrievalAbout,
 		run:     evalRetrieval,
 	}
 }
@@ -114,9 +115,7 @@ type evalResult struct {
 	Lambda float64            `json:"lambda,omitempty"`
 }
 
-const evalRetrievalUsage = `usage: dso eval retrieval --vectors FILE --pairs FILE [--query-model hash[:DIM]|vectors:FILE --anchors FILE]
-
-Measures retrieval through the library code dso serve runs: a library in the
+const evalRetrievalAbout = `Measures retrieval through the library code dso serve runs: a library in the
 space wordvec:FILE (as retrieval.embedder: wordvec:FILE would give serve),
 with the default seed, in a fresh temporary store. It stores sentence1 of
 every pair scoring 4 or more, and the other sentences as distractors, and
@@ -132,30 +131,21 @@ asks sentence2 of those pairs.
                mapped into the library's space by an adapter fitted on
                --anchors (or padded/truncated), then searched as served
 
-The JSON report goes to standard output.
-
-Flags:
-`
+The JSON report goes to standard output.`
 
 func evalRetrieval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("eval retrieval", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	vectors := fs.String("vectors", "", "word-vector file of the index model (GloVe text, plain or gzip)")
-	pairsPath := fs.String("pairs", "", "sentence pairs CSV: sentence1,sentence2,score")
+	fs := newFlagSet("eval retrieval")
+	vectors := fs.String("vectors", "", "word-vector `FILE` of the index model (GloVe text, plain or gzip)")
+	pairsPath := fs.String("pairs", "", "sentence pairs CSV `FILE`: sentence1,sentence2,score")
 	queryModel := fs.String("query-model", "", "a different query model: hash[:DIM] or vectors:FILE")
-	anchorsPath := fs.String("anchors", "", "anchor texts for the cross-model adapter (text lines or pairs CSV); never the evaluated pairs")
+	anchorsPath := fs.String("anchors", "", "anchor texts `FILE` for the cross-model adapter (text lines or pairs CSV); never the evaluated pairs")
 	method := fs.String("method", "ridge", "adapter method: ridge or procrustes")
 	lambda := fs.Float64("lambda", 0, "ridge regulariser (relative); 0 selects one on held-out anchors")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, evalRetrievalUsage)
-		fs.PrintDefaults()
+	if err := parseFlags(fs, args, stdout, stderr, "vectors", "pairs"); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *vectors == "" || *pairsPath == "" ||
-		(*queryModel != "") != (*anchorsPath != "") {
-		if err == nil {
-			fs.Usage()
-		}
-		return errUsage
+	if (*queryModel != "") != (*anchorsPath != "") {
+		return usageError(stderr, fs.Name(), "--query-model and --anchors go together")
 	}
 	ps, err := readPairs(*pairsPath)
 	if err != nil {

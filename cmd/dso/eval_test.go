@@ -42,7 +42,7 @@ func TestEvalRetrievalTargets(t *testing.T) {
 	t.Logf("%+v gate %+v", res.Ratios, res.Gate)
 	// The figures are the product's: the library is the one serve opens
 	// with retrieval.embedder wordvec:FILE and its defaults.
-	cfg, err := loadServeConfig(nil, io.Discard, func(k string) string {
+	cfg, err := loadServeConfig(nil, io.Discard, io.Discard, func(k string) string {
 		if k == config.EnvEmbedder {
 			return "wordvec:" + glove
 		}
@@ -85,7 +85,7 @@ func TestEvalRetrievalTargets(t *testing.T) {
 func TestEvalRetrievalLibraryIsServes(t *testing.T) {
 	glove := shareddata.GloVe(t)
 	ctx := context.Background()
-	cfg, err := loadServeConfig(nil, io.Discard, func(k string) string {
+	cfg, err := loadServeConfig(nil, io.Discard, io.Discard, func(k string) string {
 		if k == config.EnvEmbedder {
 			return "wordvec:" + glove
 		}

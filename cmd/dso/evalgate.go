@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,14 +23,14 @@ import (
 func init() {
 	commands["eval gate"] = command{
 		summary: "measure injection hit rate and false injection through a running server, and the curve over min score",
-		run:     evalGate,
+		args: "--pairs FILE [--embedder SPEC] [--backend TYPE:URL] [--config FILE]\n" +
+			"       dso eval gate --pairs FILE --url URL [--key KEY]",
+		about: evalGateAbout,
+		run:   evalGate,
 	}
 }
 
-const evalGateUsage = `usage: dso eval gate --pairs FILE [--embedder SPEC] [--backend TYPE:URL] [--config FILE]
-       dso eval gate --pairs FILE --url URL [--key KEY]
-
-Measures what the relevance gate injects, through the served path: dso serve's
+const evalGateAbout = `Measures what the relevance gate injects, through the served path: dso serve's
 own code (started here on a loopback port with a fresh data directory and the
 given settings, or the running dso at --url) stores the first sentence of half
 the paraphrase pairs (score >= 4) and the sentences of the unrelated pairs as
@@ -43,8 +42,7 @@ experiences, then asks the second sentence of every paraphrase pair through
                    half) that would get anything injected
 
 Both at the server's own gate, and as a curve over a fixed min score
-(X-DSO-Min-Score). The JSON report goes to standard output.
-`
+(X-DSO-Min-Score). The JSON report goes to standard output.`
 
 // gatePoint is the curve at one min score.
 type gatePoint struct {
@@ -64,21 +62,19 @@ type gateReport struct {
 }
 
 func evalGate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("eval gate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, evalGateUsage) }
-	pairsPath := fs.String("pairs", "", "")
-	embedder := fs.String("embedder", "", "")
-	file := fs.String("config", "", "")
-	target := fs.String("url", "", "")
-	key := fs.String("key", os.Getenv("DSO_ADMIN_KEY"), "")
+	fs := newFlagSet("eval gate")
+	pairsPath := fs.String("pairs", "", "sentence pairs CSV `FILE`: sentence1,sentence2,score")
+	embedder := fs.String("embedder", "", "the library's embedding space `SPEC` for the server started here (as retrieval.embedder)")
+	file := fs.String("config", "", "YAML config `FILE` of the server started here")
+	target := fs.String("url", "", "measure the running dso at `URL` instead of starting one")
+	key := fs.String("key", "", "admin `KEY` of the server at --url (default $DSO_ADMIN_KEY)")
 	var backends stringList
-	fs.Var(&backends, "backend", "")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *pairsPath == "" {
-		if err == nil {
-			fs.Usage()
-		}
-		return errUsage
+	fs.Var(&backends, "backend", "`TYPE:URL` of a backend of the server started here; repeatable")
+	if err := parseFlags(fs, args, stdout, stderr, "pairs"); err != nil {
+		return err
+	}
+	if *key == "" {
+		*key = os.Getenv("DSO_ADMIN_KEY")
 	}
 	ps, err := readPairs(*pairsPath)
 	if err != nil {

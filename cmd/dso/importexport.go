@@ -17,8 +17,21 @@ import (
 )
 
 func init() {
-	commands["import"] = command{summary: "import experiences from JSONL (embedded, indexed, stored)", run: importCmd}
-	commands["export"] = command{summary: "export experiences as JSONL", run: exportCmd}
+	commands["import"] = command{
+		summary: "import experiences from JSONL (embedded, indexed, stored)",
+		about: `Reads one experience a line, {"text", "domain"?, "confidence"?, "key"?, ...}
+as dso export writes them, checks every line first (a bad file writes
+nothing), then embeds, indexes and stores them; those already there are
+counted, not repeated. The store is created where there is none.`,
+		run: importCmd,
+	}
+	commands["export"] = command{
+		summary: "export experiences as JSONL",
+		about: `Writes every experience of the store, one JSON object a line, as dso
+import reads them. It only reads: a data directory holding no store is an
+error, and nothing is created.`,
+		run: exportCmd,
+	}
 }
 
 // record is one experience in the JSONL exchange format.
@@ -45,14 +58,14 @@ type storeFlags struct {
 }
 
 func (f *storeFlags) register(fs *flag.FlagSet, withEmbed bool) {
-	fs.StringVar(&f.config, "config", os.Getenv(config.EnvConfig), "YAML config file")
-	fs.StringVar(&f.data, "data", "", "data directory (default from config, DSO_DATA or ./dso-data)")
-	fs.StringVar(&f.redis, "redis", "", "the shared store's Redis URL instead of the data directory (default from config or DSO_REDIS)")
-	fs.StringVar(&f.file, "file", "-", "JSONL file; - is standard input/output")
+	fs.StringVar(&f.config, "config", os.Getenv(config.EnvConfig), "YAML config `FILE` (default $DSO_CONFIG)")
+	fs.StringVar(&f.data, "data", "", "data `DIR` (default from config, DSO_DATA or ./dso-data)")
+	fs.StringVar(&f.redis, "redis", "", "the shared store's Redis `URL` instead of the data directory (default from config or DSO_REDIS)")
+	fs.StringVar(&f.file, "file", "-", "JSONL `FILE`; - is standard input/output")
 	if withEmbed {
-		fs.StringVar(&f.embedder, "embedder", "", "the library's embedding space: hash[:DIM], wordvec:FILE, model:NAME or backend (default from config)")
-		fs.StringVar(&f.model, "model", "", "embedding model on a backend: the same as --embedder model:NAME")
-		fs.StringVar(&f.backend, "backend", "", "TYPE:URL of the backend that embeds (default from config)")
+		fs.StringVar(&f.embedder, "embedder", "", "the library's embedding space `SPEC`: hash[:DIM], wordvec:FILE, model:NAME or backend (default from config)")
+		fs.StringVar(&f.model, "model", "", "embedding `MODEL` on a backend: the same as --embedder model:NAME")
+		fs.StringVar(&f.backend, "backend", "", "`TYPE:URL` of the backend that embeds (default from config)")
 	}
 }
 
@@ -91,18 +104,17 @@ func (f *storeFlags) load() (config.Config, error) {
 }
 
 func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("export", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("export")
 	var f storeFlags
 	f.register(fs, false)
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	cfg, err := f.load()
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	st, err := openExistingStore(ctx, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}
@@ -148,12 +160,11 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 const importBatch = 256
 
 func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("import", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("import")
 	var f storeFlags
 	f.register(fs, true)
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	cfg, err := f.load()
 	if err != nil {

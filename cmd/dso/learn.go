@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,12 +15,15 @@ import (
 )
 
 func init() {
-	commands["learn"] = command{summary: "improve the experience library from a graded dataset (training-free GRPO)", run: learnCmd}
+	commands["learn"] = command{
+		summary: "improve the experience library from a graded dataset (training-free GRPO)",
+		args:    "--dataset FILE.jsonl --model MODEL [flags]",
+		about:   learnAbout,
+		run:     learnCmd,
+	}
 }
 
-const learnUsage = `usage: dso learn --dataset FILE.jsonl --model MODEL [flags]
-
-Runs the training-free GRPO optimizer: for each {"query", "ground_truth",
+const learnAbout = `Runs the training-free GRPO optimizer: for each {"query", "ground_truth",
 "domain"?} line, answers the query GROUP times with the library's lessons
 injected, grades the answers, and where the grades differ asks MODEL what
 separated the better answers from the worse, as lessons to add, modify or
@@ -43,42 +45,30 @@ with the library as it is after the epoch, reported beside the baseline
 (chat calls and tokens), also summarised on standard error at the end.
 
 With --checkpoint, the run's state is saved after each batch; running the
-same command again resumes it without repeating applied operations.
-
-flags:
-`
+same command again resumes it without repeating applied operations.`
 
 func learnCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("learn", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, learnUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("learn")
 	var f storeFlags
-	fs.StringVar(&f.config, "config", os.Getenv(config.EnvConfig), "YAML config file")
-	fs.StringVar(&f.data, "data", "", "data directory (default from config, DSO_DATA or ./dso-data)")
-	fs.StringVar(&f.embedder, "embedder", "", "backend, wordvec:FILE or hash[:DIM] (default from config)")
-	fs.StringVar(&f.model, "embedding-model", "", "embedding model for the backend embedder (default retrieval.embedding_model)")
-	fs.StringVar(&f.backend, "backend", "", "TYPE:URL of the backend to use (default from config)")
-	dataset := fs.String("dataset", "", "training set, JSONL of {query, ground_truth, domain?} (required)")
-	heldout := fs.String("heldout", "", "held-out set, same format, evaluated after each epoch")
-	model := fs.String("model", "", "model that answers and states group advantages (required)")
+	fs.StringVar(&f.config, "config", os.Getenv(config.EnvConfig), "YAML config `FILE` (default $DSO_CONFIG)")
+	fs.StringVar(&f.data, "data", "", "data `DIR` (default from config, DSO_DATA or ./dso-data)")
+	fs.StringVar(&f.embedder, "embedder", "", "the library's embedding space `SPEC`: backend, wordvec:FILE or hash[:DIM] (default from config)")
+	fs.StringVar(&f.model, "embedding-model", "", "embedding `MODEL` for the backend embedder (default retrieval.embedding_model)")
+	fs.StringVar(&f.backend, "backend", "", "`TYPE:URL` of the backend to use (default from config)")
+	dataset := fs.String("dataset", "", "training set `FILE`, JSONL of {query, ground_truth, domain?} (required)")
+	heldout := fs.String("heldout", "", "held-out set `FILE`, same format, evaluated after each epoch")
+	model := fs.String("model", "", "`MODEL` that answers and states group advantages (required)")
 	group := fs.Int("group", learn.DefaultGroup, "answers sampled per query")
 	temperature := fs.Float64("temperature", learn.DefaultTemperature, "sampling temperature of the group")
 	epochs := fs.Int("epochs", learn.DefaultEpochs, "passes over the dataset")
 	batch := fs.Int("batch", learn.DefaultBatch, "queries per batch (one library update and checkpoint each)")
-	grader := fs.String("grader", "", "final[:TOL], exact, numeric[:TOL], contains, regex (ground truth is the pattern) or llm[:JUDGE_MODEL]; default final when every ground truth is short, else llm")
-	checkpoint := fs.String("checkpoint", "", "checkpoint file to save to and resume from")
-	domain := fs.String("domain", "", "domain of items that name none")
+	grader := fs.String("grader", "", "`GRADER`: final[:TOL], exact, numeric[:TOL], contains, regex (ground truth is the pattern) or llm[:JUDGE_MODEL]; default final when every ground truth is short, else llm")
+	checkpoint := fs.String("checkpoint", "", "checkpoint `FILE` to save to and resume from")
+	domain := fs.String("domain", "", "`DOMAIN` of items that name none")
 	confidence := fs.Float64("confidence", learn.DefaultLessonConfidence, "confidence of the lessons added")
 	summarizeOver := fs.Int("summarize-over", learn.DefaultSummarizeOver, "summarise each answer of a group in its own call before comparing when the longest is over this many characters (1: always, -1: never)")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
-	}
-	if *dataset == "" || *model == "" || fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+	if err := parseFlags(fs, args, stdout, stderr, "dataset", "model"); err != nil {
+		return err
 	}
 	train, err := readDatasetFile(*dataset)
 	if err != nil {

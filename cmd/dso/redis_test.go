@@ -360,7 +360,7 @@ func TestServeRedisPrecedence(t *testing.T) {
 			}
 			return ""
 		}
-		cfg, err := loadServeConfig(tt.args, io.Discard, getenv)
+		cfg, err := loadServeConfig(tt.args, io.Discard, io.Discard, getenv)
 		if err != nil || string(cfg.Redis) != tt.want {
 			t.Errorf("%v, DSO_REDIS=%q: redis %q, %v; want %q", tt.args, tt.env, cfg.Redis, err, tt.want)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -104,8 +105,23 @@ type servedStore interface {
 }
 
 // openStore opens the shared Redis store when cfg names one, else the
-// SQLite file under cfg.Data.
+// SQLite file under cfg.Data, creating it where there is none.
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (servedStore, error) {
+	return openStoreIn(ctx, cfg, log, false)
+}
+
+// openExistingStore is openStore for the commands that only read the
+// store (export): it creates nothing, and a data directory that holds no
+// store is the error "no dso data at DIR".
+func openExistingStore(ctx context.Context, cfg config.Config, log *slog.Logger) (servedStore, error) {
+	st, err := openStoreIn(ctx, cfg, log, true)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no dso data at %s (no %s there; check --data, %s or data: in the config)", cfg.Data, store.FileName, config.EnvData)
+	}
+	return st, err
+}
+
+func openStoreIn(ctx context.Context, cfg config.Config, log *slog.Logger, mustExist bool) (servedStore, error) {
 	rc := cfg.Retrieval
 	if cfg.Redis != "" {
 		st, err := store.OpenRedis(ctx, string(cfg.Redis), store.RedisOptions{
@@ -116,7 +132,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (served
 		}
 		return st, nil
 	}
-	st, err := store.OpenDir(ctx, cfg.Data, store.Options{MaxTraces: rc.MaxTraces, TraceMaxAge: rc.TraceMaxAge})
+	st, err := store.OpenDir(ctx, cfg.Data, store.Options{MaxTraces: rc.MaxTraces, TraceMaxAge: rc.TraceMaxAge, MustExist: mustExist})
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,32 +23,24 @@ import (
 )
 
 func init() {
-	commands["serve"] = command{summary: "run the proxy", run: serve}
-	commands["config check"] = command{summary: "validate a config file and print every problem", run: configCheck}
+	commands["serve"] = command{summary: "run the proxy", about: serveAbout, more: serveMore, run: serve}
+	commands["config check"] = command{
+		summary: "validate a config file and print every problem",
+		args:    "FILE",
+		about: `Prints each problem with its line and field (unknown keys with the nearest
+known one, values that do not fit), and each file the configuration names
+that serve could not read (key_file, wordvec:FILE, adapters), from the
+working directory as serve reads them; "FILE: ok" when there is none. It
+reads the file alone: the environment (DSO_*) and flags are not applied.`,
+		run: configCheck,
+	}
 }
 
-const serveUsage = `usage: dso serve [flags]
+const serveAbout = `Settings come from the YAML file, then the environment, then flags; later
+ones win.`
 
-Runs the proxy. Settings come from the YAML file, then the environment, then
-flags; later ones win.
-
-Flags:
-  --config FILE        YAML config file (env DSO_CONFIG)
-  --listen ADDR        address to serve on (env DSO_LISTEN; default 127.0.0.1:8080)
-  --backend TYPE:URL   a backend; repeatable; replaces the file's backends
-                       (env DSO_BACKENDS, comma-separated). TYPE is openai
-                       (any OpenAI-compatible server), ollama (native API) or
-                       anthropic (the Messages API; no URL: Anthropic's).
-                       Default: ollama:http://127.0.0.1:11434
-  --data DIR           where the embedded store lives (env DSO_DATA; default ./dso-data)
-  --redis URL          keep the library in Redis instead, shared by every
-                       replica given the same URL (env DSO_REDIS), e.g.
-                       redis://redis:6379/0; see README.md for its settings
-  --log-level LEVEL    debug, info, warn or error (default info)
-  --index KIND         search index: cpu, gpu or auto (the GPU when one is
-                       usable through OpenCL, else the CPU; says why)
-
-Environment only:
+// serveMore is serve's help after its flags.
+const serveMore = `Environment only:
   DSO_API_KEYS         comma-separated keys clients must send as
                        "Authorization: Bearer KEY"; unset means no client auth
   DSO_ADMIN_KEYS       comma-separated keys for the experience API
@@ -164,28 +155,20 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-// loadServeConfig merges file, environment and flags.
-func loadServeConfig(args []string, stderr io.Writer, getenv func(string) string) (config.Config, error) {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, serveUsage) }
-	file := fs.String("config", getenv(config.EnvConfig), "")
-	listen := fs.String("listen", "", "")
-	data := fs.String("data", "", "")
-	redisURL := fs.String("redis", "", "")
-	level := fs.String("log-level", "", "")
-	index := fs.String("index", "", "")
+// loadServeConfig merges file, environment and flags; --help prints
+// serve's help on stdout and returns errHelp.
+func loadServeConfig(args []string, stdout, stderr io.Writer, getenv func(string) string) (config.Config, error) {
+	fs := newFlagSet("serve")
+	file := fs.String("config", getenv(config.EnvConfig), "YAML config `FILE` (env DSO_CONFIG)")
+	listen := fs.String("listen", "", "`ADDR` to serve on, host:port (env DSO_LISTEN; default "+config.DefaultListen+")")
+	data := fs.String("data", "", "`DIR` where the embedded store lives (env DSO_DATA; default "+config.DefaultData+")")
+	redisURL := fs.String("redis", "", "keep the library in Redis at `URL` instead, shared by every replica given the same URL (env DSO_REDIS), e.g. redis://redis:6379/0; see README.md for its settings")
+	level := fs.String("log-level", "", "`LEVEL`: debug, info, warn or error (default info)")
+	index := fs.String("index", "", "search index `KIND`: cpu, gpu or auto (the GPU when one is usable through OpenCL, else the CPU; says why)")
 	var backends stringList
-	fs.Var(&backends, "backend", "")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return config.Config{}, errHelp
-		}
-		return config.Config{}, errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "dso serve: unexpected argument %q\n", fs.Arg(0))
-		return config.Config{}, errUsage
+	fs.Var(&backends, "backend", "a backend `TYPE:URL`; repeatable; replaces the file's backends (env DSO_BACKENDS, comma-separated). TYPE is openai (any OpenAI-compatible server), ollama (native API) or anthropic (the Messages API; no URL: Anthropic's). Default: "+config.DefaultBackend)
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return config.Config{}, err
 	}
 	cfg := config.Default()
 	if *file != "" {
@@ -222,14 +205,8 @@ func loadServeConfig(args []string, stderr io.Writer, getenv func(string) string
 	return cfg, cfg.Validate()
 }
 
-// errHelp reports that --help was asked for and printed.
-var errHelp = errors.New("help")
-
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := loadServeConfig(args, stderr, os.Getenv)
-	if errors.Is(err, errHelp) {
-		return nil
-	}
+	cfg, err := loadServeConfig(args, stdout, stderr, os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -401,23 +378,31 @@ func warnExposure(log *slog.Logger, addr string, cfg config.Config) {
 }
 
 func configCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: dso config check FILE")
-		return errUsage
+	fs := newFlagSet("config check")
+	if err := parseOnly(fs, args, stdout, stderr); err != nil {
+		return err
 	}
-	data, err := os.ReadFile(args[0])
+	switch fs.NArg() {
+	case 0:
+		return usageError(stderr, fs.Name(), "missing the config FILE to check")
+	case 1:
+	default:
+		return usageError(stderr, fs.Name(), "unexpected argument %q", fs.Arg(1))
+	}
+	file := fs.Arg(0)
+	data, err := os.ReadFile(file)
 	if err != nil {
 		return err
 	}
-	ps := config.Check(data)
+	ps := config.CheckAll(data)
 	if len(ps) == 0 {
-		fmt.Fprintf(stdout, "%s: ok\n", args[0])
+		fmt.Fprintf(stdout, "%s: ok\n", file)
 		return nil
 	}
 	for _, p := range ps {
-		fmt.Fprintf(stdout, "%s: %s\n", args[0], p.Error())
+		fmt.Fprintf(stdout, "%s: %s\n", file, p.Error())
 	}
-	return fmt.Errorf("%d problem(s) in %s", len(ps), args[0])
+	return fmt.Errorf("%d problem(s) in %s", len(ps), file)
 }
 
 // grader keeps a nil *learn.Learner a nil interface.

@@ -94,7 +94,7 @@ backends:
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			cfg, err := loadServeConfig(tt.args, &stderr, func(k string) string { return tt.env[k] })
+			cfg, err := loadServeConfig(tt.args, io.Discard, &stderr, func(k string) string { return tt.env[k] })
 			if err != nil {
 				t.Fatalf("loadServeConfig: %v (stderr %q)", err, stderr.String())
 			}
@@ -133,7 +133,7 @@ func TestServeConfigErrors(t *testing.T) {
 		{name: "stray argument", args: []string{"extra"}, want: "usage"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := loadServeConfig(tt.args, io.Discard, func(k string) string { return tt.env[k] })
+			_, err := loadServeConfig(tt.args, io.Discard, io.Discard, func(k string) string { return tt.env[k] })
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("err = %v; want one containing %q", err, tt.want)
 			}
@@ -177,7 +177,7 @@ func TestServeHelp(t *testing.T) {
 		if name == "config" {
 			v = file
 		}
-		if _, err := loadServeConfig([]string{"--" + name, v}, io.Discard, func(string) string { return "" }); err != nil {
+		if _, err := loadServeConfig([]string{"--" + name, v}, io.Discard, io.Discard, func(string) string { return "" }); err != nil {
 			t.Errorf("--%s %s: %v", name, v, err)
 		}
 	}
@@ -201,12 +201,12 @@ func TestConfigCheckCommand(t *testing.T) {
 		t.Errorf("bad file: exit 0; want non-zero")
 	}
 	for _, want := range []string{
-		"line 6: cannot unmarshal !!str `soon` into time.Duration",
+		`line 6: backends[0].timeout: "soon" is not a duration (use a form like 250ms, 2s, 1m)`,
 		`line 7: backends[1].name: "a" is also the name of backends[0]`,
 		`line 9: backends[1].url: "ftp://h" is not an http(s) URL with a host`,
 		`line 10: backends[1].fallbacks[0]: no backend is named "zzz"`,
 		`line 11: log_level: "loud" is not one of debug, info, warn, error`,
-		"line 12: field colour not found",
+		"line 12: unknown field colour",
 	} {
 		if !strings.Contains(stdout.String(), bad+": "+want) {
 			t.Errorf("bad file: output lacks %q:\n%s", want, stdout.String())
@@ -389,7 +389,7 @@ func TestGracefulShutdown(t *testing.T) {
 // On a machine without a GPU, --index auto starts on the CPU index and
 // logs why; --index gpu refuses to start. On one with a GPU, both take it.
 func TestServeIndexAutoFallsBackToCPU(t *testing.T) {
-	cfg, err := loadServeConfig([]string{"--index", "auto", "--data", t.TempDir()}, io.Discard, func(string) string { return "" })
+	cfg, err := loadServeConfig([]string{"--index", "auto", "--data", t.TempDir()}, io.Discard, io.Discard, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}

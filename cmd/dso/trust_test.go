@@ -58,7 +58,7 @@ func TestServeConfigOpenLibrary(t *testing.T) {
 		{name: "bad env", env: map[string]string{config.EnvOpenLibrary: "sure"}, wantErr: config.EnvOpenLibrary},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := loadServeConfig(tt.args, io.Discard, func(k string) string { return tt.env[k] })
+			cfg, err := loadServeConfig(tt.args, io.Discard, io.Discard, func(k string) string { return tt.env[k] })
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v; want one mentioning %q", err, tt.wantErr)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,12 +15,15 @@ import (
 )
 
 func init() {
-	commands["verify"] = command{summary: "check that a record is in a node's log, against its signed checkpoint", run: verifyCmd}
+	commands["verify"] = command{
+		summary: "check that a record is in a node's log, against its signed checkpoint",
+		args:    "--key VKEY --log URL|DIR [--index N] [--record FILE] [--author VKEY]... [--origin ORIGIN]",
+		about:   verifyAbout,
+		run:     verifyCmd,
+	}
 }
 
-const verifyUsage = `usage: dso verify --key VKEY --log URL|DIR [--index N] [--record FILE] [--author VKEY]... [--origin ORIGIN]
-
-Fetches the log's checkpoint and checks its signature with VKEY (the
+const verifyAbout = `Fetches the log's checkpoint and checks its signature with VKEY (the
 verifier key dso keygen printed), then proves that the record is entry N of
 the tree it signs, with hashes fetched from the log's tiles, and checks the
 record's own signature. With --record and no --index, the log's entries are
@@ -30,8 +32,7 @@ searched for it; with --index and no --record, the entry is fetched.
 --log is the log's URL (https://node.example/log/NETWORK) or a directory
 holding the same files (checkpoint, tile/...). --author adds keys the
 record may be signed by (default: the log's own key). --origin requires the
-checkpoint to name that log (NODE/NETWORK).
-`
+checkpoint to name that log (NODE/NETWORK).`
 
 // verifyFetchTimeout bounds each fetch of verify.
 const verifyFetchTimeout = 30 * time.Second
@@ -40,21 +41,19 @@ const verifyFetchTimeout = 30 * time.Second
 const verifyMaxScan = 1 << 20
 
 func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, verifyUsage) }
-	key := fs.String("key", "", "")
-	logLoc := fs.String("log", "", "")
-	index := fs.Int64("index", -1, "")
-	recordFile := fs.String("record", "", "")
-	origin := fs.String("origin", "", "")
+	fs := newFlagSet("verify")
+	key := fs.String("key", "", "the log author's verifier key `VKEY`, as dso keygen printed it")
+	logLoc := fs.String("log", "", "the log's `URL`, or a directory holding its files")
+	index := fs.Int64("index", -1, "the record's entry `N` in the log")
+	recordFile := fs.String("record", "", "the record `FILE` to prove (without --index: searched for)")
+	origin := fs.String("origin", "", "require the checkpoint to name this log (`NODE/NETWORK`)")
 	var authors stringList
-	fs.Var(&authors, "author", "")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *key == "" || *logLoc == "" || (*index < 0 && *recordFile == "") {
-		if err == nil {
-			fs.Usage()
-		}
-		return errUsage
+	fs.Var(&authors, "author", "another verifier key `VKEY` the record may be signed by; repeatable")
+	if err := parseFlags(fs, args, stdout, stderr, "key", "log"); err != nil {
+		return err
+	}
+	if *index < 0 && *recordFile == "" {
+		return usageError(stderr, fs.Name(), "missing required flag --index or --record")
 	}
 	v, err := note.NewVerifier(*key)
 	if err != nil {
