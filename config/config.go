@@ -109,6 +109,14 @@ type Config struct {
 	// Requests for other names get 403, so that a web page whose name was
 	// rebound to dso's address cannot read or write through it.
 	AllowedHosts []string `yaml:"allowed_hosts"`
+	// TrustedProxies are the addresses (an IP or a CIDR prefix) of the
+	// load balancers in front of dso, as Caddy's and nginx's
+	// trusted_proxies: from them, X-Forwarded-For names the client (its
+	// rightmost address that is not a trusted proxy), which is then the
+	// unit of the per-client bounds and the voter of keyless feedback;
+	// their own connections are not bounded per client. From anyone else
+	// X-Forwarded-For is ignored. Default: none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// ShutdownTimeout is how long a graceful stop waits for streams to
 	// finish. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`

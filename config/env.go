@@ -20,6 +20,8 @@ const (
 	// EnvAllowedHosts is Config.AllowedHosts, comma-separated: the names
 	// a deployment is reached by belong with its environment.
 	EnvAllowedHosts = "DSO_ALLOWED_HOSTS"
+	// EnvTrustedProxies is Config.TrustedProxies, comma-separated.
+	EnvTrustedProxies = "DSO_TRUSTED_PROXIES"
 	// EnvTrustVoterHeader is Config.TrustVoterHeader: 1/true or 0/false.
 	// A gateway that sets X-DSO-Voter is deployed beside dso, so whether
 	// to trust it belongs with the deployment's environment.
@@ -52,12 +54,10 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 		c.AdminKeys = splitSecrets(v)
 	}
 	if v := getenv(EnvAllowedHosts); v != "" {
-		c.AllowedHosts = nil
-		for _, h := range strings.Split(v, ",") {
-			if h = strings.TrimSpace(h); h != "" {
-				c.AllowedHosts = append(c.AllowedHosts, h)
-			}
-		}
+		c.AllowedHosts = splitList(v)
+	}
+	if v := getenv(EnvTrustedProxies); v != "" {
+		c.TrustedProxies = splitList(v)
 	}
 	if v := getenv(EnvEmbedder); v != "" {
 		c.Retrieval.Embedder = v
@@ -75,6 +75,17 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 		}
 	}
 	return nil
+}
+
+// splitList is a comma-separated list without its empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func splitSecrets(v string) []Secret {

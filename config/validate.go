@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"path"
 	"strings"
@@ -52,6 +53,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		add("shutdown_timeout", "must not be negative")
+	}
+	if _, err := ParsePrefixes(c.TrustedProxies); err != nil {
+		add("trusted_proxies", "%v", err)
 	}
 	if c.Redis != "" {
 		// The message never repeats the URL: it may hold a password.
@@ -215,4 +219,23 @@ func (b Backend) validate() error {
 		return nil
 	}
 	return ps
+}
+
+// ParsePrefixes parses trusted_proxies: IP addresses (a /32 or /128) and
+// CIDR prefixes.
+func ParsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, v := range list {
+		if p, err := netip.ParsePrefix(v); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return nil, fmt.Errorf("item %d: %q is neither an IP address nor a CIDR prefix (like 10.0.0.0/8)", i, v)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }

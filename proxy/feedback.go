@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -76,11 +75,7 @@ func (s *Server) voter(r *http.Request) string {
 		d := sha256.Sum256([]byte(key))
 		id = "key:" + hex.EncodeToString(d[:8])
 	} else {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			host = r.RemoteAddr
-		}
-		id = "addr:" + host
+		id = "addr:" + s.clientAddr(r)
 	}
 	if named && s.opts.TrustVoterHeader {
 		return id + "/name:" + name

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -46,6 +47,7 @@ func TestRebindingHostRefused(t *testing.T) {
 		{"app.localhost", "GET", "/v1/experiences", "", 200},
 		{"dso.internal:" + port, "GET", "/v1/experiences", "", 200},
 		{"a.corp.example", "GET", "/v1/experiences", "", 200},
+		{"dso-a:8080", "GET", "/healthz", "", 200}, // a load balancer's health check, by name
 	} {
 		req, _ := http.NewRequest(tc.method, fe.URL+tc.path, strings.NewReader(tc.body))
 		req.Host = tc.host
@@ -284,5 +286,55 @@ func TestTruncatedAnswerIsNoSuccess(t *testing.T) {
 	fe.proxy.Close() // stores queued traces
 	if n, err := lib.Store().(*store.SQLite).CountTraces(context.Background()); err != nil || n != 1 {
 		t.Errorf("%d traces stored (%v); want only the whole answer's", n, err)
+	}
+}
+
+// Behind a trusted proxy, X-Forwarded-For names the client, and each
+// client has its own share of the requests in flight; an address the
+// client put left of the proxy's own entry is not believed; from an
+// untrusted address the header is ignored.
+func TestTrustedProxiesNameTheClient(t *testing.T) {
+	for _, trusted := range []bool{true, false} {
+		t.Run(map[bool]string{true: "trusted", false: "untrusted"}[trusted], func(t *testing.T) {
+			be := newBackend(t, "openai")
+			arrived, release := make(chan struct{}, 4), make(chan struct{})
+			be.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+				if strings.Contains(string(body), "hold") {
+					arrived <- struct{}{}
+					<-release
+				}
+				return false
+			})
+			fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, _ []config.Backend) {
+				o.MaxInFlight, o.MaxInFlightPerClient = 8, 1
+				if trusted {
+					o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+				}
+			})
+			chat := func(xff, q string) (int, string) {
+				req, _ := http.NewRequest("POST", fe.URL+"/v1/chat/completions", strings.NewReader(chatBody(q)))
+				req.Header.Set("X-Forwarded-For", xff)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return 0, err.Error()
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b)
+			}
+			held := make(chan int, 1)
+			go func() { code, _ := chat("203.0.113.5", "hold"); held <- code }()
+			<-arrived // client .5 holds its one request
+			other, _ := chat("203.0.113.6", "Hello?")
+			spoof, _ := chat("203.0.113.6, 203.0.113.5", "Hello?")
+			close(release)
+			if code := <-held; code != 200 {
+				t.Errorf("held request: %d", code)
+			}
+			wantOther := map[bool]int{true: 200, false: 503}[trusted]
+			if other != wantOther || spoof != 503 {
+				t.Errorf("another client: %d (want %d); the same client claiming another address: %d (want 503)", other, wantOther, spoof)
+			}
+		})
 	}
 }

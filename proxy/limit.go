@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 )
 
@@ -57,19 +59,51 @@ func (f *inFlight) acquire(client string, n int64) (release func(), refused stri
 	}, ""
 }
 
-// clientAddr is the address a request's connection came from, without
-// its port: the unit of the per-client bounds.
-func clientAddr(r *http.Request) string {
-	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		return h
+// clientAddr is the address of a request's client, without a port: the
+// unit of the per-client bounds and the voter of keyless feedback. It is
+// the connection's address, unless that is a trusted proxy's: then it is
+// the rightmost X-Forwarded-For address that is not a trusted proxy (the
+// ones to its left are the client's to invent), as Caddy and nginx read it.
+func (s *Server) clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
 	}
-	return r.RemoteAddr
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !s.trustedProxy(ip) {
+		return host
+	}
+	xff := r.Header.Values("X-Forwarded-For")
+	for i := len(xff) - 1; i >= 0; i-- {
+		parts := strings.Split(xff[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			if err != nil {
+				return host // a malformed hop: trust nothing to its left
+			}
+			if a = a.Unmap(); !s.trustedProxy(a) {
+				return a.String()
+			}
+		}
+	}
+	return host
+}
+
+// trustedProxy reports whether ip is one of Options.TrustedProxies.
+func (s *Server) trustedProxy(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range s.opts.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // limit is the middleware that applies s.flight.
 func (s *Server) limit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		release, refused := s.flight.acquire(clientAddr(r), r.ContentLength)
+		release, refused := s.flight.acquire(s.clientAddr(r), r.ContentLength)
 		if release == nil {
 			s.metrics.refused.WithLabelValues(refused).Inc()
 			s.limitRefusals.add(r.Context(), 1, fmt.Errorf("%s", refusedWhy[refused]))

@@ -16,8 +16,10 @@ import (
 // as they are accepted, so that one address (a client holding sockets open
 // with a trickle of bytes) cannot take every connection and leave none for
 // health checks and other clients. max or perClient <= 0: no such bound.
+// A trusted proxy's connections (Options.TrustedProxies) carry many
+// clients and are not bounded per client.
 func (s *Server) Listener(ln net.Listener, max, perClient int) net.Listener {
-	l := &limitListener{Listener: ln, perClient: perClient, done: make(chan struct{}),
+	l := &limitListener{Listener: ln, perClient: perClient, done: make(chan struct{}), exempt: s.trustedProxy,
 		clients: map[netip.Addr]int{}, open: s.metrics.connsOpen,
 		refused: func(addr netip.Addr) {
 			s.metrics.connsRefused.Inc()
@@ -39,6 +41,7 @@ type limitListener struct {
 	net.Listener
 	sem       chan struct{} // a token per open connection; nil: no bound
 	perClient int
+	exempt    func(netip.Addr) bool // addresses not bounded per client: trusted proxies
 	open      prometheus.Gauge
 	refused   func(netip.Addr)
 
@@ -89,7 +92,7 @@ func (l *limitListener) release() {
 // take counts a connection from addr, or reports that addr has its share.
 // The map has a key per address with connections open, so at most max.
 func (l *limitListener) take(addr netip.Addr) bool {
-	if l.perClient <= 0 || !addr.IsValid() {
+	if l.perClient <= 0 || !addr.IsValid() || l.exempt(addr) {
 		return true
 	}
 	l.mu.Lock()
@@ -102,7 +105,7 @@ func (l *limitListener) take(addr netip.Addr) bool {
 }
 
 func (l *limitListener) drop(addr netip.Addr) {
-	if l.perClient <= 0 || !addr.IsValid() {
+	if l.perClient <= 0 || !addr.IsValid() || l.exempt(addr) {
 		return
 	}
 	l.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -136,6 +137,10 @@ type Options struct {
 	// page whose name was rebound to dso's address cannot use it (see
 	// hosts.go). dso serve adds the name it listens on.
 	AllowedHosts []string
+	// TrustedProxies are the load balancers in front of dso: from them,
+	// X-Forwarded-For names the client (see clientAddr), and their own
+	// connections are not bounded per client (Listener). Nil: none.
+	TrustedProxies []netip.Prefix
 
 	now func() time.Time // the clock of rate-limited warnings; nil: time.Now (tests set it)
 }

@@ -52,6 +52,8 @@ const serveMore = `Environment only:
                        key (trust_voter_header: true); 0 turns it off
   DSO_EMBEDDER         retrieval.embedder (hash[:DIM], wordvec:FILE,
                        model:NAME, backend)
+  DSO_ALLOWED_HOSTS    allowed_hosts, comma-separated
+  DSO_TRUSTED_PROXIES  trusted_proxies, comma-separated
 
 Request headers: X-DSO-Domain (domain prefix; retrieval spans every network
 joined unless it narrows it), X-DSO-Top-K, X-DSO-Min-Confidence,
@@ -84,6 +86,14 @@ Config file (every field optional):
   data: ./dso-data
   redis: redis://127.0.0.1:6379/0  # shared store for several replicas; unset = SQLite under data
   max_body_bytes: 33554432       # request body limit (413 beyond it)
+  body_timeout: 1m               # to receive a whole body (408 past it)
+  min_body_rate: 1024            # bytes a second a body must keep up (408 body_too_slow); -1 = none
+  max_connections: 4096          # open client connections; more wait to be accepted
+  max_connections_per_client: 1024  # of those, from one address (closed past it); -1 = none
+  max_in_flight: 1024            # requests served at once (503 beyond)
+  max_in_flight_per_client: 256  # of those, from one address; -1 = none
+  allowed_hosts: [dso.example.com, .corp.example]  # Host names answered besides IPs, localhost, listen's
+  trusted_proxies: [10.0.0.2]    # load balancers whose X-Forwarded-For names the client
   shutdown_timeout: 30s          # how long a stop waits for streams
   log_level: info
   api_keys: [key1, key2]
@@ -260,6 +270,10 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gpuidx.NewGPUCollector())
 	node.register(reg)
+	trusted, err := config.ParsePrefixes(cfg.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("trusted_proxies: %w", err) // Validate has said so already
+	}
 	srv = proxy.New(proxy.Options{
 		Registry:     reg,
 		Router:       router,
@@ -273,6 +287,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 
 		MaxInFlightPerClient: cfg.MaxInFlightPerClient,
 		AllowedHosts:         allowedHosts(cfg),
+		TrustedProxies:       trusted,
 
 		MaxBytesInFlight: cfg.MaxBytesInFlight,
 		Retrieval:        rt,
