@@ -25,7 +25,7 @@ import (
 )
 
 // The dashboard's browser tests drive a real headless Chromium against dso
-// in front of a fake OpenAI backend serving GloVe embeddings, with a real
+// in front of a fake OpenAI backend serving test embeddings, with a real
 // library, learner and store, and an admin key guarding the library.
 
 const uiAdminKey = "admin-key-for-the-dashboard-test"
@@ -60,7 +60,7 @@ func chromium(t *testing.T) string {
 func newDashboard(t *testing.T) *dashboard {
 	exe := chromium(t)
 	be := newBackend(t, "openai")
-	gloveEmbeddings(t, be, nil)
+	textEmbeddings(t, be, nil)
 	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 5*time.Second), func(o *proxy.Options, _ []config.Backend) {
 		o.AdminKeys = []config.Secret{uiAdminKey}
