@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/compress"
+	"github.com/dso-proxy/dso/internal/testenv"
 )
 
 // gpuRand is the GPU tests' own generator (splitmix64).
@@ -103,8 +104,9 @@ var (
 	gpuErr  error
 )
 
-// needGPU skips the test when no OpenCL platform can be loaded, and fails
-// it when one is there but the index will not open.
+// needGPU skips the test when no OpenCL platform can be loaded (failing it
+// where DSO_TEST_REQUIRE names opencl), and fails it when one is there but
+// the index will not open.
 func needGPU(t testing.TB) {
 	t.Helper()
 	gpuOnce.Do(func() {
@@ -116,7 +118,7 @@ func needGPU(t testing.TB) {
 		}
 	})
 	if errors.Is(gpuErr, ErrNoGPU) {
-		t.Skipf("no OpenCL platform (install ocl-icd-libopencl1 and pocl-opencl-icd): %v", gpuErr)
+		testenv.Skip(t, testenv.OpenCL, "no OpenCL platform (install ocl-icd-libopencl1 and pocl-opencl-icd): %v", gpuErr)
 	}
 	if gpuErr != nil {
 		t.Fatalf("NewGPU: %v", gpuErr)

@@ -30,7 +30,8 @@ const nearCandidates = 5
 
 // distill turns one graded answer into a lesson in the library, keyed by
 // the question it answered (store.Experience.Key), or reinforces the
-// lesson it nearly copies.
+// lesson it nearly copies. A reply that CheckLesson rejects is logged with
+// its reason and not stored: the feedback is skipped.
 func (l *Learner) distill(ctx context.Context, fb store.Feedback) (store.FeedbackState, error) {
 	if l.cfg.Chat == nil || (fb.Grade < l.cfg.Threshold && strings.TrimSpace(fb.Correction) == "") {
 		return store.FeedbackSkipped, nil
@@ -42,14 +43,21 @@ func (l *Learner) distill(ctx context.Context, fb store.Feedback) (store.Feedbac
 	if err != nil {
 		return "", err
 	}
-	lesson, _, err := l.cfg.Chat.Chat(ctx, ChatRequest{Model: tr.Model, Messages: DistillPrompt(tr, fb), Temperature: ptr(0.2), MaxTokens: 200})
+	reply, _, err := l.cfg.Chat.Chat(ctx, ChatRequest{Model: tr.Model, Messages: DistillPrompt(tr, fb), Temperature: ptr(0.2), MaxTokens: 200})
 	if err != nil {
 		return "", fmt.Errorf("asking %s for a lesson: %w", tr.Model, err)
 	}
-	lesson = CleanLesson(lesson)
-	if lesson == "" {
+	lesson := CleanLesson(reply)
+	if err := CheckLesson(lesson, tr.Query); err != nil {
+		// Not a lesson (an echo of the question, a question back, a
+		// fragment): nothing to learn, and asking again would not help.
+		var rej *RejectedLessonError
+		errors.As(err, &rej)
+		l.cfg.Logger.InfoContext(ctx, "distilled lesson rejected", "trace_id", tr.ID, "reason", string(rej.Reason))
 		return store.FeedbackSkipped, nil
 	}
+	// The lesson has the domain of the question it came from: the trace's
+	// (that of the request, or none).
 	e := store.Experience{Text: lesson, Key: clipRunes(tr.Query, maxKeyRunes), Domain: tr.Domain, SourceModel: tr.Model, TraceID: tr.ID}
 	near, err := l.nearCopy(ctx, e)
 	if err != nil {

@@ -1,13 +1,16 @@
 package learn
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -65,6 +68,12 @@ func (s *lessonSource) set(text string) {
 	s.mu.Lock()
 	s.text = text
 	s.mu.Unlock()
+}
+
+func (s *lessonSource) get() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.text
 }
 
 func (s *lessonSource) reply([]Message) string {
@@ -218,5 +227,64 @@ func TestReinforcementSurvivesRescore(t *testing.T) {
 	distilOnce(t, l, lib, "t5", "What is 3 inches in centimetres?", "key:dave", id)
 	if tl, _ := lib.Store().(*store.SQLite).Tally(ctx, id); tl != (store.Tally{Up: 2, Down: 1}) {
 		t.Errorf("after dave: tally %+v; want bob's distiller vote, carol's down and dave's up", tl)
+	}
+}
+
+// echoReply is a model that answers the distillation prompt with the
+// question it was shown, in quotes, as small models do.
+func echoReply(msgs []Message) string {
+	_, q, _ := strings.Cut(msgs[len(msgs)-1].Content, "QUESTION:\n")
+	q, _, _ = strings.Cut(q, "\n\nANSWER GIVEN:")
+	return `"` + q + `"`
+}
+
+// Issue 26: a model's echo of the question became an active lesson with
+// an empty domain. Through the wire path (an OpenAI-format backend), the
+// echo is rejected with its reason: not stored, the feedback skipped for
+// good, and the log says why without the question's text. A real lesson
+// through the same path keeps the trace's domain.
+func TestDistilRejectsAnEcho(t *testing.T) {
+	ctx := context.Background()
+	lib := openLib(t, t.TempDir())
+	st := lib.Store().(*store.SQLite)
+	var logs bytes.Buffer
+	src := &lessonSource{}
+	l := NewLearner(FeedbackConfig{
+		Library: lib,
+		Chat: wireChat(t, func(msgs []Message) string {
+			if src.get() == "" {
+				return echoReply(msgs)
+			}
+			return src.reply(msgs)
+		}),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	const question = "How many centimetres long is a 7 inch pencil?"
+	if err := st.PutTrace(ctx, store.Trace{ID: "t1", Query: question, Model: "fake-1", Answer: "17.78 cm"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Grade(ctx, store.Feedback{TraceID: "t1", Voter: "key:alice", Grade: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := l.DistillPending(ctx, 8); err != nil || n != 1 {
+		t.Fatalf("distilled %d, %v; want 1 finished", n, err)
+	}
+	if got := lessons(t, lib); len(got) != 0 {
+		t.Fatalf("the echo was stored: %+v", got)
+	}
+	if pending, err := st.PendingFeedback(ctx, 8); err != nil || len(pending) != 0 {
+		t.Errorf("pending after the echo: %+v, %v; want none (skipped, not retried)", pending, err)
+	}
+	if log := logs.String(); !strings.Contains(log, "distilled lesson rejected") || !strings.Contains(log, "reason=echo") || !strings.Contains(log, "trace_id=t1") {
+		t.Errorf("log %q; want the rejection, its reason and trace", log)
+	} else if strings.Contains(log, "pencil") {
+		t.Errorf("log %q holds the question's text", log)
+	}
+
+	src.set(inchRule)
+	distilOnce(t, l, lib, "t2", question, "key:bob")
+	got := lessons(t, lib)
+	if len(got) != 1 || got[0].Text != inchRule || got[0].Domain != "units" || got[0].Key != question {
+		t.Fatalf("lessons %+v; want %q in the trace's domain units, keyed by the question", got, inchRule)
 	}
 }

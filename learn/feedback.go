@@ -21,7 +21,6 @@ const (
 	DefaultDedupeScore = 0.92 // similarity above which a lesson reinforces
 	DefaultRetryEvery  = 30 * time.Second
 	maxAttempts        = 3
-	maxLessonRunes     = 600
 )
 
 // ErrUnknownTrace: feedback named a trace dso does not have.
@@ -291,18 +290,6 @@ func DistillPrompt(tr store.Trace, fb store.Feedback) []Message {
 		{Role: "system", Content: "You distil reusable lessons from graded answers. Write one to three sentences that would help answer similar questions correctly in future: state the fact, method or pitfall that made the difference. Keep it general: no names, numbers or details that only fit this one question unless they are the fact itself. Reply with the lesson only, no preamble."},
 		{Role: "user", Content: b.String()},
 	}
-}
-
-// CleanLesson trims a model's reply to a lesson: no quotes or "Lesson:"
-// label, one paragraph, at most maxLessonRunes.
-func CleanLesson(s string) string {
-	s = strings.TrimSpace(s)
-	for _, p := range []string{"Lesson:", "lesson:", "LESSON:"} {
-		s = strings.TrimSpace(strings.TrimPrefix(s, p))
-	}
-	s = strings.Trim(s, "\"'` \n")
-	s = strings.Join(strings.Fields(s), " ")
-	return clipRunes(s, maxLessonRunes)
 }
 
 func clipRunes(s string, n int) string {

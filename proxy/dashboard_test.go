@@ -20,7 +20,7 @@ import (
 func dashboardAPI(t *testing.T) (*frontend, *library.Library) {
 	t.Helper()
 	be := newBackend(t, "openai")
-	gloveEmbeddings(t, be, nil)
+	textEmbeddings(t, be, nil)
 	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 5*time.Second), func(o *proxy.Options, _ []config.Backend) {
 		o.AdminKeys = []config.Secret{uiAdminKey}

@@ -24,7 +24,7 @@ import (
 // that fact, "I do not know" otherwise, and distils a lesson from the
 // correct answer when asked with dso's distillation prompt.
 func factLLM(t *testing.T, be *backend) {
-	gloveEmbeddings(t, be, nil)
+	textEmbeddings(t, be, nil)
 	embed := be.override
 	be.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
 		if embed(w, r, body) {
@@ -192,7 +192,7 @@ func TestFeedbackAPI(t *testing.T) {
 // on the closed trace queue; its trace is simply not stored.
 func TestTraceAfterCloseDoesNotPanic(t *testing.T) {
 	be := newBackend(t, "openai")
-	gloveEmbeddings(t, be, nil)
+	textEmbeddings(t, be, nil)
 	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	var logs syncBuffer
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, time.Second), func(o *proxy.Options, _ []config.Backend) {

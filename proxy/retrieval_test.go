@@ -18,7 +18,6 @@ import (
 
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/inject"
-	"github.com/dso-proxy/dso/internal/shareddata"
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/proxy"
@@ -26,62 +25,46 @@ import (
 	"github.com/ollama/ollama/api"
 )
 
-var (
-	gloveOnce sync.Once
-	glove     *providers.WordVectors
-	gloveErr  error
-)
+// testEmbedder is the embedding model the fake backends serve: the hashed
+// lexical embedder, which needs no data and ranks a close paraphrase above
+// unrelated text. Tests of what real embeddings retrieve read GloVe and
+// STS-B from the shared data (cmd/dso's eval tests), and skip without it.
+var testEmbedder = providers.NewHashEmbedder(512, 3)
 
-// gloveVectors loads the shared GloVe vectors once per test binary.
-func gloveVectors(t testing.TB) *providers.WordVectors {
-	t.Helper()
-	path := shareddata.GloVe(t)
-	gloveOnce.Do(func() {
-		glove, gloveErr = providers.LoadWordVectors(path, providers.WordVectorOptions{})
-	})
-	if gloveErr != nil {
-		t.Fatal(gloveErr)
-	}
-	return glove
-}
-
-type stsPair struct {
+type textPair struct {
 	a, b  string
 	score float64
 }
 
-// stsPairs reads the STS-B dev split.
-func stsPairs(t testing.TB) []stsPair {
+// paraphrasePairs reads testdata/paraphrases.csv: close paraphrases
+// (score 4.75 to 5) and unrelated sentences (score below 2), in STS-B's
+// columns (sentence, sentence, similarity 0 to 5).
+func paraphrasePairs(t testing.TB) []textPair {
 	t.Helper()
-	f, err := os.Open(filepath.Join(shareddata.Dir(t), "stsb", "stsb-en-dev.csv"))
+	f, err := os.Open(filepath.Join("testdata", "paraphrases.csv"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	r := csv.NewReader(f)
-	r.FieldsPerRecord = -1
-	rows, err := r.ReadAll()
+	rows, err := csv.NewReader(f).ReadAll()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []stsPair
+	var out []textPair
 	for _, row := range rows {
-		if len(row) != 3 {
-			continue
-		}
 		s, err := strconv.ParseFloat(row[2], 64)
 		if err != nil {
-			continue // header
+			t.Fatalf("paraphrases.csv: %q: %v", row, err)
 		}
-		out = append(out, stsPair{row[0], row[1], s})
+		out = append(out, textPair{row[0], row[1], s})
 	}
 	return out
 }
 
-// gloveEmbeddings makes a fake backend serve real GloVe sentence vectors on
-// its embeddings endpoint; fail, when set, replaces it.
-func gloveEmbeddings(t testing.TB, be *backend, fail func(w http.ResponseWriter, r *http.Request) bool) {
-	wv := gloveVectors(t)
+// textEmbeddings makes a fake backend serve testEmbedder's vectors as the
+// embedding model "embed-1" on its embeddings endpoints; fail, when set,
+// replaces it.
+func textEmbeddings(t testing.TB, be *backend, fail func(w http.ResponseWriter, r *http.Request) bool) {
 	be.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
 		if r.URL.Path != "/v1/embeddings" && r.URL.Path != "/api/embed" {
 			return false
@@ -101,10 +84,10 @@ func gloveEmbeddings(t testing.TB, be *backend, fail func(w http.ResponseWriter,
 			http.Error(w, `{"error":"bad input"}`, 400)
 			return true
 		}
-		vs, _ := wv.Embed(r.Context(), texts)
+		vs, _ := testEmbedder.Embed(r.Context(), texts)
 		w.Header().Set("Content-Type", "application/json")
 		if r.URL.Path == "/api/embed" {
-			json.NewEncoder(w).Encode(api.EmbedResponse{Model: "glove", Embeddings: vs})
+			json.NewEncoder(w).Encode(api.EmbedResponse{Model: "embed-1", Embeddings: vs})
 			return true
 		}
 		type item struct {
@@ -116,20 +99,20 @@ func gloveEmbeddings(t testing.TB, be *backend, fail func(w http.ResponseWriter,
 		for i, v := range vs {
 			data[i] = item{"embedding", i, v}
 		}
-		json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": data, "model": "glove"})
+		json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": data, "model": "embed-1"})
 		return true
 	})
 }
 
 // newLibrary opens a store in dir and a library over it whose space is
-// the embedding model "glove" of the fake backend be speaks for.
+// the embedding model "embed-1" of the fake backend be speaks for.
 func newLibrary(t testing.TB, dir string, be config.Backend) *library.Library {
 	t.Helper()
 	emb, err := providers.New(be, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newSpaceLibrary(t, dir, library.Space{Name: "model:glove", Embedder: emb, Model: "glove"})
+	return newSpaceLibrary(t, dir, library.Space{Name: "model:embed-1", Embedder: emb, Model: "embed-1"})
 }
 
 // openStore opens the store in dir, closed when the test ends.
@@ -227,8 +210,8 @@ func noteText(t testing.TB, body []byte) string {
 
 // library seeds: the first sentence of well-matched pairs is stored as an
 // experience, and the second, a paraphrase, is asked.
-func seed(t *testing.T, fe *frontend) (pairs []stsPair, ids []string) {
-	all := stsPairs(t)
+func seed(t *testing.T, fe *frontend) (pairs []textPair, ids []string) {
+	all := paraphrasePairs(t)
 	var distractors []string
 	for _, p := range all {
 		if p.score >= 4.6 && len(pairs) < 10 && len(p.a) > 30 {
@@ -238,10 +221,10 @@ func seed(t *testing.T, fe *frontend) (pairs []stsPair, ids []string) {
 		}
 	}
 	for _, p := range pairs {
-		ids = append(ids, addExperience(t, fe, p.a, "sts.dev"))
+		ids = append(ids, addExperience(t, fe, p.a, "pairs.dev"))
 	}
 	for _, d := range distractors {
-		addExperience(t, fe, d, "sts.other")
+		addExperience(t, fe, d, "pairs.other")
 	}
 	return pairs, ids
 }
@@ -259,7 +242,7 @@ func TestInjectionEndToEnd(t *testing.T) {
 				sync.Mutex
 				mode string
 			}
-			gloveEmbeddings(t, be, func(w http.ResponseWriter, r *http.Request) bool {
+			textEmbeddings(t, be, func(w http.ResponseWriter, r *http.Request) bool {
 				failMode.Lock()
 				mode := failMode.mode
 				failMode.Unlock()
@@ -351,9 +334,9 @@ func TestInjectionEndToEnd(t *testing.T) {
 				t.Errorf("other domain: backend got %q, experiences %q", got, hdr.Get(proxy.HeaderExperiences))
 			}
 			// A matching domain prefix still injects.
-			_, hdr, _ = post(t, fe.URL+tc.path, body, proxy.HeaderDomain, "sts")
+			_, hdr, _ = post(t, fe.URL+tc.path, body, proxy.HeaderDomain, "pairs")
 			if hdr.Get(proxy.HeaderExperiences) == "" {
-				t.Error("domain prefix sts injected nothing")
+				t.Error("domain prefix pairs injected nothing")
 			}
 			// Bad headers are the client's error.
 			if code, _, _ := post(t, fe.URL+tc.path, body, proxy.HeaderTopK, "lots"); code != 400 {
@@ -398,7 +381,7 @@ func contains(ss []string, s string) bool {
 // input.
 func TestExperienceAPI(t *testing.T) {
 	be := newBackend(t, "openai")
-	gloveEmbeddings(t, be, nil)
+	textEmbeddings(t, be, nil)
 	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, time.Second))
 
@@ -494,7 +477,7 @@ func TestExperienceAPI(t *testing.T) {
 // Admin keys guard the experience API when configured.
 func TestExperienceAPIAdminKey(t *testing.T) {
 	be := newBackend(t, "openai")
-	gloveEmbeddings(t, be, nil)
+	textEmbeddings(t, be, nil)
 	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, time.Second), func(o *proxy.Options, _ []config.Backend) {
 		o.AdminKeys = []config.Secret{"admin"}
@@ -513,8 +496,8 @@ func TestExperienceAPIAdminKey(t *testing.T) {
 func TestRestartKeepsExperiencesAndTraces(t *testing.T) {
 	dir := t.TempDir()
 	be := newBackend(t, "openai")
-	gloveEmbeddings(t, be, nil)
-	pairs := stsPairs(t)
+	textEmbeddings(t, be, nil)
+	pairs := paraphrasePairs(t)
 
 	st, err := store.OpenDir(context.Background(), dir, store.Options{})
 	if err != nil {
@@ -524,7 +507,7 @@ func TestRestartKeepsExperiencesAndTraces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lib, err := library.New(context.Background(), library.Config{Store: st, Space: library.Space{Name: "model:glove", Embedder: emb, Model: "glove"}})
+	lib, err := library.New(context.Background(), library.Config{Store: st, Space: library.Space{Name: "model:embed-1", Embedder: emb, Model: "embed-1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -536,7 +519,7 @@ func TestRestartKeepsExperiencesAndTraces(t *testing.T) {
 	o.Router = router
 	p := proxy.New(o)
 	fe := &frontend{Server: newTestServer(t, p), proxy: p}
-	id := addExperience(t, fe, pairs[0].a, "sts")
+	id := addExperience(t, fe, pairs[0].a, "pairs")
 	_, hdr, _ := post(t, fe.URL+"/v1/chat/completions", chatBody(pairs[0].b))
 	traceID := hdr.Get(proxy.HeaderTraceID)
 	fe.Close()

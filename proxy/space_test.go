@@ -16,7 +16,7 @@ import (
 
 // hashEmbeddings makes a fake backend's embedding endpoints serve a hashed
 // lexical embedder of its own (dim, seed): a model whose space shares
-// neither dimension nor coordinates with GloVe.
+// neither dimension nor coordinates with testEmbedder.
 func hashEmbeddings(t testing.TB, be *backend, dim int, seed uint64) {
 	h := providers.NewHashEmbedder(dim, seed)
 	be.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
@@ -44,18 +44,18 @@ func embedCalls(be *backend) int {
 	return n
 }
 
-// Experiences live in one space (backend A's GloVe model); questions to
+// Experiences live in one space (backend A's embedding model); questions to
 // backend B, whose own embedding model lives in another space (other
 // dimensions, other coordinates), are embedded in the library's space and
 // find their paraphrases. B's model is never asked, and codes of the two
 // spaces are never compared. Unrelated questions get nothing.
 func TestQuestionsEmbeddedInTheLibrarySpace(t *testing.T) {
 	a := newBackend(t, "openai")
-	gloveEmbeddings(t, a, nil)
+	textEmbeddings(t, a, nil)
 	b := newBackend(t, "ollama")
 	hashEmbeddings(t, b, 300, 42)
 	acfg := openaiCfg(a)
-	acfg.Name, acfg.Models, acfg.EmbeddingModel = "a", []string{"gpt-*"}, "glove"
+	acfg.Name, acfg.Models, acfg.EmbeddingModel = "a", []string{"gpt-*"}, "embed-1"
 	bcfg := ollamaCfg(b)
 	bcfg.Name, bcfg.Models, bcfg.EmbeddingModel = "b", []string{"llama*"}, "hashy"
 	lib := newLibrary(t, t.TempDir(), acfg)
@@ -122,7 +122,7 @@ func jsonString(s string) string {
 // ready once a client brings them. dso's own client keys are never sent.
 func TestEmbeddingWithTheClientsCredentials(t *testing.T) {
 	be := newBackend(t, "openai")
-	gloveEmbeddings(t, be, func(w http.ResponseWriter, r *http.Request) bool {
+	textEmbeddings(t, be, func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Header.Get("Authorization") != "Bearer sk-client" {
 			http.Error(w, `{"error":{"message":"invalid api key"}}`, http.StatusUnauthorized)
 			return true
@@ -135,7 +135,7 @@ func TestEmbeddingWithTheClientsCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lib := newUnpreparedLibrary(t, library.Space{Name: "model:glove", Embedder: emb, Model: "glove"})
+	lib := newUnpreparedLibrary(t, library.Space{Name: "model:embed-1", Embedder: emb, Model: "embed-1"})
 	fe := newFrontend(t, []config.Backend{cfg}, withRetrieval(lib, 2*time.Second))
 
 	// Without credentials the space cannot be prepared: said per request
@@ -155,7 +155,7 @@ func TestEmbeddingWithTheClientsCredentials(t *testing.T) {
 		Retrieval struct{ State, Reason, Space string } `json:"retrieval"`
 	}
 	json.Unmarshal(rb, &ready)
-	if ready.Retrieval.State != "space_unavailable" || !strings.Contains(ready.Retrieval.Reason, "401") || ready.Retrieval.Space != "model:glove" {
+	if ready.Retrieval.State != "space_unavailable" || !strings.Contains(ready.Retrieval.Reason, "401") || ready.Retrieval.Space != "model:embed-1" {
 		t.Errorf("/readyz retrieval: %+v", ready.Retrieval)
 	}
 

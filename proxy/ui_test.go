@@ -17,7 +17,9 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/internal/testenv"
 	"github.com/dso-proxy/dso/learn"
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/proxy"
@@ -25,7 +27,7 @@ import (
 )
 
 // The dashboard's browser tests drive a real headless Chromium against dso
-// in front of a fake OpenAI backend serving GloVe embeddings, with a real
+// in front of a fake OpenAI backend serving test embeddings, with a real
 // library, learner and store, and an admin key guarding the library.
 
 const uiAdminKey = "admin-key-for-the-dashboard-test"
@@ -43,7 +45,8 @@ type dashboard struct {
 	pageErrors []string   // uncaught exceptions and console errors, CSP violations among them
 }
 
-// chromium returns the browser's path, or skips the test without one.
+// chromium returns the browser's path, or skips the test without one
+// (see testenv.Skip).
 func chromium(t *testing.T) string {
 	t.Helper()
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
@@ -51,7 +54,7 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("no chromium found on PATH: the dashboard's browser tests need it (Debian: apt-get install chromium)")
+	testenv.Skip(t, testenv.Chromium, "no chromium found on PATH: the dashboard's browser tests need it (Debian: apt-get install chromium)")
 	return ""
 }
 
@@ -60,7 +63,7 @@ func chromium(t *testing.T) string {
 func newDashboard(t *testing.T) *dashboard {
 	exe := chromium(t)
 	be := newBackend(t, "openai")
-	gloveEmbeddings(t, be, nil)
+	textEmbeddings(t, be, nil)
 	lib := newLibrary(t, t.TempDir(), openaiCfg(be))
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 5*time.Second), func(o *proxy.Options, _ []config.Backend) {
 		o.AdminKeys = []config.Secret{uiAdminKey}

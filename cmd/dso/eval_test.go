@@ -15,6 +15,7 @@ import (
 	"github.com/dso-proxy/dso/config"
 	"github.com/dso-proxy/dso/gpuidx"
 	"github.com/dso-proxy/dso/internal/shareddata"
+	"github.com/dso-proxy/dso/internal/testenv"
 	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/store"
@@ -159,7 +160,7 @@ func TestBenchIndex(t *testing.T) {
 	out.Reset()
 	err := benchIndex(context.Background(), []string{"--index", "gpu", "--opencl-any", "--n", "2000", "--queries", "3"}, &out, &errb)
 	if errors.Is(err, gpuidx.ErrNoGPU) {
-		t.Skipf("no OpenCL device at all: %v", err)
+		testenv.Skip(t, testenv.OpenCL, "no OpenCL device at all: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)

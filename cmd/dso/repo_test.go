@@ -1,6 +1,7 @@
 package main
 
 import (
+	"go/ast"
 	"go/parser"
 	"go/token"
 	"io/fs"
@@ -92,4 +93,114 @@ func TestImportDirection(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A test skips only where it was asked to (-short), in a benchmark, or
+// through testenv.Skip, which names what is missing and fails instead of
+// skipping where DSO_TEST_REQUIRE names it (CI). A bare t.Skip for want of
+// something would pass unseen in CI; so would one for no reason at all.
+func TestSkipsNameTheirNeed(t *testing.T) {
+	root := filepath.Join("..", "..")
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") && path != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || filepath.ToSlash(filepath.Dir(path)) == "../../internal/testenv" {
+			return nil
+		}
+		fset := token.NewFileSet()
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		for _, pos := range bareSkips(f) {
+			rel, _ := filepath.Rel(root, path)
+			t.Errorf("%s:%d: a skip outside testing.Short() and benchmarks: use testenv.Skip with the need that is missing", rel, fset.Position(pos).Line)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bareSkips returns the Skip, Skipf and SkipNow calls in f that are not
+// testenv's, not under `if testing.Short()` and not on a *testing.B.
+func bareSkips(f *ast.File) []token.Pos {
+	var out []token.Pos
+	var stack []ast.Node
+	ast.Inspect(f, func(n ast.Node) bool {
+		if n == nil {
+			stack = stack[:len(stack)-1]
+			return true
+		}
+		stack = append(stack, n)
+		call, ok := n.(*ast.CallExpr)
+		if !ok {
+			return true
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok || (sel.Sel.Name != "Skip" && sel.Sel.Name != "Skipf" && sel.Sel.Name != "SkipNow") {
+			return true
+		}
+		recv, _ := sel.X.(*ast.Ident)
+		if recv != nil && recv.Name == "testenv" || underShort(stack) || recv != nil && isBenchmarkParam(stack, recv.Name) {
+			return true
+		}
+		out = append(out, call.Pos())
+		return true
+	})
+	return out
+}
+
+// underShort reports whether the innermost node of stack lies in the body
+// of an `if testing.Short()`.
+func underShort(stack []ast.Node) bool {
+	for i := len(stack) - 2; i >= 0; i-- {
+		is, ok := stack[i].(*ast.IfStmt)
+		if !ok || stack[i+1] != is.Body {
+			continue
+		}
+		if c, ok := is.Cond.(*ast.CallExpr); ok {
+			if s, ok := c.Fun.(*ast.SelectorExpr); ok && s.Sel.Name == "Short" {
+				if x, ok := s.X.(*ast.Ident); ok && x.Name == "testing" {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// isBenchmarkParam reports whether name is, in the innermost function of
+// stack that declares it, a parameter of type *testing.B.
+func isBenchmarkParam(stack []ast.Node, name string) bool {
+	for i := len(stack) - 1; i >= 0; i-- {
+		var ft *ast.FuncType
+		switch fn := stack[i].(type) {
+		case *ast.FuncDecl:
+			ft = fn.Type
+		case *ast.FuncLit:
+			ft = fn.Type
+		default:
+			continue
+		}
+		for _, p := range ft.Params.List {
+			for _, n := range p.Names {
+				if n.Name != name {
+					continue
+				}
+				star, ok := p.Type.(*ast.StarExpr)
+				if !ok {
+					return false
+				}
+				s, ok := star.X.(*ast.SelectorExpr)
+				return ok && s.Sel.Name == "B"
+			}
+		}
+	}
+	return false
 }

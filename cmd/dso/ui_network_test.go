@@ -16,6 +16,8 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/dso-proxy/dso/internal/testenv"
 )
 
 // The dashboard's network page, in a real headless Chromium, on real dso
@@ -36,7 +38,7 @@ func TestUINetworkPage(t *testing.T) {
 		}
 	}
 	if exe == "" {
-		t.Skip("no chromium found on PATH: the dashboard's browser tests need it (Debian: apt-get install chromium)")
+		testenv.Skip(t, testenv.Chromium, "no chromium found on PATH: the dashboard's browser tests need it (Debian: apt-get install chromium)")
 	}
 	backend := httptest.NewServer(&recordingBackend{})
 	defer backend.Close()

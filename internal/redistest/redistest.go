@@ -1,7 +1,8 @@
 // Package redistest starts a real redis-server for tests: on a free
 // loopback port, with its own data directory and the append-only file on,
 // stopped when the test ends. Tests skip, saying why, where the binary is
-// absent.
+// absent (testenv.Redis: they fail instead where DSO_TEST_REQUIRE names
+// redis, as in CI).
 package redistest
 
 import (
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dso-proxy/dso/internal/testenv"
 )
 
 // startTimeout bounds waiting for a started server to answer PING.
@@ -40,7 +43,7 @@ func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Skip("redis-server not installed; skipping the Redis store test")
+		testenv.Skip(t, testenv.Redis, "no redis-server on PATH for the Redis store tests (Debian: apt-get install redis-server)")
 	}
 	port, err := freePort()
 	if err != nil {
