@@ -278,7 +278,8 @@ func (s *Server) dispatch(ctx context.Context, chain []providers.Backend, call a
 // closed: "ok" only if the body was read without error (a head followed
 // by a body that breaks off is no success), "broken" if the backend broke
 // it off, "cancelled" if the client went away first. A broken body also
-// marks the request (reqInfo.broken), so that its trace is not kept.
+// marks the request (reqInfo.broken), so that its trace is not kept. The
+// time its reads wait is the backend's (timing.body).
 type attemptBody struct {
 	io.ReadCloser
 	ctx    context.Context
@@ -288,7 +289,9 @@ type attemptBody struct {
 }
 
 func (b *attemptBody) Read(p []byte) (int, error) {
+	t0 := time.Now()
 	n, err := b.ReadCloser.Read(p)
+	info(b.ctx).timing.body.Add(int64(time.Since(t0)))
 	if err != nil && err != io.EOF && !b.failed.Swap(true) && b.ctx.Err() == nil {
 		info(b.ctx).broken.Store(true)
 	}

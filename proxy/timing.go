@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +22,11 @@ type timing struct {
 	on                                     bool // a chat route: send it
 	embed, align, search, inject, upstream time.Duration
 	dso                                    time.Duration // set when the header goes out
+	// body is the time spent waiting on the backend's body (attemptBody),
+	// in nanoseconds: the backend's, not dso's, when dso reads an answer
+	// whole before its own header goes out. Atomic: a translated stream
+	// may be read beside the handler.
+	body atomic.Int64
 }
 
 // observeStage records a retrieval stage in the metrics and the request's
@@ -42,16 +48,18 @@ func (s *Server) observeStage(ctx context.Context, stage string, d time.Duration
 
 // header is the Server-Timing value for a response header sent elapsed
 // after the request arrived: every stage with dur in milliseconds, 0 for
-// a stage that did not run, and dso's own share of elapsed (all of it but
-// the backends').
+// a stage that did not run, the backends' time (to their headers, and
+// waiting on their bodies before dso's header went out), and dso's own
+// share of elapsed: all of it but the backends'.
 func (t *timing) header(elapsed time.Duration) string {
-	t.dso = max(0, elapsed-t.upstream)
+	upstream := t.upstream + time.Duration(t.body.Load())
+	t.dso = max(0, elapsed-upstream)
 	var buf [192]byte // six metrics fit: one allocation, the string's
 	b := buf[:0]
 	for i, m := range [...]struct {
 		name string
 		d    time.Duration
-	}{{stageEmbed, t.embed}, {stageAlign, t.align}, {stageSearch, t.search}, {stageInject, t.inject}, {"upstream", t.upstream}, {"dso", t.dso}} {
+	}{{stageEmbed, t.embed}, {stageAlign, t.align}, {stageSearch, t.search}, {stageInject, t.inject}, {"upstream", upstream}, {"dso", t.dso}} {
 		if i > 0 {
 			b = append(b, ", "...)
 		}

@@ -131,3 +131,48 @@ func grep(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// A backend that sends its headers at once and its body slowly is the
+// backend's time, not dso's: dso reads a whole answer before its own
+// header goes out, and the wait on the body counts as upstream, on a
+// relayed and on a translated answer.
+func TestServerTimingBlamesTheBackendsBody(t *testing.T) {
+	const pieces, gap = 4, 30 * time.Millisecond // the body over about 120 ms
+	for _, typ := range []string{"openai", "ollama"} {
+		t.Run(typ, func(t *testing.T) {
+			be := newBackend(t, typ)
+			answer := `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Paris."},"finish_reason":"stop"}]}`
+			if typ == "ollama" {
+				answer = `{"model":"m","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":"Paris."},"done":true,"done_reason":"stop"}`
+			}
+			be.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+				w.WriteHeader(200)
+				w.(http.Flusher).Flush()
+				step := len(answer)/pieces + 1
+				for i := 0; i < len(answer); i += step {
+					time.Sleep(gap) // the backend generating, not a synchronisation
+					_, _ = io.WriteString(w, answer[i:min(len(answer), i+step)])
+					w.(http.Flusher).Flush()
+				}
+				return true
+			})
+			fe := newFrontend(t, []config.Backend{cfgFor(be)})
+			code, hdr, b := post(t, fe.URL+"/v1/chat/completions", chatBody("The capital of France?"))
+			if code != 200 || !strings.Contains(string(b), "Paris.") {
+				t.Fatalf("%d %s", code, b)
+			}
+			var dso string
+			for _, v := range hdr.Values("Server-Timing") {
+				if strings.HasPrefix(v, "embed;") {
+					dso = v
+				}
+			}
+			m := parseServerTiming(t, dso)
+			if want := float64((pieces - 1) * gap.Milliseconds()); m["upstream"] < want {
+				t.Errorf("upstream %.3f ms, dso %.3f ms; the backend spent at least %.0f ms on its body", m["upstream"], m["dso"], want)
+			}
+		})
+	}
+}
