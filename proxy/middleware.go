@@ -41,6 +41,7 @@ type reqInfo struct {
 	backend string
 	err     error // logged, never sent
 	timing  timing
+	route   string      // the metrics' route label outside the route table (Observe)
 	status  int         // the response's status, once written
 	broken  atomic.Bool // the backend broke off its answer's body
 }
@@ -121,6 +122,17 @@ func (s *Server) observe(next http.Handler) http.Handler {
 	})
 }
 
+// Observe serves h, a handler outside dso's route table (the network's
+// logs), with what every route of dso's gets: a request id, recovery, a
+// line in the request log and the request metrics, labelled route (a
+// pattern: its values are a closed set).
+func (s *Server) Observe(route string, h http.Handler) http.Handler {
+	return s.observe(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info(r.Context()).route = route
+		h.ServeHTTP(w, r)
+	}))
+}
+
 // MaxHeaderBytes bounds a request's line and headers; beyond it dso answers
 // 431 in the route's error shape. The http.Server serving dso should allow
 // more (dso serve allows 1 MiB), or Go answers first, in plain text.
@@ -140,6 +152,9 @@ func headerSize(r *http.Request) int {
 
 func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, ri *reqInfo, start time.Time) {
 	route := chi.RouteContext(ctx).RoutePattern()
+	if route == "" {
+		route = ri.route
+	}
 	if route == "" {
 		route = "unmatched"
 	}

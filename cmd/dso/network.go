@@ -169,15 +169,16 @@ func (n *networkNode) start(ctx context.Context, cfg config.Config) error {
 }
 
 // handler serves the node's log under /log/<id>/, and its mirrors of the
-// logs it follows under /log/<id>/mirror/<name>/, beside h.
-func (n *networkNode) handler(h http.Handler) http.Handler {
+// logs it follows under /log/<id>/mirror/<name>/, beside h; observe logs
+// and counts their requests under route.
+func (n *networkNode) handler(h http.Handler, observe func(route string, h http.Handler) http.Handler) http.Handler {
 	if n == nil {
 		return h
 	}
 	prefix := "/log/" + n.cfg.ID
 	mux := http.NewServeMux()
-	mux.Handle(prefix+"/mirror/", http.StripPrefix(prefix+"/mirror", n.syncer.MirrorHandler(n.logger)))
-	mux.Handle(prefix+"/", http.StripPrefix(prefix, network.NewHandler(n.log, n.logger)))
+	mux.Handle(prefix+"/mirror/", observe("/log/{network}/mirror/*", http.StripPrefix(prefix+"/mirror", n.syncer.MirrorHandler(n.logger))))
+	mux.Handle(prefix+"/", observe("/log/{network}/*", http.StripPrefix(prefix, network.NewHandler(n.log, n.logger))))
 	mux.Handle("/", h)
 	n.logger.Info("serving the node's log", "network", n.cfg.ID, "path", prefix+"/", "origin", n.log.Origin(),
 		"size", n.log.Size(), "verifier_key", n.id.VerifierKey, "peers", len(n.cfg.Peers))

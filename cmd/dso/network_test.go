@@ -272,11 +272,23 @@ func TestNetworkLineOfNodes(t *testing.T) {
 	if ts := texts(t, e); len(ts) != 0 {
 		t.Errorf("E admitted %q from a tampered log", ts)
 	}
-	resp, err = http.Get(e.url + "/metrics")
+	// The log's requests (B's and the tamperer's reads of A's) are in
+	// A's request metrics, as its API routes are.
+	resp, err = http.Get(a.url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(metrics, []byte(`dso_proxy_requests_total{backend="",code="200",route="/log/{network}/*"}`)) {
+		t.Errorf("A's metrics do not count the requests for its log")
+	}
+
+	resp, err = http.Get(e.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, m := range []string{`dso_network_rejected_total{author="nodeA",network="hanzo",reason="bad_entry"}`,
 		`dso_network_log_state{author="nodeA",network="hanzo",state="dropped"} 1`} {

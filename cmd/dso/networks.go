@@ -62,10 +62,12 @@ func (ns networkNodes) start(ctx context.Context, cfg config.Config) error {
 }
 
 // handler serves every network's log and mirrors under /log/<id>/ beside
-// h: each network's mux passes what is not its own to the next.
-func (ns networkNodes) handler(h http.Handler) http.Handler {
+// srv: each network's mux passes what is not its own to the next. The
+// logs' requests are logged and counted as srv's own are.
+func (ns networkNodes) handler(srv *proxy.Server) http.Handler {
+	var h http.Handler = srv
 	for i := len(ns) - 1; i >= 0; i-- {
-		h = ns[i].handler(h)
+		h = ns[i].handler(h, srv.Observe)
 	}
 	return h
 }
