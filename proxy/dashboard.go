@@ -17,17 +17,30 @@ import (
 
 // traceJSON is a trace as GET /v1/traces shows it.
 type traceJSON struct {
-	ID            string    `json:"id"`
-	Object        string    `json:"object"`
-	Query         string    `json:"query"`
-	Domain        string    `json:"domain"`
-	Model         string    `json:"model"`
-	ExperienceIDs []string  `json:"experience_ids"`
-	Answer        string    `json:"answer"`
-	CreatedAt     time.Time `json:"created_at"`
-	Grades        int       `json:"grades"`
-	Grade         *float64  `json:"grade,omitempty"`
+	ID            string   `json:"id"`
+	Object        string   `json:"object"`
+	Query         string   `json:"query"`
+	Domain        string   `json:"domain"`
+	Model         string   `json:"model"`
+	ExperienceIDs []string `json:"experience_ids"`
+	// Experiences are the injected experiences' texts, in the order of
+	// ExperienceIDs, so the page shows what was injected, not hashes;
+	// "" for one deleted since.
+	Experiences []traceExperience `json:"experiences"`
+	Answer      string            `json:"answer"`
+	CreatedAt   time.Time         `json:"created_at"`
+	Grades      int               `json:"grades"`
+	Grade       *float64          `json:"grade,omitempty"`
 }
+
+type traceExperience struct {
+	ID   string `json:"id"`
+	Text string `json:"text"`
+}
+
+// maxTraceExperienceShown caps an injected experience's text in a trace
+// listing, as the answer is.
+const maxTraceExperienceShown = 500
 
 // maxTraceAnswerShown caps the answer excerpt a trace listing carries:
 // the page shows an excerpt, and a page of full answers could be large.
@@ -58,6 +71,7 @@ func (s *Server) listTraces(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data := make([]traceJSON, len(ts))
+	texts := experienceTexts{st: storeOf(lib), seen: map[string]string{}}
 	for i, t := range ts {
 		j := traceJSON{
 			ID: t.ID, Object: "trace", Query: t.Query, Domain: t.Domain, Model: t.Model,
@@ -67,6 +81,10 @@ func (s *Server) listTraces(w http.ResponseWriter, r *http.Request) {
 		if j.ExperienceIDs == nil {
 			j.ExperienceIDs = []string{}
 		}
+		j.Experiences = make([]traceExperience, len(j.ExperienceIDs))
+		for k, id := range j.ExperienceIDs {
+			j.Experiences[k] = traceExperience{ID: id, Text: texts.get(r.Context(), id)}
+		}
 		if t.Grades > 0 {
 			g := t.Grade
 			j.Grade = &g
@@ -74,6 +92,25 @@ func (s *Server) listTraces(w http.ResponseWriter, r *http.Request) {
 		data[i] = j
 	}
 	writeList(w, data, next)
+}
+
+// experienceTexts reads each experience's text once for a page of traces
+// (most share their experiences): at most the page's traces × top-k reads.
+type experienceTexts struct {
+	st   Store
+	seen map[string]string
+}
+
+func (e experienceTexts) get(ctx context.Context, id string) string {
+	if t, ok := e.seen[id]; ok {
+		return t
+	}
+	var text string
+	if x, err := e.st.GetExperience(ctx, id); err == nil {
+		text = capText(x.Text, maxTraceExperienceShown)
+	}
+	e.seen[id] = text
+	return text
 }
 
 // patchExperience serves PATCH /v1/experiences/{id} with

@@ -60,7 +60,7 @@ func chromium(t *testing.T) string {
 
 // newDashboard starts dso and a browser. Retirement needs two voters, so
 // that a test sees votes add up from the page.
-func newDashboard(t *testing.T) *dashboard {
+func newDashboard(t *testing.T, opts ...frontendOpt) *dashboard {
 	exe := chromium(t)
 	be := newBackend(t, "openai")
 	textEmbeddings(t, be, nil)
@@ -68,6 +68,10 @@ func newDashboard(t *testing.T) *dashboard {
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, withRetrieval(lib, 5*time.Second), func(o *proxy.Options, _ []config.Backend) {
 		o.AdminKeys = []config.Secret{uiAdminKey}
 		o.Learner = learn.NewLearner(learn.FeedbackConfig{Library: lib, MinVotes: 2})
+	}, func(o *proxy.Options, cfgs []config.Backend) {
+		for _, f := range opts {
+			f(o, cfgs)
+		}
 	})
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
@@ -295,6 +299,13 @@ func gradeFromTracesPage(t *testing.T, d *dashboard, traceID, expID string) {
 	if got := evalIn[string](t, d, `document.querySelector("`+card+` .injected a").getAttribute("href")`); got != "/ui/library?id="+expID {
 		t.Errorf("the injected experience links to %q; want its library entry", got)
 	}
+	e, err := d.lib.Store().(*store.SQLite).GetExperience(context.Background(), expID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := evalIn[string](t, d, `document.querySelector("`+card+` .injected a").textContent`); got != e.Text {
+		t.Errorf("the trace shows the injected experience as %q; want its text %q", got, e.Text)
+	}
 	for _, voter := range []string{"alice", "bob"} {
 		d.do(t, chromedp.SetValue(chromedp.CSS("#voter"), voter), chromedp.Click(chromedp.CSS(card+" button.bad")))
 		d.waitStatus(t, "Recorded grade 0 as name:"+voter+" for "+traceID)
@@ -354,6 +365,9 @@ func TestUIWritesRefusedWithoutKey(t *testing.T) {
 	d := newDashboard(t)
 	d.open(t, "/ui/library", "#add-form")
 	d.waitStatus(t, "Could not list experiences: missing or invalid API key")
+	if !evalIn[bool](t, d, `!document.getElementById("key-input").hidden`) {
+		t.Errorf("the key box is hidden where the API asks for a key")
+	}
 	d.do(t, chromedp.SetValue(chromedp.CSS("#add-text"), "Lessons need a key."), chromedp.Click(chromedp.CSS("#add-submit")))
 	d.waitStatus(t, "Add refused: missing or invalid API key")
 	if n := d.lib.Len(); n != 0 {
@@ -382,3 +396,16 @@ func TestUIWritesRefusedWithoutKey(t *testing.T) {
 	}
 	d.noPageErrors(t)
 }
+
+// Where the API answers without a key (dso on loopback with no keys), the
+// page shows no key box, only that none is needed.
+func TestUIKeyBoxOnlyWhereAKeyIsAsked(t *testing.T) {
+	d := newDashboard(t, func(o *proxy.Options, _ []config.Backend) { o.AdminKeys = nil })
+	d.open(t, "/ui/", "#key-state")
+	d.do(t, chromedp.Poll[chromedp.Void](`document.getElementById("key-state").textContent === "no key needed here"`, chromedp.WithPollingTimeout(10*time.Second)))
+	if evalIn[bool](t, d, `!document.getElementById("key-input").hidden || !document.getElementById("key-save").hidden`) {
+		t.Errorf("the key box is shown where no key is needed")
+	}
+	d.noPageErrors(t)
+}
+

@@ -45,7 +45,10 @@ const dso = (() => {
     if (!resp.ok) {
       const err = (data && data.error) || {};
       const msg = typeof err === "string" ? err : (err.message || resp.statusText);
-      if (resp.status === 401) showKeyState("the server asks for an admin key");
+      if (resp.status === 401) {
+        showKeyInput(true);
+        showKeyState("the server asks for an admin key");
+      }
       throw new APIError(resp.status, msg, err.code);
     }
     return data;
@@ -60,6 +63,25 @@ const dso = (() => {
   function showKeyState(extra) {
     const st = document.getElementById("key-state");
     st.textContent = (key() ? "key set for this session" : "no key") + (extra ? ": " + extra : "");
+  }
+
+  // showKeyInput shows or hides the key box (its state line stays).
+  function showKeyInput(on) {
+    for (const id of ["key-input", "key-save", "key-forget"]) document.getElementById(id).hidden = !on;
+    document.querySelector('label[for="key-input"]').hidden = !on;
+  }
+
+  // probeOpen hides the key box where the API answers without a key (dso
+  // on loopback, or an open library): there it would only puzzle.
+  async function probeOpen() {
+    if (key()) return;
+    try {
+      const r = await fetch("/v1/stats?window=10", { credentials: "omit", cache: "no-store" });
+      if (r.ok) {
+        showKeyInput(false);
+        document.getElementById("key-state").textContent = "no key needed here";
+      }
+    } catch (_) { /* the pages say what fails */ }
   }
 
   function fmtTime(s) {
@@ -88,6 +110,7 @@ const dso = (() => {
       document.dispatchEvent(new Event("dso:key"));
     });
     showKeyState();
+    probeOpen();
   }
 
   document.addEventListener("DOMContentLoaded", setupKey);

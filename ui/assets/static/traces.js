@@ -24,9 +24,13 @@
 
   function card(t) {
     const c = el("article", { class: "card trace", id: "trace-" + t.id, "data-id": t.id });
-    const exps = t.experience_ids.length
-      ? el("ul", { class: "injected" }, t.experience_ids.map((id) =>
-        el("li", {}, el("a", { href: "/ui/library?id=" + encodeURIComponent(id), text: id }))))
+    // What was injected, by its text (its id on hover); one deleted
+    // since has only its id left.
+    const injected = t.experiences || t.experience_ids.map((id) => ({ id, text: "" }));
+    const exps = injected.length
+      ? el("ul", { class: "injected" }, injected.map((x) =>
+        el("li", {}, el("a", { href: "/ui/library?id=" + encodeURIComponent(x.id), title: x.id,
+          text: x.text || x.id.slice(0, 12) + "… (deleted)" }))))
       : el("p", { class: "muted", text: "no experience injected" });
     c.append(
       el("div", { class: "trace-head" },
