@@ -270,6 +270,14 @@ func TestUIAddInjectGradeRetire(t *testing.T) {
 		t.Errorf("search says %q; want the lesson injected", got)
 	}
 	d.shot(t, "library")
+	// At 1400 px the table fits inside its card's padding: Delete is not cut off.
+	if !evalIn[bool](t, d, `(() => {
+		const b = document.querySelector("#exp-table button.delete").getBoundingClientRect();
+		const card = document.querySelector("#exp-table").closest(".card");
+		return b.right <= card.getBoundingClientRect().right - parseFloat(getComputedStyle(card).paddingRight) + 0.5;
+	})()`) {
+		t.Errorf("the library table runs past its card at 1400 px")
+	}
 
 	gradeFromTracesPage(t, d, traceID, e.ID)
 

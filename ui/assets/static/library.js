@@ -29,7 +29,7 @@
     });
     const votes = e.votes ? e.votes.up + " up / " + e.votes.down + " down" : "—";
     return el("tr", { id: "exp-" + e.id, class: "exp " + e.status, "data-id": e.id },
-      el("td", { class: "text" }, el("div", { class: "exp-text", text: e.text }), el("div", { class: "muted small", text: e.id })),
+      el("td", { class: "text" }, el("div", { class: "exp-text", text: e.text }), el("div", { class: "muted small exp-id", title: e.id, text: e.id.slice(0, 16) + "…" })),
       el("td", { text: e.domain || "—" }),
       el("td", { class: "exp-status", text: e.status }),
       el("td", { class: "num", text: fmtNum(e.confidence) }),
@@ -42,10 +42,12 @@
       el("td", { class: "actions" }, retire, del));
   }
 
+  // table scrolls sideways inside its card when the window is too narrow
+  // for it, rather than run past the card's edge.
   function table(rows) {
-    return el("table", { class: "list", id: "exp-table" },
+    return el("div", { class: "table-wrap" }, el("table", { class: "list", id: "exp-table" },
       el("thead", {}, el("tr", {}, ["Text", "Domain", "Status", "Confidence", "Votes", "Approval", "Source", "Node", "Network", "Created", ""].map((h) => el("th", { text: h })))),
-      el("tbody", { id: "exp-rows" }, rows));
+      el("tbody", { id: "exp-rows" }, rows)));
   }
 
   async function act(f, done, what) {
