@@ -416,4 +416,3 @@ func TestUIKeyBoxOnlyWhereAKeyIsAsked(t *testing.T) {
 	}
 	d.noPageErrors(t)
 }
-
