@@ -1,7 +1,7 @@
 package proxy
 
 import (
-	"fmt"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -106,10 +106,11 @@ func (s *Server) limit(next http.Handler) http.Handler {
 		release, refused := s.flight.acquire(s.clientAddr(r), r.ContentLength)
 		if release == nil {
 			s.metrics.refused.WithLabelValues(refused).Inc()
-			s.limitRefusals.add(r.Context(), 1, fmt.Errorf("%s", refusedWhy[refused]))
+			why := refusals[refused]
+			s.limitRefusals.add(r.Context(), 1, errors.New(why.log))
 			writeError(w, routeSurface(r), &HTTPError{
 				Status: http.StatusServiceUnavailable, Type: "api_error", Code: "overloaded", RetryAfter: 1,
-				Msg: refusedMsg[refused],
+				Msg: why.msg,
 			})
 			return
 		}
@@ -118,14 +119,10 @@ func (s *Server) limit(next http.Handler) http.Handler {
 	})
 }
 
-var refusedMsg = map[string]string{
-	"requests": "dso is serving as many requests as it allows; retry shortly",
-	"bytes":    "dso is holding as many request bytes as it allows; retry shortly",
-	"client":   "this client address has as many requests in flight as one client may; retry when one has finished",
-}
-
-var refusedWhy = map[string]string{
-	"requests": "max_in_flight reached",
-	"bytes":    "max_bytes_in_flight reached",
-	"client":   "a client address reached max_in_flight_per_client",
+// refusals are, by the bound that refused, what the client is told and
+// what the warning says.
+var refusals = map[string]struct{ msg, log string }{
+	"requests": {"dso is serving as many requests as it allows; retry shortly", "max_in_flight reached"},
+	"bytes":    {"dso is holding as many request bytes as it allows; retry shortly", "max_bytes_in_flight reached"},
+	"client":   {"this client address has as many requests in flight as one client may; retry when one has finished", "a client address reached max_in_flight_per_client"},
 }

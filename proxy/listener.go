@@ -67,14 +67,15 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		addr := remoteAddr(c)
-		if !l.take(addr) {
+		counted := l.perClient > 0 && addr.IsValid() && !l.exempt(addr)
+		if counted && !l.take(addr) {
 			_ = c.Close()
 			l.release()
 			l.refused(addr)
 			continue
 		}
 		l.open.Inc()
-		return &limitConn{Conn: c, l: l, addr: addr}, nil
+		return &limitConn{Conn: c, l: l, addr: addr, counted: counted}, nil
 	}
 }
 
@@ -89,12 +90,10 @@ func (l *limitListener) release() {
 	}
 }
 
-// take counts a connection from addr, or reports that addr has its share.
+// take counts a connection from addr, or reports that addr has its share;
+// drop gives one back.
 // The map has a key per address with connections open, so at most max.
 func (l *limitListener) take(addr netip.Addr) bool {
-	if l.perClient <= 0 || !addr.IsValid() || l.exempt(addr) {
-		return true
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.clients[addr] >= l.perClient {
@@ -105,9 +104,6 @@ func (l *limitListener) take(addr netip.Addr) bool {
 }
 
 func (l *limitListener) drop(addr netip.Addr) {
-	if l.perClient <= 0 || !addr.IsValid() || l.exempt(addr) {
-		return
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.clients[addr]--; l.clients[addr] <= 0 {
@@ -125,15 +121,18 @@ func remoteAddr(c net.Conn) netip.Addr {
 // limitConn gives its tokens back once, when closed.
 type limitConn struct {
 	net.Conn
-	l    *limitListener
-	addr netip.Addr
-	once sync.Once
+	l       *limitListener
+	addr    netip.Addr
+	counted bool // against its address's share (see Accept)
+	once    sync.Once
 }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
-		c.l.drop(c.addr)
+		if c.counted {
+			c.l.drop(c.addr)
+		}
 		c.l.open.Dec()
 		c.l.release()
 	})

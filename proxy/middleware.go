@@ -158,7 +158,7 @@ func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, 
 	if route == "" {
 		route = "unmatched"
 	}
-	status := sw.status
+	status := ri.status
 	if status == 0 {
 		status = http.StatusOK
 		if ctx.Err() != nil {
@@ -220,8 +220,7 @@ func (s *Server) finish(ctx context.Context, r *http.Request, sw *statusWriter, 
 type statusWriter struct {
 	http.ResponseWriter
 	start       time.Time
-	ri          *reqInfo
-	status      int
+	ri          *reqInfo // its status is the response's
 	wroteHeader bool
 	bytes       int64
 	firstByte   time.Duration
@@ -229,8 +228,7 @@ type statusWriter struct {
 
 func (w *statusWriter) WriteHeader(code int) {
 	if !w.wroteHeader {
-		w.status, w.wroteHeader = code, true
-		w.ri.status = code
+		w.ri.status, w.wroteHeader = code, true
 		if code >= 300 {
 			// No answer, nothing to grade: the trace is not kept (see
 			// recordTrace), so its id is not handed out.

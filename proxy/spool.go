@@ -33,10 +33,18 @@ func (sp *traceSpool) add(s *Server, batch []store.Trace) bool {
 	if len(sp.traces) == 0 {
 		s.log.Warn("the store is away; keeping traces in memory until it returns", "max", maxSpooledTraces)
 	}
-	sp.traces = append(sp.traces, batch...)
-	sp.n.Store(int64(len(sp.traces)))
-	s.metrics.traceSpooled.Set(float64(len(sp.traces)))
+	sp.keep(s, append(sp.traces, batch...))
 	return true
+}
+
+// keep sets what is spooled, and what says how much.
+func (sp *traceSpool) keep(s *Server, traces []store.Trace) {
+	if len(traces) == 0 {
+		traces = nil // the drained backing array goes
+	}
+	sp.traces = traces
+	sp.n.Store(int64(len(traces)))
+	s.metrics.traceSpooled.Set(float64(len(traces)))
 }
 
 // drain offers the spooled traces to the store, a batch at a time, and
@@ -52,17 +60,9 @@ func (sp *traceSpool) drain(s *Server, st Store) {
 			return
 		}
 		s.storeAway.Store(false)
-		if err != nil {
-			s.traceFails.add(context.Background(), len(batch), err)
-		}
-		for _, t := range batch {
-			s.traceSettled(t.ID)
-		}
-		sp.traces = sp.traces[len(batch):]
-		sp.n.Store(int64(len(sp.traces)))
-		s.metrics.traceSpooled.Set(float64(len(sp.traces)))
+		s.settleTraces(batch, err)
+		sp.keep(s, sp.traces[len(batch):])
 		if len(sp.traces) == 0 {
-			sp.traces = nil
 			s.log.Info("the store is back; spooled traces stored")
 		}
 	}
@@ -73,11 +73,6 @@ func (sp *traceSpool) lose(s *Server) {
 	if len(sp.traces) == 0 {
 		return
 	}
-	s.traceFails.add(context.Background(), len(sp.traces), errors.New("the store was still away at shutdown"))
-	for _, t := range sp.traces {
-		s.traceSettled(t.ID)
-	}
-	sp.traces = nil
-	sp.n.Store(0)
-	s.metrics.traceSpooled.Set(0)
+	s.settleTraces(sp.traces, errors.New("the store was still away at shutdown"))
+	sp.keep(s, nil)
 }

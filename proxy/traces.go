@@ -211,8 +211,13 @@ func (s *Server) writeTraces(ch <-chan store.Trace) {
 			batch = s.gatherTraces(ch, append(batch[:0], t), timer, !full)
 			full = len(batch) == cap(batch)
 			s.metrics.traceBatch.Observe(float64(len(batch)))
-			s.spool.drain(s, st) // older traces first
-			s.putTraces(st, batch)
+			if s.spool.len() > 0 && s.spool.add(s, batch) {
+				// Behind the older spooled traces: one try of the store
+				// for all of them, not one for those and one for these.
+				s.spool.drain(s, st)
+			} else {
+				s.putTraces(st, batch)
+			}
 		case <-retry:
 			s.spool.drain(s, st)
 		}
@@ -234,10 +239,16 @@ func (s *Server) putTraces(st Store, batch []store.Trace) {
 	if errors.Is(err, store.ErrUnavailable) && s.spool.add(s, batch) {
 		return
 	}
+	s.settleTraces(batch, err)
+}
+
+// settleTraces ends the wait of feedback for traces the store took, or
+// (err not nil) that are lost, which is warned about.
+func (s *Server) settleTraces(ts []store.Trace, err error) {
 	if err != nil {
-		s.traceFails.add(ctx, len(batch), err)
+		s.traceFails.add(context.Background(), len(ts), err)
 	}
-	for _, t := range batch {
+	for _, t := range ts {
 		s.traceSettled(t.ID)
 	}
 }
