@@ -90,10 +90,8 @@ func splitList(v string) []string {
 
 func splitSecrets(v string) []Secret {
 	var out []Secret
-	for _, k := range strings.Split(v, ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			out = append(out, Secret(k))
-		}
+	for _, k := range splitList(v) {
+		out = append(out, Secret(k))
 	}
 	return out
 }
