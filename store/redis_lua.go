@@ -49,6 +49,17 @@ local function reindex(id, old, new, active)
   end
 end
 local function isactive(k) return redis.call('HGET', k, 'status') == 'active' end
+-- keepnewest keeps the newest max members of the sorted set z, deleting
+-- the key keys .. member of each member it drops.
+local function keepnewest(z, keys, max)
+  local c = redis.call('ZCARD', z)
+  if c > max then
+    for _, m in ipairs(redis.call('ZRANGE', z, 0, c - max - 1)) do
+      redis.call('DEL', keys .. m)
+    end
+    redis.call('ZREMRANGEBYRANK', z, 0, c - max - 1)
+  end
+end
 `
 
 func script(body string) *redis.Script { return redis.NewScript(luaPrelude + body) }

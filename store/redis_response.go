@@ -39,13 +39,7 @@ if ARGV[8] ~= '' then
 end
 local max = tonumber(ARGV[9])
 if max > 0 then
-  local c = redis.call('ZCARD', z)
-  if c > max then
-    for _, id in ipairs(redis.call('ZRANGE', z, 0, c - max - 1)) do
-      redis.call('DEL', p .. 'response:' .. id)
-    end
-    redis.call('ZREMRANGEBYRANK', z, 0, c - max - 1)
-  end
+  keepnewest(z, p .. 'response:', max)
 end
 return 1
 `)

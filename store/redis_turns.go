@@ -27,14 +27,7 @@ local z = p .. 'turns'
 redis.call('SET', p .. 'turn:' .. ARGV[4], ARGV[5], 'PX', ARGV[6])
 redis.call('ZADD', z, now, ARGV[4])
 redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. (tonumber(now) - tonumber(ARGV[6]) * 1000000))
-local max = tonumber(ARGV[7])
-local c = redis.call('ZCARD', z)
-if c > max then
-  for _, k in ipairs(redis.call('ZRANGE', z, 0, c - max - 1)) do
-    redis.call('DEL', p .. 'turn:' .. k)
-  end
-  redis.call('ZREMRANGEBYRANK', z, 0, c - max - 1)
-end
+keepnewest(z, p .. 'turn:', tonumber(ARGV[7]))
 return 1
 `)
 
