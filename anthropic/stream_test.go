@@ -4,37 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	sdk "github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/dso-proxy/dso/internal/goldentest"
 	"github.com/openai/openai-go/v3"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
-
-func checkGolden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (run with -update to accept):\ngot:\n%s\nwant:\n%s", name, got, want)
-	}
-}
 
 // chatEvents reads a recorded chat SSE stream as hubAnswer.Events does:
 // each payload before "[DONE]".
@@ -103,7 +81,7 @@ func TestStreamFromChatGolden(t *testing.T) {
 			if err := StreamFromChat(chatEvents(readTestdata(t, tt.in+".sse")), Info{Model: "claude-x"}, namedSSE(&out)); err != nil {
 				t.Fatal(err)
 			}
-			checkGolden(t, tt.in+".messages.golden", out.Bytes())
+			goldentest.Check(t, tt.in+".messages.golden", out.Bytes())
 			m := accumulateMessages(t, out.Bytes())
 			var text strings.Builder
 			var tools []string
@@ -166,7 +144,7 @@ func TestStreamToChatGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkGolden(t, tt.in+".chat.golden", out.Bytes())
+			goldentest.Check(t, tt.in+".chat.golden", out.Bytes())
 			if !bytes.HasSuffix(out.Bytes(), []byte("data: [DONE]\n\n")) {
 				t.Error("no [DONE] at the end")
 			}

@@ -3,15 +3,14 @@ package completions
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files")
+	"github.com/dso-proxy/dso/internal/goldentest"
+)
 
 var volatile = regexp.MustCompile(`"id":"cmpl-[0-9a-f]{24}","object":"text_completion","created":\d+`)
 
@@ -65,19 +64,7 @@ func TestStreamGolden(t *testing.T) {
 	for _, b := range st.Done() {
 		out.WriteString("data: " + volatile.ReplaceAllString(string(b), `"id":"cmpl-ID","object":"text_completion","created":0`) + "\n\n")
 	}
-	golden := filepath.Join("testdata", "stream.golden")
-	if *update {
-		if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(out.Bytes(), want) {
-		t.Errorf("events differ from %s:\n%s", golden, out.Bytes())
-	}
+	goldentest.Check(t, "stream.golden", out.Bytes())
 }
 
 // Translation never panics, and what it writes is JSON.

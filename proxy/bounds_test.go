@@ -19,6 +19,22 @@ import (
 	"github.com/dso-proxy/dso/proxy"
 )
 
+// newHoldingBackend is an OpenAI backend that holds every chat whose body
+// says "hold": it says so on arrived (room for n) and answers once release
+// is closed.
+func newHoldingBackend(t *testing.T, n int) (be *backend, arrived, release chan struct{}) {
+	be = newBackend(t, "openai")
+	arrived, release = make(chan struct{}, n), make(chan struct{})
+	be.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if strings.Contains(string(body), "hold") {
+			arrived <- struct{}{}
+			<-release
+		}
+		return false
+	})
+	return be, arrived, release
+}
+
 // rawRequest writes head (and part of a body) on a new connection to
 // addr and returns the response dso sends, read within limit.
 func rawRequest(t *testing.T, addr, head string, limit time.Duration) (*http.Response, []byte) {
@@ -121,15 +137,7 @@ func TestPanickingEmbedderFailsOpen(t *testing.T) {
 // chat gets 503 with Retry-After in its route's shape at once, and is
 // served again once room is made.
 func TestInFlightBounds(t *testing.T) {
-	be := newBackend(t, "openai")
-	arrived, release := make(chan struct{}, 8), make(chan struct{})
-	be.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
-		if strings.Contains(string(body), "hold") {
-			arrived <- struct{}{}
-			<-release
-		}
-		return false
-	})
+	be, arrived, release := newHoldingBackend(t, 8)
 	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, _ []config.Backend) {
 		o.MaxInFlight, o.MaxBytesInFlight = 2, 1000
 		o.MaxInFlightPerClient = -1 // every request here comes from one address

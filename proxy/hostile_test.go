@@ -296,15 +296,7 @@ func TestTruncatedAnswerIsNoSuccess(t *testing.T) {
 func TestTrustedProxiesNameTheClient(t *testing.T) {
 	for _, trusted := range []bool{true, false} {
 		t.Run(map[bool]string{true: "trusted", false: "untrusted"}[trusted], func(t *testing.T) {
-			be := newBackend(t, "openai")
-			arrived, release := make(chan struct{}, 4), make(chan struct{})
-			be.setOverride(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
-				if strings.Contains(string(body), "hold") {
-					arrived <- struct{}{}
-					<-release
-				}
-				return false
-			})
+			be, arrived, release := newHoldingBackend(t, 4)
 			fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, _ []config.Backend) {
 				o.MaxInFlight, o.MaxInFlightPerClient = 8, 1
 				if trusted {

@@ -3,16 +3,15 @@ package responses
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files")
+	"github.com/dso-proxy/dso/internal/goldentest"
+)
 
 // ids are random: the goldens show them as their prefix.
 var idPattern = regexp.MustCompile(`"(resp|msg|fc|call)_[0-9a-f]{48}"`)
@@ -58,19 +57,7 @@ func TestStreamGolden(t *testing.T) {
 			if err := st.End(); err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata", name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out.Bytes(), want) {
-				t.Errorf("events differ from %s:\n%s", golden, out.Bytes())
-			}
+			goldentest.Check(t, name+".golden", out.Bytes())
 		})
 	}
 }
