@@ -239,7 +239,7 @@ func (s *Server) dispatch(ctx context.Context, chain []providers.Backend, call a
 			if err == nil {
 				s.metrics.cached.upstream.get(b.Name()).Observe(time.Since(start).Seconds())
 				name := b.Name()
-				resp.Body = &attemptBody{ReadCloser: resp.Body, ctx: ctx, count: func(outcome string) {
+				resp.Body = &attemptBody{ReadCloser: resp.Body, ctx: ctx, ri: info(ctx), count: func(outcome string) {
 					s.metrics.cached.attempts.get(attemptKey{name, outcome}).Inc()
 				}}
 				return resp, b, nil
@@ -283,6 +283,7 @@ func (s *Server) dispatch(ctx context.Context, chain []providers.Backend, call a
 type attemptBody struct {
 	io.ReadCloser
 	ctx    context.Context
+	ri     *reqInfo // ctx's, looked up once: Read is on every answer's path
 	count  func(outcome string)
 	failed atomic.Bool
 	once   sync.Once
@@ -291,9 +292,9 @@ type attemptBody struct {
 func (b *attemptBody) Read(p []byte) (int, error) {
 	t0 := time.Now()
 	n, err := b.ReadCloser.Read(p)
-	info(b.ctx).timing.body.Add(int64(time.Since(t0)))
+	b.ri.timing.body.Add(int64(time.Since(t0)))
 	if err != nil && err != io.EOF && !b.failed.Swap(true) && b.ctx.Err() == nil {
-		info(b.ctx).broken.Store(true)
+		b.ri.broken.Store(true)
 	}
 	return n, err
 }
