@@ -160,6 +160,19 @@ func (l *Library) Update(ctx context.Context, id string, u store.Update) (store.
 	return e, nil
 }
 
+// GetExperience returns the stored experience id; store.ErrNotFound when
+// there is none.
+func (l *Library) GetExperience(ctx context.Context, id string) (store.Experience, error) {
+	es, err := l.store.GetExperiences(ctx, []string{id})
+	if err != nil {
+		return store.Experience{}, err
+	}
+	if len(es) == 0 {
+		return store.Experience{}, fmt.Errorf("experience %s: %w", id, store.ErrNotFound)
+	}
+	return es[0], nil
+}
+
 // Delete removes an experience from the store and the indexes.
 func (l *Library) Delete(ctx context.Context, id string) error {
 	l.mu.RLock()

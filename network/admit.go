@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/dso-proxy/dso/compress"
 	"github.com/dso-proxy/dso/store"
@@ -26,11 +27,14 @@ const (
 // the text itself in the local space (a record's code is never trusted),
 // and skips a duplicate; Code is its code of a text, when space is the
 // library's (ok false, and nothing embedded, when not), against which a
-// record's code is checked (see PoisonedCode).
+// record's code is checked (see PoisonedCode). Withdraw reads and
+// deletes what an author without standing left.
 type Library interface {
 	Add(ctx context.Context, e store.Experience) (store.Experience, bool, error)
 	Update(ctx context.Context, id string, u store.Update) (store.Experience, error)
 	Code(ctx context.Context, space, text string) (code compress.Code, ok bool, err error)
+	GetExperience(ctx context.Context, id string) (store.Experience, error)
+	Delete(ctx context.Context, id string) error
 }
 
 // CodedLibrary is a Library that can also add an experience with a code
@@ -70,6 +74,11 @@ type Admitter struct {
 	// Aggregate combines the authors' confidences: AggregateMedian (the
 	// default, "") or AggregateTrimmedMean, weighted by trust.
 	Aggregate string
+
+	// mu keeps Withdraw apart from admissions, which run concurrently
+	// with each other: an experience taken back must not be endorsed
+	// anew halfway through.
+	mu sync.RWMutex
 }
 
 // AuthorID names a record's signer by key name and hash, "name+hash" as
@@ -89,6 +98,8 @@ func authorID(name string, hash uint32) string { return fmt.Sprintf("%s+%08x", n
 // untouched by it. An error is worth retrying (the store or the embedder
 // failed).
 func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
 	e := r.Experience
 	switch {
 	case r.Vote != nil:

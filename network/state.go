@@ -22,6 +22,7 @@ const stateSchema = `
 CREATE TABLE IF NOT EXISTS follow_state (peer TEXT PRIMARY KEY, checkpoint BLOB NOT NULL, next INTEGER NOT NULL, rejected TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS forks (peer TEXT PRIMARY KEY, old BLOB NOT NULL, new BLOB NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS endorsements (xid BLOB NOT NULL, author TEXT NOT NULL, confidence REAL NOT NULL, PRIMARY KEY (xid, author));
+CREATE INDEX IF NOT EXISTS endorsements_by_author ON endorsements (author);
 CREATE TABLE IF NOT EXISTS admitted (store_id TEXT PRIMARY KEY, xid BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (xid BLOB NOT NULL, author TEXT NOT NULL, domain TEXT NOT NULL, text TEXT NOT NULL,
 	confidence REAL NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (xid, author));
@@ -139,6 +140,12 @@ func (s *State) Endorse(ctx context.Context, xid [32]byte, author string, c floa
 		ON CONFLICT (xid, author) DO UPDATE SET confidence = excluded.confidence`, xid[:], author, c); err != nil {
 		return nil, fmt.Errorf("network: endorse: %w", err)
 	}
+	return s.Endorsements(ctx, xid)
+}
+
+// Endorsements returns every endorsing author's confidence in xid, one
+// per author.
+func (s *State) Endorsements(ctx context.Context, xid [32]byte) ([]Endorsed, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT author, confidence FROM endorsements WHERE xid = ? ORDER BY author`, xid[:])
 	if err != nil {
 		return nil, fmt.Errorf("network: endorsements: %w", err)

@@ -86,6 +86,10 @@ type SyncConfig struct {
 	// Admit admits each verified experience record, trusted when its
 	// author has standing. Required.
 	Admit func(ctx context.Context, r Record, trusted bool) (string, error)
+	// Withdraw takes back what the library holds on the word of an
+	// author (an AuthorID) that lost its standing, and says how many
+	// experiences left it (see Admitter.Withdraw); nil: nothing is.
+	Withdraw func(ctx context.Context, author string) (int, error)
 	// Voting weighs the votes; nil: votes are counted, not kept. Its
 	// Weight is set by the syncer.
 	Voting *Voting
@@ -113,6 +117,7 @@ type Syncer struct {
 	byKey     map[string]*peer
 	standings map[string]Standing
 	authors   map[string]float64  // weight by AuthorID
+	forked    map[string]bool     // keys caught showing two histories
 	vouchers  map[string][]string // key to the keys vouching for it
 	run       func(*peer)         // starts a peer's goroutine once Run has begun
 	skipped   int64               // discovered logs not followed: MaxFollowed reached
@@ -142,7 +147,14 @@ func NewSyncer(ctx context.Context, cfg SyncConfig) (*Syncer, error) {
 			cfg.Trust.Roots = append(cfg.Trust.Roots, p.Key)
 		}
 	}
-	s := &Syncer{cfg: cfg, byKey: map[string]*peer{}}
+	forked, err := cfg.State.Forked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &Syncer{cfg: cfg, byKey: map[string]*peer{}, forked: map[string]bool{}}
+	for _, k := range forked {
+		s.forked[k] = true
+	}
 	if v := cfg.Voting; v != nil {
 		v.Weight = s.Weight
 	}
@@ -250,6 +262,7 @@ func (s *Syncer) Run(ctx context.Context) {
 	s.run = start
 	peers := slices.Clone(s.peers)
 	s.mu.Unlock()
+	s.sweep(ctx)
 	for _, p := range peers {
 		start(p)
 	}
@@ -317,6 +330,9 @@ func (p *peer) run(ctx context.Context) {
 			return
 		}
 		wait, stop := p.settle(ctx, err)
+		if errors.Is(err, ErrForked) {
+			p.syncer.distrust(ctx, p.cfg.Key)
+		}
 		if stop {
 			return
 		}
@@ -462,10 +478,15 @@ func (p *peer) accept(ctx context.Context, _ int64, r Record) error {
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
-	p.outcomes[out]++
-	p.mu.Unlock()
+	p.count(out, 1)
 	return nil
+}
+
+// count adds n records of outcome out to the peer's.
+func (p *peer) count(out string, n int64) {
+	p.mu.Lock()
+	p.outcomes[out] += n
+	p.mu.Unlock()
 }
 
 // vouch keeps a vouch of the peer's and follows what it reaches.

@@ -167,6 +167,14 @@ func (l *fakeLibrary) Update(ctx context.Context, id string, u store.Update) (st
 	return e, nil
 }
 
+func (l *fakeLibrary) Delete(ctx context.Context, id string) error {
+	if _, ok := l.es[id]; !ok {
+		return store.ErrNotFound
+	}
+	delete(l.es, id)
+	return nil
+}
+
 func (l *fakeLibrary) GetExperience(ctx context.Context, id string) (store.Experience, error) {
 	e, ok := l.es[id]
 	if !ok {

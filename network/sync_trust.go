@@ -34,7 +34,13 @@ func (s *Syncer) retrustLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st := Standings(s.cfg.Trust, vouches)
+	s.mu.Lock()
+	cfg := s.cfg.Trust
+	for k := range s.forked {
+		cfg.Distrusted = append(cfg.Distrusted, k)
+	}
+	s.mu.Unlock()
+	st := Standings(cfg, vouches)
 	authors := make(map[string]float64, len(st))
 	for key, sd := range st {
 		if v, err := note.NewVerifier(key); err == nil {
@@ -43,10 +49,16 @@ func (s *Syncer) retrustLocked(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	var gained []string // keys that had no standing before: release their quarantine
+	var lost []string   // AuthorIDs that had: take back what they left
 	if s.standings != nil {
 		for key, sd := range st {
 			if sd.Weight > 0 && !(s.standings[key].Weight > 0) {
 				gained = append(gained, key)
+			}
+		}
+		for author, w := range s.authors {
+			if w > 0 && !(authors[author] > 0) {
+				lost = append(lost, author)
 			}
 		}
 	}
@@ -82,6 +94,12 @@ func (s *Syncer) retrustLocked(ctx context.Context) error {
 			return err
 		}
 	}
+	slices.Sort(lost)
+	for _, author := range lost {
+		if err := s.withdraw(ctx, author); err != nil {
+			return err
+		}
+	}
 	slices.Sort(gained)
 	for _, key := range gained {
 		if err := s.release(ctx, key); err != nil {
@@ -101,6 +119,60 @@ func (s *Syncer) retrustOrWarn(ctx context.Context) {
 	was := s.stale.Load()
 	if err := s.retrust(ctx); err != nil && ctx.Err() == nil && !was {
 		s.cfg.Logger.Warn("following what the vouches reach", "network", s.cfg.Network, "err", err.Error())
+	}
+}
+
+// distrust takes the standing of key, whose log was caught showing two
+// histories (the evidence is kept), and what the library holds on its
+// word alone.
+func (s *Syncer) distrust(ctx context.Context, key string) {
+	s.mu.Lock()
+	s.forked[key] = true
+	s.mu.Unlock()
+	s.retrustOrWarn(ctx)
+}
+
+// withdraw takes back what author, without standing now, left in the
+// library, and counts it on the author's log.
+func (s *Syncer) withdraw(ctx context.Context, author string) error {
+	if s.cfg.Withdraw == nil {
+		return nil
+	}
+	n, err := s.cfg.Withdraw(ctx, author)
+	if n > 0 {
+		s.mu.Lock()
+		peers := slices.Clone(s.peers)
+		s.mu.Unlock()
+		for _, p := range peers {
+			if keyAuthorID(p.key) == author {
+				p.count(Withdrawn, int64(n))
+			}
+		}
+		s.cfg.Logger.Warn("took back the lessons of an author without standing: quarantined, no longer injected",
+			"network", s.cfg.Network, "author", author, "withdrawn", n)
+	}
+	return err
+}
+
+// sweep takes back, once Run begins, what authors without standing left
+// in the library: their standing may have gone while the node was down
+// (a peer taken out of the configuration), or a withdrawal was cut
+// short. It reads every endorsing author once.
+func (s *Syncer) sweep(ctx context.Context) {
+	if s.cfg.Withdraw == nil {
+		return
+	}
+	authors, err := s.cfg.State.Endorsers(ctx)
+	for _, a := range authors {
+		if err != nil {
+			break
+		}
+		if !(s.AuthorWeight(a) > 0) {
+			err = s.withdraw(ctx, a)
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		s.cfg.Logger.Warn("taking back the lessons of authors without standing", "network", s.cfg.Network, "err", err.Error())
 	}
 }
 

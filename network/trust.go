@@ -33,6 +33,10 @@ type TrustConfig struct {
 	MaxVouches int
 	// Self is the node's own verifier key: never followed, never weighed.
 	Self string
+	// Distrusted are keys caught showing two histories: no standing,
+	// whoever trusts or vouches for them, and their vouches count for
+	// nothing.
+	Distrusted []string
 }
 
 func (c TrustConfig) depth() int {
@@ -78,9 +82,10 @@ type Standing struct {
 // from the depth above count, so cycles cannot feed a key's weight.
 func Standings(cfg TrustConfig, vouches map[string][]string) map[string]Standing {
 	out := map[string]Standing{}
+	barred := func(k string) bool { return k == cfg.Self || k == "" || slices.Contains(cfg.Distrusted, k) }
 	var layer []string
 	for _, k := range cfg.Roots {
-		if k == cfg.Self || k == "" {
+		if barred(k) {
 			continue
 		}
 		if _, ok := out[k]; !ok {
@@ -95,7 +100,7 @@ func Standings(cfg TrustConfig, vouches map[string][]string) map[string]Standing
 		for _, x := range layer {
 			w := out[x].Weight
 			vs := vouches[x]
-			vs = slices.DeleteFunc(slices.Clone(vs[:min(len(vs), maxVouches)]), func(k string) bool { return k == cfg.Self })
+			vs = slices.DeleteFunc(slices.Clone(vs[:min(len(vs), maxVouches)]), barred)
 			if w <= 0 || len(vs) == 0 {
 				continue
 			}

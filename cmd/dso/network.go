@@ -65,9 +65,10 @@ func openNetwork(ctx context.Context, cfg config.Config, nc config.Network, lib 
 	}
 	voting := n.newVoting(lib)
 	n.voting = voting
+	admit, withdraw := n.admitter(lib, voting)
 	n.syncer, err = network.NewSyncer(ctx, network.SyncConfig{
 		Network: nc.ID, Peers: peersOf(nc), Interval: nc.Interval(), Dir: filepath.Dir(path),
-		State: n.state, Admit: n.admitter(lib, voting), Voting: voting, Logger: logger,
+		State: n.state, Admit: admit, Withdraw: withdraw, Voting: voting, Logger: logger,
 		Trust: network.TrustConfig{Roots: nc.Trust.Keys, Depth: nc.Trust.Depth, MaxVouches: nc.Trust.MaxVouches,
 			Self: id.VerifierKey},
 	})
@@ -89,16 +90,18 @@ func peersOf(nc config.Network) []network.Peer {
 	return ps
 }
 
-// admitter admits records into lib; without one, records are counted as
-// not admitted.
-func (n *networkNode) admitter(lib *library.Library, v *network.Voting) func(context.Context, network.Record, bool) (string, error) {
+// admitter admits records into lib, and takes back what authors that
+// lost their standing left there; without a library, records are counted
+// as not admitted.
+func (n *networkNode) admitter(lib *library.Library, v *network.Voting) (
+	func(context.Context, network.Record, bool) (string, error), func(context.Context, string) (int, error)) {
 	if lib == nil {
-		return func(context.Context, network.Record, bool) (string, error) { return "not_admitted", nil }
+		return func(context.Context, network.Record, bool) (string, error) { return "not_admitted", nil }, nil
 	}
 	a := &network.Admitter{Network: n.cfg.ID, Library: lib, State: n.state, Voting: v, Aggregate: n.cfg.Trust.Aggregate,
 		Weight:      func(author string) float64 { return n.syncer.AuthorWeight(author) },
 		CannotEmbed: func(err error) bool { return errors.Is(err, library.ErrEmbed) || errors.Is(err, library.ErrNotReady) }}
-	return a.Admit
+	return a.Admit, a.Withdraw
 }
 
 // voting weighs the network's votes and retires, in lib, what they
@@ -106,23 +109,9 @@ func (n *networkNode) admitter(lib *library.Library, v *network.Voting) func(con
 func (n *networkNode) newVoting(lib *library.Library) *network.Voting {
 	v := &network.Voting{State: n.state, RetireBelow: n.cfg.Trust.RetireBelow, MinWeight: n.cfg.Trust.MinVoteWeight}
 	if lib != nil {
-		v.Library = votingLibrary{lib}
+		v.Library = lib
 	}
 	return v
-}
-
-// votingLibrary is a library as network.Voting takes it.
-type votingLibrary struct{ *library.Library }
-
-func (l votingLibrary) GetExperience(ctx context.Context, id string) (store.Experience, error) {
-	es, err := l.Store().GetExperiences(ctx, []string{id})
-	if err != nil {
-		return store.Experience{}, err
-	}
-	if len(es) == 0 {
-		return store.Experience{}, fmt.Errorf("experience %s: %w", id, store.ErrNotFound)
-	}
-	return es[0], nil
 }
 
 // vouchKeys are the keys the node vouches for in its log: the peers it
