@@ -20,6 +20,9 @@ type Query struct {
 	MinConfidence float64
 	// MinRelevance, when set, replaces the calibrated gate.
 	MinRelevance *float32
+	// Stricter, when set, raises the gate (or MinRelevance) to it where
+	// it is higher: what a client may ask of a gate it cannot lower.
+	Stricter *float32
 	// IncludeGated keeps the matches below the gate too, marked so (for
 	// showing what retrieval would do).
 	IncludeGated bool
@@ -54,6 +57,14 @@ type Result struct {
 
 // GateFor returns the relevance threshold q is judged by.
 func (l *Library) GateFor(q Query) float32 {
+	g := l.gate(q)
+	if q.Stricter != nil && *q.Stricter > g {
+		return *q.Stricter
+	}
+	return g
+}
+
+func (l *Library) gate(q Query) float32 {
 	if q.MinRelevance != nil {
 		return *q.MinRelevance
 	}

@@ -13,7 +13,7 @@ import (
 // the X-DSO keys are looked up as net/http stores them, not canonicalised
 // again on every request.
 func TestRequestSettingsDoNotAllocate(t *testing.T) {
-	s := &Server{}
+	s := &Server{keys: &keyring{}, admin: &keyring{}}
 	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
 	r.Header.Set(HeaderTopK, "3")
 	allocs := testing.AllocsPerRun(100, func() {

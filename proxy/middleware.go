@@ -312,8 +312,9 @@ func presentedKey(r *http.Request) string {
 	return r.Header.Get("X-API-Key")
 }
 
-// auth requires a configured client key when there are any.
-func (s *Server) auth(next http.Handler) http.Handler { return s.requireKey(s.keys)(next) }
+// auth requires a configured client key (or an admin key) when there are
+// client keys.
+func (s *Server) auth(next http.Handler) http.Handler { return s.requireKey(s.clients)(next) }
 
 // requireKey requires one of k's keys when k has any.
 func (s *Server) requireKey(k *keyring) func(http.Handler) http.Handler {

@@ -77,11 +77,11 @@ func copyHeaders(dst, src http.Header, skip map[string]bool) {
 
 // upstreamHeader is what dso forwards of the client's headers. The client's
 // credentials go upstream only where neither the backend has its own key
-// nor dso checked a key of its own.
+// nor dso checked a key of its own, and never one of dso's admin keys.
 func (s *Server) upstreamHeader(r *http.Request, hasKey bool) http.Header {
 	h := make(http.Header, len(r.Header)+1)
 	copyHeaders(h, r.Header, notUpstream)
-	if hasKey || len(s.keys.digests) > 0 {
+	if hasKey || len(s.keys.digests) > 0 || (len(s.admin.digests) > 0 && s.admin.check(presentedKey(r))) {
 		h.Del("Authorization")
 		h.Del("X-Api-Key")
 	}

@@ -628,3 +628,124 @@ func TestDomainHeaderNarrowsBySegments(t *testing.T) {
 		}
 	}
 }
+
+// A chat client's retrieval headers only narrow what the operator
+// configured (fewer notes, a higher gate or confidence, a sub-domain of
+// the configured one): past the bound a value is held at it, and a
+// domain outside the configured one gets no note. A request that may
+// read the library itself (an admin key where there are admin keys, or
+// any where the library is open) may widen it, as before.
+func TestRetrievalHeadersOnlyNarrow(t *testing.T) {
+	be := newBackend(t, "openai")
+	lib := newHashLibrary(t)
+	floor := -0.5 // below every lesson's relevance: a test of the bounds, not the gate
+	for _, tc := range []struct {
+		name  string
+		opt   func(*proxy.Options)
+		key   string // sent as the bearer key
+		widen bool
+	}{
+		{"client key", func(o *proxy.Options) {
+			o.APIKeys, o.AdminKeys = []config.Secret{"sk-client"}, []config.Secret{"sk-admin"}
+		}, "sk-client", false},
+		{"no keys, library closed", func(o *proxy.Options) { o.OpenLibrary = false }, "", false},
+		{"admin key", func(o *proxy.Options) {
+			o.APIKeys, o.AdminKeys = []config.Secret{"sk-client"}, []config.Secret{"sk-admin"}
+		}, "sk-admin", true},
+		{"no keys, library open", func(o *proxy.Options) {}, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, cfgs []config.Backend) {
+				cfgs[0].Injection.TopK = 2
+				o.Retrieval = proxy.Retrieval{Library: lib, Budget: 2 * time.Second, MinScore: &floor,
+					Models: []config.ModelInjection{{Pattern: "code-*", Injection: config.Injection{Domain: "code"}}}}
+				tc.opt(o)
+			})
+			if tc.name == "client key" { // one library for every case
+				for i, d := range []string{"code", "code", "code.go", "code.go", "cooking", "cooking"} {
+					_, _, err := lib.Add(t.Context(), store.Experience{Text: fmt.Sprintf("Lesson %d on caching answers, filed under %s.", i, d),
+						Domain: d, Confidence: 0.8, Status: store.StatusActive})
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			chat := func(model string, hdr ...string) (int, string, []string) {
+				t.Helper()
+				if tc.key != "" {
+					hdr = append(hdr, "Authorization", "Bearer "+tc.key)
+				}
+				body := `{"model":"` + model + `","messages":[{"role":"user","content":"How should I cache answers?"}]}`
+				code, h, b := post(t, fe.URL+"/v1/chat/completions", body, hdr...)
+				if code != http.StatusOK {
+					t.Fatalf("%s %v: %d %s", model, hdr, code, b)
+				}
+				var ids []string
+				if s := h.Get(proxy.HeaderExperiences); s != "" {
+					ids = strings.Split(s, ",")
+				}
+				return code, h.Get(proxy.HeaderGate), ids
+			}
+			domains := func(ids []string) map[string]int {
+				out := map[string]int{}
+				for _, id := range ids {
+					e, err := lib.GetExperience(t.Context(), id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					out[e.Domain]++
+				}
+				return out
+			}
+			pick := func(narrow, wide int) int {
+				if tc.widen {
+					return wide
+				}
+				return narrow
+			}
+			if _, gate, ids := chat("m"); len(ids) != 2 || gate != "-0.500" {
+				t.Fatalf("configured: %d notes at gate %s; want 2 at -0.500", len(ids), gate)
+			}
+			// Narrowing always holds.
+			if _, _, ids := chat("m", proxy.HeaderTopK, "1"); len(ids) != 1 {
+				t.Errorf("top-k 1: %d notes; want 1", len(ids))
+			}
+			if _, gate, ids := chat("m", proxy.HeaderMinScore, "0.99"); len(ids) != 0 || gate != "0.990" {
+				t.Errorf("min score 0.99: %d notes at gate %s; want none at 0.990", len(ids), gate)
+			}
+			if _, _, ids := chat("m", proxy.HeaderMinConfidence, "0.9"); len(ids) != 0 {
+				t.Errorf("min confidence 0.9: %d notes; want none (every lesson is at 0.8)", len(ids))
+			}
+			if _, _, ids := chat("code-1", proxy.HeaderDomain, "code.go"); len(ids) != 2 || domains(ids)["code.go"] != 2 {
+				t.Errorf("a sub-domain of the configured one: %v; want 2 notes of code.go", domains(ids))
+			}
+			// Widening only with a key that opens the library.
+			if _, _, ids := chat("m", proxy.HeaderTopK, "100"); len(ids) != pick(2, 6) {
+				t.Errorf("top-k 100: %d notes; want %d", len(ids), pick(2, 6))
+			}
+			if _, gate, _ := chat("m", proxy.HeaderMinScore, "-1"); gate != map[bool]string{false: "-0.500", true: "-1.000"}[tc.widen] {
+				t.Errorf("min score -1: gate %s; want it lowered only with a key to the library (%v)", gate, tc.widen)
+			}
+			if _, _, ids := chat("code-1", proxy.HeaderDomain, "cooking"); domains(ids)["cooking"] != pick(0, 2) || len(ids) != pick(0, 2) {
+				t.Errorf("a domain outside the configured one: %v; want %d notes of cooking", domains(ids), pick(0, 2))
+			}
+		})
+	}
+}
+
+// With admin keys and no client keys, clients' own credentials still go
+// to a backend without a key of its own, but an admin key never does.
+func TestAdminKeyNotForwarded(t *testing.T) {
+	be := newBackend(t, "openai")
+	fe := newFrontend(t, []config.Backend{openaiCfg(be)}, func(o *proxy.Options, _ []config.Backend) {
+		o.AdminKeys = []config.Secret{"sk-admin"}
+	})
+	for _, tc := range []struct{ key, want string }{{"sk-theirs", "Bearer sk-theirs"}, {"sk-admin", ""}} {
+		if code, _, b := post(t, fe.URL+"/v1/chat/completions", chatBody("hi"), "Authorization", "Bearer "+tc.key); code != http.StatusOK {
+			t.Fatalf("%s: %d %s", tc.key, code, b)
+		}
+		if got := be.last(t).Header.Get("Authorization"); got != tc.want {
+			t.Errorf("sent %s: the backend got Authorization %q; want %q", tc.key, got, tc.want)
+		}
+	}
+}

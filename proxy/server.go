@@ -155,6 +155,10 @@ type Server struct {
 	stats   *statsRing // the last hour, for the dashboard (GET /v1/stats)
 	keys    *keyring
 	admin   *keyring
+	// clients are the keys the client routes take when client keys are
+	// configured: those and the admin keys (an admin may do what a
+	// client may); none when there are no client keys.
+	clients *keyring
 	handler http.Handler
 	closed  bool // the library refuses requests: no keys, not OpenLibrary
 
@@ -281,6 +285,10 @@ func New(opts Options) *Server {
 		connRefusals:  newWarnEvery(opts.Logger, opts.now, warnInterval, "closed client connections past a client's share"),
 		hosts:         newHostAllowlist(opts.AllowedHosts),
 	}
+	s.clients = &keyring{}
+	if len(s.keys.digests) > 0 {
+		s.clients.digests = append(slices.Clone(s.keys.digests), s.admin.digests...)
+	}
 	var shared sharedTurns
 	if lib := opts.Retrieval.Library; lib != nil {
 		shared, _ = lib.Store().(sharedTurns)
@@ -391,11 +399,7 @@ func (s *Server) routes() http.Handler {
 
 	// Feedback: a client key, or an admin key (the dashboard grades with
 	// one), when client keys are configured; none when there are none.
-	fb := s.keys
-	if len(s.keys.digests) > 0 {
-		fb = &keyring{digests: append(slices.Clone(s.keys.digests), s.admin.digests...)}
-	}
-	r.With(s.requireKey(fb), s.guardLibrary, s.sameOrigin).Post("/v1/feedback", s.postFeedback)
+	r.With(s.auth, s.guardLibrary, s.sameOrigin).Post("/v1/feedback", s.postFeedback)
 
 	// Experience API: admin keys when configured, else the client keys,
 	// else closed unless Options.OpenLibrary.

@@ -57,7 +57,9 @@ const serveMore = `Environment only:
 
 Request headers: X-DSO-Domain (domain prefix; retrieval spans every network
 joined unless it narrows it), X-DSO-Top-K, X-DSO-Min-Confidence,
-X-DSO-Min-Score (auto or -1..1), X-DSO-Inject: off. Response headers:
+X-DSO-Min-Score (auto or -1..1), X-DSO-Inject: off; they only narrow what
+the configuration allows, unless the request's key opens the experience API
+(an admin key where admin_keys are set). Response headers:
 X-DSO-Trace-Id, X-DSO-Experiences (ids injected), X-DSO-Scores (their
 relevance), X-DSO-Gate (the relevance they had to clear), X-DSO-Degraded (why
 retrieval was skipped: timeout, embed_error, space_unavailable, ...).
