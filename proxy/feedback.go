@@ -39,8 +39,9 @@ const (
 	HeaderFeedbackAccepted = "X-DSO-Feedback-Accepted"
 	// HeaderFeedbackQueued names, "<trace-id>=queued[; ...]", the accepted
 	// grades whose trace was still being stored (feedback sent right after
-	// its answer): each vote is recorded once its trace is, and lost, with
-	// a warning in the log, if the trace never is.
+	// its answer), here or, with a shared store, on another replica: each
+	// vote is recorded once its trace is, and lost, with a warning in the
+	// log, if the trace never is.
 	HeaderFeedbackQueued = "X-DSO-Feedback-Queued"
 	// HeaderFeedbackRejected gives the reason for each grade rejected:
 	// malformed, out of range, or for a trace this node does not have.
@@ -150,12 +151,20 @@ func (s *Server) postFeedback(w http.ResponseWriter, r *http.Request) {
 	}
 	fb := store.Feedback{TraceID: in.TraceID, Voter: s.voter(r), Grade: g, Comment: in.Comment, Correction: in.Correction}
 	s.awaitTrace(r.Context(), fb.TraceID)
-	if err := s.opts.Learner.Grade(r.Context(), fb); err != nil {
+	parked, err := s.grade(r.Context(), fb)
+	if err != nil {
 		s.fail(w, r, sf, feedbackError(err))
 		return
 	}
+	out := map[string]any{"object": "feedback", "trace_id": fb.TraceID, "grade": g, "voter": fb.Voter, "accepted": true}
+	if parked {
+		// Another replica is storing the trace: recorded when it is.
+		out["queued"] = true
+		writeJSON(w, http.StatusAccepted, out)
+		return
+	}
 	s.stats.feedback()
-	writeJSON(w, http.StatusOK, map[string]any{"object": "feedback", "trace_id": fb.TraceID, "grade": g, "voter": fb.Voter, "accepted": true})
+	writeJSON(w, http.StatusOK, out)
 }
 
 func feedbackError(err error) error {
@@ -166,6 +175,9 @@ func feedbackError(err error) error {
 		return &HTTPError{Status: http.StatusBadRequest, Type: "invalid_request_error", Msg: err.Error(), Err: err}
 	case errors.Is(err, store.ErrUnavailable):
 		return unavailableError(err)
+	case errors.Is(err, store.ErrParkingFull):
+		return &HTTPError{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "overloaded",
+			Msg: "too much feedback is waiting for its traces; send it again shortly", Err: err}
 	}
 	return &HTTPError{Status: http.StatusInternalServerError, Type: "api_error", Msg: "feedback could not be recorded", Err: err}
 }
@@ -244,6 +256,9 @@ func (s *Server) headerFeedback(w http.ResponseWriter, r *http.Request) {
 			reject("%s: %s", clipHeader(id), feedbackError(err).(*HTTPError).Msg)
 			continue
 		}
+		if state == traceUnknown && s.parker() != nil && s.mayBeStoring(id) {
+			state = traceWriting // by another replica, it may be: parked if so
+		}
 		if state == traceUnknown {
 			reject("%s: %s", clipHeader(id), feedbackError(learn.ErrUnknownTrace).(*HTTPError).Msg)
 			continue
@@ -318,9 +333,9 @@ func (s *Server) recordFeedback(ch <-chan feedbackJob) {
 	for j := range ch {
 		s.awaitTrace(context.Background(), j.fb.TraceID)
 		ctx, cancel := context.WithTimeout(context.Background(), feedbackWriteTimeout)
-		if err := s.opts.Learner.Grade(ctx, j.fb); err != nil {
+		if parked, err := s.grade(ctx, j.fb); err != nil {
 			s.feedbackFails.add(ctx, 1, fmt.Errorf("request %s, trace %s: %w", j.requestID, clipHeader(j.fb.TraceID), err))
-		} else {
+		} else if !parked {
 			s.stats.feedback()
 		}
 		cancel()

@@ -3,6 +3,7 @@ package proxy
 import (
 	"regexp"
 	"testing"
+	"time"
 )
 
 // Trace ids a node makes sort in the order they were made (a store's index
@@ -25,5 +26,19 @@ func TestTraceIDsSortByTime(t *testing.T) {
 			t.Fatalf("trace id %q made after %q sorts before it", id, prev)
 		}
 		prev = id
+	}
+}
+
+// A trace id tells when it was made; ids of another shape tell nothing.
+func TestTraceTime(t *testing.T) {
+	before := time.Now()
+	got, ok := traceTime(newTraceID())
+	if !ok || got.Before(before) || got.After(time.Now()) {
+		t.Errorf("traceTime of a fresh id: %v, %v; want a time within its making", got, ok)
+	}
+	for _, id := range []string{"", "tr_", "tr_zz", "xx_" + newTraceID()[3:], newTraceID() + "0"} {
+		if _, ok := traceTime(id); ok {
+			t.Errorf("traceTime(%q) ok; want false", id)
+		}
 	}
 }

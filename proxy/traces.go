@@ -251,6 +251,9 @@ func (s *Server) settleTraces(ts []store.Trace, err error) {
 	for _, t := range ts {
 		s.traceSettled(t.ID)
 	}
+	if err == nil {
+		s.gradeParkedFor(ts)
+	}
 }
 
 // gatherTraces adds to batch what has queued and, with wait, what queues

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ type replicas struct {
 	redis  *redistest.Server
 	st     *store.Redis // the test's own handle on the shared store
 	be     *chatBackend
+	beURL  string // the backend the replicas use: be's unless set
 	base   [2]string
 	client *http.Client
 }
@@ -32,13 +34,23 @@ func clientKey(i int) string { return fmt.Sprintf("client-key-%02d", i) }
 
 func startReplicas(t *testing.T) *replicas {
 	t.Helper()
+	return startReplicasWith(t, "")
+}
+
+// startReplicasWith is startReplicas whose replicas use the backend at
+// beURL ("": a chatBackend of their own).
+func startReplicasWith(t *testing.T, beURL string) *replicas {
+	t.Helper()
 	srv := redistest.Start(t)
 	st, err := store.OpenRedis(context.Background(), srv.URL(), store.RedisOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	r := &replicas{t: t, redis: srv, st: st, be: newChatBackend(t), client: &http.Client{Timeout: wait}}
+	r := &replicas{t: t, redis: srv, st: st, be: newChatBackend(t), beURL: beURL, client: &http.Client{Timeout: wait}}
+	if r.beURL == "" {
+		r.beURL = r.be.URL
+	}
 	t.Cleanup(r.client.CloseIdleConnections)
 	for i := range r.base {
 		r.base[i] = r.start()
@@ -52,7 +64,7 @@ func (r *replicas) start() string {
 	cfg := config.Default()
 	cfg.Data = r.t.TempDir() // unused: the library is in Redis
 	cfg.Redis = config.Secret(r.redis.URL())
-	cfg.SetBackends([]config.Backend{{Type: config.TypeOpenAI, URL: r.be.URL + "/v1"}})
+	cfg.SetBackends([]config.Backend{{Type: config.TypeOpenAI, URL: r.beURL + "/v1"}})
 	for i := range replicaKeys {
 		cfg.APIKeys = append(cfg.APIKeys, config.Secret(clientKey(i)))
 	}
@@ -212,8 +224,8 @@ func (r *replicas) grade(i int, id, q string) error {
 		deadline := time.Now().Add(wait)
 		for {
 			code, _, body, err := r.do("POST", r.base[n]+"/v1/feedback", i, fb)
-			if err == nil && code == http.StatusOK {
-				break
+			if err == nil && (code == http.StatusOK || code == http.StatusAccepted) {
+				break // 202: parked for the replica storing the trace
 			}
 			// The replica that answered stores its trace a moment after
 			// the answer; until then the other does not know it.
@@ -382,4 +394,80 @@ func TestImportExportRedis(t *testing.T) {
 	if !strings.Contains(out.String(), "Close every file you open.") {
 		t.Errorf("export from Redis = %q; want the imported experience", out.String())
 	}
+}
+
+// Feedback that reaches the other replica while the one that answered
+// has yet to store the trace (its answer is still streaming) is not
+// refused: POST /v1/feedback answers 202 and header feedback says queued,
+// and both grades are recorded once the trace is stored.
+func TestFeedbackThroughTheOtherReplica(t *testing.T) {
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		chunk := func(delta string) {
+			fmt.Fprintf(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":%s,\"finish_reason\":null}]}\n\n", delta)
+			w.(http.Flusher).Flush()
+		}
+		if !strings.Contains(string(body), `"stream":true`) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		chunk(`{"role":"assistant","content":"Close "}`)
+		held <- struct{}{}
+		<-release
+		chunk(`{"content":"the body."}`)
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	defer be.Close()
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	defer free() // before be.Close: a failing test must not leave the answer held
+	r := startReplicasWith(t, be.URL)
+	id := r.add(0, replicaLessons[0])
+	poll(t, wait, "replica A injects the lesson", func() bool { return r.injects(0, id, replicaLessons[0]) })
+
+	b, _ := json.Marshal(map[string]any{"model": "m", "stream": true, "messages": []map[string]string{{"role": "user", "content": replicaLessons[0]}}})
+	req, _ := http.NewRequest("POST", r.base[0]+"/v1/chat/completions", strings.NewReader(string(b)))
+	req.Header.Set("Authorization", "Bearer "+clientKey(1))
+	resp, err := r.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-held
+	trace := resp.Header.Get("X-DSO-Trace-Id")
+	if trace == "" || !strings.Contains(resp.Header.Get("X-DSO-Experiences"), id) {
+		t.Fatalf("streamed chat through A: trace %q, experiences %q; want a trace with the lesson", trace, resp.Header.Get("X-DSO-Experiences"))
+	}
+
+	// Through B, while A is still streaming the answer.
+	code, _, body, err := r.do("POST", r.base[1]+"/v1/feedback", 1, `{"trace_id":"`+trace+`","grade":1}`)
+	if err != nil || code != http.StatusAccepted || !strings.Contains(string(body), `"queued":true`) {
+		t.Fatalf("feedback through B before A stored the trace: %d %s %v; want 202, queued", code, body, err)
+	}
+	hb, _ := json.Marshal(map[string]any{"model": "m", "messages": []map[string]string{{"role": "user", "content": "hello"}}})
+	req, _ = http.NewRequest("POST", r.base[1]+"/v1/chat/completions", strings.NewReader(string(hb)))
+	req.Header.Set("Authorization", "Bearer "+clientKey(2))
+	req.Header.Set("X-DSO-Feedback", trace+"=down")
+	hresp, err := r.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, hresp.Body)
+	hresp.Body.Close()
+	if got := hresp.Header.Get("X-DSO-Feedback-Queued"); hresp.StatusCode != http.StatusOK || got != trace+"=queued" || hresp.Header.Get("X-DSO-Feedback-Rejected") != "" {
+		t.Fatalf("header feedback through B: %s, queued %q, rejected %q; want it queued", hresp.Status, got, hresp.Header.Get("X-DSO-Feedback-Rejected"))
+	}
+	if tally, err := r.st.Tally(context.Background(), id); err != nil || tally != (store.Tally{}) {
+		t.Fatalf("tally before the trace is stored: %+v, %v; want nothing recorded yet (else the test proves nothing)", tally, err)
+	}
+
+	free()
+	io.Copy(io.Discard, resp.Body)
+	poll(t, wait, "both grades recorded once A stored the trace", func() bool {
+		tally, err := r.st.Tally(context.Background(), id)
+		return err == nil && tally == (store.Tally{Up: 1, Down: 1})
+	})
 }
