@@ -76,7 +76,7 @@ const (
 	// experience has to its nearest other experience, so that a question
 	// like the library's own texts but with no stored counterpart gets
 	// nothing injected in about this share of cases. Chosen from the
-	// STS-B hit/false-injection curve (see README).
+	// STS-B hit/false-injection curve (see docs/retrieval.md).
 	DefaultGateQuantile = 0.55
 	// DefaultGateFloorQuantile: the gate is never below this quantile of
 	// the relevance an anchor has to its nearest other anchor (how far an
