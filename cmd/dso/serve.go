@@ -319,7 +319,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 		names = append(names, b.Type+":"+b.Name)
 	}
 	warnExposure(log, addr, cfg)
-	log.Info("dso listening", "addr", addr, "backends", names)
+	log.Info("dso listening", "addr", addr, "dashboard", dashboardURL(addr), "backends", names)
 	ln = srv.Listener(ln, cfg.MaxConnections, cfg.MaxConnectionsPerClient)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -350,6 +350,20 @@ func allowedHosts(cfg config.Config) []string {
 		hosts = append(hosts, h)
 	}
 	return hosts
+}
+
+// dashboardURL is where the dashboard of a dso serving addr is: on the
+// loopback address for a wildcard one (0.0.0.0, ::), which is no address
+// to open.
+func dashboardURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/ui/"
 }
 
 // libraryOpen decides proxy.Options.OpenLibrary from the address dso

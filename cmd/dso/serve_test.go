@@ -419,3 +419,21 @@ func TestServeIndexAutoFallsBackToCPU(t *testing.T) {
 		t.Errorf("--index gpu without a GPU: %v", err)
 	}
 }
+
+// The dashboard's URL logged at start is one a browser can open: a
+// wildcard address is reached on loopback.
+func TestDashboardURL(t *testing.T) {
+	for _, tt := range []struct{ addr, want string }{
+		{"127.0.0.1:8080", "http://127.0.0.1:8080/ui/"},
+		{"0.0.0.0:8080", "http://127.0.0.1:8080/ui/"},
+		{"[::]:9000", "http://127.0.0.1:9000/ui/"},
+		{":8080", "http://127.0.0.1:8080/ui/"},
+		{"[::1]:8080", "http://[::1]:8080/ui/"},
+		{"dso.example:80", "http://dso.example:80/ui/"},
+		{"nonsense", ""},
+	} {
+		if got := dashboardURL(tt.addr); got != tt.want {
+			t.Errorf("dashboardURL(%q) = %q; want %q", tt.addr, got, tt.want)
+		}
+	}
+}
