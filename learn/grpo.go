@@ -275,6 +275,14 @@ func (r *run) apply(ctx context.Context, es *epochState) error {
 		if r.applied[op.ID] {
 			continue
 		}
+		if (op.Kind == OpAdd || op.Kind == OpModify) && CheckLesson(op.Text, op.Key) != nil {
+			// The same bar as a lesson distilled from feedback: no echo of
+			// the question, no question, a self-contained instruction.
+			// (Rejecting it again after a stop changes nothing.)
+			es.Ops.Rejected++
+			r.applied[op.ID] = true
+			continue
+		}
 		switch op.Kind {
 		case OpAdd:
 			if err := r.addLesson(ctx, op.Domain, op.Text, op.Key); err != nil {

@@ -41,6 +41,8 @@ type fakeLLM struct {
 	t        *testing.T
 	template []byte
 
+	echo bool // the group step also asks to add an echo of the question
+
 	mu         sync.Mutex
 	remembered map[string]int
 	requests   int
@@ -156,6 +158,9 @@ func (f *fakeLLM) advantage(prompt string) string {
 	}
 	if !rewrote {
 		ops = append(ops, Op{Kind: OpAdd, Text: lesson})
+	}
+	if f.echo {
+		ops = append(ops, Op{Kind: OpAdd, Text: "The secret code of project " + name})
 	}
 	ops = append(ops, Op{Kind: OpDelete, ID: "E99"})
 	b, _ := json.Marshal(Advantage{
@@ -304,6 +309,25 @@ func TestOptimizerLearns(t *testing.T) {
 		t.Errorf("progress %+v", progress)
 	}
 	checkRequestShape(t, h.fake.firstNoted)
+}
+
+// What the group step adds passes the bar of a distilled lesson: an echo
+// of the question is rejected, counted, and never stored.
+func TestOptimizerRejectsEchoes(t *testing.T) {
+	h := newHarness(t)
+	h.fake.echo = true
+	rep, err := runOptimizer(t, context.Background(), h.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range h.texts(t) {
+		if !strings.Contains(text, " is ") {
+			t.Errorf("the library holds an echo of a question: %q", text)
+		}
+	}
+	if want := (OpCounts{Add: 5, Modify: 1, Delete: 1, Rejected: 6 + 6}); rep.Ops != want {
+		t.Errorf("operations %+v; want %+v (each item's echo rejected)", rep.Ops, want)
+	}
 }
 
 // checkRequestShape compares a recorded answering request with the shape
