@@ -156,7 +156,7 @@ func NewSyncer(ctx context.Context, cfg SyncConfig) (*Syncer, error) {
 		s.forked[k] = true
 	}
 	if v := cfg.Voting; v != nil {
-		v.Weight = s.Weight
+		v.Weight, v.Root = s.Weight, s.Root
 	}
 	for _, pc := range cfg.Peers {
 		if _, dup := s.byKey[pc.Key]; dup || pc.Key == cfg.Trust.Self {

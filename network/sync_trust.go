@@ -19,6 +19,22 @@ func (s *Syncer) Weight(key string) float64 {
 	return s.standings[key].Weight
 }
 
+// Root is the root of trust key's standing comes from: the configured
+// key at the top of the vouches that first reached it (itself for a root,
+// the node's own key, or a key without standing).
+func (s *Syncer) Root(key string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range MaxTrustDepth {
+		via := s.standings[key].Via
+		if via == "" {
+			return key
+		}
+		key = via
+	}
+	return key
+}
+
 // retrust computes the standings from the kept vouches and follows the
 // logs that gained standing.
 func (s *Syncer) retrust(ctx context.Context) error {

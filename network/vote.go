@@ -46,6 +46,9 @@ type Voting struct {
 	Library VoteLibrary // nil: votes are kept and weighed, nothing retired
 	// Weight is a voter's trust weight in [0, 1], by verifier key.
 	Weight func(voter string) float64
+	// Root is the root of trust a voter's standing comes from (see
+	// Syncer.Root); nil: every voter is a root of its own.
+	Root func(voter string) string
 	// RetireBelow and MinWeight: see DefaultRetireBelow and
 	// DefaultMinVoteWeight (used for 0).
 	RetireBelow float64
@@ -59,23 +62,54 @@ type Verdict struct {
 	Approval float64
 	Weight   float64
 	Voters   int // with any weight
-	Retire   bool
+	// Roots is how many independent roots of trust the voters' weight
+	// comes from.
+	Roots  int
+	Retire bool
 }
 
 // Tally weighs ballots. Voters without weight do not count at all; each
-// voter counts once (its latest vote), with at most weight 1.
+// voter counts once (its latest vote), with at most weight 1; and the
+// voters whose standing comes from one root of trust (the root and the
+// keys it vouches for, at any depth) weigh together no more than the
+// root does, 1: a root cannot outvote the network by vouching for keys.
+// Retiring takes votes from two independent roots at least, whatever
+// MinWeight is.
 func (v *Voting) Tally(ballots []Ballot) Verdict {
+	type share struct{ weight, graded float64 }
 	var vd Verdict
-	var sum float64
+	byRoot := map[string]*share{}
+	var order []string
 	for _, b := range ballots {
 		w := min(1, v.Weight(b.Voter))
 		if !(w > 0) {
 			continue
 		}
 		vd.Voters++
-		vd.Weight += w
-		sum += w * (float64(b.Grade) + 100) / 200
+		root := b.Voter
+		if v.Root != nil {
+			root = v.Root(b.Voter)
+		}
+		sh := byRoot[root]
+		if sh == nil {
+			sh = &share{}
+			byRoot[root] = sh
+			order = append(order, root)
+		}
+		sh.weight += w
+		sh.graded += w * (float64(b.Grade) + 100) / 200
 	}
+	var sum float64
+	for _, root := range order { // in ballot order: the same sums every time
+		sh := byRoot[root]
+		scale := 1.0
+		if sh.weight > 1 {
+			scale = 1 / sh.weight
+		}
+		vd.Weight += sh.weight * scale
+		sum += sh.graded * scale
+	}
+	vd.Roots = len(order)
 	if vd.Weight > 0 {
 		vd.Approval = sum / vd.Weight
 	}
@@ -86,7 +120,7 @@ func (v *Voting) Tally(ballots []Ballot) Verdict {
 	if minW <= 0 {
 		minW = DefaultMinVoteWeight
 	}
-	vd.Retire = vd.Weight >= minW && vd.Approval < below
+	vd.Retire = vd.Weight >= minW-1e-9 && vd.Roots >= 2 && vd.Approval < below
 	return vd
 }
 

@@ -2,12 +2,46 @@ package network
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/dso-proxy/dso/store"
 )
+
+// One trusted root and the 16 keys it vouches for (1/16 each) weigh, all
+// voting together, what the root weighs alone: they cannot retire
+// anything without a second, independent root.
+func TestTallyCapsARootsSubtree(t *testing.T) {
+	weights := map[string]float64{"R": 1, "S": 1, "T": 0.5}
+	roots := map[string]string{"R": "R", "S": "S", "T": "S"}
+	var ballots []Ballot
+	ballots = append(ballots, Ballot{"R", Down})
+	for i := range 16 {
+		k := fmt.Sprintf("r%02d", i)
+		weights[k], roots[k] = 1.0/16, "R"
+		ballots = append(ballots, Ballot{k, Down})
+	}
+	v := &Voting{Weight: func(k string) float64 { return weights[k] }, Root: func(k string) string { return roots[k] }}
+	if vd := v.Tally(ballots); vd.Retire || math.Abs(vd.Weight-1) > 1e-9 || vd.Roots != 1 {
+		t.Errorf("one root and its 16 keys: %+v; want weight 1, one root, not retired", vd)
+	}
+	if vd := v.Tally(append(ballots, Ballot{"T", Down})); vd.Retire || math.Abs(vd.Weight-1.5) > 1e-9 || vd.Roots != 2 {
+		t.Errorf("and half a second root: %+v; want weight 1.5, two roots, not retired", vd)
+	}
+	if vd := v.Tally(append(ballots, Ballot{"S", Down}, Ballot{"T", Down})); !vd.Retire || math.Abs(vd.Weight-2) > 1e-9 || vd.Roots != 2 {
+		t.Errorf("and a second root with its key: %+v; want weight 2, two roots, retired", vd)
+	}
+	up := append(ballots, Ballot{"S", Up})
+	if vd := v.Tally(up); math.Abs(vd.Approval-0.5) > 1e-9 || math.Abs(vd.Weight-2) > 1e-9 {
+		t.Errorf("one root down (with its keys), one up: %+v; want approval 1/2 at weight 2", vd)
+	}
+	low := &Voting{Weight: v.Weight, Root: v.Root, MinWeight: 0.5}
+	if vd := low.Tally(ballots); vd.Retire {
+		t.Errorf("one root and its keys, with min weight 0.5: %+v; want not retired (one root)", vd)
+	}
+}
 
 func TestTally(t *testing.T) {
 	weights := map[string]float64{"A": 1, "B": 1, "C": 1, "half": 0.5, "big": 7}

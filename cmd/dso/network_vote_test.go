@@ -185,3 +185,44 @@ func TestNetworkVotesRetire(t *testing.T) {
 		t.Errorf("D still injects the retired lesson: %q", got)
 	}
 }
+
+// A trusted root that vouches for 16 fresh keys and has all of them vote
+// with it weighs, together, what the root weighs alone: the good lesson
+// they vote against stays. The node's own users are a second,
+// independent root: with their vote the weight of two roots retires it.
+func TestTrustedRootCannotRetireAlone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts dso processes")
+	}
+	be := &recordingBackend{}
+	backend := httptest.NewServer(be)
+	defer backend.Close()
+
+	good := "Before retrying a failed HTTP request in Go, drain and close the response body so the connection is reused."
+	other := "Give every outbound call a deadline with context.WithTimeout, and cancel it when the call returns."
+	xid := func(text string) [32]byte { return network.ExperienceID("hanzo", "code.go", text) }
+	mURL, mKey := sybilNode(t, 16, xid(good), xid(other))
+
+	a := startNetNode(t, "nodeA", backend.URL, "code")
+	e := startNetNode(t, "nodeE", backend.URL, "", peerOf(a.url, a.key), peerOf(mURL, mKey))
+	a.add(t, "code.go", good)
+	pollUntil(t, 60*time.Second, "E admits the lesson", func() bool { return hasText(t, e, good) })
+	pollUntil(t, 60*time.Second, "E counts the votes of M and its 16 keys", func() bool {
+		st, ok := networkOf(t, e)
+		if !ok {
+			return false
+		}
+		voted := int64(0)
+		for _, l := range st.Networks[0].Logs {
+			voted += l.Records[network.Voted]
+		}
+		return voted == 2*17
+	})
+	if s := statusOf(t, e, good); s != "active" {
+		t.Fatalf("after one root's 17 votes: the good lesson is %q; want active", s)
+	}
+	if got := gradeDown(t, e, "My Go HTTP retry loop leaks connections; what should I do with the response body?"); !strings.Contains(got, store.ExperienceID("code.go", good)) {
+		t.Fatalf("E did not inject the lesson (%q): its users' vote would miss it", got)
+	}
+	pollUntil(t, 30*time.Second, "a second root's vote retires it", func() bool { return statusOf(t, e, good) == "retired" })
+}
