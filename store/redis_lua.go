@@ -17,7 +17,6 @@ import "github.com/redis/go-redis/v9"
 //	acodes:<space>   set: active ids with a code in space
 //	pending:<space>  hash: id → pending code for space
 //	pendof           hash: id → the space of its pending code
-//	pendspaces       set: spaces with pending codes
 //	space:<name>     string: a space's mean, float32 little-endian
 //	votes:<id>       hash: "<trace>\x00<voter>" → "1:<nanos>" or "0:<nanos>"
 //	fb:<trace>\x00<voter>  hash: a feedback record
@@ -149,7 +148,6 @@ for i = 4, #ARGV, 3 do
     if old then redis.call('HDEL', p .. 'pending:' .. old, id) end
     redis.call('HSET', p .. 'pendof', id, ARGV[i+2])
     redis.call('HSET', p .. 'pending:' .. ARGV[i+2], id, ARGV[i+1])
-    redis.call('SADD', p .. 'pendspaces', ARGV[i+2])
   end
 end
 return 0
@@ -157,7 +155,7 @@ return 0
 
 // ARGV[4]: space. Returns the number of experiences with neither a code
 // nor a pending code in space (nothing is changed then), or 0 once the
-// pending codes are committed.
+// pending codes of space are committed; other spaces' stay pending.
 var luaCommitPendingCodes = script(`
 local sp = ARGV[4]
 local ids = redis.call('HKEYS', p .. 'pending:' .. sp)
@@ -178,8 +176,10 @@ for _, id in ipairs(ids) do
     logchange(id)
   end
 end
-for _, s in ipairs(redis.call('SMEMBERS', p .. 'pendspaces')) do redis.call('DEL', p .. 'pending:' .. s) end
-redis.call('DEL', p .. 'pendspaces', p .. 'pendof')
+for _, id in ipairs(ids) do
+  if redis.call('HGET', p .. 'pendof', id) == sp then redis.call('HDEL', p .. 'pendof', id) end
+end
+redis.call('DEL', p .. 'pending:' .. sp)
 return 0
 `)
 
