@@ -192,14 +192,18 @@ return 1
 `)
 
 // ARGV[4:]: member ("<trace>\x00<voter>"), trace, voter, grade, comment,
-// correction, now in ms, vote value, then the experience ids voted on.
+// correction, now in ms, vote value, then the experience ids voted on. A
+// record a replica holds (its time in fbpending is a lease's end) keeps
+// that time: the regrade is given out when the lease ends, not to a second
+// replica while the first still distils the grade before.
 var luaRecordFeedback = script(`
 local m = ARGV[4]
 local k = p .. 'fb:' .. m
 local created = redis.call('HGET', k, 'created_at') or now
 redis.call('HSET', k, 'trace', ARGV[5], 'voter', ARGV[6], 'grade', ARGV[7], 'comment', ARGV[8],
   'correction', ARGV[9], 'state', 'pending', 'attempts', 0, 'created_at', created, 'updated_at', now)
-redis.call('ZADD', p .. 'fbpending', ARGV[10], m)
+local at = redis.call('ZSCORE', p .. 'fbpending', m)
+if not at or tonumber(at) < tonumber(ARGV[10]) then redis.call('ZADD', p .. 'fbpending', ARGV[10], m) end
 redis.call('SADD', p .. 'tracefb:' .. ARGV[5], m)
 for i = 12, #ARGV do
   if redis.call('EXISTS', p .. 'exp:' .. ARGV[i]) == 1 then
@@ -220,10 +224,24 @@ for _, m in ipairs(ms) do redis.call('ZADD', z, 'XX', at + tonumber(ARGV[5]), m)
 return ms
 `)
 
-// ARGV[4:]: member, the updated_at read, new state.
+// ARGV[4:]: member, the updated_at read, new state, the lease in ms, now
+// in ms. A record regraded since the read is left pending; if the lease in
+// force began before the regrade, it was for the grade before, and it ends
+// now: the regrade is given out at once. A lease taken since (on the
+// regrade) is kept.
 var luaMarkFeedback = script(`
 local k = p .. 'fb:' .. ARGV[4]
-if redis.call('HGET', k, 'updated_at') ~= ARGV[5] then return 0 end
+local upd = redis.call('HGET', k, 'updated_at')
+if upd ~= ARGV[5] then
+  local z = p .. 'fbpending'
+  local at = redis.call('ZSCORE', z, ARGV[4])
+  local nowms = tonumber(ARGV[8])
+  if upd and at and tonumber(at) > nowms and
+      tonumber(at) - tonumber(ARGV[7]) < (tonumber(string.sub(upd, 1, -7)) or 0) then
+    redis.call('ZADD', z, 'XX', nowms, ARGV[4])
+  end
+  return 0
+end
 redis.call('HSET', k, 'state', ARGV[6])
 redis.call('HINCRBY', k, 'attempts', 1)
 if ARGV[6] ~= 'pending' then redis.call('ZREM', p .. 'fbpending', ARGV[4]) end
