@@ -146,6 +146,12 @@ func (l *Learner) Grade(ctx context.Context, fb store.Feedback) error {
 
 // rescore sets an experience's confidence from its approval rate and
 // retires it when enough voters reject it.
+//
+// It writes the status only to retire: retirement is kept, so rescoring
+// never makes an experience active, and a status read here may be stale
+// by the time of the write (another replica's grade, the network's votes,
+// the operator). The update touches the confidence alone otherwise, and
+// the store applies each field on its own.
 func (l *Learner) rescore(ctx context.Context, id string) error {
 	e, err := l.st.GetExperience(ctx, id)
 	if err != nil {
@@ -156,10 +162,11 @@ func (l *Learner) rescore(ctx context.Context, id string) error {
 		return err
 	}
 	conf, status := Score(e.Prior, t, l.cfg.MinVotes, l.cfg.Approval)
-	if e.Status == store.StatusRetired {
-		status = store.StatusRetired // retirement is kept
+	u := store.Update{Confidence: &conf}
+	if status == store.StatusRetired && e.Status != store.StatusRetired {
+		u.Status = &status
 	}
-	_, err = l.cfg.Library.Update(ctx, id, store.Update{Confidence: &conf, Status: &status})
+	_, err = l.cfg.Library.Update(ctx, id, u)
 	return err
 }
 

@@ -141,6 +141,12 @@ func (v *Voting) Vote(ctx context.Context, voter string, vote Vote) (string, err
 // Apply retires the experience xid here if its votes say so, and makes
 // active again one the votes retired before and no longer do. An
 // experience the node retired itself is left as it is.
+//
+// The mark (State.Retired) says the network's votes retired xid here. It
+// is set before the library retires the experience and cleared after the
+// library makes it active again, so a failed update or a crash between the
+// two leaves a mark the library disagrees with, never a retirement the
+// node would take for its own; the next Apply or Reapply mends it.
 func (v *Voting) Apply(ctx context.Context, xid [32]byte) error {
 	if v.Library == nil {
 		return nil
@@ -155,8 +161,8 @@ func (v *Voting) Apply(ctx context.Context, xid [32]byte) error {
 	}
 	vd := v.Tally(ballots)
 	was, err := v.State.Retired(ctx, xid)
-	if err != nil || was == vd.Retire {
-		return err
+	if err != nil || !was && !vd.Retire {
+		return err // the network never retired it: whatever the node did stands
 	}
 	e, err := v.Library.GetExperience(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -165,23 +171,33 @@ func (v *Voting) Apply(ctx context.Context, xid [32]byte) error {
 	if err != nil {
 		return fmt.Errorf("network: apply votes: %w", err)
 	}
-	status := store.StatusActive
-	if vd.Retire {
+	if !vd.Retire {
+		if e.Status == store.StatusRetired {
+			if err := v.update(ctx, id, store.StatusActive); err != nil {
+				return err
+			}
+		}
+		_, err := v.State.SetRetired(ctx, xid, false)
+		return err
+	}
+	if !was {
 		if e.Status == store.StatusRetired {
 			return nil // retired here already, not by the network
 		}
-		status = store.StatusRetired
+		if _, err := v.State.SetRetired(ctx, xid, true); err != nil {
+			return err
+		}
 	}
-	// Marked first: should the update fail, the next vote or trust change
-	// applies the verdict again (a crash between the two leaves the mark
-	// and the status apart; Reapply mends both ways).
-	if _, err := v.State.SetRetired(ctx, xid, vd.Retire); err != nil {
-		return err
-	}
-	if e.Status == status {
+	if e.Status == store.StatusRetired {
 		return nil
 	}
-	if _, err := v.Library.Update(ctx, id, store.Update{Status: &status}); err != nil {
+	return v.update(ctx, id, store.StatusRetired)
+}
+
+// update sets the library's status of the experience id.
+func (v *Voting) update(ctx context.Context, id string, status store.Status) error {
+	_, err := v.Library.Update(ctx, id, store.Update{Status: &status})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("network: apply votes: %w", err)
 	}
 	return nil

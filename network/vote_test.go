@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"testing"
@@ -122,4 +123,95 @@ func TestVotingRetiresAndRestores(t *testing.T) {
 	if status() != store.StatusRetired {
 		t.Errorf("status %q; the node's own retirement must stay", status())
 	}
+}
+
+// failingLibrary is a fakeLibrary whose next fail Updates fail.
+type failingLibrary struct {
+	*fakeLibrary
+	fail int
+}
+
+var errUpdateFailed = errors.New("update failed")
+
+func (l *failingLibrary) Update(ctx context.Context, id string, u store.Update) (store.Experience, error) {
+	if l.fail > 0 {
+		l.fail--
+		return store.Experience{}, errUpdateFailed
+	}
+	return l.fakeLibrary.Update(ctx, id, u)
+}
+
+// Issue 25: a verdict whose library update failed is applied again by the
+// next Apply or Reapply, in both directions, though the mark already
+// says so.
+func TestVotingMendsAFailedUpdate(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// downs vote the experience down, ups vote it up afterwards; the
+		// last vote's update fails.
+		downs, ups []string
+		want       store.Status
+	}{
+		{"retirement", []string{"A", "B"}, nil, store.StatusRetired},
+		{"restoration", []string{"A", "B"}, []string{"B", "C"}, store.StatusActive},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			st := openTestState(t, t.TempDir())
+			lib := &failingLibrary{fakeLibrary: &fakeLibrary{es: map[string]store.Experience{}}}
+			weights := map[string]float64{"A": 1, "B": 1, "C": 1}
+			v := &Voting{State: st, Library: lib, Weight: func(k string) float64 { return weights[k] }}
+			a := &Admitter{Network: "hanzo", Library: lib, State: st, Voting: v}
+			text := "Close response bodies."
+			xid := ExperienceID("hanzo", "code.go", text)
+			sid := store.ExperienceID("code.go", text)
+			id := testIdentity(t, "nodeA")
+			r, _ := Sign(id.Signer, Record{Experience: &Experience{Network: "hanzo", Domain: "code.go", Text: text, Confidence: 0.7, Time: t0}})
+			if out, err := a.Admit(ctx, r, true); err != nil || out != Admitted {
+				t.Fatalf("admit: %q, %v", out, err)
+			}
+			var at time.Duration
+			votes := append(append([]Ballot(nil), ballots(tt.downs, Down)...), ballots(tt.ups, Up)...)
+			for i, b := range votes {
+				at += time.Second
+				if i == len(votes)-1 {
+					lib.fail = 1
+				}
+				_, err := v.Vote(ctx, b.Voter, Vote{Network: "hanzo", Experience: xid, Grade: b.Grade, Time: t0.Add(at)})
+				if i == len(votes)-1 && !errors.Is(err, errUpdateFailed) {
+					t.Fatalf("last vote: %v; want the update's failure", err)
+				} else if i < len(votes)-1 && err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := lib.es[sid].Status; got == tt.want {
+				t.Fatalf("status %q before the update succeeded", got)
+			}
+			if err := v.Reapply(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := lib.es[sid].Status; got != tt.want {
+				t.Errorf("status %q after Reapply; want %q", got, tt.want)
+			}
+			// Once mended, the node's own retirement still stays.
+			if tt.want == store.StatusActive {
+				retired := store.StatusRetired
+				lib.Update(ctx, sid, store.Update{Status: &retired})
+				if err := v.Reapply(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if got := lib.es[sid].Status; got != store.StatusRetired {
+					t.Errorf("status %q; the node's own retirement must stay", got)
+				}
+			}
+		})
+	}
+}
+
+func ballots(voters []string, g int8) []Ballot {
+	bs := make([]Ballot, len(voters))
+	for i, v := range voters {
+		bs[i] = Ballot{Voter: v, Grade: g}
+	}
+	return bs
 }

@@ -138,3 +138,59 @@ func TestRedisFeedbackClaimedOnce(t *testing.T) {
 		}
 	}
 }
+
+// Issue 25: a regrade of feedback another replica holds leaves the lease
+// alone, so the regrade is not distilled by a second replica while the
+// first still distils the grade before. The holder's mark, refused for the
+// regrade, ends its lease: the regrade is given out at once. A mark on a
+// read older than the lease in force leaves that lease alone.
+func TestRedisRegradeKeepsTheLease(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	clk := storetest.NewClock()
+	open := func() *store.Redis {
+		s, err := store.OpenRedis(ctx, srv.URL(), store.RedisOptions{Prefix: "regrade:", Clock: clk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b, c := open(), open(), open()
+	claim := func(s *store.Redis, who string, want int) []store.Feedback {
+		t.Helper()
+		got, err := s.PendingFeedback(ctx, 10)
+		if err != nil || len(got) != want {
+			t.Fatalf("%s was given %+v, %v; want %d", who, got, err, want)
+		}
+		return got
+	}
+	grade := func(g float64) {
+		t.Helper()
+		clk.Advance(time.Second)
+		if err := b.RecordFeedback(ctx, store.Feedback{TraceID: "tr", Voter: "v", Grade: g}, g > 0.5, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grade(1)
+	heldA := claim(a, "A", 1)
+	grade(0.2)
+	claim(b, "B within A's lease", 0)
+	if err := a.MarkFeedback(ctx, heldA[0].TraceID, heldA[0].Voter, heldA[0].UpdatedAt, store.FeedbackDone); err != nil {
+		t.Fatal(err)
+	}
+	heldB := claim(b, "B after A's mark", 1)
+	if heldB[0].Grade != 0.2 {
+		t.Fatalf("B was given grade %v; want the regrade", heldB[0].Grade)
+	}
+	// A's read is older than B's lease: marking it again ends nothing.
+	if err := a.MarkFeedback(ctx, heldA[0].TraceID, heldA[0].Voter, heldA[0].UpdatedAt, store.FeedbackDone); err != nil {
+		t.Fatal(err)
+	}
+	claim(c, "C within B's lease", 0)
+	if err := b.MarkFeedback(ctx, heldB[0].TraceID, heldB[0].Voter, heldB[0].UpdatedAt, store.FeedbackDone); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(store.FeedbackLease + time.Second)
+	claim(c, "C after the regrade was marked done", 0)
+}

@@ -17,7 +17,6 @@ import "github.com/redis/go-redis/v9"
 //	acodes:<space>   set: active ids with a code in space
 //	pending:<space>  hash: id → pending code for space
 //	pendof           hash: id → the space of its pending code
-//	pendspaces       set: spaces with pending codes
 //	space:<name>     string: a space's mean, float32 little-endian
 //	votes:<id>       hash: "<trace>\x00<voter>" → "1:<nanos>" or "0:<nanos>"
 //	fb:<trace>\x00<voter>  hash: a feedback record
@@ -149,7 +148,6 @@ for i = 4, #ARGV, 3 do
     if old then redis.call('HDEL', p .. 'pending:' .. old, id) end
     redis.call('HSET', p .. 'pendof', id, ARGV[i+2])
     redis.call('HSET', p .. 'pending:' .. ARGV[i+2], id, ARGV[i+1])
-    redis.call('SADD', p .. 'pendspaces', ARGV[i+2])
   end
 end
 return 0
@@ -157,7 +155,7 @@ return 0
 
 // ARGV[4]: space. Returns the number of experiences with neither a code
 // nor a pending code in space (nothing is changed then), or 0 once the
-// pending codes are committed.
+// pending codes of space are committed; other spaces' stay pending.
 var luaCommitPendingCodes = script(`
 local sp = ARGV[4]
 local ids = redis.call('HKEYS', p .. 'pending:' .. sp)
@@ -178,8 +176,10 @@ for _, id in ipairs(ids) do
     logchange(id)
   end
 end
-for _, s in ipairs(redis.call('SMEMBERS', p .. 'pendspaces')) do redis.call('DEL', p .. 'pending:' .. s) end
-redis.call('DEL', p .. 'pendspaces', p .. 'pendof')
+for _, id in ipairs(ids) do
+  if redis.call('HGET', p .. 'pendof', id) == sp then redis.call('HDEL', p .. 'pendof', id) end
+end
+redis.call('DEL', p .. 'pending:' .. sp)
 return 0
 `)
 
@@ -192,14 +192,18 @@ return 1
 `)
 
 // ARGV[4:]: member ("<trace>\x00<voter>"), trace, voter, grade, comment,
-// correction, now in ms, vote value, then the experience ids voted on.
+// correction, now in ms, vote value, then the experience ids voted on. A
+// record a replica holds (its time in fbpending is a lease's end) keeps
+// that time: the regrade is given out when the lease ends, not to a second
+// replica while the first still distils the grade before.
 var luaRecordFeedback = script(`
 local m = ARGV[4]
 local k = p .. 'fb:' .. m
 local created = redis.call('HGET', k, 'created_at') or now
 redis.call('HSET', k, 'trace', ARGV[5], 'voter', ARGV[6], 'grade', ARGV[7], 'comment', ARGV[8],
   'correction', ARGV[9], 'state', 'pending', 'attempts', 0, 'created_at', created, 'updated_at', now)
-redis.call('ZADD', p .. 'fbpending', ARGV[10], m)
+local at = redis.call('ZSCORE', p .. 'fbpending', m)
+if not at or tonumber(at) < tonumber(ARGV[10]) then redis.call('ZADD', p .. 'fbpending', ARGV[10], m) end
 redis.call('SADD', p .. 'tracefb:' .. ARGV[5], m)
 for i = 12, #ARGV do
   if redis.call('EXISTS', p .. 'exp:' .. ARGV[i]) == 1 then
@@ -220,10 +224,24 @@ for _, m in ipairs(ms) do redis.call('ZADD', z, 'XX', at + tonumber(ARGV[5]), m)
 return ms
 `)
 
-// ARGV[4:]: member, the updated_at read, new state.
+// ARGV[4:]: member, the updated_at read, new state, the lease in ms, now
+// in ms. A record regraded since the read is left pending; if the lease in
+// force began before the regrade, it was for the grade before, and it ends
+// now: the regrade is given out at once. A lease taken since (on the
+// regrade) is kept.
 var luaMarkFeedback = script(`
 local k = p .. 'fb:' .. ARGV[4]
-if redis.call('HGET', k, 'updated_at') ~= ARGV[5] then return 0 end
+local upd = redis.call('HGET', k, 'updated_at')
+if upd ~= ARGV[5] then
+  local z = p .. 'fbpending'
+  local at = redis.call('ZSCORE', z, ARGV[4])
+  local nowms = tonumber(ARGV[8])
+  if upd and at and tonumber(at) > nowms and
+      tonumber(at) - tonumber(ARGV[7]) < (tonumber(string.sub(upd, 1, -7)) or 0) then
+    redis.call('ZADD', z, 'XX', nowms, ARGV[4])
+  end
+  return 0
+end
 redis.call('HSET', k, 'state', ARGV[6])
 redis.call('HINCRBY', k, 'attempts', 1)
 if ARGV[6] ~= 'pending' then redis.call('ZREM', p .. 'fbpending', ARGV[4]) end

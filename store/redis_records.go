@@ -105,7 +105,8 @@ func (r *Redis) Tally(ctx context.Context, experienceID string) (Tally, error) {
 }
 
 // RecordFeedback is as SQLite.RecordFeedback: the record, its place in
-// the queue and the votes are written by one script.
+// the queue and the votes are written by one script. A regrade of a
+// record a replica holds (PendingFeedback) leaves its lease alone.
 func (r *Redis) RecordFeedback(ctx context.Context, fb Feedback, up bool, experienceIDs []string) error {
 	if err := fb.Validate(); err != nil {
 		return fmt.Errorf("store: record feedback: %w", err)
@@ -176,15 +177,18 @@ func (r *Redis) PendingFeedback(ctx context.Context, limit int) ([]Feedback, err
 	return out, nil
 }
 
-// MarkFeedback is as SQLite.MarkFeedback.
+// MarkFeedback is as SQLite.MarkFeedback. Marking a record regraded since
+// it was read ends the lease the read took, so the regrade is given out at
+// once (a regrade itself never shortens a lease: see RecordFeedback).
 func (r *Redis) MarkFeedback(ctx context.Context, traceID, voter string, updatedAt time.Time, state FeedbackState) error {
 	switch state {
 	case FeedbackPending, FeedbackDone, FeedbackSkipped, FeedbackFailed:
 	default:
 		return fmt.Errorf("store: mark feedback: %w: state %q", ErrInvalid, state)
 	}
-	_, err := r.run(ctx, "mark feedback", luaMarkFeedback, voteField(traceID, voter),
-		strconv.FormatInt(updatedAt.UnixNano(), 10), string(state))
+	now := r.now()
+	_, err := r.runAt(ctx, "mark feedback", luaMarkFeedback, now, voteField(traceID, voter),
+		strconv.FormatInt(updatedAt.UnixNano(), 10), string(state), FeedbackLease.Milliseconds(), now.UnixMilli())
 	return err
 }
 

@@ -213,8 +213,8 @@ var ErrIncomplete = errors.New("store: experiences without a code in the new spa
 // CommitPendingCodes makes the pending codes of space the experiences'
 // codes, in one transaction, if every experience has a code in space
 // either way; else it changes nothing and returns an error wrapping
-// ErrIncomplete with the number missing. Pending codes of other spaces are
-// dropped with them.
+// ErrIncomplete with the number missing. Pending codes of other spaces
+// stay pending.
 func (s *SQLite) CommitPendingCodes(ctx context.Context, space string) error {
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
 		var missing int
@@ -232,7 +232,7 @@ func (s *SQLite) CommitPendingCodes(ctx context.Context, space string) error {
 			WHERE id IN (SELECT experience_id FROM pending_codes WHERE space = ?)`, space, toNanos(s.now()), space); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM pending_codes`)
+		_, err := tx.ExecContext(ctx, `DELETE FROM pending_codes WHERE space = ?`, space)
 		return err
 	})
 	if err != nil {

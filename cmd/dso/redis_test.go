@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -470,4 +472,121 @@ func TestFeedbackThroughTheOtherReplica(t *testing.T) {
 		tally, err := r.st.Tally(context.Background(), id)
 		return err == nil && tally == (store.Tally{Up: 1, Down: 1})
 	})
+}
+
+// Issue 25: dso serve started before Redis listens at once, is alive but
+// not ready (/readyz 503, saying why), refuses chat with 503 and
+// Retry-After, and tries Redis again until it answers; then /readyz is 200
+// and chat goes through, traced in Redis. The wait is logged once.
+func TestServeStartsBeforeRedis(t *testing.T) {
+	srv := redistest.Reserve(t) // a port with no Redis on it yet
+	be := newChatBackend(t)
+	cfg := config.Default()
+	cfg.Data = t.TempDir()
+	cfg.Redis = config.Secret(srv.URL())
+	cfg.SetBackends([]config.Backend{{Type: config.TypeOpenAI, URL: be.URL + "/v1"}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = ln.Addr().String()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	serveUntilStopped(t, ln, cfg, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	base := "http://" + ln.Addr().String()
+	client := &http.Client{Timeout: wait}
+	t.Cleanup(client.CloseIdleConnections)
+	do := func(method, path, body string) (int, http.Header, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, resp.Header, b
+	}
+	chat := `{"model":"m","messages":[{"role":"user","content":"Should I close response bodies?"}]}`
+
+	code, _, body := do("GET", "/readyz", "")
+	var rz struct {
+		Ready bool
+		Store struct{ State, Reason string }
+	}
+	if err := json.Unmarshal(body, &rz); err != nil || code != http.StatusServiceUnavailable || rz.Ready ||
+		rz.Store.State != "store_unavailable" || rz.Store.Reason == "" {
+		t.Errorf("/readyz before Redis: %d %s; want 503, not ready, the store unavailable and why", code, body)
+	}
+	if code, _, body := do("GET", "/healthz", ""); code != http.StatusOK {
+		t.Errorf("/healthz before Redis: %d %s; want 200 (the process serves)", code, body)
+	}
+	code, hdr, body := do("POST", "/v1/chat/completions", chat)
+	var shape struct{ Error struct{ Code string } }
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || json.Unmarshal(body, &shape) != nil || shape.Error.Code != "store_unavailable" {
+		t.Errorf("chat before Redis: %d, Retry-After %q, %s; want 503 store_unavailable with Retry-After", code, hdr.Get("Retry-After"), body)
+	}
+	poll(t, wait, "dso tries Redis again, twice", func() bool {
+		return strings.Count(logs.String(), "the store does not answer yet") >= 2
+	})
+
+	srv.Restart(t)
+	poll(t, wait, "/readyz 200 once Redis answers", func() bool {
+		code, _, _ := do("GET", "/readyz", "")
+		return code == http.StatusOK
+	})
+	code, hdr, body = do("POST", "/v1/chat/completions", chat)
+	if code != http.StatusOK || hdr.Get("X-DSO-Trace-Id") == "" {
+		t.Fatalf("chat once Redis answers: %d %s; want 200 with a trace id", code, body)
+	}
+	st, err := store.OpenRedis(context.Background(), srv.URL(), store.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	poll(t, wait, "the chat's trace is stored in Redis", func() bool {
+		_, err := st.GetTrace(context.Background(), hdr.Get("X-DSO-Trace-Id"))
+		return err == nil
+	})
+	n := 0
+	for _, w := range logs.warnings(t) {
+		if strings.Contains(w, "store does not answer") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the wait was warned of %d times; want once", n)
+	}
+}
+
+// A serve stopped while it waits for Redis stops cleanly, closing its
+// listener.
+func TestServeStopsWhileWaitingForRedis(t *testing.T) {
+	srv := redistest.Reserve(t)
+	cfg := config.Default()
+	cfg.Data = t.TempDir()
+	cfg.Redis = config.Secret(srv.URL())
+	cfg.SetBackends([]config.Backend{{Type: config.TypeOpenAI, URL: newChatBackend(t).URL + "/v1"}})
+	base, stop := startServe(t, cfg)
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz before Redis: %d; want 503", resp.StatusCode)
+	}
+	stop() // fails the test unless serveOn returns nil in time
+	if c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://")); err == nil {
+		c.Close()
+		t.Error("the listener is still open after the stop")
+	}
 }

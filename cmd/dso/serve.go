@@ -249,8 +249,11 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 	if err != nil {
 		return err
 	}
-	rt, closeLib, err := openRetrieval(ctx, cfg, router, log)
+	rt, closeLib, ln, err := openRetrievalWaiting(ctx, ln, cfg, router, log)
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return nil // stopped before the store answered
+		}
 		return err
 	}
 	defer closeLib()

@@ -19,7 +19,8 @@ import (
 )
 
 // chatBackend is an OpenAI-compatible backend that answers every chat
-// with one fixed completion and keeps the last chat body it received.
+// with one fixed completion and keeps the last chat body it received; it
+// lists one model, "m".
 type chatBackend struct {
 	*httptest.Server
 	mu   sync.Mutex
@@ -30,6 +31,11 @@ func newChatBackend(t *testing.T) *chatBackend {
 	b := &chatBackend{}
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if r.Method == http.MethodGet && r.URL.Path == "/v1/models" { // /readyz asks
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"object":"list","data":[{"id":"m","object":"model","created":1,"owned_by":"test"}]}`)
+			return
+		}
 		if r.URL.Path != "/v1/chat/completions" {
 			http.Error(w, `{"error":{"message":"not found"}}`, http.StatusNotFound)
 			return

@@ -87,6 +87,13 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
+// String is what was logged so far.
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // warnings returns the messages of the WARN lines logged so far.
 func (s *syncBuffer) warnings(t *testing.T) []string {
 	s.mu.Lock()

@@ -41,6 +41,18 @@ type Server struct {
 // appended to the command line.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
+	s := Reserve(t, extra...)
+	if err := s.start(); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	return s
+}
+
+// Reserve is Start without starting the server: it picks the port and
+// directory, and Restart starts it there, for tests of what happens
+// before Redis is up.
+func Reserve(t testing.TB, extra ...string) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		testenv.Skip(t, testenv.Redis, "no redis-server on PATH for the Redis store tests (Debian: apt-get install redis-server)")
@@ -55,9 +67,6 @@ func Start(t testing.TB, extra ...string) *Server {
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no",
 		"--logfile", "redis.log"}, extra...)
 	t.Cleanup(s.stop)
-	if err := s.start(); err != nil {
-		t.Fatalf("redistest: %v", err)
-	}
 	return s
 }
 
@@ -131,7 +140,8 @@ func (s *Server) Kill(t testing.TB) {
 }
 
 // Restart starts the server again on the same port and directory, so
-// that it recovers from its append-only file, and waits until it answers.
+// that it recovers from its append-only file (or, after Reserve, for the
+// first time), and waits until it answers.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	if err := s.start(); err != nil {

@@ -223,6 +223,12 @@ func testUpdateDelete(t *testing.T, open Open) {
 	if n, err := s.CountCodes(ctx, "hash:8"); err != nil || n != 0 {
 		t.Errorf("CountCodes after clearing the code = %d, %v; want 0", n, err)
 	}
+	// An update writes only its fields: rescoring the confidence keeps a
+	// status written since it read the record (learn's rescore relies on it).
+	lower := 0.4
+	if got, err := s.UpdateExperience(ctx, e.ID, store.Update{Confidence: &lower}); err != nil || got.Confidence != lower || got.Status != store.StatusRetired {
+		t.Errorf("confidence-only update = %+v, %v; want confidence %v, still retired", got, err, lower)
+	}
 	bad := 2.0
 	if _, err := s.UpdateExperience(ctx, e.ID, store.Update{Confidence: &bad}); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("bad update err = %v; want ErrInvalid", err)

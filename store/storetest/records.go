@@ -110,6 +110,52 @@ func testPendingCodes(t *testing.T, open Open) {
 	}
 }
 
+// Issue 25: committing one space's pending codes leaves those of another
+// space pending.
+func testPendingCodesOtherSpace(t *testing.T, open Open) {
+	ctx := context.Background()
+	s := open(t, Options{})
+	es := seed(t, s, 3, "p")
+	// es[2] has its code in "next" already, and a pending one in "later".
+	if err := s.SetCodes(ctx, []store.CodeUpdate{{ID: es[2].ID, Code: Code(5), Space: "next"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutPendingCodes(ctx, []store.CodeUpdate{{ID: es[0].ID, Code: Code(9), Space: "next"},
+		{ID: es[1].ID, Code: Code(8), Space: "next"}, {ID: es[2].ID, Code: Code(7), Space: "later"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitPendingCodes(ctx, "next"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.CountCodes(ctx, "next"); n != 3 {
+		t.Errorf("CountCodes(next) = %d; want 3", n)
+	}
+	pending := func(space string) map[string][]byte {
+		t.Helper()
+		got := map[string][]byte{}
+		if err := s.PendingCodes(ctx, space, func(id string, c []byte) error { got[id] = c; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := pending("next"); len(got) != 0 {
+		t.Errorf("pending in next after its commit = %d; want none", len(got))
+	}
+	if got := pending("later"); len(got) != 1 || !slices.Equal(got[es[2].ID], Code(7)) {
+		t.Errorf("pending in later after next's commit = %d codes; want es[2]'s", len(got))
+	}
+	// What stayed pending commits in its turn.
+	if err := s.PutPendingCodes(ctx, []store.CodeUpdate{{ID: es[0].ID, Code: Code(4), Space: "later"}, {ID: es[1].ID, Code: Code(3), Space: "later"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitPendingCodes(ctx, "later"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetExperience(ctx, es[2].ID); got.Space != "later" || !slices.Equal(got.Code, Code(7)) {
+		t.Errorf("after later's commit: %+v", got)
+	}
+}
+
 func testVotes(t *testing.T, open Open) {
 	ctx := context.Background()
 	clk := NewClock()

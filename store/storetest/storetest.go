@@ -89,6 +89,7 @@ func Run(t *testing.T, open Open) {
 		{"Spaces", testSpaces},
 		{"Codes", testCodes},
 		{"PendingCodes", testPendingCodes},
+		{"PendingCodesOtherSpace", testPendingCodesOtherSpace},
 		{"Votes", testVotes},
 		{"ConcurrentVotes", testConcurrentVotes},
 		{"Feedback", testFeedback},
