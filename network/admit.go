@@ -48,7 +48,8 @@ type CodedLibrary interface {
 // least MinMajority trusted authors.
 const AdmittedByMajority = "admitted_majority_code"
 
-// MinMajority is how many trusted authors' codes a majority code needs.
+// MinMajority is how many independent roots of trust a majority code
+// needs codes from.
 const MinMajority = 3
 
 // ErrCannotEmbed wraps the wait of a record admitted by majority before
@@ -74,6 +75,10 @@ type Admitter struct {
 	// Aggregate combines the authors' confidences: AggregateMedian (the
 	// default, "") or AggregateTrimmedMean, weighted by trust.
 	Aggregate string
+	// Root is the root of trust an author's standing comes from, by
+	// AuthorID (see Syncer.AuthorRoot): a majority code needs codes from
+	// MinMajority independent roots. Nil: every author is its own.
+	Root func(author string) string
 
 	// mu keeps Withdraw apart from admissions, which run concurrently
 	// with each other: an experience taken back must not be endorsed
@@ -197,22 +202,46 @@ func (a *Admitter) byMajority(ctx context.Context, r Record, xid [32]byte, e sto
 	if err := a.State.SaveCode(ctx, xid, AuthorID(r), x.Space, x.Code); err != nil {
 		return store.Experience{}, false, err
 	}
-	bs, err := a.State.Codes(ctx, xid, x.Space)
+	acs, err := a.State.Codes(ctx, xid, x.Space)
 	if err != nil {
 		return store.Experience{}, false, err
 	}
-	var cs []compress.Code
-	for _, b := range bs {
-		if c, err := compress.Decode(b); err == nil {
-			cs = append(cs, c)
+	// One voice per root of trust: the keys one node vouches for are that
+	// node, however many they are. Each root's own authors agree by their
+	// majority first.
+	byRoot := map[string][]compress.Code{}
+	var roots []string
+	for _, ac := range acs {
+		c, err := compress.Decode(ac.Code)
+		if err != nil {
+			continue
 		}
+		root := ac.Author
+		if a.Root != nil {
+			root = a.Root(ac.Author)
+		}
+		if _, ok := byRoot[root]; !ok {
+			roots = append(roots, root)
+		}
+		byRoot[root] = append(byRoot[root], c)
 	}
-	if len(cs) < MinMajority {
-		return store.Experience{}, false, fmt.Errorf("%w: %d of the %d codes a majority needs", ErrCannotEmbed, len(cs), MinMajority)
+	if len(roots) < MinMajority {
+		return store.Experience{}, false, fmt.Errorf("%w: codes from %d of the %d independent roots a majority needs", ErrCannotEmbed, len(roots), MinMajority)
+	}
+	cs := make([]compress.Code, 0, len(roots))
+	for _, root := range roots {
+		cs = append(cs, compress.Majority(byRoot[root]))
 	}
 	got, created, err := coded.AddCoded(ctx, e, x.Space, compress.Majority(cs))
 	if err != nil {
 		return got, created, err
+	}
+	if created {
+		// Checked against the library's own code once it can embed again
+		// (Verify): colluding roots can agree on a forged code too.
+		if err := a.State.MarkUnverified(ctx, got.ID, xid, x.Space); err != nil {
+			return got, created, err
+		}
 	}
 	return got, created, a.State.DropCodes(ctx, xid)
 }

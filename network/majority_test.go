@@ -109,3 +109,198 @@ func TestAdmitByMajorityWhileTheLibraryCannotEmbed(t *testing.T) {
 		t.Errorf("%d codes kept after admission", len(got))
 	}
 }
+
+// A majority code counts authors by their root of trust: three keys one
+// node vouches for, publishing the same forged code, are one voice, and
+// the experience waits for codes from three independent roots, whose
+// majority is the honest code.
+func TestMajorityCountsIndependentRoots(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.OpenDir(ctx, dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const space = "hash:256"
+	h := providers.NewHashEmbedder(256, 5)
+	lib, err := library.New(ctx, library.Config{Store: st, Space: library.Space{Name: space,
+		Embedder: library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
+			return nil, errors.New("connection refused")
+		})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	text := "Close the response body of every HTTP request, even when you do not read it."
+	st2, err := store.OpenDir(ctx, t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	other, err := library.New(ctx, library.Config{Store: st2, Space: library.Space{Name: space, Embedder: library.EmbedFunc(h.Embed)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	truth, ok, err := other.Code(ctx, space, text)
+	if err != nil || !ok {
+		t.Fatal(err)
+	}
+	honest, _ := truth.MarshalBinary()
+	forged := truth
+	for w := range forged.Bits {
+		forged.Bits[w] = ^truth.Bits[w]
+	}
+	poison, _ := forged.MarshalBinary()
+	roots := map[string]string{}
+	rec := func(author, root string, code []byte) Record {
+		id := testIdentity(t, author)
+		roots[authorID(id.Signer.Name(), id.Signer.KeyHash())] = root
+		r, err := Sign(id.Signer, Record{Experience: &Experience{Network: "hanzo", Domain: "code.go",
+			Text: text, Confidence: 0.8, Space: space, Code: code, Time: t0}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a := &Admitter{Network: "hanzo", Library: lib, State: openTestState(t, dir),
+		CannotEmbed: func(err error) bool { return errors.Is(err, library.ErrEmbed) || errors.Is(err, library.ErrNotReady) },
+		Root:        func(author string) string { return roots[author] }}
+	for _, tt := range []struct {
+		r    Record
+		want string // "" for an error: the record waits
+	}{
+		{rec("nodeX1", "nodeX", poison), ""},
+		{rec("nodeX2", "nodeX", poison), ""},
+		{rec("nodeX3", "nodeX", poison), ""}, // three authors, one root
+		{rec("nodeA", "nodeA", honest), ""},
+		{rec("nodeB", "nodeB", honest), AdmittedByMajority},
+	} {
+		got, err := a.Admit(ctx, tt.r, true)
+		if tt.want == "" {
+			if !errors.Is(err, ErrCannotEmbed) {
+				t.Fatalf("%s: %q, %v; want it to wait for codes of more roots", tt.r.Author, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Fatalf("%s: %q, %v; want %q", tt.r.Author, got, err, tt.want)
+		}
+	}
+	es, err := st.GetExperiences(ctx, []string{store.ExperienceID("code.go", text)})
+	if err != nil || len(es) != 1 {
+		t.Fatalf("stored: %+v, %v", es, err)
+	}
+	var c compress.Code
+	if err := c.UnmarshalBinary(es[0].Code); err != nil || c.Bits != truth.Bits {
+		t.Errorf("stored code differs from the honest one by %d bits (%v)", compress.Hamming(&c, &truth), err)
+	}
+}
+
+// Three colluding roots can agree on a forged code while the library
+// cannot embed; once it can, Verify finds the code is no code of the
+// text and re-embeds it: the forged code serves no longer. An honest
+// majority code is checked and kept.
+func TestVerifyRefutesAForgedMajority(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.OpenDir(ctx, dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const space = "hash:256"
+	h := providers.NewHashEmbedder(256, 5)
+	var down atomic.Bool
+	lib, err := library.New(ctx, library.Config{Store: st, Space: library.Space{Name: space,
+		Embedder: library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
+			if down.Load() {
+				return nil, errors.New("connection refused")
+			}
+			return h.Embed(ctx, texts)
+		})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	if err := lib.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := &Admitter{Network: "hanzo", Library: lib, State: openTestState(t, dir),
+		CannotEmbed: func(err error) bool { return errors.Is(err, library.ErrEmbed) || errors.Is(err, library.ErrNotReady) }}
+	forgedText, honestText := "Retry a failed request at once, forever.", "Close the response body of every HTTP request."
+	// The true codes from another library of the space: this one would
+	// keep the vectors in its cache, and check the codes while down.
+	st2, err := store.OpenDir(ctx, t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	other, err := library.New(ctx, library.Config{Store: st2, Space: library.Space{Name: space, Embedder: library.EmbedFunc(h.Embed)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	truths := map[string]compress.Code{}
+	for _, text := range []string{forgedText, honestText} {
+		c, ok, err := other.Code(ctx, space, text)
+		if err != nil || !ok {
+			t.Fatal(err)
+		}
+		truths[text] = c
+	}
+	forged := truths[forgedText]
+	for w := range forged.Bits {
+		forged.Bits[w] = ^forged.Bits[w]
+	}
+	down.Store(true)
+	for i, author := range []string{"nodeX", "nodeY", "nodeZ"} {
+		for text, code := range map[string]compress.Code{forgedText: forged, honestText: truths[honestText]} {
+			b, _ := code.MarshalBinary()
+			r, err := Sign(testIdentity(t, author).Signer, Record{Experience: &Experience{Network: "hanzo", Domain: "code.go",
+				Text: text, Confidence: 0.8, Space: space, Code: b, Time: t0}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := a.Admit(ctx, r, true)
+			if i < 2 && !errors.Is(err, ErrCannotEmbed) || i == 2 && (err != nil || out != AdmittedByMajority) {
+				t.Fatalf("%s, %q: %q, %v", author, text, out, err)
+			}
+		}
+	}
+	code := func(text string) compress.Code {
+		t.Helper()
+		e, err := lib.GetExperience(ctx, store.ExperienceID("code.go", text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := compress.Decode(e.Code)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if c := code(forgedText); c.Bits != forged.Bits {
+		t.Fatal("the forged majority was not stored: the check below proves nothing")
+	}
+	if v, err := a.Verify(ctx); err != nil || v != (Verified{}) {
+		t.Fatalf("Verify while the library cannot embed: %+v, %v; want nothing checked", v, err)
+	}
+	down.Store(false)
+	if v, err := a.Verify(ctx); err != nil || v != (Verified{Checked: 1, Refuted: 1}) {
+		t.Fatalf("Verify: %+v, %v; want the honest code checked, the forged one refuted", v, err)
+	}
+	for text, truth := range truths {
+		if c := code(text); c.Bits != truth.Bits {
+			t.Errorf("%q: the stored code is %d bits from the library's own", text, compress.Hamming(&c, &truth))
+		}
+	}
+	if v, err := a.Verify(ctx); err != nil || v != (Verified{}) {
+		t.Errorf("Verify again: %+v, %v; want nothing left to check", v, err)
+	}
+	id := store.ExperienceID("code.go", forgedText)
+	if !lib.Active(id) {
+		t.Error("the re-embedded experience is not active in the index")
+	}
+}

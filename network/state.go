@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS forks (peer TEXT PRIMARY KEY, old BLOB NOT NULL, new 
 CREATE TABLE IF NOT EXISTS endorsements (xid BLOB NOT NULL, author TEXT NOT NULL, confidence REAL NOT NULL, PRIMARY KEY (xid, author));
 CREATE INDEX IF NOT EXISTS endorsements_by_author ON endorsements (author);
 CREATE TABLE IF NOT EXISTS admitted (store_id TEXT PRIMARY KEY, xid BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS unverified (store_id TEXT PRIMARY KEY, xid BLOB NOT NULL, space TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (xid BLOB NOT NULL, author TEXT NOT NULL, domain TEXT NOT NULL, text TEXT NOT NULL,
 	confidence REAL NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (xid, author));
 `

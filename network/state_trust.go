@@ -236,20 +236,27 @@ func (s *State) SaveCode(ctx context.Context, xid [32]byte, author, space string
 	return nil
 }
 
-// Codes returns the codes of xid in space kept from distinct authors.
-func (s *State) Codes(ctx context.Context, xid [32]byte, space string) ([][]byte, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT code FROM codes WHERE xid = ? AND space = ? ORDER BY author`, xid[:], space)
+// AuthorCode is one author's code of an experience.
+type AuthorCode struct {
+	Author string // an AuthorID
+	Code   []byte
+}
+
+// Codes returns the codes of xid in space kept from distinct authors, in
+// the order of their AuthorIDs.
+func (s *State) Codes(ctx context.Context, xid [32]byte, space string) ([]AuthorCode, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT author, code FROM codes WHERE xid = ? AND space = ? ORDER BY author`, xid[:], space)
 	if err != nil {
 		return nil, fmt.Errorf("network: codes: %w", err)
 	}
 	defer rows.Close()
-	var out [][]byte
+	var out []AuthorCode
 	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
+		var ac AuthorCode
+		if err := rows.Scan(&ac.Author, &ac.Code); err != nil {
 			return nil, fmt.Errorf("network: codes: %w", err)
 		}
-		out = append(out, b)
+		out = append(out, ac)
 	}
 	return out, rows.Err()
 }

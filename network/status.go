@@ -26,6 +26,9 @@ type NetworkStatus struct {
 	// a voucher's MaxVouches): not followed, their votes weigh nothing.
 	Retired   int `json:"retired_by_votes"`
 	Unvouched int `json:"vouched_without_standing"`
+	// Refuted counts experiences admitted by a majority code whose code,
+	// checked once the library could embed, was forged (since start).
+	Refuted int64 `json:"majority_codes_refuted"`
 }
 
 // LogStatus is what a node knows of a log it follows.

@@ -90,6 +90,10 @@ type SyncConfig struct {
 	// author (an AuthorID) that lost its standing, and says how many
 	// experiences left it (see Admitter.Withdraw); nil: nothing is.
 	Withdraw func(ctx context.Context, author string) (int, error)
+	// Verify checks what was admitted by a majority code against the
+	// library's own code, once it can embed (see Admitter.Verify); Run
+	// calls it every Interval. Nil: nothing is checked.
+	Verify func(ctx context.Context) (Verified, error)
 	// Voting weighs the votes; nil: votes are counted, not kept. Its
 	// Weight is set by the syncer.
 	Voting *Voting
@@ -112,15 +116,17 @@ type Syncer struct {
 	retrusting sync.Mutex
 	stale      atomic.Bool
 
-	mu        sync.Mutex // protects the fields below
-	peers     []*peer
-	byKey     map[string]*peer
-	standings map[string]Standing
-	authors   map[string]float64  // weight by AuthorID
-	forked    map[string]bool     // keys caught showing two histories
-	vouchers  map[string][]string // key to the keys vouching for it
-	run       func(*peer)         // starts a peer's goroutine once Run has begun
-	skipped   int64               // discovered logs not followed: MaxFollowed reached
+	mu         sync.Mutex // protects the fields below
+	peers      []*peer
+	byKey      map[string]*peer
+	standings  map[string]Standing
+	authors    map[string]float64  // weight by AuthorID
+	authorKeys map[string]string   // verifier key by AuthorID, of the keys with standing
+	forked     map[string]bool     // keys caught showing two histories
+	vouchers   map[string][]string // key to the keys vouching for it
+	run        func(*peer)         // starts a peer's goroutine once Run has begun
+	skipped    int64               // discovered logs not followed: MaxFollowed reached
+	refuted    int64               // majority codes Verify found forged
 }
 
 // NewSyncer opens the peers' follow state and mirrors, and the logs the
@@ -265,6 +271,13 @@ func (s *Syncer) Run(ctx context.Context) {
 	s.sweep(ctx)
 	for _, p := range peers {
 		start(p)
+	}
+	if s.cfg.Verify != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.verifyEvery(ctx)
+		}()
 	}
 	<-ctx.Done()
 	s.mu.Lock()

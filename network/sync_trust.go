@@ -25,6 +25,22 @@ func (s *Syncer) Weight(key string) float64 {
 func (s *Syncer) Root(key string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.rootLocked(key)
+}
+
+// AuthorRoot is Root of the key of author (an AuthorID); the author
+// itself when no key with standing is its.
+func (s *Syncer) AuthorRoot(author string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, ok := s.authorKeys[author]
+	if !ok {
+		return author
+	}
+	return s.rootLocked(key)
+}
+
+func (s *Syncer) rootLocked(key string) string {
 	for range MaxTrustDepth {
 		via := s.standings[key].Via
 		if via == "" {
@@ -58,9 +74,11 @@ func (s *Syncer) retrustLocked(ctx context.Context) error {
 	s.mu.Unlock()
 	st := Standings(cfg, vouches)
 	authors := make(map[string]float64, len(st))
+	authorKeys := make(map[string]string, len(st))
 	for key, sd := range st {
 		if v, err := note.NewVerifier(key); err == nil {
 			authors[keyAuthorID(v)] = sd.Weight
+			authorKeys[keyAuthorID(v)] = key
 		}
 	}
 	s.mu.Lock()
@@ -78,7 +96,7 @@ func (s *Syncer) retrustLocked(ctx context.Context) error {
 			}
 		}
 	}
-	s.standings, s.authors = st, authors
+	s.standings, s.authors, s.authorKeys = st, authors, authorKeys
 	s.vouchers = map[string][]string{}
 	for voucher, keys := range vouches {
 		for _, k := range keys {

@@ -65,10 +65,10 @@ func openNetwork(ctx context.Context, cfg config.Config, nc config.Network, lib 
 	}
 	voting := n.newVoting(lib)
 	n.voting = voting
-	admit, withdraw := n.admitter(lib, voting)
+	admit, withdraw, verify := n.admitter(lib, voting)
 	n.syncer, err = network.NewSyncer(ctx, network.SyncConfig{
 		Network: nc.ID, Peers: peersOf(nc), Interval: nc.Interval(), Dir: filepath.Dir(path),
-		State: n.state, Admit: admit, Withdraw: withdraw, Voting: voting, Logger: logger,
+		State: n.state, Admit: admit, Withdraw: withdraw, Verify: verify, Voting: voting, Logger: logger,
 		Trust: network.TrustConfig{Roots: nc.Trust.Keys, Depth: nc.Trust.Depth, MaxVouches: nc.Trust.MaxVouches,
 			Self: id.VerifierKey},
 	})
@@ -94,14 +94,16 @@ func peersOf(nc config.Network) []network.Peer {
 // lost their standing left there; without a library, records are counted
 // as not admitted.
 func (n *networkNode) admitter(lib *library.Library, v *network.Voting) (
-	func(context.Context, network.Record, bool) (string, error), func(context.Context, string) (int, error)) {
+	func(context.Context, network.Record, bool) (string, error), func(context.Context, string) (int, error),
+	func(context.Context) (network.Verified, error)) {
 	if lib == nil {
-		return func(context.Context, network.Record, bool) (string, error) { return "not_admitted", nil }, nil
+		return func(context.Context, network.Record, bool) (string, error) { return "not_admitted", nil }, nil, nil
 	}
 	a := &network.Admitter{Network: n.cfg.ID, Library: lib, State: n.state, Voting: v, Aggregate: n.cfg.Trust.Aggregate,
 		Weight:      func(author string) float64 { return n.syncer.AuthorWeight(author) },
+		Root:        func(author string) string { return n.syncer.AuthorRoot(author) },
 		CannotEmbed: func(err error) bool { return errors.Is(err, library.ErrEmbed) || errors.Is(err, library.ErrNotReady) }}
-	return a.Admit, a.Withdraw
+	return a.Admit, a.Withdraw, a.Verify
 }
 
 // voting weighs the network's votes and retires, in lib, what they
@@ -196,7 +198,7 @@ func (n *networkNode) status(ctx context.Context) (network.NetworkStatus, error)
 	ns := network.NetworkStatus{
 		ID: n.cfg.ID, Origin: n.log.Origin(), Size: n.log.Size(), VerifierKey: n.id.VerifierKey,
 		Share: n.cfg.Share, Logs: n.syncer.Logs(), Quarantined: count, Quarantine: q,
-		Retired: retired, Unvouched: unvouched,
+		Retired: retired, Unvouched: unvouched, Refuted: n.syncer.Refuted(),
 	}
 	if ns.Share == nil {
 		ns.Share = []string{}
