@@ -157,8 +157,18 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 		// The library cannot embed now: the per-bit majority of the codes
 		// trusted authors published stands in for its own, once there are
 		// enough of them; until then the record waits (the error).
-		got, created, err = a.byMajority(ctx, r, xid, add)
-		admitted = AdmittedByMajority
+		// One already in the library (admitted by majority from other
+		// authors' records) is this one: its codes were dropped then.
+		var gerr error
+		switch got, gerr = a.Library.GetExperience(ctx, sid); {
+		case gerr == nil:
+			created, err = false, nil
+		case errors.Is(gerr, store.ErrNotFound):
+			got, created, err = a.byMajority(ctx, r, xid, add)
+			admitted = AdmittedByMajority
+		default:
+			err = gerr
+		}
 	}
 	if err != nil {
 		if !theirs {

@@ -41,18 +41,25 @@ func keygenNode(t *testing.T, dir, name string) (string, string) {
 // of its own, with a key of its own, following peers (YAML flow maps).
 func startNetNode(t *testing.T, name, backend, share string, peers ...string) netNode {
 	t.Helper()
+	return startNetNodeWith(t, name, backend, `{embedder: "hash:256", min_score: 0.05}`, share, peers...)
+}
+
+// startNetNodeWith is startNetNode with retrieval's settings (a YAML flow
+// map).
+func startNetNodeWith(t *testing.T, name, backend, retrieval, share string, peers ...string) netNode {
+	t.Helper()
 	dir := t.TempDir()
 	keyFile, vkey := keygenNode(t, dir, name)
 	cfg := fmt.Sprintf(`data: %q
 backends: [{name: fake, type: openai, url: %q}]
-retrieval: {embedder: "hash:256", min_score: 0.05}
+retrieval: %s
 network:
   id: hanzo
   key_file: %q
   share: [%s]
   sync_interval: 100ms
   peers: [%s]
-`, filepath.Join(dir, "data"), backend+"/v1", keyFile, share, strings.Join(peers, ", "))
+`, filepath.Join(dir, "data"), backend+"/v1", retrieval, keyFile, share, strings.Join(peers, ", "))
 	file := filepath.Join(dir, "dso.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -165,6 +172,7 @@ type netStatus struct {
 			Size, Next         int64
 			Records, Rejected  map[string]int64
 			LastSync           *time.Time `json:"last_sync"`
+			LastError          string     `json:"last_error"`
 		}
 	}
 }
