@@ -304,6 +304,7 @@ type peer struct {
 	lastErr   string
 	lastSync  time.Time
 	fork      *Fork
+	heldBack  bool // by a full quarantine, warned of; until a turn succeeds
 	// accepted is the follower's state after its last turn: a status
 	// must not wait on a sync in flight (which holds the follower).
 	accepted FollowState
@@ -358,8 +359,12 @@ func (p *peer) turn(ctx context.Context) error {
 			break
 		}
 	}
-	if err == nil {
-		err = p.crossCheck(ctx)
+	if err == nil || errors.Is(err, ErrAccept) {
+		// A record that waits (admission failed here) does not put off
+		// the check of the checkpoint already accepted.
+		if cerr := p.crossCheck(ctx); cerr != nil {
+			err = cerr
+		}
 	}
 	return err
 }
@@ -388,6 +393,7 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 	p.accepted = accepted
 	if err == nil {
 		p.state, p.failures, p.lastErr, p.lastSync = PeerOK, 0, "", time.Now()
+		p.heldBack = false
 		return s.cfg.Interval, false
 	}
 	p.lastErr = err.Error()
@@ -412,6 +418,20 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 	p.failures++
 	wait := s.cfg.Interval << min(p.failures, 6)
 	wait = min(wait, s.cfg.Interval*maxBackoff)
+	if errors.Is(err, ErrQuarantineFull) {
+		// The node's own bound, not the peer's doing: the record waits
+		// and the log is read no further until it is kept (its author
+		// gains standing, or the quarantine has room), tried again after
+		// a back-off.
+		p.outcomes[QuarantineFull]++
+		p.state = PeerBackingOff
+		if !p.heldBack {
+			p.heldBack = true
+			s.cfg.Logger.Warn("the quarantine is full: the log is read no further until its author gains standing or there is room",
+				"peer", p.url, "author", p.name, "err", p.lastErr)
+		}
+		return wait, false
+	}
 	reason := syncReason(err)
 	if reason == "" {
 		// Unreachable or slow: back off, but it has served nothing wrong.
@@ -431,8 +451,9 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 }
 
 // syncReason names what was invalid in a failed sync; "" for a failure
-// on the way (ErrFetch, a timeout) or here (ErrAccept: admission failed),
-// which is not held against the peer beyond a back-off.
+// on the way (ErrFetch, a timeout) or here (ErrAccept: admission failed,
+// the quarantine full among others), which is not held against the peer
+// beyond a back-off.
 func syncReason(err error) string {
 	switch {
 	case errors.Is(err, ErrMissing):
