@@ -206,8 +206,8 @@ func TestSyncerCrossChecksAHeldLog(t *testing.T) {
 		}
 	}
 	vK := verifierOf(t, idK)
-	h1 := multiHost(t, map[string]TileSource{"/log/hanzo": logH1, "/log/hanzo" + MirrorPath(vK.Name()): k1})
-	h2 := multiHost(t, map[string]TileSource{"/log/hanzo": logH2, "/log/hanzo" + MirrorPath(vK.Name()): k2})
+	h1 := multiHost(t, map[string]TileSource{"/log/hanzo": logH1, "/log/hanzo" + MirrorPath(vK): k1})
+	h2 := multiHost(t, map[string]TileSource{"/log/hanzo": logH2, "/log/hanzo" + MirrorPath(vK): k2})
 	st := openTestState(t, dir)
 	st.maxPerAuthor = 1
 	a := &Admitter{Network: "hanzo", Library: &fakeLibrary{es: map[string]store.Experience{}}, State: st}
@@ -215,7 +215,7 @@ func TestSyncerCrossChecksAHeldLog(t *testing.T) {
 	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: a.Admit,
 		Trust: TrustConfig{Depth: -1},
 		Peers: []Peer{{URL: h1, Key: idH1.VerifierKey, Trusted: true}, {URL: h2, Key: idH2.VerifierKey, Trusted: true},
-			{URL: h1 + "/log/hanzo" + MirrorPath(vK.Name()), Key: idK.VerifierKey}}})
+			{URL: h1 + "/log/hanzo" + MirrorPath(vK), Key: idK.VerifierKey}}})
 	k := func() LogStatus {
 		for _, ls := range s.Logs() {
 			if ls.Author == "nodeK" {

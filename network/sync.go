@@ -58,7 +58,7 @@ const (
 type Peer struct {
 	// URL is the node's address, whose log of the network is under
 	// /log/<network>/, or the full URL of a log (a mirror's:
-	// <node>/log/<network>/mirror/<name>).
+	// <node>/log/<network>/mirror/<name>+<hash>, see MirrorPath).
 	URL string
 	// Key is the verifier key of the log's author.
 	Key string
@@ -231,21 +231,41 @@ func hostLog(logURL string) string {
 	return logURL
 }
 
-// MirrorPath is where a node serves its mirror of the log by the key
-// named name, below its own log's prefix.
-func MirrorPath(name string) string { return "/mirror/" + url.PathEscape(name) }
+// MirrorPath is where a node serves its mirror of the log by key v,
+// below its own log's prefix: "/mirror/" and the key's name and hash,
+// "name+hash" as in AuthorID, one path segment. A name alone is anyone's
+// to take; two keys of one name are mirrored apart.
+func MirrorPath(v note.Verifier) string { return "/mirror/" + url.PathEscape(keyAuthorID(v)) }
 
-// Mirror returns the mirror of the followed log by the key named name, to
-// serve onward; nil for none.
-func (s *Syncer) Mirror(name string) *Mirror {
+// Mirror returns the mirror of the followed log whose key is id, its name
+// and hash ("name+hash", as AuthorID), to serve onward; nil for none.
+func (s *Syncer) Mirror(id string) *Mirror {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.peers {
-		if p.name == name {
+		if keyAuthorID(p.key) == id {
 			return p.mirror
 		}
 	}
 	return nil
+}
+
+// mirrorsNamed returns the keys (as MirrorPath names them) of the
+// followed logs whose key is named name, and the mirror of the first.
+func (s *Syncer) mirrorsNamed(name string) ([]note.Verifier, *Mirror) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var vs []note.Verifier
+	var m *Mirror
+	for _, p := range s.peers {
+		if p.name == name {
+			if m == nil {
+				m = p.mirror
+			}
+			vs = append(vs, p.key)
+		}
+	}
+	return vs, m
 }
 
 // Run follows every log until ctx is done, and those found meanwhile.
