@@ -40,7 +40,7 @@ type Network struct {
 type Peer struct {
 	// URL is the peer's address (its log of the network is under
 	// /log/<id>/), or the full URL of a log, such as a mirror that a
-	// node serves under /log/<id>/mirror/<name>.
+	// node serves under /log/<id>/mirror/<name>+<hash>.
 	URL string `yaml:"url"`
 	// Key is the verifier key of the log's author, as dso keygen prints
 	// it ("name+hash+key").

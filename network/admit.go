@@ -16,7 +16,9 @@ import (
 const (
 	Admitted   = "admitted"
 	Quarantine = "quarantined"
-	// QuarantineFull: dropped, the quarantine at MaxQuarantine.
+	// QuarantineFull counts the turns a log was held back at a record the
+	// quarantine could not keep (see ErrQuarantineFull): the record is
+	// not dropped but offered again, and the log not read past it.
 	QuarantineFull = "quarantine_full"
 	Votes          = "votes"         // not admitted yet: voting is the next layer
 	WrongNetwork   = "wrong_network" // a record of another network in this one's log
@@ -98,10 +100,10 @@ func authorID(name string, hash uint32) string { return fmt.Sprintf("%s+%08x", n
 // Admit admits r and says how. A trusted author's experience enters the
 // library, re-embedded here, with the trust-weighted median (or trimmed
 // mean) confidence of every author that published it (once per author);
-// an untrusted author's is
-// quarantined: kept in State and shown, never injected, so retrieval is
-// untouched by it. An error is worth retrying (the store or the embedder
-// failed).
+// an untrusted author's is quarantined: kept in State and shown, never
+// injected, so retrieval is untouched by it. An error is worth retrying
+// (the store or the embedder failed, or the quarantine is full:
+// ErrQuarantineFull).
 func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
@@ -122,11 +124,13 @@ func (a *Admitter) Admit(ctx context.Context, r Record, trusted bool) (string, e
 	case bad:
 		return PoisonedCode, nil
 	case !trusted:
-		err := a.State.Quarantine(ctx, AuthorID(r), *e)
-		if errors.Is(err, ErrQuarantineFull) {
-			return QuarantineFull, nil
+		// A full quarantine is an error (ErrQuarantineFull): the record
+		// waits in its log, offered again, until its author gains
+		// standing or the quarantine has room.
+		if err := a.State.Quarantine(ctx, AuthorID(r), *e); err != nil {
+			return "", err
 		}
-		return Quarantine, err
+		return Quarantine, nil
 	}
 	xid := ExperienceID(e.Network, e.Domain, e.Text)
 	conf, err := a.endorse(ctx, xid, AuthorID(r), e.Confidence)

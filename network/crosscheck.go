@@ -62,7 +62,7 @@ func (s *Syncer) alternates(p *peer) []string {
 			continue
 		}
 		seen[host] = true
-		out = append(out, host+MirrorPath(p.name))
+		out = append(out, host+MirrorPath(p.key))
 		if len(out) == maxCrossChecks {
 			break
 		}

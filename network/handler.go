@@ -3,8 +3,10 @@ package network
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -83,14 +85,41 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // MirrorHandler serves the syncer's mirrors, rooted at "/": GET
-// /<name>/checkpoint and so on for the followed log by the key named
-// name (see MirrorPath). Logs followed later are served as they come.
+// /<name>+<hash>/checkpoint and so on for the followed log by that key
+// (see MirrorPath). Logs followed later are served as they come. A
+// name alone, /<name>/..., as nodes served mirrors before, is served
+// while one followed log's key has that name; while several have it, it
+// answers 300 Multiple Choices, listing their paths: which is meant, the
+// name cannot say, and serving either would shadow the other.
 func (s *Syncer) MirrorHandler(log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := strings.TrimPrefix(r.URL.Path, "/")
-		name, rest, ok := strings.Cut(p, "/")
-		m := s.Mirror(name)
-		if !ok || m == nil {
+		// The escaped path: a key's name may hold a '/'.
+		seg, rest, ok := strings.Cut(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
+		id, err := url.PathUnescape(seg)
+		if !ok || err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		var m *Mirror
+		if strings.Contains(id, "+") { // no key's name holds one
+			m = s.Mirror(id)
+		} else if vs, first := s.mirrorsNamed(id); len(vs) == 1 {
+			m = first
+		} else if len(vs) > 1 {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusMultipleChoices)
+			fmt.Fprintf(w, "%d followed logs' keys are named %q; each is mirrored at its key's name and hash, below this log:\n", len(vs), id)
+			for _, v := range vs {
+				fmt.Fprintln(w, MirrorPath(v))
+			}
+			return
+		}
+		if m == nil {
+			http.NotFound(w, r)
+			return
+		}
+		rest, err = url.PathUnescape(rest)
+		if err != nil {
 			http.NotFound(w, r)
 			return
 		}

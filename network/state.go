@@ -16,6 +16,10 @@ import (
 // records from nodes without standing cost a stranger nothing to write.
 const MaxQuarantine = 10000
 
+// MaxQuarantinePerAuthor is one author's share of MaxQuarantine, so that
+// no one author fills it for the others.
+const MaxQuarantinePerAuthor = MaxQuarantine / 10
+
 // stateSchema is what a node keeps of the logs it follows, in the file of
 // its own log beside the tree's tables: one file per network to back up.
 const stateSchema = `
@@ -27,6 +31,7 @@ CREATE TABLE IF NOT EXISTS admitted (store_id TEXT PRIMARY KEY, xid BLOB NOT NUL
 CREATE TABLE IF NOT EXISTS unverified (store_id TEXT PRIMARY KEY, xid BLOB NOT NULL, space TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (xid BLOB NOT NULL, author TEXT NOT NULL, domain TEXT NOT NULL, text TEXT NOT NULL,
 	confidence REAL NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (xid, author));
+CREATE INDEX IF NOT EXISTS quarantine_by_author ON quarantine (author);
 `
 
 // State is what a node remembers of the logs it follows on one network:
@@ -36,6 +41,9 @@ CREATE TABLE IF NOT EXISTS quarantine (xid BLOB NOT NULL, author TEXT NOT NULL, 
 // in quarantine. Safe for concurrent use.
 type State struct {
 	db *sql.DB
+	// maxQuarantine and maxPerAuthor are MaxQuarantine and
+	// MaxQuarantinePerAuthor; tests lower them.
+	maxQuarantine, maxPerAuthor int
 }
 
 // OpenState opens or creates the state kept in the SQLite file at path
@@ -52,7 +60,7 @@ func OpenState(ctx context.Context, path string) (*State, error) {
 		db.Close()
 		return nil, fmt.Errorf("network: open state: schema: %w", err)
 	}
-	return &State{db: db}, nil
+	return &State{db: db, maxQuarantine: MaxQuarantine, maxPerAuthor: MaxQuarantinePerAuthor}, nil
 }
 
 // Close closes the file.
@@ -201,23 +209,44 @@ type Quarantined struct {
 	Time       time.Time `json:"time"`
 }
 
-// ErrQuarantineFull reports a quarantine at MaxQuarantine records.
+// ErrQuarantineFull reports a record the quarantine cannot keep: its
+// author's share (MaxQuarantinePerAuthor) or the whole (MaxQuarantine) is
+// taken. Admission returns it, so that the record is offered again.
 var ErrQuarantineFull = errors.New("network: quarantine full")
 
-// Quarantine keeps e, published by author, out of the library.
+// Quarantine keeps e, published by author, out of the library. A record
+// of the author's kept already is updated in place; a new one is kept
+// only while the author holds under its share and the quarantine under
+// its cap, both counted in the transaction that inserts it.
 func (s *State) Quarantine(ctx context.Context, author string, e Experience) error {
-	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM quarantine`).Scan(&n); err != nil {
+	xid := ExperienceID(e.Network, e.Domain, e.Text)
+	// BEGIN IMMEDIATE (see treeDSN): no other writer between the counts
+	// and the insert.
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
 		return fmt.Errorf("network: quarantine: %w", err)
 	}
-	if n >= MaxQuarantine {
-		return ErrQuarantineFull
+	defer tx.Rollback()
+	var kept, theirs, all int
+	err = tx.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM quarantine WHERE xid = ? AND author = ?),
+		(SELECT COUNT(*) FROM quarantine WHERE author = ?),
+		(SELECT COUNT(*) FROM quarantine)`, xid[:], author, author).Scan(&kept, &theirs, &all)
+	switch {
+	case err != nil:
+		return fmt.Errorf("network: quarantine: %w", err)
+	case kept == 0 && theirs >= s.maxPerAuthor:
+		return fmt.Errorf("%w: the author holds its share, %d records", ErrQuarantineFull, s.maxPerAuthor)
+	case kept == 0 && all >= s.maxQuarantine:
+		return fmt.Errorf("%w: %d records", ErrQuarantineFull, s.maxQuarantine)
 	}
-	xid := ExperienceID(e.Network, e.Domain, e.Text)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO quarantine (xid, author, domain, text, confidence, at) VALUES (?, ?, ?, ?, ?, ?)
+	_, err = tx.ExecContext(ctx, `INSERT INTO quarantine (xid, author, domain, text, confidence, at) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (xid, author) DO UPDATE SET confidence = excluded.confidence, at = excluded.at`,
 		xid[:], author, e.Domain, e.Text, e.Confidence, e.Time.UnixMilli())
 	if err != nil {
+		return fmt.Errorf("network: quarantine: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("network: quarantine: %w", err)
 	}
 	return nil

@@ -58,7 +58,7 @@ const (
 type Peer struct {
 	// URL is the node's address, whose log of the network is under
 	// /log/<network>/, or the full URL of a log (a mirror's:
-	// <node>/log/<network>/mirror/<name>).
+	// <node>/log/<network>/mirror/<name>+<hash>, see MirrorPath).
 	URL string
 	// Key is the verifier key of the log's author.
 	Key string
@@ -237,21 +237,41 @@ func hostLog(logURL string) string {
 	return logURL
 }
 
-// MirrorPath is where a node serves its mirror of the log by the key
-// named name, below its own log's prefix.
-func MirrorPath(name string) string { return "/mirror/" + url.PathEscape(name) }
+// MirrorPath is where a node serves its mirror of the log by key v,
+// below its own log's prefix: "/mirror/" and the key's name and hash,
+// "name+hash" as in AuthorID, one path segment. A name alone is anyone's
+// to take; two keys of one name are mirrored apart.
+func MirrorPath(v note.Verifier) string { return "/mirror/" + url.PathEscape(keyAuthorID(v)) }
 
-// Mirror returns the mirror of the followed log by the key named name, to
-// serve onward; nil for none.
-func (s *Syncer) Mirror(name string) *Mirror {
+// Mirror returns the mirror of the followed log whose key is id, its name
+// and hash ("name+hash", as AuthorID), to serve onward; nil for none.
+func (s *Syncer) Mirror(id string) *Mirror {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.peers {
-		if p.name == name {
+		if keyAuthorID(p.key) == id {
 			return p.mirror
 		}
 	}
 	return nil
+}
+
+// mirrorsNamed returns the keys (as MirrorPath names them) of the
+// followed logs whose key is named name, and the mirror of the first.
+func (s *Syncer) mirrorsNamed(name string) ([]note.Verifier, *Mirror) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var vs []note.Verifier
+	var m *Mirror
+	for _, p := range s.peers {
+		if p.name == name {
+			if m == nil {
+				m = p.mirror
+			}
+			vs = append(vs, p.key)
+		}
+	}
+	return vs, m
 }
 
 // Run follows every log until ctx is done, and those found meanwhile.
@@ -317,6 +337,7 @@ type peer struct {
 	lastErr   string
 	lastSync  time.Time
 	fork      *Fork
+	heldBack  bool // by a full quarantine, warned of; until a turn succeeds
 	// accepted is the follower's state after its last turn: a status
 	// must not wait on a sync in flight (which holds the follower).
 	accepted FollowState
@@ -371,8 +392,12 @@ func (p *peer) turn(ctx context.Context) error {
 			break
 		}
 	}
-	if err == nil {
-		err = p.crossCheck(ctx)
+	if err == nil || errors.Is(err, ErrAccept) {
+		// A record that waits (admission failed here) does not put off
+		// the check of the checkpoint already accepted.
+		if cerr := p.crossCheck(ctx); cerr != nil {
+			err = cerr
+		}
 	}
 	return err
 }
@@ -401,6 +426,7 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 	p.accepted = accepted
 	if err == nil {
 		p.state, p.failures, p.lastErr, p.lastSync = PeerOK, 0, "", time.Now()
+		p.heldBack = false
 		return s.cfg.Interval, false
 	}
 	p.lastErr = err.Error()
@@ -425,6 +451,20 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 	p.failures++
 	wait := s.cfg.Interval << min(p.failures, 6)
 	wait = min(wait, s.cfg.Interval*maxBackoff)
+	if errors.Is(err, ErrQuarantineFull) {
+		// The node's own bound, not the peer's doing: the record waits
+		// and the log is read no further until it is kept (its author
+		// gains standing, or the quarantine has room), tried again after
+		// a back-off.
+		p.outcomes[QuarantineFull]++
+		p.state = PeerBackingOff
+		if !p.heldBack {
+			p.heldBack = true
+			s.cfg.Logger.Warn("the quarantine is full: the log is read no further until its author gains standing or there is room",
+				"peer", p.url, "author", p.name, "err", p.lastErr)
+		}
+		return wait, false
+	}
 	reason := syncReason(err)
 	if reason == "" {
 		// Unreachable or slow: back off, but it has served nothing wrong.
@@ -444,8 +484,9 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 }
 
 // syncReason names what was invalid in a failed sync; "" for a failure
-// on the way (ErrFetch, a timeout) or here (ErrAccept: admission failed),
-// which is not held against the peer beyond a back-off.
+// on the way (ErrFetch, a timeout) or here (ErrAccept: admission failed,
+// the quarantine full among others), which is not held against the peer
+// beyond a back-off.
 func syncReason(err error) string {
 	switch {
 	case errors.Is(err, ErrMissing):

@@ -119,7 +119,7 @@ func (s *Syncer) retrustLocked(ctx context.Context) error {
 		if err != nil {
 			continue // checked when the vouch was admitted
 		}
-		found = append(found, Peer{URL: hostLog(via.url) + MirrorPath(v.Name()), Key: key})
+		found = append(found, Peer{URL: hostLog(via.url) + MirrorPath(v), Key: key})
 	}
 	s.mu.Unlock()
 	slices.SortFunc(found, func(a, b Peer) int { return strings.Compare(a.Key, b.Key) })

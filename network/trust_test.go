@@ -164,8 +164,8 @@ func TestSyncerFollowsVouchedLogs(t *testing.T) {
 			t.Fatalf("vouching again: %d added, %v; want none", n, err)
 		}
 	}
-	host := multiHost(t, map[string]TileSource{"/log/hanzo": logH, "/log/hanzo/mirror/nodeK": logK})
-	qhost := multiHost(t, map[string]TileSource{"/log/hanzo": logQ, "/log/hanzo/mirror/nodeF": logF})
+	host := multiHost(t, map[string]TileSource{"/log/hanzo": logH, "/log/hanzo" + MirrorPath(verifierOf(t, idK)): logK})
+	qhost := multiHost(t, map[string]TileSource{"/log/hanzo": logQ, "/log/hanzo" + MirrorPath(verifierOf(t, idF)): logF})
 
 	st := openTestState(t, dir)
 	rec := &recordingAdmit{trusted: map[string]int{}, other: map[string]int{}}
@@ -177,7 +177,7 @@ func TestSyncerFollowsVouchedLogs(t *testing.T) {
 	for _, ls := range s.Logs() {
 		logs[ls.Author] = ls
 	}
-	if k := logs["nodeK"]; k.URL != host+"/log/hanzo/mirror/nodeK" || k.Depth != 2 || k.Weight != 1 || k.Records[Admitted] != 3 {
+	if k := logs["nodeK"]; k.URL != mirrorAt(host, verifierOf(t, idK)) || k.Depth != 2 || k.Weight != 1 || k.Records[Admitted] != 3 {
 		t.Errorf("nodeK's log %+v; want followed at depth 2 through nodeH's mirror", k)
 	}
 	if h := logs["nodeH"]; h.Records[Vouched] != 1 {
@@ -211,7 +211,7 @@ func TestSyncerReleasesQuarantineOnStanding(t *testing.T) {
 	logH := openTestLog(t, idH, filepath.Join(dir, "h.db"))
 	logQ := openTestLog(t, idQ, filepath.Join(dir, "q.db"))
 	appendN(t, logQ, idQ, 0, 2)
-	host := multiHost(t, map[string]TileSource{"/log/hanzo": logH, "/log/hanzo/mirror/nodeQ": logQ})
+	host := multiHost(t, map[string]TileSource{"/log/hanzo": logH, "/log/hanzo" + MirrorPath(verifierOf(t, idQ)): logQ})
 	qhost := multiHost(t, map[string]TileSource{"/log/hanzo": logQ})
 	st := openTestState(t, dir)
 	var mu sync.Mutex
@@ -340,8 +340,9 @@ func TestSyncerCatchesASplitView(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h1 := multiHost(t, map[string]TileSource{"/log/hanzo": logH1, "/log/hanzo/mirror/nodeK": k1})
-	h2 := multiHost(t, map[string]TileSource{"/log/hanzo": logH2, "/log/hanzo/mirror/nodeK": k2})
+	vK := verifierOf(t, idK)
+	h1 := multiHost(t, map[string]TileSource{"/log/hanzo": logH1, "/log/hanzo" + MirrorPath(vK): k1})
+	h2 := multiHost(t, map[string]TileSource{"/log/hanzo": logH2, "/log/hanzo" + MirrorPath(vK): k2})
 	st := openTestState(t, dir)
 	rec := &recordingAdmit{trusted: map[string]int{}, other: map[string]int{}}
 	s, stop := runSyncer(t, SyncConfig{Network: "hanzo", Interval: 10 * time.Millisecond, Dir: dir, State: st, Admit: rec.admit,

@@ -160,7 +160,7 @@ func (n *networkNode) start(ctx context.Context, cfg config.Config) error {
 }
 
 // handler serves the node's log under /log/<id>/, and its mirrors of the
-// logs it follows under /log/<id>/mirror/<name>/, beside h; observe logs
+// logs it follows under /log/<id>/mirror/<name>+<hash>/, beside h; observe logs
 // and counts their requests under route.
 func (n *networkNode) handler(h http.Handler, observe func(route string, h http.Handler) http.Handler) http.Handler {
 	if n == nil {

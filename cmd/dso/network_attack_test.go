@@ -151,9 +151,9 @@ func TestNetworkAttack(t *testing.T) {
 
 	a := startNetNode(t, "nodeA", backend.URL, "code")
 	b := startNetNode(t, "nodeB", backend.URL, "code", peerOf(a.url, a.key), x.peer(), p.peer())
-	c := startNetNode(t, "nodeC", backend.URL, "code", peerOf(mirrorOf(b, "nodeA"), a.key), f.peer())
-	d := startNetNode(t, "nodeD", backend.URL, "", peerOf(mirrorOf(c, "nodeA"), a.key), r.peer(), peerOf(m.url, b.key),
-		peerOf(mirrorOf(b, "nodeX"), x.id.VerifierKey), peerOf(mirrorOf(b, "nodeP"), p.id.VerifierKey))
+	c := startNetNode(t, "nodeC", backend.URL, "code", peerOf(mirrorOf(t, b, a.key), a.key), f.peer())
+	d := startNetNode(t, "nodeD", backend.URL, "", peerOf(mirrorOf(t, c, a.key), a.key), r.peer(), peerOf(m.url, b.key),
+		peerOf(mirrorOf(t, b, x.id.VerifierKey), x.id.VerifierKey), peerOf(mirrorOf(t, b, p.id.VerifierKey), p.id.VerifierKey))
 	honest := []netNode{b, c, d}
 
 	retry := "Before retrying a failed HTTP request in Go, drain and close the response body so the connection is reused."
@@ -246,7 +246,7 @@ func TestNetworkAttack(t *testing.T) {
 	for _, at := range []struct {
 		n   netNode
 		url string
-	}{{b, x.url}, {d, mirrorOf(b, "nodeX")}} {
+	}{{b, x.url}, {d, mirrorOf(t, b, x.id.VerifierKey)}} {
 		l := waitLog(t, at.n, at.url, "every entry of X's log taken", func(l logStatus) bool { return l.Next == int64(len(xEntries)) })
 		for k, v := range xWant {
 			if l.Rejected[k] != v {
@@ -261,7 +261,7 @@ func TestNetworkAttack(t *testing.T) {
 	for _, at := range []struct {
 		n   netNode
 		url string
-	}{{b, p.url}, {d, mirrorOf(b, "nodeP")}} {
+	}{{b, p.url}, {d, mirrorOf(t, b, p.id.VerifierKey)}} {
 		waitLog(t, at.n, at.url, "P's poisoned code refused", func(l logStatus) bool { return l.Records[network.PoisonedCode] == 1 })
 	}
 

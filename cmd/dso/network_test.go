@@ -15,6 +15,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dso-proxy/dso/network"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // netNode is a dso process of the network test.
@@ -85,8 +88,22 @@ func (n netNode) add(t *testing.T, domain, text string) {
 // peerOf is the YAML of a peer following log url by key.
 func peerOf(url, key string) string { return fmt.Sprintf("{url: %q, key: %q}", url, key) }
 
-// mirrorOf is the URL of n's mirror of the log of author.
-func mirrorOf(n netNode, author string) string { return n.url + "/log/hanzo/mirror/" + author }
+// mirrorOf is the URL of n's mirror of the log by key, a verifier key.
+func mirrorOf(t testing.TB, n netNode, key string) string {
+	t.Helper()
+	return n.url + "/log/hanzo" + mirrorPath(t, key)
+}
+
+// mirrorPath is where a node serves its mirror of the log by key, below
+// its log.
+func mirrorPath(t testing.TB, key string) string {
+	t.Helper()
+	v, err := note.NewVerifier(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return network.MirrorPath(v)
+}
 
 // recordingBackend is a chat backend that keeps every request body.
 type recordingBackend struct {
@@ -242,7 +259,7 @@ func TestNetworkLineOfNodes(t *testing.T) {
 	for _, l := range st.Networks[0].Logs {
 		logs[l.Author] = l.URL
 	}
-	if len(logs) != 3 || logs["nodeA"] != mirrorOf(c, "nodeA") || logs["nodeB"] != mirrorOf(c, "nodeB") {
+	if len(logs) != 3 || logs["nodeA"] != mirrorOf(t, c, a.key) || logs["nodeB"] != mirrorOf(t, c, b.key) {
 		t.Errorf("D follows %v; want C, and B and A through C's mirrors", logs)
 	}
 

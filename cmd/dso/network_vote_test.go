@@ -83,7 +83,8 @@ func sybilNode(t *testing.T, fresh int, good, bad [32]byte) (url, key string) {
 		name := fmt.Sprintf("fresh%02d", i)
 		l, id := vote(name)
 		keys = append(keys, id.VerifierKey)
-		mux.Handle("/log/hanzo/mirror/"+name+"/", http.StripPrefix("/log/hanzo/mirror/"+name, network.NewHandler(l, nil)))
+		at := "/log/hanzo" + mirrorPath(t, id.VerifierKey)
+		mux.Handle(at+"/", http.StripPrefix(at, network.NewHandler(l, nil)))
 	}
 	if _, err := m.Vouch(ctx, "hanzo", keys, time.Now()); err != nil {
 		t.Fatal(err)

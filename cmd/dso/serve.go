@@ -108,7 +108,7 @@ Config file (every field optional):
     key_file: ./node.key         # from dso keygen
     share: [code]                # domain prefixes published; none by default
     sync_interval: 10s           # between syncs of each peer
-    peers:                       # logs followed, admitted and mirrored under /log/ID/mirror/NAME/
+    peers:                       # logs followed, admitted and mirrored under /log/ID/mirror/NAME+HASH/
       - {url: "https://peer.example", key: "peerA+1a2b3c4d+AbC..."}
       - {url: "https://new.example", key: "nodeN+...", quarantine: true}  # shown, not injected
     seed: 0                      # the network's lift seed; 0 = retrieval.seed (another: no codes published)
