@@ -15,6 +15,7 @@ import (
 	"github.com/dso-proxy/dso/network"
 	"github.com/dso-proxy/dso/providers"
 	"github.com/dso-proxy/dso/store"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // embedBackend is a chat and embedding backend whose embedding model
@@ -65,7 +66,11 @@ func rootOfKeys(t *testing.T, name string, n int, records func(name string) []ne
 		sub := newAttacker(t, name+"k"+string(rune('a'+i)))
 		l := sub.log(t, records(sub.id.Signer.Name())...)
 		keys = append(keys, sub.id.VerifierKey)
-		prefix := "/log/hanzo" + network.MirrorPath(sub.id.Signer.Name())
+		v, err := note.NewVerifier(sub.id.VerifierKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := "/log/hanzo" + network.MirrorPath(v)
 		mux.Handle(prefix+"/", http.StripPrefix(prefix, network.NewHandler(l, nil)))
 	}
 	l := root.log(t) // the vouch first: a record that waits holds back those after it
