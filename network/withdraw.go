@@ -93,9 +93,9 @@ func (a *Admitter) withdraw(ctx context.Context, xid [32]byte, author string) (b
 		return false, err
 	}
 	for _, by := range all {
-		err := a.State.Quarantine(ctx, by.Author, Experience{Network: a.Network, Domain: e.Domain, Text: e.Text,
+		err := a.State.Withhold(ctx, by.Author, Experience{Network: a.Network, Domain: e.Domain, Text: e.Text,
 			Confidence: by.Confidence, Time: e.CreatedAt})
-		if err != nil && !errors.Is(err, ErrQuarantineFull) {
+		if err != nil {
 			return false, err
 		}
 	}
@@ -204,4 +204,18 @@ func (s *State) Forked(ctx context.Context) ([]string, error) {
 		out = append(out, k)
 	}
 	return out, rows.Err()
+}
+
+// Withhold quarantines author's record of e past the quarantine's caps:
+// it was admitted, and leaves the library for it, so the library's own
+// bounds held it; refusing it would lose it for good.
+func (s *State) Withhold(ctx context.Context, author string, e Experience) error {
+	xid := ExperienceID(e.Network, e.Domain, e.Text)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO quarantine (xid, author, domain, text, confidence, at) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (xid, author) DO UPDATE SET confidence = excluded.confidence, at = excluded.at`,
+		xid[:], author, e.Domain, e.Text, e.Confidence, e.Time.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("network: withhold: %w", err)
+	}
+	return nil
 }

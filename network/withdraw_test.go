@@ -11,7 +11,7 @@ import (
 )
 
 // An author that loses its standing takes back what the library holds on
-// its word alone, into the quarantine; what another author with standing
+// its word alone, into the quarantine (past its caps: it was admitted); what another author with standing
 // published too stays at that author's confidence; the node's own lesson
 // keeps its own. Should the author gain standing again, the quarantined
 // record comes back, and the votes kept on it apply again.
@@ -80,6 +80,7 @@ func TestWithdrawTakesBackWhatAnAuthorLeft(t *testing.T) {
 	}
 
 	weights[f] = 0
+	state.maxQuarantine, state.maxPerAuthor = 0, 0 // full: what leaves the library is kept all the same
 	n, err := a.Withdraw(ctx, f)
 	if err != nil || n != 1 {
 		t.Fatalf("Withdraw: %d, %v; want 1 experience taken back", n, err)
