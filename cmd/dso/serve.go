@@ -241,6 +241,33 @@ func newLogger(w io.Writer, level string) (log *slog.Logger, close func()) {
 	return slog.New(h), func() { _ = bw.Close() }
 }
 
+// proxyOptions are the proxy's options from cfg, but for its registry,
+// retrieval, learner and network, which serveOn opens.
+func proxyOptions(cfg config.Config, router *providers.Router, log *slog.Logger, addr string) (proxy.Options, error) {
+	trusted, err := config.ParsePrefixes(cfg.TrustedProxies)
+	if err != nil {
+		return proxy.Options{}, fmt.Errorf("trusted_proxies: %w", err) // Validate has said so already
+	}
+	return proxy.Options{
+		Router:       router,
+		Logger:       log,
+		APIKeys:      cfg.APIKeys,
+		AdminKeys:    cfg.AdminKeys,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		BodyTimeout:  cfg.BodyTimeout,
+		MaxInFlight:  cfg.MaxInFlight,
+		MinBodyRate:  cfg.MinBodyRate,
+
+		MaxInFlightPerClient: cfg.MaxInFlightPerClient,
+		AllowedHosts:         allowedHosts(cfg),
+		TrustedProxies:       trusted,
+
+		MaxBytesInFlight: cfg.MaxBytesInFlight,
+		OpenLibrary:      libraryOpen(addr, cfg),
+		TrustVoterHeader: cfg.TrustVoterHeader,
+	}, nil
+}
+
 // serveOn runs the proxy on ln until ctx is done, then shuts down
 // gracefully: no new connections, streams in flight may finish within
 // cfg.ShutdownTimeout.
@@ -275,32 +302,12 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, log *slog.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gpuidx.NewGPUCollector())
 	node.register(reg)
-	trusted, err := config.ParsePrefixes(cfg.TrustedProxies)
+	opts, err := proxyOptions(cfg, router, log, addr)
 	if err != nil {
-		return fmt.Errorf("trusted_proxies: %w", err) // Validate has said so already
+		return err
 	}
-	srv = proxy.New(proxy.Options{
-		Registry:     reg,
-		Router:       router,
-		Logger:       log,
-		APIKeys:      cfg.APIKeys,
-		AdminKeys:    cfg.AdminKeys,
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		BodyTimeout:  cfg.BodyTimeout,
-		MaxInFlight:  cfg.MaxInFlight,
-		MinBodyRate:  cfg.MinBodyRate,
-
-		MaxInFlightPerClient: cfg.MaxInFlightPerClient,
-		AllowedHosts:         allowedHosts(cfg),
-		TrustedProxies:       trusted,
-
-		MaxBytesInFlight: cfg.MaxBytesInFlight,
-		Retrieval:        rt,
-		Learner:          grader(learner),
-		OpenLibrary:      libraryOpen(addr, cfg),
-		TrustVoterHeader: cfg.TrustVoterHeader,
-		Network:          node.reporter(),
-	})
+	opts.Registry, opts.Retrieval, opts.Learner, opts.Network = reg, rt, grader(learner), node.reporter()
+	srv = proxy.New(opts)
 	defer srv.Close() // after Shutdown: stores the traces still queued
 	if learner != nil {
 		learner.Start(context.WithoutCancel(ctx))

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,10 +20,11 @@ import (
 
 // Starting before the store answers. With the library in Redis, a serve
 // started before Redis (compose, a rolling restart) does not exit: it
-// listens at once, answers /healthz 200 and /readyz 503 with the reason
-// (every other route 503 with Retry-After), tries the store again with a
-// bounded backoff, and starts as usual, on the same listener, once it
-// answers.
+// listens at once, answers /healthz 200 and /readyz 503 with the reason,
+// and proxies every other request as a proxy without a library would
+// (chat uninjected, saying X-DSO-Degraded: store_unavailable, as when the
+// store goes away later); it tries the store again with a bounded
+// backoff, and starts as usual, on the same listener, once it answers.
 
 // Bounds of the retries of a store that does not answer at start: the
 // first pause, doubled after each try up to the last.
@@ -45,7 +47,13 @@ func openRetrievalWaiting(ctx context.Context, ln net.Listener, cfg config.Confi
 		"addr", ln.Addr().String(), "store", storeKind(cfg), "err", err.Error())
 	start := time.Now()
 	pump := newAcceptPump(ln)
-	wh := &waitingHandler{}
+	opts, oerr := proxyOptions(cfg, router, log, ln.Addr().String())
+	if oerr != nil {
+		return proxy.Retrieval{}, nil, nil, oerr
+	}
+	bare := proxy.New(opts) // no library: nothing to inject, no traces
+	defer bare.Close()
+	wh := &waitingHandler{proxy: bare}
 	wh.set(err)
 	hs := &http.Server{Handler: wh, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 1 << 20}
 	served := make(chan error, 1)
@@ -102,8 +110,10 @@ func openRetrievalWaiting(ctx context.Context, ln net.Listener, cfg config.Confi
 
 // waitingHandler is what serve answers while the store does not: the
 // process is alive (/healthz), not ready (/readyz 503, saying why), and
-// nothing else is served yet.
+// the rest goes to proxy, which has no library.
 type waitingHandler struct {
+	proxy http.Handler
+
 	mu     sync.Mutex // protects reason
 	reason string
 }
@@ -124,17 +134,35 @@ func (h *waitingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body any
-	if r.URL.Path == "/readyz" {
+	switch p := r.URL.Path; {
+	case p == "/readyz":
 		body = map[string]any{"ready": false, "state": "starting",
 			"store": map[string]any{"state": "store_unavailable", "reason": reason}}
-	} else {
+	case needsStore(p):
 		w.Header().Set("Retry-After", "2")
 		body = map[string]any{"error": map[string]any{"type": "api_error", "code": "store_unavailable",
 			"message": "dso is starting: the experience store does not answer yet; retry later"}}
+	default:
+		// Whatever it answers, retrieval was skipped for this reason.
+		w.Header().Set(proxy.HeaderDegraded, "store_unavailable")
+		h.proxy.ServeHTTP(w, r)
+		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_ = json.NewEncoder(w).Encode(body)
+}
+
+// needsStore reports whether the route at path reads or writes the store:
+// the experience API, feedback, the dashboard's reads and the network's
+// logs.
+func needsStore(path string) bool {
+	for _, p := range []string{"/v1/experiences", "/v1/feedback", "/v1/traces", "/v1/stats", "/v1/network", "/log/"} {
+		if strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // acceptPump accepts on one listener for the listeners it hands out, one
