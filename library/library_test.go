@@ -191,8 +191,15 @@ var lessons = []string{
 }
 
 // The gate injects a reworded stored lesson and nothing for a question the
-// library has no lesson about.
+// library has no lesson about: neither one from another field nor one
+// about the library's own subject (Go) that no lesson answers. The
+// library is large enough (minGateLibrary, 32) for the gate to be
+// calibrated on its own texts; TestGateCalibratesOnLibrary has libraries
+// of real sentences whose texts raise it above the floor.
 func TestGate(t *testing.T) {
+	if len(lessons) < 32 {
+		t.Fatalf("%d lessons: the gate is calibrated on the library only from 32", len(lessons))
+	}
 	lib, _ := open(t, t.TempDir())
 	ctx := context.Background()
 	es := make([]store.Experience, len(lessons))
@@ -204,8 +211,14 @@ func TestGate(t *testing.T) {
 	}
 	waitFor(t, "calibration", func() bool { g, ok := lib.Gate(); return ok && g.Size == len(lessons) })
 	g, _ := lib.Gate()
-	if g.Sampled < len(lessons)-1 || g.Value < g.Floor {
-		t.Fatalf("gate %+v", g)
+	// Every lesson (fewer than DefaultGateSample) was compared with the
+	// rest, the anchors stand out from each other by a positive margin,
+	// and searches are judged by the calibrated gate.
+	if g.Sampled != len(lessons) || g.Floor <= 0 || g.Value >= 1 {
+		t.Fatalf("gate %+v: want %d sampled, floor > 0, value < 1", g, len(lessons))
+	}
+	if got := lib.GateFor(library.Query{}); got != g.Value {
+		t.Fatalf("searches are judged by %.3f; the calibrated gate is %.3f", got, g.Value)
 	}
 	related := map[string]string{
 		"How do I close a file I opened and check the error from Close?": lessons[0],
@@ -217,11 +230,21 @@ func TestGate(t *testing.T) {
 		if err != nil || len(res) == 0 || res[0].Text != want {
 			t.Errorf("%q: %+v, %v; want %q injected", q, res, err, want)
 		}
+		for _, r := range res {
+			if r.Relevance < g.Value {
+				t.Errorf("%q: %q injected at relevance %.3f, below the gate %.3f", q, r.Text, r.Relevance, g.Value)
+			}
+		}
 	}
 	for _, q := range []string{
 		"How do I bake sourdough bread?",
 		"What is the capital of Mongolia?",
 		"My knee hurts after running, should I rest?",
+		// In the library's subject, but no lesson answers them.
+		"How do I embed static files into a Go binary?",
+		"What does iota mean inside a const block?",
+		"How do I cross-compile a Go program for ARM?",
+		"When should a method have a pointer receiver?",
 	} {
 		res, err := lib.Search(ctx, library.Query{Vector: vector(t, lib, q), IncludeGated: true})
 		if err != nil || len(res) == 0 {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/dso-proxy/dso/internal/shareddata"
@@ -96,5 +98,118 @@ func TestEvalGate(t *testing.T) {
 				t.Errorf("without a gate only %.3f of unrelated questions got notes; the split is not testing the gate", rep.Curve[0].FalseInjection)
 			}
 		})
+	}
+}
+
+// --slices N measures the whole file and then each of N consecutive
+// slices with a library of its own, and reports each at the server's gate
+// with 95% intervals and as a curve with that gate marked.
+// testdata/gatepairs.csv is two slices of 20 pairs; the second asks, as a
+// question with no stored counterpart, a paraphrase whose counterpart the
+// first slice stores: a library shared between slices would inject it.
+func TestEvalGateSlices(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers, each waiting for its gate's calibration")
+	}
+	path := filepath.Join("testdata", "gatepairs.csv")
+	ps, err := readPairs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"eval", "gate", "--pairs", path, "--slices", "2"}, &out, &errb); code != 0 {
+		t.Fatalf("eval gate: %d\n%s", code, errb.String())
+	}
+	var rep gateReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Slices) != 2 {
+		t.Fatalf("%d slices; want 2", len(rep.Slices))
+	}
+	for i, r := range append([]*gateReport{&rep}, rep.Slices...) {
+		from, to := 0, len(ps)
+		if i > 0 {
+			from, to = (i-1)*len(ps)/2, i*len(ps)/2
+		}
+		corpus, pos, neg, _ := gateSplit(ps[from:to])
+		if r.Pairs != [2]int{from + 1, to} || r.Corpus != len(corpus) || r.Positives != len(pos) || r.Negatives != len(neg) {
+			t.Errorf("report %d: pairs %v, %d experiences, %d+%d questions; want [%d %d], %d, %d+%d",
+				i, r.Pairs, r.Corpus, r.Positives, r.Negatives, from+1, to, len(corpus), len(pos), len(neg))
+		}
+		if r.Space != "hash:2048" {
+			t.Errorf("report %d: space %q; want the default hash:2048", i, r.Space)
+		}
+		d := r.Default
+		hitCI := wilson(int(math.Round(d.Hit*float64(r.Positives))), r.Positives)
+		fiCI := wilson(int(math.Round(d.FalseInjection*float64(r.Negatives))), r.Negatives)
+		if d.HitCI == nil || *d.HitCI != hitCI || d.FalseInjectionCI == nil || *d.FalseInjectionCI != fiCI {
+			t.Errorf("report %d: intervals %v, %v; want %v, %v", i, d.HitCI, d.FalseInjectionCI, hitCI, fiCI)
+		}
+		var marked []gatePoint
+		for j, p := range r.Curve {
+			if j > 0 && p.MinScore < r.Curve[j-1].MinScore {
+				t.Errorf("report %d: curve not sorted at %d: %v", i, j, r.Curve)
+			}
+			if p.Default {
+				marked = append(marked, p)
+			}
+		}
+		if len(marked) != 1 || marked[0].MinScore != round4(r.Gate) || marked[0].Hit != d.Hit || marked[0].FalseInjection != d.FalseInjection {
+			t.Errorf("report %d: marked in the curve %v; want one point at the gate %.4f: %+v", i, marked, r.Gate, d)
+		}
+		if len(r.Curve) != 26 || r.Curve[0].MinScore != -0.1 || r.Curve[len(r.Curve)-1].MinScore != 0.5 {
+			t.Errorf("report %d: curve of %d points from %v to %v; want 25 from -0.1 to 0.5 and the gate", i, len(r.Curve), r.Curve[0], r.Curve[len(r.Curve)-1])
+		}
+	}
+	if fi := rep.Slices[1].Default.FalseInjection; fi != 0 {
+		t.Errorf("slice 2: false injection %.3f; want 0 (its library holds nothing of slice 1)", fi)
+	}
+	if hit := rep.Slices[0].Default.Hit; hit != 1 {
+		t.Errorf("slice 1: hit %.3f; want 1 (close paraphrases)", hit)
+	}
+	text := errb.String()
+	for _, want := range []string{"whole      1-40", "slice 1/2  1-20", "slice 2/2  21-40", "curve, slice 2/2 (pairs 21-40):"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the table lacks %q:\n%s", want, text)
+		}
+	}
+	if n := strings.Count(text, "<- the server's gate"); n != 3 {
+		t.Errorf("the server's gate is marked %d times; want 3 (one per curve):\n%s", n, text)
+	}
+}
+
+func TestEvalGateSlicesFlag(t *testing.T) {
+	path := filepath.Join("testdata", "gatepairs.csv")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--slices", "0"}, "--slices 0: want 1 or more"},
+		{[]string{"--slices", "41"}, "--slices 41: the file holds 40 pairs"},
+		{[]string{"--slices", "2", "--url", "http://127.0.0.1:1"}, "--slices needs a fresh library per slice"},
+	} {
+		var out, errb bytes.Buffer
+		args := append([]string{"eval", "gate", "--pairs", path}, tc.args...)
+		if code := run(context.Background(), args, &out, &errb); code == 0 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v: exit %d, %q; want an error saying %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}
+
+func TestWilson(t *testing.T) {
+	for _, tc := range []struct {
+		k, n int
+		want interval
+	}{
+		{0, 0, interval{0, 1}},
+		{0, 10, interval{0, 0.2775}},
+		{5, 10, interval{0.2366, 0.7634}},
+		{10, 10, interval{0.7225, 1}},
+		{88, 100, interval{0.8019, 0.93}},
+	} {
+		if got := wilson(tc.k, tc.n); got != tc.want {
+			t.Errorf("wilson(%d, %d) = %v; want %v", tc.k, tc.n, got, tc.want)
+		}
 	}
 }

@@ -5,8 +5,10 @@
 package shareddata
 
 import (
+	"encoding/csv"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/dso-proxy/dso/internal/testenv"
@@ -41,4 +43,38 @@ func Dir(tb testing.TB) string {
 func GloVe(tb testing.TB) string {
 	tb.Helper()
 	return filepath.Join(Dir(tb), "glove", "glove-6B-100d-top50k.txt.gz")
+}
+
+// Pair is one STS-B sentence pair and its human similarity judgement, from
+// 0 (unrelated) to 5 (same meaning).
+type Pair struct {
+	S1, S2 string
+	Score  float64
+}
+
+// STSB returns the pairs of an STS-B split ("train" or "dev") in file
+// order, which runs genre by genre (captions, forums, news).
+func STSB(tb testing.TB, split string) []Pair {
+	tb.Helper()
+	path := filepath.Join(Dir(tb), "stsb", "stsb-en-"+split+".csv")
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = 3
+	rows, err := r.ReadAll()
+	if err != nil {
+		tb.Fatalf("shareddata: %s: %v", path, err)
+	}
+	ps := make([]Pair, len(rows))
+	for i, row := range rows {
+		score, err := strconv.ParseFloat(row[2], 64)
+		if err != nil {
+			tb.Fatalf("shareddata: %s line %d: bad score %q", path, i+1, row[2])
+		}
+		ps[i] = Pair{row[0], row[1], score}
+	}
+	return ps
 }
