@@ -200,21 +200,30 @@ func (l *Library) Gate() (Gate, bool) {
 }
 
 // gateStale reports whether st changed enough since its last calibration
-// to calibrate again: by a tenth at once, or at all after
-// recalibrateEvery.
+// to calibrate again: by a tenth at once; at all, once the changes have
+// stopped (the size is what it was at the last look); or at all after
+// maxGateAge. A calibration embeds up to GateSample texts, so a steady
+// trickle of writes must not set one off every few seconds: while writes
+// go on, a gate is at most maxGateAge old or a tenth of the library
+// behind.
 func gateStale(st *state, now time.Time) bool {
+	n := st.idx.Len()
+	prev := int(st.gateLook.Swap(int64(n)))
 	g := st.gate.Load()
 	if g == nil {
 		return true
 	}
-	n := st.idx.Len()
 	if n == g.Size {
 		return false
 	}
 	d := math.Abs(float64(n - g.Size))
-	return d >= max(8, 0.1*float64(g.Size)) || now.Sub(g.At) >= recalibrateEvery
+	return d >= max(8, 0.1*float64(g.Size)) || n == prev || now.Sub(g.At) >= maxGateAge
 }
 
-// recalibrateEvery bounds how stale a gate may grow while a library
-// changes slowly.
+// recalibrateEvery is how often the library looks at its gate (besides
+// after each write): a library that stopped changing recalibrates within
+// it.
 const recalibrateEvery = 5 * time.Second
+
+// maxGateAge bounds how stale a gate may grow while writes go on.
+const maxGateAge = 10 * time.Minute

@@ -25,6 +25,8 @@ type state struct {
 	prepErr atomic.Pointer[error]    // the last failure to prepare
 	prepMu  sync.Mutex               // serialises prepare
 	gate    atomic.Pointer[Gate]
+	// gateLook is the index's size when gateStale last looked.
+	gateLook atomic.Int64
 }
 
 func newState(sp Space, a *align.Adapter, idx gpuidx.Index) *state {
