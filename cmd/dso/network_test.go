@@ -43,6 +43,14 @@ func startNetNode(t *testing.T, name, backend, share string, peers ...string) ne
 	t.Helper()
 	dir := t.TempDir()
 	keyFile, vkey := keygenNode(t, dir, name)
+	return startKeyedNode(t, dir, name, keyFile, vkey, backend, share, "", peers...)
+}
+
+// startKeyedNode is startNetNode in dir with the key in keyFile (whose
+// verifier key is vkey), and extra, when not empty, as more lines of its
+// network section.
+func startKeyedNode(t *testing.T, dir, name, keyFile, vkey, backend, share, extra string, peers ...string) netNode {
+	t.Helper()
 	cfg := fmt.Sprintf(`data: %q
 backends: [{name: fake, type: openai, url: %q}]
 retrieval: {embedder: "hash:256", min_score: 0.05}
@@ -52,7 +60,7 @@ network:
   share: [%s]
   sync_interval: 100ms
   peers: [%s]
-`, filepath.Join(dir, "data"), backend+"/v1", keyFile, share, strings.Join(peers, ", "))
+`, filepath.Join(dir, "data"), backend+"/v1", keyFile, share, strings.Join(peers, ", ")) + extra
 	file := filepath.Join(dir, "dso.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
