@@ -34,6 +34,19 @@ type Network struct {
 	// publishes its experiences there without codes (receivers re-embed
 	// the text anyway).
 	Seed uint64 `yaml:"seed"`
+	// Witness makes this node a witness (C2SP tlog-witness) of its peers'
+	// logs: it answers POST /log/<ID>/witness/add-checkpoint and cosigns,
+	// with its key as a cosignature/v1 key, each checkpoint of a peer's
+	// log that extends the last one it cosigned of that log.
+	Witness bool `yaml:"witness"`
+	// Witnesses are the network's witnesses, as this node takes them:
+	// its own log asks each one with a URL to cosign every checkpoint it
+	// signs, and serves the cosignatures with it; the logs it follows
+	// need cosignatures from WitnessQuorum of them.
+	Witnesses []Witness `yaml:"witnesses"`
+	// WitnessQuorum is how many of Witnesses must have cosigned a
+	// followed log's checkpoint before it is accepted. Zero: none.
+	WitnessQuorum int `yaml:"witness_quorum"`
 }
 
 // Peer is a followed log.
@@ -65,7 +78,7 @@ func (n Network) Enabled() bool { return n.ID != "" }
 // validate adds the problems of the network section.
 func (n Network) validate(add func(path, format string, args ...any)) {
 	if !n.Enabled() {
-		if n.KeyFile != "" || len(n.Share) > 0 || len(n.Peers) > 0 || n.Seed != 0 {
+		if n.KeyFile != "" || len(n.Share) > 0 || len(n.Peers) > 0 || n.Seed != 0 || n.Witness || len(n.Witnesses) > 0 || n.WitnessQuorum != 0 {
 			add("network.id", "must be set when network has other settings")
 		}
 		return
@@ -85,6 +98,7 @@ func (n Network) validate(add func(path, format string, args ...any)) {
 		add("network.sync_interval", "must not be negative")
 	}
 	n.Trust.validate("network.trust", add)
+	n.validateWitnesses(add)
 	names := map[string]bool{}
 	for i, p := range n.Peers {
 		path := fmt.Sprintf("network.peers[%d]", i)

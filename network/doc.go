@@ -7,7 +7,12 @@
 // client side that fetches and verifies another node's log, follows the
 // logs its vouches reach (Standings: trust that flows along vouches,
 // bounded in depth and weight), admits their experiences (re-embedded,
-// aggregated by trust) and weighs their votes (Voting).
+// aggregated by trust) and weighs their votes (Voting); and witnessing
+// (C2SP tlog-witness and tlog-cosignature): a Witness that cosigns other
+// logs' checkpoints consistent with what it cosigned before, a
+// WitnessedLog that asks a node's witnesses to cosign its checkpoints and
+// serves them cosigned, and followers that accept a checkpoint only with
+// a quorum of cosignatures.
 //
 // It does not own the experience library, retrieval or the HTTP routes of
 // the proxy: callers mount Handler where they like and decide which

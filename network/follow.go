@@ -82,6 +82,14 @@ type FollowConfig struct {
 	// Mirror, when set, is handed every entry of the log, valid records
 	// or not (the tree commits to all of them), before Accept sees them.
 	Mirror Sink
+	// Witnesses are the cosigners whose cosignatures of the log's
+	// checkpoints count (C2SP tlog-cosignature verifiers); Quorum is how
+	// many of them must have cosigned a checkpoint before it is accepted
+	// (0: none). Until then the follower keeps the checkpoint it accepted
+	// and Sync returns an *UnwitnessedError. A quorum larger than the
+	// witnesses is never met.
+	Witnesses []note.Verifier
+	Quorum    int
 }
 
 // Sink keeps a followed log's entries, [start, start+len(entries)) of the
@@ -136,6 +144,10 @@ func NewFollower(cfg FollowConfig) (*Follower, error) {
 	if cfg.Authors == nil {
 		cfg.Authors = note.VerifierList(cfg.Key)
 	}
+	if cfg.Quorum < 0 {
+		return nil, fmt.Errorf("network: follower witness quorum %d is negative", cfg.Quorum)
+	}
+	cfg.Witnesses = distinctWitnesses(cfg.Witnesses)
 	f := &Follower{cfg: cfg, state: FollowState{Rejected: map[string]int64{}}, last: Checkpoint{Hash: emptyTree}}
 	if st := cfg.State; st.Checkpoint != nil {
 		c, err := OpenCheckpoint(st.Checkpoint, cfg.Key, cfg.Origin)
@@ -221,6 +233,18 @@ func (f *Follower) Sync(ctx context.Context) (SyncResult, error) {
 		return SyncResult{Size: f.last.Size}, fmt.Errorf("%w: size %d, accepted %d", ErrStale, c.Size, f.last.Size)
 	}
 	if c.Size > f.last.Size || f.state.Checkpoint == nil {
+		if n := f.cosigned(msg); n < f.cfg.Quorum {
+			// Not the witnesses' view (yet): take in what the accepted
+			// checkpoint covers, and wait.
+			var res SyncResult
+			if f.state.Checkpoint != nil {
+				res, err = f.admit(ctx, fetch)
+			}
+			if err != nil {
+				return res, missing(err)
+			}
+			return res, &UnwitnessedError{Unwitnessed{Size: c.Size, Cosigned: n, Quorum: f.cfg.Quorum}}
+		}
 		f.last, f.state.Checkpoint = c, msg
 	}
 	res, err := f.admit(ctx, fetch)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -27,6 +28,17 @@ type Identity struct {
 	// VerifierKey is the "name+hash+key" string other nodes configure to
 	// accept this node's checkpoints and records.
 	VerifierKey string
+	// Cosigner signs the node's cosignatures as a witness (C2SP
+	// tlog-cosignature, Ed25519 cosignature/v1), with the same Ed25519
+	// key and name as Signer: what it signs begins "cosignature/v1\ntime",
+	// which no checkpoint (whose second line is its size) and no record
+	// (which begins with a NUL) does, so none passes for another. Nil in
+	// an Identity made by hand.
+	Cosigner note.Signer
+	// WitnessKey is the verifier key of the cosignatures: VerifierKey's
+	// key as a cosignature key (type 0x04), so with another key hash.
+	// Logs and followers may name a dso witness by either.
+	WitnessKey string
 }
 
 // GenerateKey writes a new Ed25519 key named name to file, readable by its
@@ -44,6 +56,10 @@ func generateKey(r io.Reader, file, name string) (Identity, error) {
 	// note.GenerateKey accepts names its own NewSigner rejects ("a+b"):
 	// check before anything is written.
 	s, err := note.NewSigner(skey)
+	if err != nil {
+		return Identity{}, fmt.Errorf("network: key name %q: %w", name, err)
+	}
+	id, err := withCosigner(Identity{Signer: s, VerifierKey: vkey}, skey)
 	if err != nil {
 		return Identity{}, fmt.Errorf("network: key name %q: %w", name, err)
 	}
@@ -65,7 +81,7 @@ func generateKey(r io.Reader, file, name string) (Identity, error) {
 		os.Remove(file)
 		return Identity{}, fmt.Errorf("network: write key: %w", err)
 	}
-	return Identity{Signer: s, VerifierKey: vkey}, nil
+	return id, nil
 }
 
 // LoadKey reads a key file written by GenerateKey.
@@ -101,7 +117,22 @@ func ParseKey(data []byte) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
-	return Identity{Signer: s, VerifierKey: vkey}, nil
+	return withCosigner(Identity{Signer: s, VerifierKey: vkey}, skey)
+}
+
+// withCosigner adds to id the cosignature/v1 signer of its key skey, and
+// its verifier key.
+func withCosigner(id Identity, skey string) (Identity, error) {
+	cs, err := fnote.NewSignerForCosignatureV1(skey)
+	if err != nil {
+		return Identity{}, ErrKeyFile
+	}
+	wkey, err := fnote.VKeyToCosignatureV1(id.VerifierKey)
+	if err != nil {
+		return Identity{}, ErrKeyFile
+	}
+	id.Cosigner, id.WitnessKey = cs, wkey
+	return id, nil
 }
 
 // verifierKey derives "name+hash+key" from a note private key, whose form

@@ -56,7 +56,7 @@ func OpenState(ctx context.Context, path string) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network: open state: %w", err)
 	}
-	if _, err := db.ExecContext(ctx, stateSchema+voteSchema); err != nil {
+	if _, err := db.ExecContext(ctx, stateSchema+voteSchema+witnessSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("network: open state: schema: %w", err)
 	}

@@ -29,6 +29,12 @@ type NetworkStatus struct {
 	// Refuted counts experiences admitted by a majority code whose code,
 	// checked once the library could embed, was forged (since start).
 	Refuted int64 `json:"majority_codes_refuted"`
+	// Witness is the node as a witness of its peers' logs; nil when it
+	// is none. Witnesses are the witnesses its own log asks to cosign,
+	// and WitnessQuorum how many cosignatures a followed log needs.
+	Witness       *WitnessStatus `json:"witness,omitempty"`
+	Witnesses     []CosignStatus `json:"witnesses,omitempty"`
+	WitnessQuorum int            `json:"witness_quorum"`
 }
 
 // LogStatus is what a node knows of a log it follows.
@@ -41,7 +47,7 @@ type LogStatus struct {
 	Trusted bool    `json:"trusted"`
 	Weight  float64 `json:"weight"`
 	Depth   int     `json:"depth,omitempty"`
-	State   string  `json:"state"` // PeerOK, PeerBackingOff, PeerDropped, PeerForked
+	State   string  `json:"state"` // PeerOK, PeerBackingOff, PeerDropped, PeerForked, PeerUnwitnessed
 	// Size is of the last accepted checkpoint; Next the next entry to
 	// admit; Lag the entries between them.
 	Size       int64  `json:"size"`
@@ -59,6 +65,10 @@ type LogStatus struct {
 	LastSync     *time.Time       `json:"last_sync,omitempty"`
 	BytesFetched int64            `json:"bytes_fetched"`
 	Fork         *ForkEvidence    `json:"fork,omitempty"`
+	// Unwitnessed is the log's newest checkpoint while State is
+	// PeerUnwitnessed: its size, and how many of the witnesses the node
+	// requires cosigned it.
+	Unwitnessed *Unwitnessed `json:"unwitnessed,omitempty"`
 }
 
 // ForkEvidence is a Fork as shown: both signed checkpoints, as text.
@@ -115,6 +125,10 @@ func (p *peer) status() LogStatus {
 	}
 	if p.fork != nil {
 		ls.Fork = &ForkEvidence{Old: string(p.fork.Old), New: string(p.fork.New)}
+	}
+	if p.state == PeerUnwitnessed {
+		uw := p.unwitnessed
+		ls.Unwitnessed = &uw
 	}
 	return ls
 }

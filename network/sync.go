@@ -42,6 +42,9 @@ const (
 	PeerBackingOff = "backing_off"
 	PeerDropped    = "dropped"
 	PeerForked     = "forked"
+	// PeerUnwitnessed: the log's newest checkpoint lacks the witness
+	// quorum; what was accepted is kept, and the node waits.
+	PeerUnwitnessed = "unwitnessed"
 )
 
 // Reasons a sync is refused, counted beside the record reasons.
@@ -97,6 +100,12 @@ type SyncConfig struct {
 	// Voting weighs the votes; nil: votes are counted, not kept. Its
 	// Weight is set by the syncer.
 	Voting *Voting
+	// Witnesses are the verifier keys of the witnesses whose
+	// cosignatures count (see WitnessVerifiers); every followed log's new
+	// checkpoint needs WitnessQuorum of them (0: none) before it is
+	// accepted. A log's own key never counts as its witness.
+	Witnesses     []string
+	WitnessQuorum int
 	// Client makes the requests. nil: one with a per-request timeout.
 	Client *http.Client
 	Logger *slog.Logger
@@ -125,6 +134,7 @@ type Syncer struct {
 	forked     map[string]bool     // keys caught showing two histories
 	vouchers   map[string][]string // key to the keys vouching for it
 	run        func(*peer)         // starts a peer's goroutine once Run has begun
+	witnesses  []note.Verifier     // of SyncConfig.Witnesses
 	skipped    int64               // discovered logs not followed: MaxFollowed reached
 	refuted    int64               // majority codes Verify found forged
 }
@@ -157,7 +167,11 @@ func NewSyncer(ctx context.Context, cfg SyncConfig) (*Syncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Syncer{cfg: cfg, byKey: map[string]*peer{}, forked: map[string]bool{}}
+	witnesses, err := WitnessVerifiers(cfg.Witnesses)
+	if err != nil {
+		return nil, err
+	}
+	s := &Syncer{cfg: cfg, byKey: map[string]*peer{}, forked: map[string]bool{}, witnesses: witnesses}
 	for _, k := range forked {
 		s.forked[k] = true
 	}
@@ -211,6 +225,7 @@ func (s *Syncer) openPeer(ctx context.Context, pc Peer) (*peer, error) {
 	p.follower, err = NewFollower(FollowConfig{
 		Fetcher: HTTPFetcher{Base: p.url, Client: s.cfg.Client}, Key: v, Origin: origin,
 		MaxEntries: syncBatch, Timeout: 2 * fetchTimeout, State: st, Mirror: m, Accept: p.accept,
+		Witnesses: withoutLog(s.witnesses, pc.Key), Quorum: s.cfg.WitnessQuorum,
 	})
 	if err != nil {
 		m.Close()
@@ -341,6 +356,12 @@ type peer struct {
 	// accepted is the follower's state after its last turn: a status
 	// must not wait on a sync in flight (which holds the follower).
 	accepted FollowState
+	// unwitnessed is the checkpoint waiting for its witnesses, while
+	// state is PeerUnwitnessed; waits counts the turns in a row it
+	// waited, and warned is set once it was logged.
+	unwitnessed Unwitnessed
+	waits       int
+	warned      bool
 
 	saved FollowState // as last stored; run's goroutine only
 }
@@ -426,10 +447,21 @@ func (p *peer) settle(ctx context.Context, err error) (time.Duration, bool) {
 	p.accepted = accepted
 	if err == nil {
 		p.state, p.failures, p.lastErr, p.lastSync = PeerOK, 0, "", time.Now()
-		p.heldBack = false
+		p.heldBack, p.waits = false, 0
 		return s.cfg.Interval, false
 	}
 	p.lastErr = err.Error()
+	if uw := (*UnwitnessedError)(nil); errors.As(err, &uw) {
+		// Not the peer's fault: its witnesses may not have answered yet.
+		// Logged once, when a second turn in a row finds it waiting.
+		p.state, p.failures, p.lastSync, p.unwitnessed = PeerUnwitnessed, 0, time.Now(), uw.Unwitnessed
+		if p.waits++; p.waits > 1 && !p.warned {
+			p.warned = true
+			s.cfg.Logger.Warn("peer's checkpoint lacks the witness quorum; waiting for it, keeping what was accepted", "peer", p.url,
+				"author", p.name, "size", uw.Size, "cosigned", uw.Cosigned, "quorum", uw.Quorum)
+		}
+		return s.cfg.Interval, false
+	}
 	if errors.Is(err, ErrForked) {
 		p.state = PeerForked
 		p.reasons[RejectInconsistent]++

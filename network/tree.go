@@ -25,6 +25,7 @@ type tree struct {
 	mu         sync.Mutex // protects the fields below; never held while waiting on the file
 	size       int64      // of checkpoint: what is served
 	checkpoint []byte
+	changed    chan struct{} // closed when checkpoint next changes; nil until asked for
 }
 
 const treeSchema = `
@@ -115,7 +116,22 @@ func (t *tree) Checkpoint(ctx context.Context) ([]byte, error) {
 func (t *tree) serve(n int64, msg []byte) {
 	t.mu.Lock()
 	t.size, t.checkpoint = n, msg
+	if t.changed != nil {
+		close(t.changed)
+		t.changed = nil
+	}
 	t.mu.Unlock()
+}
+
+// Changed returns a channel closed when the checkpoint served next
+// changes: take it before reading the checkpoint, and no change is missed.
+func (t *tree) Changed() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.changed == nil {
+		t.changed = make(chan struct{})
+	}
+	return t.changed
 }
 
 // storeCheckpoint writes the checkpoint served into the file.

@@ -33,8 +33,13 @@ type networkNode struct {
 	state  *network.State
 	syncer *network.Syncer
 	voting *network.Voting
-	logger *slog.Logger
-	stop   []func() // in order, by close
+	// witness answers the peers' logs' add-checkpoint requests (nil: the
+	// node is no witness); witnessed is the node's log with the
+	// cosignatures its witnesses gave (nil: it asks none).
+	witness   *network.Witness
+	witnessed *network.WitnessedLog
+	logger    *slog.Logger
+	stop      []func() // in order, by close
 	// admitted reports experiences admitted from any network the node
 	// is in (see networkNodes.admitted); nil: from this one.
 	admitted func(ctx context.Context, id string) (bool, error)
@@ -63,6 +68,10 @@ func openNetwork(ctx context.Context, cfg config.Config, nc config.Network, lib 
 		n.close()
 		return nil, err
 	}
+	if err := n.openWitnessing(); err != nil {
+		n.close()
+		return nil, err
+	}
 	voting := n.newVoting(lib)
 	n.voting = voting
 	admit, withdraw, verify := n.admitter(lib, voting)
@@ -71,6 +80,7 @@ func openNetwork(ctx context.Context, cfg config.Config, nc config.Network, lib 
 		State: n.state, Admit: admit, Withdraw: withdraw, Verify: verify, Voting: voting, Logger: logger,
 		Trust: network.TrustConfig{Roots: nc.Trust.Keys, Depth: nc.Trust.Depth, MaxVouches: nc.Trust.MaxVouches,
 			Self: id.VerifierKey},
+		Witnesses: witnessKeys(nc), WitnessQuorum: nc.WitnessQuorum,
 	})
 	if err != nil {
 		n.close()
@@ -144,6 +154,15 @@ func (n *networkNode) start(ctx context.Context, cfg config.Config) error {
 		_, err := n.voting.Vote(ctx, n.id.VerifierKey, v)
 		return err
 	}
+	if n.witnessed != nil {
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			n.witnessed.Run(wctx)
+		}()
+		n.stop = append(n.stop, func() { cancel(); <-done })
+	}
 	stopPublishing, err := startPublisher(ctx, cfg, n.cfg, n.log, n.state, admitted, self, n.logger)
 	if err != nil {
 		return err
@@ -169,7 +188,16 @@ func (n *networkNode) handler(h http.Handler, observe func(route string, h http.
 	prefix := "/log/" + n.cfg.ID
 	mux := http.NewServeMux()
 	mux.Handle(prefix+"/mirror/", observe("/log/{network}/mirror/*", http.StripPrefix(prefix+"/mirror", n.syncer.MirrorHandler(n.logger))))
-	mux.Handle(prefix+"/", observe("/log/{network}/*", http.StripPrefix(prefix, network.NewHandler(n.log, n.logger))))
+	var src network.TileSource = n.log
+	if n.witnessed != nil {
+		src = n.witnessed
+	}
+	mux.Handle(prefix+"/", observe("/log/{network}/*", http.StripPrefix(prefix, network.NewHandler(src, n.logger))))
+	if n.witness != nil {
+		mux.Handle(prefix+"/witness/", observe("/log/{network}/witness/*", http.StripPrefix(prefix+"/witness", n.witness)))
+		n.logger.Info("witnessing the peers' logs", "network", n.cfg.ID, "path", prefix+"/witness/add-checkpoint",
+			"witness_key", n.id.WitnessKey, "logs", len(n.witness.Origins()))
+	}
 	mux.Handle("/", h)
 	n.logger.Info("serving the node's log", "network", n.cfg.ID, "path", prefix+"/", "origin", n.log.Origin(),
 		"size", n.log.Size(), "verifier_key", n.id.VerifierKey, "peers", len(n.cfg.Peers))
@@ -203,6 +231,17 @@ func (n *networkNode) status(ctx context.Context) (network.NetworkStatus, error)
 	if ns.Share == nil {
 		ns.Share = []string{}
 	}
+	if n.witness != nil {
+		ws, err := n.witness.Status(ctx, n.id.WitnessKey)
+		if err != nil {
+			return network.NetworkStatus{}, err
+		}
+		ns.Witness = &ws
+	}
+	if n.witnessed != nil {
+		ns.Witnesses = n.witnessed.Status(ctx)
+	}
+	ns.WitnessQuorum = n.cfg.WitnessQuorum
 	return ns, nil
 }
 

@@ -55,7 +55,7 @@ func (c *networkCollector) collect(ch chan<- prometheus.Metric, netID string, sy
 		for k, v := range ls.Rejected {
 			ch <- prometheus.MustNewConstMetric(c.reject, prometheus.CounterValue, float64(v), netID, ls.Author, k)
 		}
-		for _, s := range []string{network.PeerOK, network.PeerBackingOff, network.PeerDropped, network.PeerForked} {
+		for _, s := range []string{network.PeerOK, network.PeerBackingOff, network.PeerDropped, network.PeerForked, network.PeerUnwitnessed} {
 			v := 0.0
 			if s == ls.State {
 				v = 1

@@ -44,8 +44,11 @@ func keygenNode(t *testing.T, dir, name string) (string, string) {
 // of its own, with a key of its own, following peers (YAML flow maps).
 func startNetNode(t *testing.T, name, backend, share string, peers ...string) netNode {
 	t.Helper()
-	return startNetNodeWith(t, name, backend, `{embedder: "hash:256", min_score: 0.05}`, share, peers...)
+	return startNetNodeWith(t, name, backend, netRetrieval, share, peers...)
 }
+
+// netRetrieval is the retrieval settings of the network tests' nodes.
+const netRetrieval = `{embedder: "hash:256", min_score: 0.05}`
 
 // startNetNodeWith is startNetNode with retrieval's settings (a YAML flow
 // map).
@@ -53,6 +56,20 @@ func startNetNodeWith(t *testing.T, name, backend, retrieval, share string, peer
 	t.Helper()
 	dir := t.TempDir()
 	keyFile, vkey := keygenNode(t, dir, name)
+	return startNode(t, dir, name, keyFile, vkey, backend, retrieval, share, "", peers...)
+}
+
+// startKeyedNode is startNetNode in dir with the key in keyFile (whose
+// verifier key is vkey), and extra, when not empty, as more lines of its
+// network section.
+func startKeyedNode(t *testing.T, dir, name, keyFile, vkey, backend, share, extra string, peers ...string) netNode {
+	t.Helper()
+	return startNode(t, dir, name, keyFile, vkey, backend, netRetrieval, share, extra, peers...)
+}
+
+// startNode is startKeyedNode with retrieval's settings (a YAML flow map).
+func startNode(t *testing.T, dir, name, keyFile, vkey, backend, retrieval, share, extra string, peers ...string) netNode {
+	t.Helper()
 	cfg := fmt.Sprintf(`data: %q
 backends: [{name: fake, type: openai, url: %q}]
 retrieval: %s
@@ -62,7 +79,7 @@ network:
   share: [%s]
   sync_interval: 100ms
   peers: [%s]
-`, filepath.Join(dir, "data"), backend+"/v1", retrieval, keyFile, share, strings.Join(peers, ", "))
+`, filepath.Join(dir, "data"), backend+"/v1", retrieval, keyFile, share, strings.Join(peers, ", ")) + extra
 	file := filepath.Join(dir, "dso.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
