@@ -201,14 +201,16 @@ func (l *Library) Gate() (Gate, bool) {
 
 // gateStale reports whether st changed enough since its last calibration
 // to calibrate again: by a tenth at once; at all, once the changes have
-// stopped (the size is what it was at the last look); or at all after
+// stopped (the size has not moved for recalibrateEvery); or at all after
 // maxGateAge. A calibration embeds up to GateSample texts, so a steady
 // trickle of writes must not set one off every few seconds: while writes
 // go on, a gate is at most maxGateAge old or a tenth of the library
 // behind.
 func gateStale(st *state, now time.Time) bool {
 	n := st.idx.Len()
-	prev := int(st.gateLook.Swap(int64(n)))
+	if int(st.gateLook.Swap(int64(n))) != n {
+		st.gateChanged.Store(now.UnixNano())
+	}
 	g := st.gate.Load()
 	if g == nil {
 		return true
@@ -217,7 +219,8 @@ func gateStale(st *state, now time.Time) bool {
 		return false
 	}
 	d := math.Abs(float64(n - g.Size))
-	return d >= max(8, 0.1*float64(g.Size)) || n == prev || now.Sub(g.At) >= maxGateAge
+	quiet := now.Sub(time.Unix(0, st.gateChanged.Load())) >= recalibrateEvery
+	return d >= max(8, 0.1*float64(g.Size)) || quiet || now.Sub(g.At) >= maxGateAge
 }
 
 // recalibrateEvery is how often the library looks at its gate (besides

@@ -25,8 +25,10 @@ type state struct {
 	prepErr atomic.Pointer[error]    // the last failure to prepare
 	prepMu  sync.Mutex               // serialises prepare
 	gate    atomic.Pointer[Gate]
-	// gateLook is the index's size when gateStale last looked.
-	gateLook atomic.Int64
+	// gateLook is the index's size when gateStale last looked, and
+	// gateChanged when it last saw it move (Unix nanoseconds).
+	gateLook    atomic.Int64
+	gateChanged atomic.Int64
 }
 
 func newState(sp Space, a *align.Adapter, idx gpuidx.Index) *state {
