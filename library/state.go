@@ -2,7 +2,9 @@ package library
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -210,6 +212,36 @@ func (l *Library) vectors(ctx context.Context, st *state, texts []string) ([][]f
 	if err := l.prepareState(ctx, st); err != nil {
 		return nil, err
 	}
+	// A large batch (an import, a re-embedding) is embedded and aligned
+	// on every core: the lift into the canonical space is CPU work, and
+	// so is a local embedder's.
+	parts := min(runtime.GOMAXPROCS(0), len(texts)/embedBatch)
+	if parts < 2 {
+		return l.vectorsOf(ctx, st, texts)
+	}
+	out := make([][]float32, len(texts))
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	size := (len(texts) + parts - 1) / parts
+	for p := range parts {
+		lo, hi := p*size, min(len(texts), (p+1)*size)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			vs, err := l.vectorsOf(ctx, st, texts[lo:hi])
+			copy(out[lo:hi], vs)
+			errs[p] = err
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// vectorsOf is vectors, in this goroutine.
+func (l *Library) vectorsOf(ctx context.Context, st *state, texts []string) ([][]float32, error) {
 	raw, err := l.embedAll(ctx, st, texts)
 	if err != nil {
 		return nil, err

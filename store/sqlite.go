@@ -183,6 +183,10 @@ func (s *SQLite) open(ctx context.Context, path string) error {
 	return nil
 }
 
+// writerCacheKiB is the writer's page cache, in KiB (negative for
+// SQLite's cache_size): filled only as pages are used.
+const writerCacheKiB = -32768
+
 // dsn builds the connection string. Every connection of the pool runs the
 // pragmas:
 //   - journal_mode=WAL: readers do not block the writer nor it them.
@@ -197,6 +201,10 @@ func (s *SQLite) open(ctx context.Context, path string) error {
 //
 // Write transactions begin IMMEDIATE so they take the write lock up front
 // and never fail half-way on a lock upgrade.
+//   - cache_size on the writer: experiences are keyed by a hash, so a
+//     batch of them lands on as many pages of the table as it has rows;
+//     SQLite's default 2 MiB cache spills a batch of 256 to the log page
+//     by page before it commits (and reads them back for the next).
 func dsn(path string, busy time.Duration, readOnly bool) string {
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
@@ -206,6 +214,7 @@ func dsn(path string, busy time.Duration, readOnly bool) string {
 		q.Add("_pragma", "query_only(ON)")
 	} else {
 		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", fmt.Sprintf("cache_size(%d)", writerCacheKiB))
 		q.Set("_txlock", "immediate")
 	}
 	u := url.URL{Scheme: "file", Opaque: path, RawQuery: q.Encode()}

@@ -156,8 +156,10 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-// importBatch is how many experiences are embedded and stored together.
-const importBatch = 256
+// importBatch is how many experiences are embedded and stored together:
+// one commit each, and a page of the table written once for all of the
+// batch's rows on it (the vectors of a batch take about 50 MiB).
+const importBatch = 2048
 
 func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("import")
