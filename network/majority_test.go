@@ -19,49 +19,14 @@ import (
 func TestAdmitByMajorityWhileTheLibraryCannotEmbed(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := store.OpenDir(ctx, dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	const space = "hash:256"
-	h := providers.NewHashEmbedder(256, 5)
+	const space = majoritySpace
 	var down atomic.Bool
-	lib, err := library.New(ctx, library.Config{Store: st, Space: library.Space{Name: space,
-		Embedder: library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
-			if down.Load() {
-				return nil, errors.New("connection refused")
-			}
-			return h.Embed(ctx, texts)
-		})}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lib.Close()
-	if err := lib.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st, lib := downableLibrary(t, dir, &down)
 	state := openTestState(t, dir)
-	a := &Admitter{Network: "hanzo", Library: lib, State: state,
-		CannotEmbed: func(err error) bool { return errors.Is(err, library.ErrEmbed) || errors.Is(err, library.ErrNotReady) }}
+	a := &Admitter{Network: "hanzo", Library: lib, State: state, CannotEmbed: cannotEmbed}
 
 	text := "Close the response body of every HTTP request, even when you do not read it."
-	// The honest authors' code: another library of the same space (this
-	// one would keep the vector in its cache).
-	st2, err := store.OpenDir(ctx, t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st2.Close()
-	other, err := library.New(ctx, library.Config{Store: st2, Space: library.Space{Name: space, Embedder: library.EmbedFunc(h.Embed)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	truth, ok, err := other.Code(ctx, space, text)
-	if err != nil || !ok {
-		t.Fatal(err)
-	}
+	truth := trueCodes(t, text)[0]
 	honest, _ := truth.MarshalBinary()
 	var forged compress.Code
 	for w := range forged.Bits {
@@ -117,36 +82,12 @@ func TestAdmitByMajorityWhileTheLibraryCannotEmbed(t *testing.T) {
 func TestMajorityCountsIndependentRoots(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := store.OpenDir(ctx, dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	const space = "hash:256"
-	h := providers.NewHashEmbedder(256, 5)
-	lib, err := library.New(ctx, library.Config{Store: st, Space: library.Space{Name: space,
-		Embedder: library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
-			return nil, errors.New("connection refused")
-		})}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lib.Close()
+	const space = majoritySpace
+	down := atomic.Bool{}
+	down.Store(true)
+	st, lib := downableLibrary(t, dir, &down)
 	text := "Close the response body of every HTTP request, even when you do not read it."
-	st2, err := store.OpenDir(ctx, t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st2.Close()
-	other, err := library.New(ctx, library.Config{Store: st2, Space: library.Space{Name: space, Embedder: library.EmbedFunc(h.Embed)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	truth, ok, err := other.Code(ctx, space, text)
-	if err != nil || !ok {
-		t.Fatal(err)
-	}
+	truth := trueCodes(t, text)[0]
 	honest, _ := truth.MarshalBinary()
 	forged := truth
 	for w := range forged.Bits {
@@ -164,9 +105,8 @@ func TestMajorityCountsIndependentRoots(t *testing.T) {
 		}
 		return r
 	}
-	a := &Admitter{Network: "hanzo", Library: lib, State: openTestState(t, dir),
-		CannotEmbed: func(err error) bool { return errors.Is(err, library.ErrEmbed) || errors.Is(err, library.ErrNotReady) },
-		Root:        func(author string) string { return roots[author] }}
+	a := &Admitter{Network: "hanzo", Library: lib, State: openTestState(t, dir), CannotEmbed: cannotEmbed,
+		Root: func(author string) string { return roots[author] }}
 	for _, tt := range []struct {
 		r    Record
 		want string // "" for an error: the record waits
@@ -205,51 +145,13 @@ func TestMajorityCountsIndependentRoots(t *testing.T) {
 func TestVerifyRefutesAForgedMajority(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := store.OpenDir(ctx, dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	const space = "hash:256"
-	h := providers.NewHashEmbedder(256, 5)
+	const space = majoritySpace
 	var down atomic.Bool
-	lib, err := library.New(ctx, library.Config{Store: st, Space: library.Space{Name: space,
-		Embedder: library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
-			if down.Load() {
-				return nil, errors.New("connection refused")
-			}
-			return h.Embed(ctx, texts)
-		})}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lib.Close()
-	if err := lib.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	a := &Admitter{Network: "hanzo", Library: lib, State: openTestState(t, dir),
-		CannotEmbed: func(err error) bool { return errors.Is(err, library.ErrEmbed) || errors.Is(err, library.ErrNotReady) }}
+	_, lib := downableLibrary(t, dir, &down)
+	a := &Admitter{Network: "hanzo", Library: lib, State: openTestState(t, dir), CannotEmbed: cannotEmbed}
 	forgedText, honestText := "Retry a failed request at once, forever.", "Close the response body of every HTTP request."
-	// The true codes from another library of the space: this one would
-	// keep the vectors in its cache, and check the codes while down.
-	st2, err := store.OpenDir(ctx, t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st2.Close()
-	other, err := library.New(ctx, library.Config{Store: st2, Space: library.Space{Name: space, Embedder: library.EmbedFunc(h.Embed)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	truths := map[string]compress.Code{}
-	for _, text := range []string{forgedText, honestText} {
-		c, ok, err := other.Code(ctx, space, text)
-		if err != nil || !ok {
-			t.Fatal(err)
-		}
-		truths[text] = c
-	}
+	cs := trueCodes(t, forgedText, honestText)
+	truths := map[string]compress.Code{forgedText: cs[0], honestText: cs[1]}
 	forged := truths[forgedText]
 	for w := range forged.Bits {
 		forged.Bits[w] = ^forged.Bits[w]
@@ -303,4 +205,60 @@ func TestVerifyRefutesAForgedMajority(t *testing.T) {
 	if !lib.Active(id) {
 		t.Error("the re-embedded experience is not active in the index")
 	}
+}
+
+// majoritySpace is the space of the majority tests' libraries.
+const majoritySpace = "hash:256"
+
+// downableLibrary opens a library of majoritySpace over a store in dir,
+// whose embedder fails while down is set, prepared while it is up.
+func downableLibrary(t *testing.T, dir string, down *atomic.Bool) (*store.SQLite, *library.Library) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.OpenDir(ctx, dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	h := providers.NewHashEmbedder(256, 5)
+	lib, err := library.New(ctx, library.Config{Store: st, Space: library.Space{Name: majoritySpace,
+		Embedder: library.EmbedFunc(func(ctx context.Context, texts []string) ([][]float32, error) {
+			if down.Load() {
+				return nil, errors.New("connection refused")
+			}
+			return h.Embed(ctx, texts)
+		})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lib.Close() })
+	if !down.Load() {
+		if err := lib.Prepare(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st, lib
+}
+
+// trueCodes are the codes of texts in majoritySpace, as the honest
+// authors make them: from another library of the space (the one under
+// test would keep the vectors in its cache, and check codes while down).
+func trueCodes(t *testing.T, texts ...string) []compress.Code {
+	t.Helper()
+	var up atomic.Bool
+	_, other := downableLibrary(t, t.TempDir(), &up)
+	out := make([]compress.Code, len(texts))
+	for i, text := range texts {
+		c, ok, err := other.Code(context.Background(), majoritySpace, text)
+		if err != nil || !ok {
+			t.Fatalf("code of %q: %v, %v", text, ok, err)
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// cannotEmbed is the Admitter's CannotEmbed as dso serve sets it.
+func cannotEmbed(err error) bool {
+	return errors.Is(err, library.ErrEmbed) || errors.Is(err, library.ErrNotReady)
 }
