@@ -84,6 +84,17 @@ type Config struct {
 	// DefaultMaxInFlight and DefaultMaxBytesInFlight.
 	MaxInFlight      int   `yaml:"max_in_flight"`
 	MaxBytesInFlight int64 `yaml:"max_bytes_in_flight"`
+	// MemoryLimit is the Go runtime's memory limit
+	// (runtime/debug.SetMemoryLimit): the heap size past which the garbage
+	// collector runs however little garbage there is, so that dso's
+	// resident memory stays near what it holds. It is a target, not a cap:
+	// past it dso slows down rather than fails. 0 (the default) derives it
+	// from what dso holds, mostly the library's index: DefaultMemoryLimit
+	// of the live heap (or of the index's bytes, when more), followed as
+	// the library grows (with GOMEMLIMIT set, that is kept instead; with
+	// retrieval disabled, none is set). Off (-1): no limit, the heap may
+	// grow to twice what is live (GOGC). DSO_MEMORY_LIMIT.
+	MemoryLimit ByteSize `yaml:"memory_limit"`
 	// MaxConnectionsPerClient and MaxInFlightPerClient bound what one
 	// client address may hold of those: its connections past the bound are
 	// closed at once, its requests get 503. Defaults: a DefaultClientShare

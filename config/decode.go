@@ -78,7 +78,10 @@ func (w *walker) walkRoot(n *yaml.Node) {
 	w.walk(n, reflect.TypeFor[Config](), "")
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	sizeType     = reflect.TypeFor[ByteSize]()
+)
 
 func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	if w.visits++; w.visits > maxWalk {
@@ -95,6 +98,10 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	case t == durationType:
 		if n.Kind != yaml.ScalarNode || n.Decode(new(time.Duration)) != nil {
 			w.add(n, path, "%s is not a duration (use a form like 250ms, 2s, 1m)", describe(n))
+		}
+	case t == sizeType:
+		if n.Kind != yaml.ScalarNode || n.Decode(new(ByteSize)) != nil {
+			w.add(n, path, "%s is %v", describe(n), errSize)
 		}
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {

@@ -17,6 +17,7 @@ const (
 	EnvAdminKeys   = "DSO_ADMIN_KEYS"   // comma-separated admin keys, replaces Config.AdminKeys
 	EnvEmbedder    = "DSO_EMBEDDER"     // Config.Retrieval.Embedder
 	EnvOpenLibrary = "DSO_OPEN_LIBRARY" // Config.OpenLibrary: 1/true or 0/false
+	EnvMemoryLimit = "DSO_MEMORY_LIMIT" // Config.MemoryLimit: a size (4GiB) or off
 	// EnvAllowedHosts is Config.AllowedHosts, comma-separated: the names
 	// a deployment is reached by belong with its environment.
 	EnvAllowedHosts = "DSO_ALLOWED_HOSTS"
@@ -61,6 +62,13 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 	}
 	if v := getenv(EnvEmbedder); v != "" {
 		c.Retrieval.Embedder = v
+	}
+	if v := getenv(EnvMemoryLimit); v != "" {
+		n, err := ParseByteSize(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", EnvMemoryLimit, err)
+		}
+		c.MemoryLimit = n
 	}
 	for _, b := range []struct {
 		name string

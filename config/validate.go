@@ -51,6 +51,12 @@ func (c *Config) Validate() error {
 	if c.MaxBodyBytes < 0 {
 		add("max_body_bytes", "must not be negative")
 	}
+	switch m := c.MemoryLimit; {
+	case m < 0 && m != Off:
+		add("memory_limit", "must not be negative (off sets no limit)")
+	case m > 0 && m < MinMemoryLimit:
+		add("memory_limit", "%v is below %v, too little for dso to run in", m, ByteSize(MinMemoryLimit))
+	}
 	if c.ShutdownTimeout < 0 {
 		add("shutdown_timeout", "must not be negative")
 	}

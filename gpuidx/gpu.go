@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"sync"
 	"time"
 
@@ -78,21 +77,19 @@ type GPU struct {
 	maxRecs  int   // most records MaxBytes allows
 	fixed    int64 // device memory besides the records
 
-	mu      sync.RWMutex // protects the fields below and the record buffers
-	host    *CPU         // mirror: same slots, metadata, codes
-	ids     []string     // by slot, as in host
-	slot    map[string]int
-	dom     []uint32 // domain id by slot
-	domains []string
-	domID   map[string]uint32
-	cap     int // records the device buffers hold
-	codes   buffer
-	prefix  buffer
-	conf    buffer
-	flags   buffer
-	domBuf  buffer
-	dist    buffer // MaxBatch*cap distances
-	closed  bool
+	// mu protects the fields below and the record buffers. host changes
+	// only under mu's write lock, so that holding mu lets a GPU method read
+	// host's fields (slots, ids, domains) directly.
+	mu     sync.RWMutex
+	host   *CPU // mirror: same slots, ids, metadata, codes, domain ids
+	cap    int  // records the device buffers hold
+	codes  buffer
+	prefix buffer
+	conf   buffer
+	flags  buffer
+	domBuf buffer
+	dist   buffer // MaxBatch*cap distances
+	closed bool
 
 	launchMu sync.Mutex // serialises launches; protects the scratch below
 	s        gpuScratch
@@ -171,15 +168,13 @@ func NewGPU(cfg GPUConfig) (*GPU, error) {
 		return nil, err
 	}
 	g := &GPU{
-		cfg:   cfg,
-		dev:   sd.dev,
-		prog:  sd.prog,
-		host:  NewCPU(CPUConfig{PrefixWords: cfg.PrefixWords, Candidates: cfg.Candidates, Rerank: cfg.Rerank, Workers: 1}),
-		slot:  map[string]int{},
-		domID: map[string]uint32{},
-		reqs:  make(chan *gpuRequest, cfg.MaxBatch),
-		quit:  make(chan struct{}),
-		done:  make(chan struct{}),
+		cfg:  cfg,
+		dev:  sd.dev,
+		prog: sd.prog,
+		host: NewCPU(CPUConfig{PrefixWords: cfg.PrefixWords, Candidates: cfg.Candidates, Rerank: cfg.Rerank, Workers: 1}),
+		reqs: make(chan *gpuRequest, cfg.MaxBatch),
+		quit: make(chan struct{}),
+		done: make(chan struct{}),
 	}
 	if err := g.init(); err != nil {
 		g.release()
@@ -224,10 +219,10 @@ func (g *GPU) init() error {
 	return g.grow(min(1024, g.maxRecs))
 }
 
-// grow makes the record buffers hold c records, keeping the first len(ids).
+// grow makes the record buffers hold c records, keeping those held.
 func (g *GPU) grow(c int) error {
 	d := g.dev
-	n := uintptr(len(g.ids))
+	n := uintptr(g.host.n)
 	p := uintptr(g.cfg.PrefixWords)
 	c = max(c, 1)
 	for _, b := range []struct {
@@ -257,7 +252,23 @@ func (g *GPU) Capacity() int { return g.maxRecs }
 func (g *GPU) Len() int {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
-	return len(g.ids)
+	return g.host.n
+}
+
+// Reserve makes room in the host mirror for n records in all (see
+// CPU.Reserve); the device buffers grow as records arrive.
+func (g *GPU) Reserve(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.host.Reserve(n)
+}
+
+// Bytes is the host memory the index holds (its mirror), in bytes; device
+// memory is not counted.
+func (g *GPU) Bytes() int64 {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.host.Bytes()
 }
 
 // Get returns the metadata and code of id.
@@ -288,55 +299,47 @@ func NewGPUFrom(x *CPU, cfg GPUConfig) (*GPU, error) {
 	if err != nil {
 		return nil, err
 	}
-	x.mu.RLock()
-	ids := slices.Clone(x.ids)
-	x.mu.RUnlock()
-	if err := g.fill(x, ids); err != nil {
+	if err := g.fill(x); err != nil {
 		g.Close()
 		return nil, err
 	}
 	return g, nil
 }
 
-// fill uploads the records of x, whose ids by slot are ids, to an empty g.
-func (g *GPU) fill(x *CPU, ids []string) error {
+// fill uploads the records of x to an empty g, whose mirror x becomes,
+// a chunk of records at a time.
+func (g *GPU) fill(x *CPU) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(ids) > g.maxRecs {
-		return g.fullError(len(ids))
+	x.mu.Lock() // x is g's from here on: g.mu guards it
+	defer x.mu.Unlock()
+	n := x.n
+	if n > g.maxRecs {
+		return g.fullError(n)
 	}
-	if err := g.grow(max(len(ids), g.cap)); err != nil {
+	if err := g.grow(max(n, g.cap)); err != nil { // before g.host is x: the device holds none of its records yet
 		return err
 	}
-	p := g.cfg.PrefixWords
-	codes := make([]uint64, 0, len(ids)*words)
-	pre := make([]uint64, 0, len(ids)*p)
-	conf := make([]float32, 0, len(ids))
-	flags := make([]uint8, 0, len(ids))
-	for i, id := range ids {
-		m, c, _ := x.Get(id)
-		codes = append(codes, c.Bits[:]...)
-		pre = append(pre, c.Bits[:p]...)
-		conf = append(conf, m.Confidence)
-		flags = append(flags, flagsOf(m))
-		g.slot[id] = i
-		g.dom = append(g.dom, g.domainID(m.Domain))
-	}
-	g.ids = ids
 	g.host = x
-	d := g.dev
-	return errors.Join(write(d, g.codes, 0, codes), write(d, g.prefix, 0, pre), write(d, g.conf, 0, conf),
-		write(d, g.flags, 0, flags), write(d, g.domBuf, 0, g.dom))
-}
-
-func (g *GPU) domainID(s string) uint32 {
-	d, ok := g.domID[s]
-	if !ok {
-		d = uint32(len(g.domains))
-		g.domains = append(g.domains, s)
-		g.domID[s] = d
+	d, p := g.dev, g.cfg.PrefixWords
+	var errs []error
+	var pre []uint64 // the prefixes of a chunk, when x keeps prefixes of another length
+	for lo := 0; lo < n; lo += chunkRows {
+		m := min(chunkRows, n-lo)
+		codes := x.codes.span(lo, m)
+		prefix := x.prefix.span(lo, m)
+		if x.cfg.PrefixWords != p {
+			pre = pre[:0]
+			for i := range m {
+				pre = append(pre, codes[i*words:i*words+p]...)
+			}
+			prefix = pre
+		}
+		u := uintptr(lo)
+		errs = append(errs, write(d, g.codes, u*words*8, codes), write(d, g.prefix, u*uintptr(p)*8, prefix))
 	}
-	return d
+	errs = append(errs, write(d, g.conf, 0, x.conf[:n]), write(d, g.flags, 0, x.flags[:n]), write(d, g.domBuf, 0, x.dom[:n]))
+	return errors.Join(errs...)
 }
 
 func (g *GPU) fullError(n int) error {
@@ -359,9 +362,9 @@ func (g *GPU) Upsert(id string, m Meta, c compress.Code) error {
 	if g.closed {
 		return ErrClosed
 	}
-	i, ok := g.slot[id]
+	i, ok := g.host.slotOf(id)
 	if !ok {
-		i = len(g.ids)
+		i = g.host.n
 		if i >= g.maxRecs {
 			return fmt.Errorf("gpuidx: upsert %q: %w", id, g.fullError(i+1))
 		}
@@ -373,14 +376,6 @@ func (g *GPU) Upsert(id string, m Meta, c compress.Code) error {
 	}
 	if err := g.host.Upsert(id, m, c); err != nil {
 		return err
-	}
-	d := g.domainID(m.Domain)
-	if !ok {
-		g.slot[id] = i
-		g.ids = append(g.ids, id)
-		g.dom = append(g.dom, d)
-	} else {
-		g.dom[i] = d
 	}
 	if err := g.writeSlot(i, m, &c); err != nil {
 		return fmt.Errorf("gpuidx: upsert %q: %w", id, err)
@@ -397,7 +392,7 @@ func (g *GPU) writeSlot(i int, m Meta, c *compress.Code) error {
 		write(d, g.prefix, u*uintptr(p)*8, c.Bits[:p]),
 		write(d, g.conf, u*4, []float32{m.Confidence}),
 		write(d, g.flags, u, []uint8{flagsOf(m)}),
-		write(d, g.domBuf, u*4, g.dom[i:i+1]),
+		write(d, g.domBuf, u*4, g.host.dom[i:i+1]),
 	} {
 		if err != nil {
 			return err
@@ -411,24 +406,20 @@ func (g *GPU) writeSlot(i int, m Meta, c *compress.Code) error {
 func (g *GPU) Delete(id string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	i, ok := g.slot[id]
+	i, ok := g.host.slotOf(id)
 	if !ok || g.closed {
 		return false
 	}
+	last := g.host.n - 1
 	g.host.Delete(id)
-	delete(g.slot, id)
-	last := len(g.ids) - 1
 	if i != last {
-		g.ids[i], g.dom[i] = g.ids[last], g.dom[last]
-		g.slot[g.ids[i]] = i
-		m, c, _ := g.host.Get(g.ids[i])
+		// The last record moved into slot i.
+		m, c := g.host.record(i)
 		// A failed write leaves the device copy stale; the next upsert of
 		// the record repairs it. OpenCL reports no such failure on a
 		// working device.
 		_ = g.writeSlot(i, m, &c)
 	}
-	g.ids[last] = ""
-	g.ids, g.dom = g.ids[:last], g.dom[:last]
 	return true
 }
 

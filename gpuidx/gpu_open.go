@@ -17,6 +17,11 @@ type Index interface {
 	Delete(id string) bool
 	Get(id string) (Meta, compress.Code, bool)
 	Len() int
+	// Reserve makes room for n records in all before they are added, so
+	// that a load of n allocates once.
+	Reserve(n int)
+	// Bytes is the host memory the index holds.
+	Bytes() int64
 	Search(ctx context.Context, q Query) ([]Hit, error)
 	Save(w io.Writer) error
 	Close() error

@@ -187,7 +187,7 @@ func (g *GPU) run(qs []Query) ([][]Hit, error) {
 		return nil, ErrClosed
 	}
 	out := make([][]Hit, len(qs))
-	n := len(g.ids)
+	n := g.host.n
 	if n == 0 {
 		for i := range out {
 			out[i] = []Hit{}
@@ -212,7 +212,7 @@ func (g *GPU) launch(qs []Query, n int) ([][]Hit, error) {
 	d, s := g.dev, &g.s
 	B := len(qs)
 	p := g.cfg.PrefixWords
-	nd := len(g.domains)
+	nd := len(g.host.domains)
 	mw := (nd + 31) / 32
 
 	// Per-query parameters.
@@ -256,7 +256,7 @@ func (g *GPU) launch(qs []Query, n int) ([][]Hit, error) {
 			for w := range mw {
 				var m uint32
 				for j := w * 32; j < min(nd, w*32+32); j++ {
-					if DomainMatch(q.Domain, g.domains[j]) {
+					if DomainMatch(q.Domain, g.host.domains[j]) {
 						m |= 1 << (j - w*32)
 					}
 				}
@@ -478,7 +478,7 @@ func (g *GPU) launch(qs []Query, n int) ([][]Hit, error) {
 		hits := make([]Hit, len(tops[b]))
 		for i, v := range tops[b] {
 			dist := int(v >> 32)
-			hits[i] = Hit{ID: g.ids[uint32(v)], Distance: dist}
+			hits[i] = Hit{ID: g.host.idAt(int(uint32(v))), Distance: dist}
 			if q.Mode.rerank() {
 				hits[i].Score = scores[j]
 				j++

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"runtime"
 	"slices"
@@ -126,18 +127,27 @@ const words = compress.Words
 // CPU is the in-memory index scanned by the CPU. Its methods are safe for
 // concurrent use: searches share a read lock, and Upsert and Delete take the
 // write lock, so they wait for running scans and scans see each change whole.
+//
+// A record takes its code (480 bytes) and the code's prefix again
+// (8·PrefixWords), both in chunks that growing never copies (see rows); its
+// id in 32 bytes (see ids.go); its scale, confidence, flags and domain (13
+// bytes); and 5 to 11 bytes of slot table. Nothing is held per record
+// that the garbage collector has to scan.
 type CPU struct {
-	cfg CPUConfig
+	cfg  CPUConfig
+	seed maphash.Seed
 
 	mu      sync.RWMutex // protects the fields below
-	codes   []uint64     // n*60 words, record i at [i*60, i*60+60)
-	prefix  []uint64     // n*cfg.PrefixWords words: the leading words again, contiguous
+	n       int          // records, in slots 0..n-1
+	codes   rows[uint64] // 60 words a record
+	prefix  rows[uint64] // cfg.PrefixWords words a record: the leading words again, contiguous
+	keys    rows[byte]   // 32 bytes a record: its id, packed
+	other   []string     // by slot: the id when it is not packed ("" when it is); nil while every id is
+	table   []uint32     // slot+1 by hash of the id; 0 is empty
 	scales  []float32
-	ids     []string
 	conf    []float32
 	flags   []uint8  // flagRetired, flagNegConf
 	dom     []uint32 // index into domains
-	slot    map[string]int
 	domains []string
 	domID   map[string]uint32
 }
@@ -158,14 +168,68 @@ func NewCPU(cfg CPUConfig) *CPU {
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
-	return &CPU{cfg: cfg, slot: map[string]int{}, domID: map[string]uint32{}}
+	return &CPU{
+		cfg: cfg, seed: maphash.MakeSeed(), domID: map[string]uint32{},
+		codes: newRows[uint64](words), prefix: newRows[uint64](cfg.PrefixWords), keys: newRows[byte](idBytes),
+	}
 }
 
 // Len returns the number of records, retired ones included.
 func (x *CPU) Len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.ids)
+	return x.n
+}
+
+// Reserve makes room for n records in all, so that loading that many
+// allocates each part of the index once, at its size. Records past n still
+// fit; they grow the index as Upsert does.
+func (x *CPU) Reserve(n int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if n <= x.n {
+		return
+	}
+	x.codes.grow(n, true)
+	x.prefix.grow(n, true)
+	x.keys.grow(n, true)
+	x.scales = sized(x.scales, n)
+	x.conf = sized(x.conf, n)
+	x.flags = sized(x.flags, n)
+	x.dom = sized(x.dom, n)
+	if x.other != nil {
+		x.other = sized(x.other, n)
+	}
+	if !x.tableFits(n) {
+		x.sizeTable(n)
+	}
+}
+
+// sized returns s with room for n elements: s itself, or a copy of exactly
+// that capacity.
+func sized[T any](s []T, n int) []T {
+	if cap(s) >= n {
+		return s
+	}
+	t := make([]T, len(s), n)
+	copy(t, s)
+	return t
+}
+
+// Bytes is the memory the index holds, in bytes.
+func (x *CPU) Bytes() int64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	b := x.codes.bytes() + x.prefix.bytes() + x.keys.bytes() + int64(cap(x.table))*4 +
+		int64(cap(x.scales))*4 + int64(cap(x.conf))*4 + int64(cap(x.flags)) + int64(cap(x.dom))*4 +
+		int64(cap(x.other))*16
+	for _, s := range x.other {
+		b += int64(len(s))
+	}
+	for _, d := range x.domains {
+		b += int64(len(d)) + 16 + 48 // the name, its header, its entry in domID
+	}
+	return b
 }
 
 // Upsert adds the record id, or replaces its code and metadata if present.
@@ -176,6 +240,8 @@ func (x *CPU) Upsert(id string, m Meta, c compress.Code) error {
 	if math.IsNaN(float64(c.Scale)) || math.IsInf(float64(c.Scale), 0) || c.Scale < 0 {
 		return fmt.Errorf("gpuidx: upsert %q: %w", id, compress.ErrBadScale)
 	}
+	k := parseKey(id)
+	h := x.hashKey(&k)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	d, ok := x.domID[m.Domain]
@@ -185,21 +251,39 @@ func (x *CPU) Upsert(id string, m Meta, c compress.Code) error {
 		x.domID[m.Domain] = d
 	}
 	p := x.cfg.PrefixWords
-	i, ok := x.slot[id]
+	i, pos, ok := x.find(&k, h)
 	if !ok {
-		i = len(x.ids)
-		x.slot[id] = i
-		x.ids = append(x.ids, id)
-		x.codes = append(x.codes, c.Bits[:]...)
-		x.prefix = append(x.prefix, c.Bits[:p]...)
-		x.scales = append(x.scales, c.Scale)
-		x.conf = append(x.conf, m.Confidence)
-		x.flags = append(x.flags, flagsOf(m))
-		x.dom = append(x.dom, d)
-		return nil
+		if x.n == math.MaxUint32-1 {
+			return fmt.Errorf("gpuidx: upsert %q: the index holds %d records, its most", id, x.n)
+		}
+		if !x.tableFits(x.n + 1) {
+			x.sizeTable(x.n + 1)
+			_, pos, _ = x.find(&k, h)
+		}
+		i = x.n
+		x.n++
+		x.codes.grow(x.n, false)
+		x.prefix.grow(x.n, false)
+		x.keys.grow(x.n, false)
+		if k.packed {
+			copy(x.keys.row(i), k.bin[:])
+		} else {
+			clear(x.keys.row(i))
+			if x.other == nil {
+				x.other = make([]string, i, cap(x.scales))
+			}
+		}
+		if x.other != nil {
+			x.other = append(x.other, k.s)
+		}
+		x.table[pos] = uint32(i + 1)
+		x.scales = append(x.scales, 0)
+		x.conf = append(x.conf, 0)
+		x.flags = append(x.flags, 0)
+		x.dom = append(x.dom, 0)
 	}
-	copy(x.codes[i*words:], c.Bits[:])
-	copy(x.prefix[i*p:], c.Bits[:p])
+	copy(x.codes.row(i), c.Bits[:])
+	copy(x.prefix.row(i), c.Bits[:p])
 	x.scales[i], x.conf[i], x.flags[i], x.dom[i] = c.Scale, m.Confidence, flagsOf(m), d
 	return nil
 }
@@ -207,42 +291,65 @@ func (x *CPU) Upsert(id string, m Meta, c compress.Code) error {
 // Delete removes the record id and reports whether it was present. The last
 // record moves into its slot, so storage stays contiguous.
 func (x *CPU) Delete(id string) bool {
+	k := parseKey(id)
+	h := x.hashKey(&k)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	i, ok := x.slot[id]
+	i, pos, ok := x.find(&k, h)
 	if !ok {
 		return false
 	}
-	delete(x.slot, id)
-	last := len(x.ids) - 1
+	x.unplace(pos)
+	last := x.n - 1
 	if i != last {
-		p := x.cfg.PrefixWords
-		copy(x.codes[i*words:(i+1)*words], x.codes[last*words:])
-		copy(x.prefix[i*p:(i+1)*p], x.prefix[last*p:])
-		x.ids[i], x.scales[i], x.conf[i], x.flags[i], x.dom[i] =
-			x.ids[last], x.scales[last], x.conf[last], x.flags[last], x.dom[last]
-		x.slot[x.ids[i]] = i
+		x.table[x.placeOf(last)] = uint32(i + 1)
+		copy(x.codes.row(i), x.codes.row(last))
+		copy(x.prefix.row(i), x.prefix.row(last))
+		copy(x.keys.row(i), x.keys.row(last))
+		x.scales[i], x.conf[i], x.flags[i], x.dom[i] = x.scales[last], x.conf[last], x.flags[last], x.dom[last]
+		if x.other != nil {
+			x.other[i] = x.other[last]
+		}
 	}
-	x.ids[last] = ""
-	x.ids = x.ids[:last]
-	x.codes = x.codes[:last*words]
-	x.prefix = x.prefix[:last*x.cfg.PrefixWords]
+	if x.other != nil {
+		x.other[last] = ""
+		x.other = x.other[:last]
+	}
+	x.n = last
 	x.scales, x.conf, x.flags, x.dom = x.scales[:last], x.conf[:last], x.flags[:last], x.dom[:last]
+	x.codes.shrink(last)
+	x.prefix.shrink(last)
+	x.keys.shrink(last)
 	return true
+}
+
+// slotOf returns the slot of id. The caller holds mu, or for a GPU
+// index's mirror the GPU index's mu, under which alone the mirror changes.
+func (x *CPU) slotOf(id string) (int, bool) {
+	k := parseKey(id)
+	i, _, ok := x.find(&k, x.hashKey(&k))
+	return i, ok
 }
 
 // Get returns the metadata and code of id.
 func (x *CPU) Get(id string) (Meta, compress.Code, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	i, ok := x.slot[id]
+	i, ok := x.slotOf(id)
 	if !ok {
 		return Meta{}, compress.Code{}, false
 	}
+	m, c := x.record(i)
+	return m, c, true
+}
+
+// record returns the metadata and code of slot i. The caller holds mu
+// (see slotOf).
+func (x *CPU) record(i int) (Meta, compress.Code) {
 	var c compress.Code
-	copy(c.Bits[:], x.codes[i*words:])
+	copy(c.Bits[:], x.codes.row(i))
 	c.Scale = x.scales[i]
-	return Meta{Domain: x.domains[x.dom[i]], Confidence: x.conf[i], Retired: x.flags[i]&flagRetired != 0}, c, true
+	return Meta{Domain: x.domains[x.dom[i]], Confidence: x.conf[i], Retired: x.flags[i]&flagRetired != 0}, c
 }
 
 // DomainMatch reports whether domain is query or lies below it, comparing
@@ -330,7 +437,7 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	n := len(x.ids)
+	n := x.n
 	var allowed []bool
 	if q.Domain != "" {
 		allowed = make([]bool, len(x.domains))
@@ -360,7 +467,7 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 		}
 		c = max(c, keep)
 		p := x.cfg.PrefixWords
-		pre, err := x.scan(ctx, qc.Bits[:p], x.prefix, p, c, f, sc, sc.cands[:0])
+		pre, err := x.scan(ctx, qc.Bits[:p], &x.prefix, c, f, sc, sc.cands[:0])
 		if err != nil {
 			return nil, err
 		}
@@ -371,7 +478,8 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 			sc.slots = append(sc.slots, cd.slot)
 		}
 		sc.dists = slices.Grow(sc.dists, len(pre))[:len(pre)]
-		x.gather(&qc.Bits, sc.slots, sc.dists)
+		sc.rel = slices.Grow(sc.rel[:0], len(pre))[:len(pre)]
+		x.gather(&qc.Bits, sc.slots, sc.dists, sc.rel)
 		// The candidates are in slot order, as the collector needs.
 		sc.top.reset(keep, compress.Dim)
 		for i, s := range sc.slots {
@@ -380,7 +488,7 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 		top = best(pre[:0], []collector{sc.top}, keep, sc.top.hist)
 	} else {
 		var err error
-		top, err = x.scan(ctx, qc.Bits[:], x.codes, words, keep, f, sc, sc.cands[:0])
+		top, err = x.scan(ctx, qc.Bits[:], &x.codes, keep, f, sc, sc.cands[:0])
 		if err != nil {
 			return nil, err
 		}
@@ -396,9 +504,9 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 	hits := make([]Hit, len(top))
 	for i, b := range top {
 		s := int(b.slot)
-		hits[i] = Hit{ID: x.ids[s], Distance: int(b.dist)}
+		hits[i] = Hit{ID: x.idAt(s), Distance: int(b.dist)}
 		if q.Mode.rerank() {
-			hits[i].Score = norm * sc.dot.Dot(x.codes[s*words:(s+1)*words], 1)
+			hits[i].Score = norm * sc.dot.Dot(x.codes.row(s), 1)
 		} else {
 			hits[i].Score = float32(math.Cos(math.Pi * float64(b.dist) / compress.Dim))
 		}
@@ -407,20 +515,36 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 }
 
 // gather writes to dists[i] the full distance of q to the code of slots[i],
-// splitting long lists between two goroutines.
-func (x *CPU) gather(q *[words]uint64, slots []int32, dists []uint16) {
+// splitting long lists between two goroutines; rel is scratch as long as
+// slots.
+func (x *CPU) gather(q *[words]uint64, slots []int32, dists []uint16, rel []int32) {
 	if x.cfg.Workers < 2 || len(slots) < 8192 {
-		hammingGather(q[:], x.codes, slots, dists)
+		x.gatherChunks(q, slots, dists, rel)
 		return
 	}
 	h := len(slots) / 2
 	done := make(chan struct{})
 	go func() {
-		hammingGather(q[:], x.codes, slots[h:], dists[h:])
+		x.gatherChunks(q, slots[h:], dists[h:], rel[h:])
 		close(done)
 	}()
-	hammingGather(q[:], x.codes, slots[:h], dists[:h])
+	x.gatherChunks(q, slots[:h], dists[:h], rel[:h])
 	<-done
+}
+
+// gatherChunks is gather for one goroutine: each run of slots in one chunk
+// of codes (slots come in slot order) is gathered from that chunk, by
+// their slots in it, written to rel.
+func (x *CPU) gatherChunks(q *[words]uint64, slots []int32, dists []uint16, rel []int32) {
+	for i := 0; i < len(slots); {
+		k := int(slots[i]) >> chunkShift
+		j := i
+		for ; j < len(slots) && int(slots[j])>>chunkShift == k; j++ {
+			rel[j] = slots[j] & chunkMask
+		}
+		hammingGather(q[:], x.codes.chunk(k), rel[i:j], dists[i:j])
+		i = j
+	}
 }
 
 // rerankNorm turns q·sign(code) into a cosine estimate: for a code of a
@@ -443,6 +567,7 @@ type scratch struct {
 	errs  []error
 	hist  []uint32
 	slots []int32
+	rel   []int32 // slots within their chunk
 	dists []uint16
 	cands []cand
 	top   collector
@@ -457,10 +582,11 @@ const block = 512
 const perWorker = 256 << 10
 
 // scan computes the distance of q (w words) to every record's w-word row of
-// rows using all workers, and appends to out the best k records passing f
+// rs using all workers, and appends to out the best k records passing f
 // by (distance, slot), in slot order.
-func (x *CPU) scan(ctx context.Context, q, rows []uint64, w, k int, f *filter, sc *scratch, out []cand) ([]cand, error) {
-	n := len(x.ids)
+func (x *CPU) scan(ctx context.Context, q []uint64, rs *rows[uint64], k int, f *filter, sc *scratch, out []cand) ([]cand, error) {
+	n := x.n
+	w := rs.w
 	// A worker per perWorker records at most: below that, handing half a
 	// scan to another goroutine costs more CPU (waking it, its cache
 	// misses) than it saves in time, measured through HTTP at 100,000.
@@ -482,13 +608,13 @@ func (x *CPU) scan(ctx context.Context, q, rows []uint64, w, k int, f *filter, s
 			continue
 		}
 		if wi == workers-1 { // the last range runs here
-			errs[wi] = scanRange(ctx, q, rows, w, lo, hi, f, &cols[wi])
+			errs[wi] = scanRange(ctx, q, rs, lo, hi, f, &cols[wi])
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[wi] = scanRange(ctx, q, rows, w, lo, hi, f, &cols[wi])
+			errs[wi] = scanRange(ctx, q, rs, lo, hi, f, &cols[wi])
 		}()
 	}
 	wg.Wait()
@@ -503,19 +629,23 @@ func (x *CPU) scan(ctx context.Context, q, rows []uint64, w, k int, f *filter, s
 	return best(out, cols, k, sc.hist[:maxDist+1]), nil
 }
 
-func scanRange(ctx context.Context, q, rows []uint64, w, lo, hi int, f *filter, c *collector) error {
+// scanRange scans records lo to hi-1 of rs; lo is a multiple of block, so
+// no block spans two chunks.
+func scanRange(ctx context.Context, q []uint64, rs *rows[uint64], lo, hi int, f *filter, c *collector) error {
 	var dist [block]uint16
 	var below [block / 8]uint8
+	w := rs.w
 	for b := lo; b < hi; b += block {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		m := min(block, hi-b)
-		if hammingBelow(q, rows[b*w:(b+m)*w], m, w, c.limit, dist[:m], below[:m/8]) {
+		rows := rs.span(b, m)
+		if hammingBelow(q, rows, m, w, c.limit, dist[:m], below[:m/8]) {
 			c.addBelow(dist[:m], below[:m/8], b, f)
 			continue
 		}
-		hamming(q, rows[b*w:(b+m)*w], m, w, dist[:m])
+		hamming(q, rows, m, w, dist[:m])
 		c.add(dist[:m], b, f)
 	}
 	return nil

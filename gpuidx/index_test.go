@@ -87,7 +87,11 @@ func fill(t testing.TB, x *CPU, n int, seed uint64) map[string]rec {
 	recs := map[string]rec{}
 	domains := []string{"code", "code.rust", "code.rust.async", "codegen", "math", ""}
 	for i := range n {
-		id := fmt.Sprintf("%016x", s.next())
+		// Most ids are experience ids (held packed), some are not.
+		id := fmt.Sprintf("%016x%016x%016x%016x", s.next(), s.next(), s.next(), s.next())
+		if i%5 == 0 {
+			id = fmt.Sprintf("%016x", s.next())
+		}
 		r := rec{Meta{Domain: domains[i%len(domains)], Confidence: float32(i%10) / 10, Retired: i%17 == 0}, randCode(&s)}
 		if err := x.Upsert(id, r.m, r.c); err != nil {
 			t.Fatal(err)
@@ -339,12 +343,31 @@ func TestConcurrentUse(t *testing.T) {
 	// Every live id resolves to its own slot.
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	for id, i := range x.slot {
-		if x.ids[i] != id {
-			t.Fatalf("slot of %q holds %q", id, x.ids[i])
+	checkTable(t, x)
+}
+
+// checkTable verifies that the slot table holds every record once, where
+// a lookup of its id finds it, and that the per-record parts agree in
+// length.
+func checkTable(t *testing.T, x *CPU) {
+	t.Helper()
+	held := 0
+	for _, e := range x.table {
+		if e != 0 {
+			held++
 		}
 	}
-	if len(x.slot) != len(x.ids) || len(x.codes) != len(x.ids)*words {
+	if held != x.n {
+		t.Fatalf("the slot table holds %d records, the index %d", held, x.n)
+	}
+	for i := range x.n {
+		if s, ok := x.slotOf(x.idAt(i)); !ok || s != i {
+			t.Fatalf("slot of %q: got %d, %v; want %d", x.idAt(i), s, ok, i)
+		}
+	}
+	if x.codes.capacity() < x.n || x.prefix.capacity() < x.n || x.keys.capacity() < x.n ||
+		len(x.scales) != x.n || len(x.conf) != x.n || len(x.flags) != x.n || len(x.dom) != x.n ||
+		x.other != nil && len(x.other) != x.n {
 		t.Fatal("storage lengths disagree")
 	}
 }

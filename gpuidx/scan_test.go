@@ -75,12 +75,12 @@ func firstDiff(a, b []cand) int {
 func referenceSearch(x *CPU, q *[words]uint64, c, k int, keep func(i int) bool) []Hit {
 	p := x.cfg.PrefixWords
 	var pre []cand
-	for i := range x.ids {
+	for i := range x.n {
 		if !keep(i) {
 			continue
 		}
 		var d [1]uint16
-		hammingGo(q[:p], x.codes[i*words:i*words+p], 1, p, d[:])
+		hammingGo(q[:p], x.codes.row(i)[:p], 1, p, d[:])
 		pre = append(pre, cand{d[0], int32(i)})
 	}
 	slices.SortFunc(pre, cmpCand)
@@ -88,14 +88,14 @@ func referenceSearch(x *CPU, q *[words]uint64, c, k int, keep func(i int) bool) 
 	for i := range pre {
 		var d [1]uint16
 		s := int(pre[i].slot)
-		hammingGo(q[:], x.codes[s*words:(s+1)*words], 1, words, d[:])
+		hammingGo(q[:], x.codes.row(s), 1, words, d[:])
 		pre[i].dist = d[0]
 	}
 	slices.SortFunc(pre, cmpCand)
 	pre = pre[:min(k, len(pre))]
 	hits := make([]Hit, len(pre))
 	for i, b := range pre {
-		hits[i] = Hit{ID: x.ids[b.slot], Distance: int(b.dist)}
+		hits[i] = Hit{ID: x.idAt(int(b.slot)), Distance: int(b.dist)}
 	}
 	return hits
 }
@@ -151,12 +151,12 @@ func fixScores(want, got []Hit) []Hit {
 func checkPrefix(t *testing.T, x *CPU) {
 	t.Helper()
 	p := x.cfg.PrefixWords
-	if len(x.prefix) != len(x.ids)*p || len(x.codes) != len(x.ids)*words {
-		t.Fatalf("prefix %d words, codes %d words for %d records", len(x.prefix), len(x.codes), len(x.ids))
+	if x.prefix.capacity() < x.n || x.codes.capacity() < x.n {
+		t.Fatalf("room for %d prefixes, %d codes for %d records", x.prefix.capacity(), x.codes.capacity(), x.n)
 	}
-	for i := range x.ids {
-		if !slices.Equal(x.prefix[i*p:(i+1)*p], x.codes[i*words:i*words+p]) {
-			t.Fatalf("record %d (%s): prefix out of sync", i, x.ids[i])
+	for i := range x.n {
+		if !slices.Equal(x.prefix.row(i), x.codes.row(i)[:p]) {
+			t.Fatalf("record %d (%s): prefix out of sync", i, x.idAt(i))
 		}
 	}
 }

@@ -39,9 +39,10 @@ func (x *CPU) Save(w io.Writer) error {
 	b := make([]byte, 0, 2*maxString+compress.Size+32)
 	b = append(b, snapMagic...)
 	b = binary.LittleEndian.AppendUint32(b, snapVersion)
-	b = binary.LittleEndian.AppendUint64(b, uint64(len(x.ids)))
+	b = binary.LittleEndian.AppendUint64(b, uint64(x.n))
 	bw.Write(b)
-	for i, id := range x.ids {
+	for i := range x.n {
+		id := x.idAt(i)
 		b = b[:0]
 		dom := x.domains[x.dom[i]]
 		b = binary.AppendUvarint(b, uint64(len(id)))
@@ -54,9 +55,7 @@ func (x *CPU) Save(w io.Writer) error {
 			r = 1
 		}
 		b = append(b, r)
-		var c compress.Code
-		copy(c.Bits[:], x.codes[i*words:])
-		c.Scale = x.scales[i]
+		_, c := x.record(i)
 		var err error
 		if b, err = c.AppendBinary(b); err != nil {
 			return fmt.Errorf("gpuidx: save record %d: %w", i, err)
@@ -87,7 +86,7 @@ func Load(r io.Reader, cfg CPUConfig) (*CPU, error) {
 		return nil, fmt.Errorf("gpuidx: load version %d: %w", v, ErrVersion)
 	}
 	n := binary.LittleEndian.Uint64(hdr[12:])
-	x := NewCPU(cfg)
+	x := NewCPU(cfg) // grown as records arrive: the count may lie
 	buf := make([]byte, compress.Size)
 	readString := func(minLen int) (string, error) {
 		l, err := binary.ReadUvarint(cr)
@@ -123,7 +122,7 @@ func Load(r io.Reader, cfg CPUConfig) (*CPU, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gpuidx: load record %d: %w", i, err)
 		}
-		if _, dup := x.slot[id]; dup {
+		if _, dup := x.slotOf(id); dup {
 			return nil, fmt.Errorf("gpuidx: load record %d: duplicate id: %w", i, ErrFormat)
 		}
 		if err := x.Upsert(id, m, c); err != nil {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -234,6 +235,7 @@ func (l *Library) rebuild(ctx context.Context) error {
 	if !moving {
 		l.cur.Store(target)
 		l.stale.Store(int64(sumExcept(counts, l.cfg.Space.Name)))
+		target.idx.Reserve(target.idx.Len() + counts[l.cfg.Space.Name])
 		return l.store.EachExperience(ctx, target.index)
 	}
 	idx, err := l.cfg.NewIndex()
@@ -245,6 +247,8 @@ func (l *Library) rebuild(ctx context.Context) error {
 	serving := newState(prev, nil, l.cfg.Index)
 	l.cur.Store(serving)
 	l.next.Store(target)
+	serving.idx.Reserve(serving.idx.Len() + counts[prev.Name])
+	target.idx.Reserve(target.idx.Len() + sumExcept(counts, "")) // every coded experience, once re-embedded
 	// Codes already made for the move, indexed with their rows' meta in
 	// the one walk below; an undecodable one is left out, and so made again.
 	pendingCodes := map[string]compress.Code{}
@@ -312,6 +316,23 @@ func (l *Library) Moving() string {
 		return st.space.Name
 	}
 	return ""
+}
+
+// IndexBytes is the memory the library's indexes hold: the one served,
+// the one being built during a move, and the anchors'.
+func (l *Library) IndexBytes() int64 {
+	var n int64
+	var seen []gpuidx.Index
+	for _, st := range l.states() {
+		if !slices.Contains(seen, st.idx) {
+			seen = append(seen, st.idx)
+			n += st.idx.Bytes()
+		}
+		if p := st.prep.Load(); p != nil {
+			n += p.anchors.Bytes()
+		}
+	}
+	return n
 }
 
 // Len is the number of experiences indexed in the space served.

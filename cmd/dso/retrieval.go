@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -32,6 +33,14 @@ const followInterval = time.Second
 // the library in its embedding space and follows the store's changes. The
 // returned func stops following and closes them.
 func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Router, log *slog.Logger) (proxy.Retrieval, func(), error) {
+	return openRetrievalWith(ctx, cfg, router, log, func() (gpuidx.Index, error) {
+		return gpuidx.Open(cfg.Retrieval.Index, gpuidx.CPUConfig{}, gpuidx.GPUConfig{}, log)
+	})
+}
+
+// openRetrievalWith is openRetrieval with the index newIndex opens (dso
+// bench index configures its own); it closes that index with the rest.
+func openRetrievalWith(ctx context.Context, cfg config.Config, router *providers.Router, log *slog.Logger, newIndex func() (gpuidx.Index, error)) (proxy.Retrieval, func(), error) {
 	rc := cfg.Retrieval
 	if rc.Disabled {
 		log.Info("retrieval disabled by config")
@@ -46,17 +55,26 @@ func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Rou
 			log.Warn("closing the store", "err", err.Error())
 		}
 	}
-	idx, err := gpuidx.Open(rc.Index, gpuidx.CPUConfig{}, gpuidx.GPUConfig{}, log)
+	idx, err := newIndex()
 	if err != nil {
 		closeStore()
 		return proxy.Retrieval{}, nil, fmt.Errorf("--index %s: %w", rc.Index, err)
 	}
+	// The limit follows the index as the library fills it, so that the
+	// load's garbage is collected within the headroom, then the library's
+	// indexes (a move to a new space builds a second one).
+	limit := startMemoryLimit(cfg, idx.Bytes, log)
 	lib, err := openLibrary(ctx, st, cfg, rc.CacheSize, idx, router, withLogger(log))
 	if err != nil {
+		limit.close()
 		idx.Close()
 		closeStore()
 		return proxy.Retrieval{}, nil, err
 	}
+	limit.use(lib.IndexBytes)
+	// What the load read (every stored experience, decoded) is garbage
+	// now: give it back at once rather than as the scavenger gets to it.
+	debug.FreeOSMemory()
 	// dso import, dso learn and other serves write the same file, or other
 	// replicas the same Redis: follow the change log so that what they
 	// write is searched here too.
@@ -72,6 +90,7 @@ func openRetrieval(ctx context.Context, cfg config.Config, router *providers.Rou
 		lib.Close()
 		idx.Close()
 		closeStore()
+		limit.close()
 	}
 	log.Info("experience library open", "experiences", lib.Len(), "store", storeKind(cfg), "space", lib.Space().Name,
 		"moving_to", lib.Moving(), "to_reembed", lib.Stale())

@@ -94,6 +94,7 @@ Config file (every field optional):
   max_connections_per_client: 1024  # of those, from one address (closed past it); -1 = none
   max_in_flight: 1024            # requests served at once (503 beyond)
   max_in_flight_per_client: 256  # of those, from one address; -1 = none
+  memory_limit: 4GiB             # Go memory limit (env DSO_MEMORY_LIMIT); unset = what dso holds + max(64MiB, 1/16 of it), following the library; off = none
   allowed_hosts: [dso.example.com, .corp.example]  # Host names answered besides IPs, localhost, listen's
   trusted_proxies: [10.0.0.2]    # load balancers whose X-Forwarded-For names the client
   shutdown_timeout: 30s          # how long a stop waits for streams
