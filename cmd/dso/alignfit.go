@@ -102,8 +102,8 @@ func anchorVectors(ctx context.Context, spec string, texts []string, sf *storeFl
 		}
 		emb := routedEmbedder{router}
 		var out [][]float32
-		for start := 0; start < len(texts); start += importBatch {
-			vs, err := emb.Embed(ctx, model, texts[start:min(len(texts), start+importBatch)])
+		for start := 0; start < len(texts); start += alignFitBatch {
+			vs, err := emb.Embed(ctx, model, texts[start:min(len(texts), start+alignFitBatch)])
 			if err != nil {
 				return nil, fmt.Errorf("embedding anchors %d-: %w", start+1, err)
 			}
@@ -151,3 +151,6 @@ func readRows(path string) ([][]float32, error) {
 	}
 	return rows, nil
 }
+
+// alignFitBatch is how many anchors one embedding request carries.
+const alignFitBatch = 256

@@ -67,7 +67,8 @@ func TestForkedPeersLessonsWithdrawn(t *testing.T) {
 	// not its past.
 	f.set(f.log(t, lesson("hanzo", "Retry every failed request at once, forever.")))
 	waitLog(t, d, f.url, "F's fork caught", func(l logStatus) bool { return l.State == network.PeerForked })
-	pollUntil(t, 30*time.Second, "F's lesson withdrawn", func() bool { return !hasText(t, d, only) })
+	// Counted once the whole withdrawal is done.
+	waitLog(t, d, f.url, "F's lessons withdrawn", func(l logStatus) bool { return l.Records[network.Withdrawn] == 1 })
 
 	check := func(when string, withdrawn int64) {
 		t.Helper()
