@@ -93,6 +93,19 @@ func (c *collector) addBelow(dist []uint16, below []uint8, base int, f *filter) 
 	c.tighten()
 }
 
+// addSlots collects the records of dist, whose slots are slots[i], below
+// the limit that pass f. The slots come in any order (an inverted file's
+// lists), so a tie at the cut-off goes to the record met first.
+func (c *collector) addSlots(dist []uint16, slots []int32, f *filter) {
+	lim := c.limit
+	n := len(c.slots)
+	for i, d := range dist {
+		c.admit(d, int(slots[i]), lim, f)
+	}
+	c.held += len(c.slots) - n
+	c.tighten()
+}
+
 // admit buffers record s at distance d if it is below lim and passes f.
 func (c *collector) admit(d uint16, s, lim int, f *filter) {
 	if int(d) >= lim || !f.ok(s) {

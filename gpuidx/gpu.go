@@ -171,7 +171,7 @@ func NewGPU(cfg GPUConfig) (*GPU, error) {
 		cfg:  cfg,
 		dev:  sd.dev,
 		prog: sd.prog,
-		host: NewCPU(CPUConfig{PrefixWords: cfg.PrefixWords, Candidates: cfg.Candidates, Rerank: cfg.Rerank, Workers: 1}),
+		host: NewCPU(CPUConfig{PrefixWords: cfg.PrefixWords, Candidates: cfg.Candidates, Rerank: cfg.Rerank, Workers: 1, ListsFrom: -1}),
 		reqs: make(chan *gpuRequest, cfg.MaxBatch),
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
@@ -284,7 +284,7 @@ func (g *GPU) Save(w io.Writer) error {
 // LoadGPU reads a snapshot written by Save (of either backend) into a new
 // GPU index configured by cfg.
 func LoadGPU(r io.Reader, cfg GPUConfig) (*GPU, error) {
-	x, err := Load(r, CPUConfig{PrefixWords: cfg.PrefixWords, Candidates: cfg.Candidates, Rerank: cfg.Rerank, Workers: 1})
+	x, err := Load(r, CPUConfig{PrefixWords: cfg.PrefixWords, Candidates: cfg.Candidates, Rerank: cfg.Rerank, Workers: 1, ListsFrom: -1})
 	if err != nil {
 		return nil, err
 	}
@@ -309,6 +309,7 @@ func NewGPUFrom(x *CPU, cfg GPUConfig) (*GPU, error) {
 // fill uploads the records of x to an empty g, whose mirror x becomes,
 // a chunk of records at a time.
 func (g *GPU) fill(x *CPU) error {
+	x.stopLists()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	x.mu.Lock() // x is g's from here on: g.mu guards it

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dso-proxy/dso/compress"
 )
@@ -85,6 +86,12 @@ type Query struct {
 	// Rerank is how many codes are re-ranked exactly; 0 means
 	// max(CPUConfig.Rerank, K).
 	Rerank int
+	// Probe is how many lists the prefix modes read where the index keeps
+	// lists; 0 means CPUConfig.Probe.
+	Probe int
+	// Exhaustive makes the prefix modes scan every record even where the
+	// index keeps lists (see CPUConfig.ListsFrom).
+	Exhaustive bool
 }
 
 // Hit is one result.
@@ -112,7 +119,24 @@ type CPUConfig struct {
 	Rerank int
 	// Workers is the number of goroutines a scan uses; 0 means GOMAXPROCS.
 	Workers int
+	// ListsFrom is the size from which the index keeps an inverted file
+	// (see ivf.go), trained in the background and again at each doubling,
+	// and the prefix modes read only the lists nearest a query; 0 means
+	// 1<<18 (262,144) records; a negative value never.
+	ListsFrom int
+	// Probe is the number of lists a search reads; 0 means defaultProbe.
+	// Where a search reads lists, it keeps 1024 + 1/64 of the records it
+	// read for the full-code pass unless a Candidates is given: among the
+	// records of the nearest lists, fewer suffice (dso bench index --sweep).
+	Probe int
 }
+
+// defaultProbe is the lists a search reads by default: about
+// defaultProbe/√n of the index.
+const defaultProbe = 32
+
+// listMin is the fewest records lists are trained on.
+const listMin = 1024
 
 // Errors.
 var (
@@ -150,6 +174,16 @@ type CPU struct {
 	dom     []uint32 // index into domains
 	domains []string
 	domID   map[string]uint32
+
+	ls        *lists   // the inverted file; nil until trained
+	lsDist    []uint16 // scratch of ls.count() for writers
+	nextTrain int      // the size at which the next training starts
+	tracking  bool     // a training runs: record changed slots in dirty
+	overflow  bool     // more slots changed than dirty holds
+	dirty     []int32
+	assigned  atomic.Int64 // the slots a training has read
+	training  atomic.Bool
+	trainWG   sync.WaitGroup // the training running, for tests
 }
 
 // NewCPU returns an empty CPU index.
@@ -168,8 +202,14 @@ func NewCPU(cfg CPUConfig) *CPU {
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
+	if cfg.ListsFrom == 0 {
+		cfg.ListsFrom = 1 << 18
+	}
+	if cfg.Probe <= 0 {
+		cfg.Probe = defaultProbe
+	}
 	return &CPU{
-		cfg: cfg, seed: maphash.MakeSeed(), domID: map[string]uint32{},
+		cfg: cfg, seed: maphash.MakeSeed(), domID: map[string]uint32{}, nextTrain: max(cfg.ListsFrom, listMin),
 		codes: newRows[uint64](words), prefix: newRows[uint64](cfg.PrefixWords), keys: newRows[byte](idBytes),
 	}
 }
@@ -223,6 +263,9 @@ func (x *CPU) Bytes() int64 {
 	b := x.codes.bytes() + x.prefix.bytes() + x.keys.bytes() + int64(cap(x.table))*4 +
 		int64(cap(x.scales))*4 + int64(cap(x.conf))*4 + int64(cap(x.flags)) + int64(cap(x.dom))*4 +
 		int64(cap(x.other))*16
+	if x.ls != nil {
+		b += x.ls.bytes()
+	}
 	for _, s := range x.other {
 		b += int64(len(s))
 	}
@@ -282,10 +325,31 @@ func (x *CPU) Upsert(id string, m Meta, c compress.Code) error {
 		x.flags = append(x.flags, 0)
 		x.dom = append(x.dom, 0)
 	}
+	moved := !ok || !slices.Equal(x.prefix.row(i), c.Bits[:p])
 	copy(x.codes.row(i), c.Bits[:])
 	copy(x.prefix.row(i), c.Bits[:p])
 	x.scales[i], x.conf[i], x.flags[i], x.dom[i] = c.Scale, m.Confidence, flagsOf(m), d
+	if moved {
+		x.relist(i, ok)
+	}
+	if x.listsDue() {
+		x.startTraining()
+	}
 	return nil
+}
+
+// relist puts slot i, whose prefix is new, in the list of its nearest
+// centroid; was says it held a record before. The caller holds mu.
+func (x *CPU) relist(i int, was bool) {
+	x.markDirty(i)
+	if x.ls == nil {
+		return
+	}
+	if was {
+		x.ls.remove(i)
+	}
+	p := x.prefix.row(i)
+	x.ls.add(i, x.ls.nearest(p, x.lsDist), p)
 }
 
 // Delete removes the record id and reports whether it was present. The last
@@ -301,6 +365,14 @@ func (x *CPU) Delete(id string) bool {
 	}
 	x.unplace(pos)
 	last := x.n - 1
+	x.markDirty(i)
+	if x.ls != nil {
+		x.ls.remove(i)
+		if i != last {
+			x.ls.renumber(last, i)
+		}
+		x.ls.truncate(last)
+	}
 	if i != last {
 		x.table[x.placeOf(last)] = uint32(i + 1)
 		copy(x.codes.row(i), x.codes.row(last))
@@ -417,7 +489,7 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 	if q.K == 0 {
 		q.K = 10
 	}
-	if q.K < 0 || q.Candidates < 0 || q.Rerank < 0 {
+	if q.K < 0 || q.Candidates < 0 || q.Rerank < 0 || q.Probe < 0 {
 		return nil, fmt.Errorf("gpuidx: search k=%d: %w", q.K, ErrQuery)
 	}
 	if q.Mode > ModePrefix {
@@ -462,12 +534,13 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 		if c == 0 {
 			c = x.cfg.Candidates
 		}
+		given := c > 0
 		if c == 0 {
 			c = 1024 + n/256
 		}
 		c = max(c, keep)
 		p := x.cfg.PrefixWords
-		pre, err := x.scan(ctx, qc.Bits[:p], &x.prefix, c, f, sc, sc.cands[:0])
+		pre, err := x.candidates(ctx, q, qc.Bits[:p], c, keep, given, f, sc)
 		if err != nil {
 			return nil, err
 		}
@@ -512,6 +585,46 @@ func (x *CPU) Search(ctx context.Context, q Query) ([]Hit, error) {
 		}
 	}
 	return finishHits(hits, q), nil
+}
+
+// candidates returns the best c records for the prefix q (w words) that
+// pass f, in slot order: from the lists nearest q where the index keeps
+// lists (fewer of them unless c was given), else, or when the lists hold
+// fewer than keep records that pass f, from a scan of every prefix.
+func (x *CPU) candidates(ctx context.Context, q Query, qp []uint64, c, keep int, given bool, f *filter, sc *scratch) ([]cand, error) {
+	if x.ls != nil && !q.Exhaustive {
+		if cap(sc.ldist) < x.ls.count() {
+			sc.ldist = make([]uint16, x.ls.count())
+		}
+		probe := q.Probe
+		if probe <= 0 {
+			probe = x.cfg.Probe
+		}
+		if cap(sc.hist) < len(qp)*64+1 {
+			sc.hist = make([]uint32, len(qp)*64+1)
+		}
+		sc.probe = x.ls.probeLists(qp, probe, sc.ldist[:x.ls.count()], sc.hist[:len(qp)*64+1], sc.probe[:0])
+		if !given {
+			read := 0
+			for _, l := range sc.probe {
+				read += len(x.ls.slots[l])
+			}
+			c = max(keep, min(c, 1024+read/64))
+		}
+		sc.top.reset(c, len(qp)*64)
+		if err := x.ls.scanLists(ctx, qp, sc.probe, f, &sc.top); err != nil {
+			return nil, fmt.Errorf("gpuidx: search: %w", err)
+		}
+		if len(sc.top.slots) >= keep {
+			out := best(sc.cands[:0], []collector{sc.top}, c, sc.hist[:len(qp)*64+1])
+			slices.SortFunc(out, func(a, b cand) int { return int(a.slot - b.slot) })
+			return out, nil
+		}
+	}
+	if x.listsDue() {
+		x.startTraining()
+	}
+	return x.scan(ctx, qp, &x.prefix, c, f, sc, sc.cands[:0])
 }
 
 // gather writes to dists[i] the full distance of q to the code of slots[i],
@@ -572,6 +685,8 @@ type scratch struct {
 	cands []cand
 	top   collector
 	dot   compress.DotTable // the query's, for re-ranking
+	ldist []uint16          // the query's distance to each list
+	probe []int32           // the lists it reads
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}

@@ -82,6 +82,14 @@ func (l *Library) gate(q Query) float32 {
 // with IncludeGated, those that do not), best first. Retired experiences
 // are never returned. q.Vector must come from this library's Vector (or
 // Align) of the space it serves.
+// IndexQuery is the index query Search makes for the canonical vector v
+// when it wants k results, before its filters: the depth the gate's
+// background reads, and a re-ranking no deeper than those ranks need.
+// dso bench index measures the index with it.
+func IndexQuery(v []float32, k int) gpuidx.Query {
+	return gpuidx.Query{Vector: v, K: max(k, bgDepth), Rerank: rerankDepth(k)}
+}
+
 func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
 	st := l.cur.Load()
 	p := st.prep.Load()
@@ -95,11 +103,9 @@ func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
 		q.K = 5
 	}
 	want := max(q.K, q.WholeDomain+1) // one more than whole tells a large domain
-	depth := max(want, bgDepth)
-	hits, err := st.idx.Search(ctx, gpuidx.Query{
-		Vector: q.Vector, K: depth, Domain: store.NormalizeDomain(q.Domain), MinConfidence: float32(q.MinConfidence),
-		Rerank: rerankDepth(want), // the background's ranks need no more
-	})
+	iq := IndexQuery(q.Vector, want)
+	iq.Domain, iq.MinConfidence = store.NormalizeDomain(q.Domain), float32(q.MinConfidence)
+	hits, err := st.idx.Search(ctx, iq)
 	if err != nil {
 		return nil, fmt.Errorf("library: search: %w", err)
 	}

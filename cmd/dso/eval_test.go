@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/dso-proxy/dso/config"
@@ -145,7 +146,7 @@ func TestBenchIndex(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.N != 3000 || res.Prefix.RecallAt10 <= 0 || res.MemReadBytesSec <= 0 {
+	if res.N != 3000 || res.Served.RecallAt10 < 0.9 || res.Scan.RecallAt10 < 0.9 || res.Memory.IndexBytes < 3000*int64(res.Memory.Floor) {
 		t.Fatalf("result %+v", res)
 	}
 	// Without a GPU, --index gpu refuses CPU OpenCL devices unless asked;
@@ -165,8 +166,27 @@ func TestBenchIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(out.Bytes(), &res); err != nil || res.N != 2000 || res.Prefix.RecallAt10 <= 0 {
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil || res.N != 2000 || res.Served.RecallAt10 <= 0 {
 		t.Fatalf("OpenCL bench: %v %+v", err, res)
+	}
+}
+
+// TestBenchIndexRealEmbeddings runs dso bench index on GloVe embeddings of
+// STS-B sentences: the report holds the memory and recall figures.
+func TestBenchIndexRealEmbeddings(t *testing.T) {
+	data := shareddata.Dir(t)
+	glove := shareddata.GloVe(t)
+	var out, errb bytes.Buffer
+	args := []string{"--n", "4000", "--queries", "20", "--vectors", glove, "--texts", filepath.Join(data, "stsb", "stsb-en-dev.csv")}
+	if err := benchIndex(context.Background(), args, &out, &errb); err != nil {
+		t.Fatal(err, errb.String())
+	}
+	var res benchResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.N != 4000 || !strings.HasPrefix(res.Source, "wordvec:") || res.Served.RecallAt10 < 0.9 || res.Memory.IndexPerExperience < float64(res.Memory.Floor) {
+		t.Fatalf("result %+v", res)
 	}
 }
 
