@@ -171,7 +171,7 @@ func NewGPU(cfg GPUConfig) (*GPU, error) {
 		cfg:  cfg,
 		dev:  sd.dev,
 		prog: sd.prog,
-		host: NewCPU(CPUConfig{PrefixWords: cfg.PrefixWords, Candidates: cfg.Candidates, Rerank: cfg.Rerank, Workers: 1, ListsFrom: -1}),
+		host: NewCPU(hostConfig(cfg)),
 		reqs: make(chan *gpuRequest, cfg.MaxBatch),
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
@@ -284,11 +284,28 @@ func (g *GPU) Save(w io.Writer) error {
 // LoadGPU reads a snapshot written by Save (of either backend) into a new
 // GPU index configured by cfg.
 func LoadGPU(r io.Reader, cfg GPUConfig) (*GPU, error) {
-	x, err := Load(r, CPUConfig{PrefixWords: cfg.PrefixWords, Candidates: cfg.Candidates, Rerank: cfg.Rerank, Workers: 1, ListsFrom: -1})
+	x, err := Load(r, hostConfig(cfg))
 	if err != nil {
 		return nil, err
 	}
 	return NewGPUFrom(x, cfg)
+}
+
+// Restore replaces the records of g with those of a snapshot written by
+// Save (of either backend): it reads the snapshot into a new host mirror
+// while g goes on serving, then uploads it. On error g is unchanged,
+// unless the device fails in the upload.
+func (g *GPU) Restore(r io.Reader) error {
+	x, err := Load(r, hostConfig(g.cfg))
+	if err != nil {
+		return err
+	}
+	return g.fill(x)
+}
+
+// hostConfig configures a GPU index's host mirror: it is never scanned.
+func hostConfig(cfg GPUConfig) CPUConfig {
+	return CPUConfig{PrefixWords: cfg.PrefixWords, Candidates: cfg.Candidates, Rerank: cfg.Rerank, Workers: 1, ListsFrom: -1}
 }
 
 // NewGPUFrom returns a GPU index holding the records of x, in the same
@@ -306,12 +323,15 @@ func NewGPUFrom(x *CPU, cfg GPUConfig) (*GPU, error) {
 	return g, nil
 }
 
-// fill uploads the records of x to an empty g, whose mirror x becomes,
-// a chunk of records at a time.
+// fill uploads the records of x to g, whose mirror x becomes in place of
+// the records g held, a chunk of records at a time.
 func (g *GPU) fill(x *CPU) error {
 	x.stopLists()
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.closed {
+		return ErrClosed
+	}
 	x.mu.Lock() // x is g's from here on: g.mu guards it
 	defer x.mu.Unlock()
 	n := x.n

@@ -24,6 +24,9 @@ type Index interface {
 	Bytes() int64
 	Search(ctx context.Context, q Query) ([]Hit, error)
 	Save(w io.Writer) error
+	// Restore replaces the records with those of a snapshot written by
+	// Save (of either backend); on error the records stay as they were.
+	Restore(r io.Reader) error
 	Close() error
 }
 

@@ -419,6 +419,19 @@ func TestGPUSaveLoad(t *testing.T) {
 	if _, err := LoadGPU(bytes.NewReader(bg.Bytes()[:100]), testGPUConfig); !errors.Is(err, ErrFormat) {
 		t.Fatalf("truncated snapshot: %v", err)
 	}
+
+	// Restored over other records, a GPU index answers as the CPU index
+	// restored from the same snapshot; a snapshot that does not load
+	// changes nothing.
+	others, _ := gpuRecords(t, 700, 15)
+	_, g3 := newPair(t, testGPUConfig, others)
+	if err := g3.Restore(bytes.NewReader(bg.Bytes()[:100])); !errors.Is(err, ErrFormat) || g3.Len() != len(others) {
+		t.Fatalf("restoring a truncated snapshot: %v, %d records", err, g3.Len())
+	}
+	if err := g3.Restore(bytes.NewReader(bg.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	compareAll(t, x2, g3, gpuQueries(&r, centres, recs), "restored")
 }
 
 func TestGPUMemoryLimit(t *testing.T) {

@@ -3,8 +3,11 @@ package gpuidx
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -407,6 +410,10 @@ func TestSnapshot(t *testing.T) {
 		{"magic", flip(0), ErrFormat},
 		{"version", flip(8), ErrVersion},
 		{"truncated", good[:len(good)-3], ErrFormat},
+		{"trailing", append(bytes.Clone(good), 0), ErrFormat},
+		{"version 1", append([]byte(snapMagic), 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), ErrVersion},
+		{"count too high", countOf(good, 1+uint64(len(recs))), ErrFormat},
+		{"count lies", countOf(good, math.MaxUint64), ErrFormat},
 		{"payload", flip(len(good) / 2), nil},
 		{"checksum", flip(len(good) - 1), ErrChecksum},
 	} {
@@ -419,11 +426,77 @@ func TestSnapshot(t *testing.T) {
 	}
 }
 
+// countOf is snapshot b with its record count set to n.
+func countOf(b []byte, n uint64) []byte {
+	b = bytes.Clone(b)
+	binary.LittleEndian.PutUint64(b[12:], n)
+	return b
+}
+
+// Restore replaces what an index holds, in the index's own configuration,
+// and changes nothing when the snapshot does not load.
+func TestRestore(t *testing.T) {
+	x := NewCPU(CPUConfig{})
+	recs := fill(t, x, 700, 21)
+	var buf bytes.Buffer
+	if err := x.Save(&buf); err != nil {
+		t.Fatal(err)
+	}
+	snap := buf.Bytes()
+	y := NewCPU(CPUConfig{PrefixWords: 12})
+	old := fill(t, y, 50, 22)
+	if err := y.Restore(bytes.NewReader(snap[:len(snap)-1])); !errors.Is(err, ErrFormat) {
+		t.Fatalf("restoring a truncated snapshot: %v", err)
+	}
+	for id, r := range old {
+		if m, c, ok := y.Get(id); !ok || m != r.m || c != r.c {
+			t.Fatalf("a failed restore changed %s", id)
+		}
+	}
+	if err := y.Restore(bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	if y.Len() != len(recs) {
+		t.Fatalf("Len = %d; want %d", y.Len(), len(recs))
+	}
+	for id := range old {
+		if _, _, ok := y.Get(id); ok {
+			t.Fatalf("%s outlived the restore", id)
+		}
+	}
+	for id, r := range recs {
+		if m, c, ok := y.Get(id); !ok || m != r.m || c != r.c {
+			t.Fatalf("record %s restored as %+v", id, m)
+		}
+	}
+	y.mu.RLock()
+	checkTable(t, y)
+	checkPrefix(t, y)
+	y.mu.RUnlock()
+	s := splitmix64(23)
+	for range 20 {
+		q := Query{Vector: randVector(&s), K: 7, Domain: "code"}
+		a, err1 := x.Search(context.Background(), q)
+		b, err2 := y.Search(context.Background(), q)
+		if err1 != nil || err2 != nil || !slices.Equal(a, b) {
+			t.Fatalf("restored index answers %v, %v; the saved one %v, %v", b, err2, a, err1)
+		}
+	}
+	// Saved again, it is the same snapshot.
+	var again bytes.Buffer
+	if err := y.Save(&again); err != nil || !bytes.Equal(again.Bytes(), snap) {
+		t.Fatalf("re-saved snapshot differs (%v)", err)
+	}
+}
+
 func FuzzLoad(f *testing.F) {
 	x := NewCPU(CPUConfig{})
 	fill(f, x, 3, 12)
 	var buf bytes.Buffer
 	x.Save(&buf)
+	f.Add(buf.Bytes())
+	buf.Reset()
+	NewCPU(CPUConfig{}).Save(&buf)
 	f.Add(buf.Bytes())
 	f.Add([]byte(snapMagic))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -553,4 +626,55 @@ func BenchmarkHamming(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSnapshot times Save and Load of 200,000 experience records
+// (BENCH_N to change it) through memory, so that the figures are the
+// codec's own: a load should cost little more than reading the bytes.
+//
+//	go test -run xxx -bench Snapshot ./gpuidx
+func BenchmarkSnapshot(b *testing.B) {
+	n := 200_000
+	if v, err := strconv.Atoi(os.Getenv("BENCH_N")); err == nil && v > 0 {
+		n = v
+	}
+	x := NewCPU(CPUConfig{})
+	x.Reserve(n)
+	s := splitmix64(31)
+	for i := range n {
+		id := fmt.Sprintf("%016x%016x%016x%016x", s.next(), s.next(), s.next(), s.next())
+		x.Upsert(id, Meta{Domain: fmt.Sprint("code.", i%50), Confidence: 0.8}, randCode(&s))
+	}
+	var buf bytes.Buffer
+	if err := x.Save(&buf); err != nil {
+		b.Fatal(err)
+	}
+	snap := buf.Bytes()
+	b.Run("save", func(b *testing.B) {
+		b.SetBytes(int64(len(snap)))
+		for b.Loop() {
+			buf.Reset()
+			if err := x.Save(&buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("load", func(b *testing.B) {
+		b.SetBytes(int64(len(snap)))
+		for b.Loop() {
+			y, err := Load(bytes.NewReader(snap), CPUConfig{})
+			if err != nil || y.Len() != n {
+				b.Fatalf("%d records, %v", y.Len(), err)
+			}
+		}
+	})
+	// The floor: the snapshot's bytes, copied and checksummed.
+	b.Run("read", func(b *testing.B) {
+		b.SetBytes(int64(len(snap)))
+		dst := make([]byte, len(snap))
+		for b.Loop() {
+			copy(dst, snap)
+			_ = crc32.ChecksumIEEE(dst)
+		}
+	})
 }

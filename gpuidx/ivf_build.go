@@ -55,7 +55,7 @@ func (x *CPU) trainLists() {
 	x.mu.Lock()
 	x.tracking, x.overflow, x.dirty = true, false, x.dirty[:0]
 	x.assigned.Store(0)
-	n := x.n
+	n, gen := x.n, x.gen
 	x.mu.Unlock()
 
 	nc := listCount(n)
@@ -80,7 +80,7 @@ func (x *CPU) trainLists() {
 	for {
 		x.mu.RLock()
 		hi := min(assigned+chunkRows, x.n)
-		if hi <= assigned {
+		if hi <= assigned || x.gen != gen {
 			x.mu.RUnlock()
 			break
 		}
@@ -95,6 +95,9 @@ func (x *CPU) trainLists() {
 
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.gen != gen {
+		return // the records were replaced: take set all afresh
+	}
 	if x.overflow {
 		x.tracking, x.dirty = false, nil
 		x.nextTrain = x.n + x.n/4

@@ -3,31 +3,55 @@ package gpuidx
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"math"
 
 	"github.com/dso-proxy/dso/compress"
 )
 
-// Snapshot format, version 1, integers little-endian:
+// Snapshot format, version 2, integers little-endian:
 //
 //	magic    8 bytes "DSOGPUIX"
-//	version  uint32  1
-//	count    uint64
+//	version  uint32  2
+//	count    uint64  records
+//	domains  uvarint number of domains, then each: uvarint length (0..maxString) + bytes
 //	count records:
-//	  id          uvarint length (1..maxString) + bytes
-//	  domain      uvarint length (0..maxString) + bytes
+//	  id          byte 0 and the 32 bytes of an id of 64 lowercase hex digits (an
+//	              experience id), or byte 1 and uvarint length (1..maxString) +
+//	              bytes of any other id
+//	  domain      uvarint index into domains
 //	  confidence  float32
 //	  retired     uint8 (0 or 1)
 //	  code        compress wire form (compress.Size bytes, itself versioned)
 //	crc      uint32  CRC-32 (IEEE) of every byte before it
+//
+// Every value has one encoding (uvarints are minimal, an id that packs is
+// packed), so a snapshot that loads saves again to the same bytes. Version
+// 1 wrote every id and domain as a string; no version 1 snapshot was ever
+// kept by dso, so this one reads version 2 only. Records are laid out as
+// the index holds them: a load reads them into storage sized once, from the
+// count, and places each id in the slot table, allocating nothing for a
+// record with an experience id.
 const (
 	snapMagic   = "DSOGPUIX"
-	snapVersion = 1
+	snapVersion = 2
 	maxString   = 4096
 )
+
+// Id kinds in a snapshot record.
+const (
+	snapPacked = 0
+	snapString = 1
+)
+
+// minSnapRecord is the fewest bytes a record takes: a packed id, a
+// one-byte domain index, confidence, retired and code.
+const minSnapRecord = 1 + idBytes + 1 + 5 + compress.Size
 
 // Save writes a snapshot of the index to w. Searches may run meanwhile;
 // changes wait until it is written.
@@ -40,15 +64,24 @@ func (x *CPU) Save(w io.Writer) error {
 	b = append(b, snapMagic...)
 	b = binary.LittleEndian.AppendUint32(b, snapVersion)
 	b = binary.LittleEndian.AppendUint64(b, uint64(x.n))
+	b = binary.AppendUvarint(b, uint64(len(x.domains)))
 	bw.Write(b)
+	for _, d := range x.domains {
+		bw.Write(binary.AppendUvarint(b[:0], uint64(len(d))))
+		bw.WriteString(d)
+	}
 	for i := range x.n {
-		id := x.idAt(i)
 		b = b[:0]
-		dom := x.domains[x.dom[i]]
-		b = binary.AppendUvarint(b, uint64(len(id)))
-		b = append(b, id...)
-		b = binary.AppendUvarint(b, uint64(len(dom)))
-		b = append(b, dom...)
+		if x.unpacked(i) {
+			id := x.other[i]
+			b = append(b, snapString)
+			b = binary.AppendUvarint(b, uint64(len(id)))
+			b = append(b, id...)
+		} else {
+			b = append(b, snapPacked)
+			b = append(b, x.keys.row(i)...)
+		}
+		b = binary.AppendUvarint(b, uint64(x.dom[i]))
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x.conf[i]))
 		r := byte(0)
 		if x.flags[i]&flagRetired != 0 {
@@ -72,96 +105,290 @@ func (x *CPU) Save(w io.Writer) error {
 }
 
 // Load reads a snapshot written by Save into a new index configured by cfg,
-// checking magic, version, every record and the checksum.
+// checking magic, version, every record and the checksum. r holds the
+// snapshot and nothing after it.
 func Load(r io.Reader, cfg CPUConfig) (*CPU, error) {
-	cr := &crcReader{r: bufio.NewReaderSize(r, 1<<16), h: crc32.NewIEEE()}
-	var hdr [20]byte
-	if _, err := io.ReadFull(cr, hdr[:]); err != nil {
-		return nil, fmt.Errorf("gpuidx: load header: %w", ErrFormat)
-	}
-	if string(hdr[:8]) != snapMagic {
-		return nil, fmt.Errorf("gpuidx: load: %w", ErrFormat)
-	}
-	if v := binary.LittleEndian.Uint32(hdr[8:]); v != snapVersion {
-		return nil, fmt.Errorf("gpuidx: load version %d: %w", v, ErrVersion)
-	}
-	n := binary.LittleEndian.Uint64(hdr[12:])
-	x := NewCPU(cfg) // grown as records arrive: the count may lie
-	buf := make([]byte, compress.Size)
-	readString := func(minLen int) (string, error) {
-		l, err := binary.ReadUvarint(cr)
-		if err != nil || l < uint64(minLen) || l > maxString {
-			return "", fmt.Errorf("gpuidx: load string: %w", ErrFormat)
-		}
-		s := make([]byte, l)
-		if _, err := io.ReadFull(cr, s); err != nil {
-			return "", fmt.Errorf("gpuidx: load string: %w", ErrFormat)
-		}
-		return string(s), nil
-	}
-	for i := uint64(0); i < n; i++ {
-		id, err := readString(1)
-		if err != nil {
-			return nil, err
-		}
-		dom, err := readString(0)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := io.ReadFull(cr, buf[:5]); err != nil {
-			return nil, fmt.Errorf("gpuidx: load record %d: %w", i, ErrFormat)
-		}
-		m := Meta{Domain: dom, Confidence: math.Float32frombits(binary.LittleEndian.Uint32(buf)), Retired: buf[4] == 1}
-		if buf[4] > 1 || math.IsNaN(float64(m.Confidence)) {
-			return nil, fmt.Errorf("gpuidx: load record %d: %w", i, ErrFormat)
-		}
-		if _, err := io.ReadFull(cr, buf); err != nil {
-			return nil, fmt.Errorf("gpuidx: load record %d: %w", i, ErrFormat)
-		}
-		c, err := compress.Decode(buf)
-		if err != nil {
-			return nil, fmt.Errorf("gpuidx: load record %d: %w", i, err)
-		}
-		if _, dup := x.slotOf(id); dup {
-			return nil, fmt.Errorf("gpuidx: load record %d: duplicate id: %w", i, ErrFormat)
-		}
-		if err := x.Upsert(id, m, c); err != nil {
-			return nil, err
-		}
-	}
-	sum := cr.h.Sum32()
-	var crc [4]byte
-	if _, err := io.ReadFull(cr, crc[:]); err != nil {
-		return nil, fmt.Errorf("gpuidx: load checksum: %w", ErrFormat)
-	}
-	if binary.LittleEndian.Uint32(crc[:]) != sum {
-		return nil, ErrChecksum
+	x := NewCPU(cfg)
+	if err := x.read(r); err != nil {
+		return nil, err
 	}
 	return x, nil
 }
 
-// crcReader hashes exactly the bytes its caller consumes.
-type crcReader struct {
-	r interface {
-		io.Reader
-		io.ByteReader
+// Restore replaces the records of x with those of a snapshot written by
+// Save (of either backend), checked as Load checks it. The snapshot is
+// read into new storage while x goes on serving; on error x is unchanged.
+func (x *CPU) Restore(r io.Reader) error {
+	cfg := x.cfg
+	cfg.ListsFrom = -1 // x trains its own once it holds them
+	y := NewCPU(cfg)
+	if err := y.read(r); err != nil {
+		return err
 	}
-	h interface {
-		io.Writer
-		Sum32() uint32
-	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.take(y)
+	return nil
 }
 
-func (c *crcReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.h.Write(p[:n])
-	return n, err
+// take moves the records of y, which no one else holds, into x. The
+// caller holds x.mu.
+func (x *CPU) take(y *CPU) {
+	x.seed, x.n = y.seed, y.n
+	x.codes, x.prefix, x.keys, x.other, x.table = y.codes, y.prefix, y.keys, y.other, y.table
+	x.scales, x.conf, x.flags, x.dom = y.scales, y.conf, y.flags, y.dom
+	x.domains, x.domID = y.domains, y.domID
+	// The lists were of the records replaced: train anew, and let a
+	// training of the old ones see that it is void.
+	x.ls, x.lsDist, x.tracking, x.dirty = nil, nil, false, nil
+	x.gen++
+	x.nextTrain = max(x.cfg.ListsFrom, listMin)
 }
 
-func (c *crcReader) ReadByte() (byte, error) {
-	b, err := c.r.ReadByte()
-	if err == nil {
-		c.h.Write([]byte{b})
+// read fills x, a new index that no one else holds yet, from a snapshot.
+func (x *CPU) read(r io.Reader) error {
+	sr := newSnapReader(r)
+	hdr, err := sr.next(20)
+	if err != nil {
+		return fmt.Errorf("gpuidx: load header: %w", ErrFormat)
 	}
-	return b, err
+	if string(hdr[:8]) != snapMagic {
+		return fmt.Errorf("gpuidx: load: %w", ErrFormat)
+	}
+	if v := binary.LittleEndian.Uint32(hdr[8:]); v != snapVersion {
+		return fmt.Errorf("gpuidx: load: snapshot version %d, this build reads %d: %w", v, snapVersion, ErrVersion)
+	}
+	n := binary.LittleEndian.Uint64(hdr[12:])
+	if err := x.readDomains(sr); err != nil {
+		return err
+	}
+	// The count may lie: room for no more records than the bytes can hold.
+	x.Reserve(int(min(n, reserveBound(r))))
+	for i := uint64(0); i < n; i++ {
+		if err := x.readRecord(sr); err != nil {
+			return fmt.Errorf("gpuidx: load record %d: %w", i, err)
+		}
+	}
+	sum := sr.sum()
+	crc, err := sr.next(4)
+	if err != nil {
+		return fmt.Errorf("gpuidx: load checksum: %w", ErrFormat)
+	}
+	if binary.LittleEndian.Uint32(crc) != sum {
+		return ErrChecksum
+	}
+	if !sr.atEOF() {
+		return fmt.Errorf("gpuidx: load: bytes after the checksum: %w", ErrFormat)
+	}
+	return nil
+}
+
+// reserveBound is the most records the rest of r can hold, when r says
+// its size (a file, a bytes.Reader), else a bound that keeps a lying
+// count from allocating much before the records arrive.
+func reserveBound(r io.Reader) uint64 {
+	var size int64 = -1
+	switch s := r.(type) {
+	case interface{ Len() int }:
+		size = int64(s.Len())
+	case interface{ Stat() (fs.FileInfo, error) }:
+		if fi, err := s.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+	}
+	if size < 0 {
+		return 1 << 16
+	}
+	return uint64(size/minSnapRecord) + 1
+}
+
+func (x *CPU) readDomains(sr *snapReader) error {
+	nd, err := sr.uvarint()
+	if err != nil || nd > math.MaxUint32 {
+		return fmt.Errorf("gpuidx: load domains: %w", ErrFormat)
+	}
+	for range nd {
+		d, err := sr.string(0)
+		if err != nil {
+			return fmt.Errorf("gpuidx: load domains: %w", err)
+		}
+		if _, dup := x.domID[d]; dup {
+			return fmt.Errorf("gpuidx: load domains: %q twice: %w", d, ErrFormat)
+		}
+		x.domID[d] = uint32(len(x.domains))
+		x.domains = append(x.domains, d)
+	}
+	return nil
+}
+
+// readRecord appends the next record of sr to x, as Upsert would add it.
+func (x *CPU) readRecord(sr *snapReader) error {
+	var k key
+	kind, err := sr.next(1)
+	if err != nil {
+		return err
+	}
+	switch kind[0] {
+	case snapPacked:
+		b, err := sr.next(idBytes)
+		if err != nil {
+			return err
+		}
+		k = key{packed: true, bin: [idBytes]byte(b)}
+	case snapString:
+		id, err := sr.string(1)
+		if err != nil {
+			return err
+		}
+		if k = parseKey(id); k.packed {
+			return fmt.Errorf("id %q held as a string: %w", id, ErrFormat)
+		}
+	default:
+		return fmt.Errorf("id kind %d: %w", kind[0], ErrFormat)
+	}
+	d, err := sr.uvarint()
+	if err != nil || d >= uint64(len(x.domains)) {
+		return fmt.Errorf("domain: %w", ErrFormat)
+	}
+	b, err := sr.next(5 + compress.Size)
+	if err != nil {
+		return err
+	}
+	conf := math.Float32frombits(binary.LittleEndian.Uint32(b))
+	if b[4] > 1 || math.IsNaN(float64(conf)) {
+		return ErrFormat
+	}
+	c, err := compress.Decode(b[5:])
+	if err != nil {
+		return err
+	}
+	return x.appendRecord(&k, Meta{Confidence: conf, Retired: b[4] == 1}, uint32(d), &c)
+}
+
+// appendRecord adds record k, new to x, in the next slot: Upsert's work
+// for a new id, without its lock and domain lookup. x is not shared yet.
+func (x *CPU) appendRecord(k *key, m Meta, d uint32, c *compress.Code) error {
+	i := x.n
+	if i == math.MaxUint32-1 {
+		return fmt.Errorf("more than %d records: %w", i, ErrFormat)
+	}
+	if !x.tableFits(i + 1) {
+		x.sizeTable(i + 1)
+	}
+	_, pos, dup := x.find(k, x.hashKey(k))
+	if dup {
+		return fmt.Errorf("duplicate id: %w", ErrFormat)
+	}
+	x.n++
+	x.codes.grow(x.n, false)
+	x.prefix.grow(x.n, false)
+	x.keys.grow(x.n, false)
+	if k.packed {
+		copy(x.keys.row(i), k.bin[:])
+	} else {
+		clear(x.keys.row(i))
+		if x.other == nil {
+			x.other = make([]string, i, cap(x.scales))
+		}
+	}
+	if x.other != nil {
+		x.other = append(x.other, k.s)
+	}
+	x.table[pos] = uint32(i + 1)
+	copy(x.codes.row(i), c.Bits[:])
+	copy(x.prefix.row(i), c.Bits[:x.cfg.PrefixWords])
+	m.Domain = x.domains[d]
+	x.scales = append(x.scales, c.Scale)
+	x.conf = append(x.conf, m.Confidence)
+	x.flags = append(x.flags, flagsOf(m))
+	x.dom = append(x.dom, d)
+	return nil
+}
+
+// snapReader reads a snapshot through a buffer of its own, hashing the
+// bytes its caller consumes (the checksum covers those and no more) a
+// buffer at a time.
+type snapReader struct {
+	r        io.Reader
+	h        hash.Hash32
+	buf      []byte
+	pos, end int // buf[pos:end] is read and not yet consumed
+	hashed   int // buf[:hashed] is in h
+}
+
+func newSnapReader(r io.Reader) *snapReader {
+	return &snapReader{r: r, h: crc32.NewIEEE(), buf: make([]byte, 1<<16)}
+}
+
+// next consumes the next n bytes (at most the buffer's size), returned in
+// a slice valid until the next call; ErrFormat when the snapshot ends
+// first.
+func (s *snapReader) next(n int) ([]byte, error) {
+	if s.end-s.pos < n {
+		s.h.Write(s.buf[s.hashed:s.pos])
+		s.end = copy(s.buf, s.buf[s.pos:s.end])
+		s.pos, s.hashed = 0, 0
+		k, err := io.ReadAtLeast(s.r, s.buf[s.end:], n-s.end)
+		s.end += k
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, ErrFormat // cut short
+		}
+		if err != nil {
+			return nil, fmt.Errorf("gpuidx: load: %w", err)
+		}
+	}
+	b := s.buf[s.pos : s.pos+n : s.pos+n]
+	s.pos += n
+	return b, nil
+}
+
+// sum returns the checksum of the bytes consumed so far.
+func (s *snapReader) sum() uint32 {
+	s.h.Write(s.buf[s.hashed:s.pos])
+	s.hashed = s.pos
+	return s.h.Sum32()
+}
+
+// atEOF reports whether nothing follows what was consumed.
+func (s *snapReader) atEOF() bool {
+	if s.pos < s.end {
+		return false
+	}
+	var b [1]byte
+	n, _ := io.ReadFull(s.r, b[:])
+	return n == 0
+}
+
+// uvarint consumes a minimally encoded uvarint.
+func (s *snapReader) uvarint() (uint64, error) {
+	var v uint64
+	for i := range binary.MaxVarintLen64 {
+		b, err := s.next(1)
+		if err != nil {
+			return 0, err
+		}
+		c := b[0]
+		if i == binary.MaxVarintLen64-1 && c > 1 || i > 0 && c == 0 {
+			return 0, ErrFormat // overflow, or not minimal
+		}
+		v |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			return v, nil
+		}
+	}
+	return 0, ErrFormat
+}
+
+// string consumes a uvarint length, at least minLen and at most
+// maxString, and that many bytes.
+func (s *snapReader) string(minLen int) (string, error) {
+	l, err := s.uvarint()
+	if err != nil || l < uint64(minLen) || l > maxString {
+		return "", fmt.Errorf("gpuidx: load string: %w", ErrFormat)
+	}
+	b, err := s.next(int(l))
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
 }

@@ -1,7 +1,8 @@
 // Package library is the experience library as retrieval sees it: it lives
 // in one embedding space, embeds texts in it (with a cache), maps the
 // vectors into the canonical space, encodes them as BitDelta codes, keeps
-// the search index in step with the store, judges which matches are
+// the search index in step with the store (and between runs in a snapshot
+// beside it), judges which matches are
 // relevant enough to inject (a gate calibrated on the library itself), and
 // moves stored experiences into its space when the space changes.
 //
@@ -98,6 +99,12 @@ type Config struct {
 	// Logger receives the library's operational events (space ready,
 	// re-embedding, failures). Nil discards.
 	Logger *slog.Logger
+	// Snapshot, when set, is the file that keeps the index between runs
+	// (see SnapshotFile): New loads it, when the store vouches for it, in
+	// place of reading every stored experience, and Close writes it. ""
+	// means none. It needs a store that is a ChangeFinder and a
+	// SpaceCounter (store.SQLite); with another it is not used.
+	Snapshot string
 }
 
 // Library ties embedding, alignment, encoding, index and store together.
@@ -193,7 +200,7 @@ func New(ctx context.Context, cfg Config) (*Library, error) {
 		return nil, fmt.Errorf("library: %w", err)
 	}
 	l.follow.seq = from
-	if err := l.rebuild(ctx); err != nil {
+	if err := l.fill(ctx, from); err != nil {
 		if l.owned != nil {
 			l.owned.Close()
 		}
@@ -204,11 +211,36 @@ func New(ctx context.Context, cfg Config) (*Library, error) {
 	return l, nil
 }
 
-// rebuild fills the index from the store. When the stored codes are
-// mostly of an earlier space that Previous can still embed in, that space
-// is served while a second index is built for Space.
-func (l *Library) rebuild(ctx context.Context) error {
+// fill fills the index: from the snapshot where there is one the store
+// vouches for, else from the store. When the stored codes are mostly of an
+// earlier space that Previous can still embed in, that space is served
+// while a second index is built for Space. from is where the change log
+// stood before.
+func (l *Library) fill(ctx context.Context, from int64) error {
+	counts, err := l.countSpaces(ctx)
+	if err != nil {
+		return err
+	}
+	if prev, moving := l.moveFrom(counts); moving {
+		return l.rebuildMoving(ctx, counts, prev)
+	}
 	target := newState(l.cfg.Space, l.cfg.Adapter, l.cfg.Index)
+	l.cur.Store(target)
+	l.stale.Store(int64(sumExcept(counts, l.cfg.Space.Name)))
+	if ok, err := l.restore(ctx, target, counts, from); ok || err != nil {
+		return err
+	}
+	target.idx.Reserve(target.idx.Len() + counts[l.cfg.Space.Name])
+	return l.store.EachExperience(ctx, target.index)
+}
+
+// countSpaces counts the stored experiences by the space of their code
+// ("" for none): from the store where it can (a SpaceCounter), else
+// reading them all.
+func (l *Library) countSpaces(ctx context.Context) (map[string]int, error) {
+	if sc, ok := l.store.(SpaceCounter); ok {
+		return sc.CountSpaces(ctx)
+	}
 	counts := map[string]int{}
 	err := l.store.EachExperience(ctx, func(e store.Experience) error {
 		if len(e.Code) > 0 {
@@ -218,26 +250,29 @@ func (l *Library) rebuild(ctx context.Context) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
+	return counts, err
+}
+
+// moveFrom returns the earlier space to serve while moving to Space: the
+// one most codes are in, when they are more than Space's and Previous can
+// embed there.
+func (l *Library) moveFrom(counts map[string]int) (Space, bool) {
 	old, most := "", 0
 	for sp, n := range counts {
 		if sp != "" && sp != l.cfg.Space.Name && n > most {
 			old, most = sp, n
 		}
 	}
-	var prev Space
-	moving := most > counts[l.cfg.Space.Name] && l.cfg.Previous != nil
-	if moving {
-		prev, moving = l.cfg.Previous(old)
+	if most <= counts[l.cfg.Space.Name] || l.cfg.Previous == nil {
+		return Space{}, false
 	}
-	if !moving {
-		l.cur.Store(target)
-		l.stale.Store(int64(sumExcept(counts, l.cfg.Space.Name)))
-		target.idx.Reserve(target.idx.Len() + counts[l.cfg.Space.Name])
-		return l.store.EachExperience(ctx, target.index)
-	}
+	return l.cfg.Previous(old)
+}
+
+// rebuildMoving serves prev's codes from the configured index and builds
+// a second index for Space, from the store.
+func (l *Library) rebuildMoving(ctx context.Context, counts map[string]int, prev Space) error {
+	target := newState(l.cfg.Space, l.cfg.Adapter, l.cfg.Index)
 	idx, err := l.cfg.NewIndex()
 	if err != nil {
 		return err
@@ -291,16 +326,21 @@ func sumExcept(counts map[string]int, skip string) int {
 	return n
 }
 
-// Close stops the background work and closes the index the library made
-// for a move, if any. It does not close the store or the configured index.
+// Close stops the background work, writes the index snapshot (see
+// Config.Snapshot) and closes the index the library made for a move, if
+// any. It does not close the store or the configured index.
 func (l *Library) Close() error {
 	l.cancel()
 	<-l.done
 	l.helpers.Wait()
-	if l.owned != nil {
-		return l.owned.Close() // made here, served or not
+	err := l.saveSnapshot(context.Background())
+	if err != nil {
+		l.log.Warn("experience library: the index snapshot was not written; the next start reads the index from the store", "err", err.Error())
 	}
-	return nil
+	if l.owned != nil {
+		err = errors.Join(err, l.owned.Close()) // made here, served or not
+	}
+	return err
 }
 
 // Seed returns the lift's seed.

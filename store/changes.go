@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // The change log
@@ -130,4 +131,37 @@ func (s *SQLite) PruneChanges(ctx context.Context, keepRows int) (int64, error) 
 		return 0, fmt.Errorf("store: prune changes: %w", err)
 	}
 	return n, nil
+}
+
+// Change is one row of the change log.
+type Change struct {
+	Seq int64
+	// ID is the experience the row logs a change of.
+	ID string
+	// At is when the change was made, to the millisecond, by SQLite's
+	// clock.
+	At time.Time
+}
+
+// ChangeAt returns the change log row seq, or an error wrapping
+// ErrNotFound when the log no longer holds it (pruned, or never logged).
+// The row's id and time together name one write to one file: a reader that
+// kept them with its cursor (a saved index) can tell whether a store's log
+// is the one it followed, rather than another file's, or a restored copy
+// that went another way after the cursor.
+func (s *SQLite) ChangeAt(ctx context.Context, seq int64) (Change, error) {
+	if err := s.check(); err != nil {
+		return Change{}, err
+	}
+	c := Change{Seq: seq}
+	var at int64
+	err := s.r.QueryRowContext(ctx, `SELECT experience_id, at FROM experience_changes WHERE seq = ?`, seq).Scan(&c.ID, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Change{}, fmt.Errorf("store: change %d: %w", seq, ErrNotFound)
+	}
+	if err != nil {
+		return Change{}, fmt.Errorf("store: change %d: %w", seq, err)
+	}
+	c.At = fromNanos(at)
+	return c, nil
 }

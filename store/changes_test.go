@@ -208,3 +208,37 @@ func TestChangesClosed(t *testing.T) {
 		t.Errorf("PruneChanges after Close: %v", err)
 	}
 }
+
+// ChangeAt names the write logged at a seq, and says when the log no
+// longer holds it.
+func TestChangeAt(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "", Options{})
+	if _, err := s.ChangeAt(ctx, 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("ChangeAt on an empty log: %v", err)
+	}
+	before := time.Now().Truncate(time.Millisecond)
+	var ids []string
+	for i := range 3 {
+		e, _, err := s.PutExperience(ctx, Experience{Text: fmt.Sprintf("lesson %d", i), Confidence: 0.5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+	}
+	for i, id := range ids {
+		c, err := s.ChangeAt(ctx, int64(i+1))
+		if err != nil || c.Seq != int64(i+1) || c.ID != id || c.At.Before(before) || c.At.After(time.Now().Add(time.Second)) {
+			t.Fatalf("ChangeAt(%d) = %+v, %v; want %s, written since %v", i+1, c, err, id, before)
+		}
+	}
+	if _, err := s.PruneChanges(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ChangeAt(ctx, 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("ChangeAt of a pruned row: %v", err)
+	}
+	if c, err := s.ChangeAt(ctx, 3); err != nil || c.ID != ids[2] {
+		t.Fatalf("ChangeAt of the kept row = %+v, %v", c, err)
+	}
+}

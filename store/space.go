@@ -150,6 +150,53 @@ func (s *SQLite) CountCodes(ctx context.Context, space string) (int, error) {
 	return n, nil
 }
 
+// CountSpaces returns how many experiences have a code in each embedding
+// space, and under "" how many have none: what a library starting over
+// the store needs to choose its space, without reading every record. It
+// reads the whole table once (about a second at a million experiences),
+// the codes' bytes not at all.
+func (s *SQLite) CountSpaces(ctx context.Context) (map[string]int, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	// One read transaction: both counts of the same moment.
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("store: count spaces: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT space, count(*) FROM experiences WHERE code IS NOT NULL GROUP BY space`)
+	if err != nil {
+		return nil, fmt.Errorf("store: count spaces: %w", err)
+	}
+	defer rows.Close()
+	counts := map[string]int{}
+	coded := 0
+	for rows.Next() {
+		var sp string
+		var n int
+		if err := rows.Scan(&sp, &n); err != nil {
+			return nil, fmt.Errorf("store: count spaces: %w", err)
+		}
+		counts[sp] += n
+		coded += n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: count spaces: %w", err)
+	}
+	// The uncoded ones as all less the coded: count(*) alone reads the
+	// small domain index, where "code IS NULL" in a grouping would read
+	// every code.
+	var all int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM experiences`).Scan(&all); err != nil {
+		return nil, fmt.Errorf("store: count spaces: %w", err)
+	}
+	if all > coded {
+		counts[""] += all - coded
+	}
+	return counts, nil
+}
+
 // PutPendingCodes stores codes made for a space a library is moving to,
 // beside the experiences' current codes (replacing earlier pending ones).
 // Ids no longer stored are skipped.

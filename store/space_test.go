@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"maps"
 	"math"
 	"path/filepath"
 	"slices"
@@ -48,5 +49,32 @@ func TestSpaces(t *testing.T) {
 	sample, err := s.SampleExperiences(ctx, "model:m", 10)
 	if err != nil || len(sample) != 1 {
 		t.Errorf("SampleExperiences = %d, %v", len(sample), err)
+	}
+}
+
+// CountSpaces counts the codes of each space, and under "" the
+// experiences without one, retired ones included.
+func TestCountSpaces(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "", Options{})
+	if got, err := s.CountSpaces(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("CountSpaces of an empty store = %v, %v", got, err)
+	}
+	es := []Experience{
+		{Text: "a", Confidence: 0.5, Code: code(1), Space: "hash:8"},
+		{Text: "b", Confidence: 0.5, Code: code(2), Space: "hash:8", Status: StatusRetired},
+		{Text: "c", Confidence: 0.5, Code: code(3), Space: "model:m"},
+		{Text: "d", Confidence: 0.5},
+	}
+	if _, _, err := s.PutExperiences(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.CountSpaces(ctx)
+	want := map[string]int{"hash:8": 2, "model:m": 1, "": 1}
+	if err != nil || !maps.Equal(got, want) {
+		t.Fatalf("CountSpaces = %v, %v; want %v", got, err, want)
+	}
+	if n, err := s.CountCodes(ctx, "hash:8"); err != nil || n != got["hash:8"] {
+		t.Fatalf("CountCodes = %d, %v; CountSpaces says %d", n, err, got["hash:8"])
 	}
 }

@@ -64,7 +64,7 @@ func openRetrievalWith(ctx context.Context, cfg config.Config, router *providers
 	// load's garbage is collected within the headroom, then the library's
 	// indexes (a move to a new space builds a second one).
 	limit := startMemoryLimit(cfg, idx.Bytes, log)
-	lib, err := openLibrary(ctx, st, cfg, rc.CacheSize, idx, router, withLogger(log))
+	lib, err := openLibrary(ctx, st, cfg, rc.CacheSize, idx, router, withLogger(log), withSnapshot(cfg))
 	if err != nil {
 		limit.close()
 		idx.Close()
@@ -169,6 +169,19 @@ type libraryOption func(*library.Config)
 
 func withLogger(log *slog.Logger) libraryOption {
 	return func(c *library.Config) { c.Logger = log }
+}
+
+// withSnapshot keeps serve's index in a snapshot beside the SQLite file,
+// so that a restart reads it and the changes since rather than every
+// experience. Replicas over Redis keep none and read the store at start:
+// a replica's disk is often not its own to keep (a container's), and the
+// Redis store cannot vouch for a snapshot (see library.ChangeFinder).
+func withSnapshot(cfg config.Config) libraryOption {
+	return func(c *library.Config) {
+		if cfg.Redis == "" {
+			c.Snapshot = filepath.Join(cfg.Data, library.SnapshotFile)
+		}
+	}
 }
 
 // openLibrary builds the library over st in the configured embedding

@@ -1,6 +1,7 @@
 // Package storetest is a conformance suite for the stores behind dso's
 // library: every implementation (store.SQLite, store.Redis) runs Run and
-// so answers every call the same way, sentinel errors included.
+// so answers every call the same way, sentinel errors included. FillSQLite
+// fills a store fast for benchmarks.
 package storetest
 
 import (
