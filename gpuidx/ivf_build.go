@@ -85,13 +85,11 @@ func (x *CPU) trainLists() {
 			break
 		}
 		of = x.assign(ls, assigned, hi, of)
-		for i := assigned; i < hi; i++ {
-			ls.add(i, of[i], x.prefix.row(i))
-		}
 		assigned = hi
 		x.assigned.Store(int64(hi))
 		x.mu.RUnlock()
 	}
+	filled := x.fillLists(ls, of[:assigned], gen)
 
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -104,17 +102,17 @@ func (x *CPU) trainLists() {
 		return
 	}
 	d := make([]uint16, nc)
-	for i := x.n; i < assigned; i++ { // deleted since
+	for i := x.n; i < filled; i++ { // deleted since
 		ls.remove(i)
 	}
-	ls.truncate(min(assigned, x.n))
+	ls.truncate(min(filled, x.n))
 	for _, i := range x.dirty {
-		if int(i) < min(assigned, x.n) {
+		if int(i) < min(filled, x.n) {
 			ls.remove(int(i))
 			ls.add(int(i), ls.nearest(x.prefix.row(int(i)), d), x.prefix.row(int(i)))
 		}
 	}
-	for i := assigned; i < x.n; i++ { // added since
+	for i := filled; i < x.n; i++ { // added since, or not filled
 		ls.add(i, ls.nearest(x.prefix.row(i), d), x.prefix.row(i))
 	}
 	ls.built = n
@@ -122,6 +120,41 @@ func (x *CPU) trainLists() {
 	x.lsDist = d
 	x.tracking, x.dirty = false, nil
 	x.nextTrain = 2 * n
+}
+
+// fillLists puts slots 0 to len(of)-1 in the lists of assigns them to,
+// each list allocated once at its size (and an eighth more, for the
+// records to come) rather than grown by doubling, which would leave up to
+// half of it unused. It reads a chunk at a time under the read lock, and
+// stops at the index's end; it returns how many slots it filled. A slot
+// changed since it was assigned is dirty, and moved at the install.
+func (x *CPU) fillLists(ls *lists, of []uint32, gen int) int {
+	size := make([]int, ls.count())
+	for _, c := range of {
+		size[c]++
+	}
+	for c, k := range size {
+		k += k/8 + 4
+		ls.slots[c] = make([]int32, 0, k)
+		ls.pre[c] = make([]uint64, 0, k*ls.pw)
+	}
+	ls.of = make([]uint32, 0, len(of)+len(of)/8)
+	ls.at = make([]uint32, 0, len(of)+len(of)/8)
+	filled := 0
+	for filled < len(of) {
+		x.mu.RLock()
+		hi := min(filled+chunkRows, len(of), x.n)
+		if hi <= filled || x.gen != gen {
+			x.mu.RUnlock()
+			break
+		}
+		for i := filled; i < hi; i++ {
+			ls.add(i, of[i], x.prefix.row(i))
+		}
+		filled = hi
+		x.mu.RUnlock()
+	}
+	return filled
 }
 
 // stopTracking ends a training that did not install lists.

@@ -1,6 +1,7 @@
 package gpuidx
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -248,5 +249,36 @@ func TestTrainSeparatesClusters(t *testing.T) {
 	db := min(d[0], d[1])
 	if da > 40 || db > 40 {
 		t.Fatalf("the nearest centroid is %d bits from one cluster's centre and %d from the other's (of %d)", da, db, pw*64)
+	}
+}
+
+func TestRestoreTrainsListsAnew(t *testing.T) {
+	x := NewCPU(CPUConfig{ListsFrom: 3000})
+	fill(t, x, 4000, 8)
+	x.WaitLists()
+	if x.Lists() == 0 {
+		t.Fatal("no lists at 4,000 records")
+	}
+	y := NewCPU(CPUConfig{ListsFrom: -1})
+	fill(t, y, 5000, 9)
+	var b bytes.Buffer
+	if err := y.Save(&b); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Restore(&b); err != nil {
+		t.Fatal(err)
+	}
+	if x.Lists() != 0 {
+		t.Fatal("lists of the replaced records kept after Restore")
+	}
+	// The next search starts a training on the restored records.
+	s := splitmix64(10)
+	if _, err := x.Search(context.Background(), Query{Vector: randVector(&s)}); err != nil {
+		t.Fatal(err)
+	}
+	x.WaitLists()
+	checkLists(t, x)
+	if x.ls.built != 5000 {
+		t.Fatalf("lists trained on %d records, want the 5,000 restored", x.ls.built)
 	}
 }
