@@ -120,9 +120,10 @@ type CPUConfig struct {
 	// Workers is the number of goroutines a scan uses; 0 means GOMAXPROCS.
 	Workers int
 	// ListsFrom is the size from which the index keeps an inverted file
-	// (see ivf.go), trained in the background and again at each doubling,
-	// and the prefix modes read only the lists nearest a query; 0 means
-	// 1<<18 (262,144) records; a negative value never.
+	// (see ivf.go), trained in the background and again at each doubling
+	// (while a load that Reserve announced runs, only once it is done or
+	// a search comes), and the prefix modes read only the lists nearest a
+	// query; 0 means 1<<18 (262,144) records; a negative value never.
 	ListsFrom int
 	// Probe is the number of lists a search reads; 0 means defaultProbe.
 	Probe int
@@ -183,6 +184,7 @@ type CPU struct {
 	ls        *lists   // the inverted file; nil until trained
 	lsDist    []uint16 // scratch of ls.count() for writers
 	nextTrain int      // the size at which the next training starts
+	loadTo    int      // the size a load announced by Reserve fills to
 	tracking  bool     // a training runs: record changed slots in dirty
 	overflow  bool     // more slots changed than dirty holds
 	dirty     []int32
@@ -236,6 +238,7 @@ func (x *CPU) Reserve(n int) {
 	if n <= x.n {
 		return
 	}
+	x.loadTo = n
 	x.codes.grow(n, true)
 	x.prefix.grow(n, true)
 	x.keys.grow(n, true)
@@ -338,8 +341,8 @@ func (x *CPU) Upsert(id string, m Meta, c compress.Code) error {
 	if moved {
 		x.relist(i, ok)
 	}
-	if x.listsDue() {
-		x.startTraining()
+	if x.listsDue() && x.n >= x.loadTo {
+		x.startTraining() // once a load is done: not for each doubling on the way
 	}
 	return nil
 }

@@ -252,6 +252,27 @@ func TestTrainSeparatesClusters(t *testing.T) {
 	}
 }
 
+func TestListsWaitForALoad(t *testing.T) {
+	// A load of 4,000 announced by Reserve: no training at 3,000 on the
+	// way, one on all 4,000 once they are in.
+	x := NewCPU(CPUConfig{ListsFrom: 3000})
+	x.Reserve(4000)
+	s := splitmix64(11)
+	for i := range 4000 {
+		if i == 3500 && (x.training.Load() || x.Lists() != 0) {
+			t.Fatal("lists trained while a load ran")
+		}
+		if err := x.Upsert(fmt.Sprintf("l%d", i), Meta{}, randCode(&s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x.WaitLists()
+	checkLists(t, x)
+	if x.ls.built != 4000 {
+		t.Fatalf("lists trained on %d records, want the 4,000 loaded", x.ls.built)
+	}
+}
+
 func TestRestoreTrainsListsAnew(t *testing.T) {
 	x := NewCPU(CPUConfig{ListsFrom: 3000})
 	fill(t, x, 4000, 8)

@@ -142,7 +142,7 @@ func (x *CPU) take(y *CPU) {
 	// training of the old ones see that it is void.
 	x.ls, x.lsDist, x.tracking, x.dirty = nil, nil, false, nil
 	x.gen++
-	x.nextTrain = max(x.cfg.ListsFrom, listMin)
+	x.nextTrain, x.loadTo = max(x.cfg.ListsFrom, listMin), 0
 }
 
 // read fills x, a new index that no one else holds yet, from a snapshot.
