@@ -279,22 +279,7 @@ func (x *CPU) appendRecord(k *key, m Meta, d uint32, c *compress.Code) error {
 	if dup {
 		return fmt.Errorf("duplicate id: %w", ErrFormat)
 	}
-	x.n++
-	x.codes.grow(x.n, false)
-	x.prefix.grow(x.n, false)
-	x.keys.grow(x.n, false)
-	if k.packed {
-		copy(x.keys.row(i), k.bin[:])
-	} else {
-		clear(x.keys.row(i))
-		if x.other == nil {
-			x.other = make([]string, i, cap(x.scales))
-		}
-	}
-	if x.other != nil {
-		x.other = append(x.other, k.s)
-	}
-	x.table[pos] = uint32(i + 1)
+	x.newSlot(k, pos)
 	copy(x.codes.row(i), c.Bits[:])
 	copy(x.prefix.row(i), c.Bits[:x.cfg.PrefixWords])
 	m.Domain = x.domains[d]
