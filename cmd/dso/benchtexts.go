@@ -123,25 +123,34 @@ func (s *textSource) queries(ctx context.Context, n int) ([][]float32, error) {
 func settledRSS() int64 {
 	runtime.GC()
 	debug.FreeOSMemory()
-	return procStatus("VmRSS:")
+	return selfStatus("VmRSS")
 }
 
 // peakRSS is the process's resident high-water mark; 0 where /proc is not
 // there.
-func peakRSS() int64 { return procStatus("VmHWM:") }
+func peakRSS() int64 { return selfStatus("VmHWM") }
 
-// procStatus reads a kB field of /proc/self/status, in bytes.
-func procStatus(field string) int64 {
-	b, err := os.ReadFile("/proc/self/status")
+// selfStatus is procStatus of this process, 0 where it cannot be read.
+func selfStatus(field string) int64 {
+	n, _, _ := procStatus("/proc/self/status", field)
+	return n
+}
+
+// procStatus reads a kB field (VmRSS, VmHWM) of a /proc status file, in
+// bytes; found is false when the file has no such field.
+func procStatus(path, field string) (n int64, found bool, err error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return 0, false, err
 	}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err == nil {
+				return kb << 10, true, nil
+			}
 		}
 	}
-	return 0
+	return 0, false, nil
 }

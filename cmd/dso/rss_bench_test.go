@@ -2,15 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -163,18 +160,12 @@ func startFloor(b *testing.B, cmd *exec.Cmd) string {
 // procKiB reads a memory field (VmRSS, VmHWM) of a process, in KiB.
 func procKiB(b *testing.B, pid int, field string) float64 {
 	b.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	n, found, err := procStatus(fmt.Sprintf("/proc/%d/status", pid), field)
 	if err != nil {
 		b.Skipf("no /proc here: %v", err)
 	}
-	for _, line := range bytes.Split(raw, []byte("\n")) {
-		if v, ok := bytes.CutPrefix(line, []byte(field+":")); ok {
-			n, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(string(v)), " kB"), 64)
-			if err == nil {
-				return n
-			}
-		}
+	if !found {
+		b.Fatalf("no %s in /proc/%d/status", field, pid)
 	}
-	b.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
+	return float64(n >> 10)
 }
