@@ -3,7 +3,6 @@ package gpuidx
 import (
 	"context"
 	"math/bits"
-	"slices"
 )
 
 // The inverted file: past CPUConfig.ListsFrom records, the CPU index splits
@@ -35,7 +34,13 @@ func (ls *lists) count() int { return len(ls.slots) }
 // nearest returns the list whose centroid is nearest prefix p; d is
 // scratch of count() entries.
 func (ls *lists) nearest(p []uint64, d []uint16) uint32 {
-	hamming(p, ls.cents, ls.count(), ls.pw, d)
+	return nearestCentroid(p, ls.cents, ls.pw, d)
+}
+
+// nearestCentroid returns the first of the len(d) centroids of pw words
+// in cents nearest p, filling d with their distances.
+func nearestCentroid(p, cents []uint64, pw int, d []uint16) uint32 {
+	hamming(p, cents, len(d), pw, d)
 	best := 0
 	for c := 1; c < len(d); c++ {
 		if d[c] < d[best] {
@@ -109,7 +114,7 @@ const trainRounds = 6
 // its nearest centroid, then sets each centroid bit to its members'
 // majority. A centroid left without members takes a prefix of the sample.
 func train(sample []uint64, m, pw, nc int, seed uint64) []uint64 {
-	s := benchSeed(seed)
+	s := trainRand(seed)
 	cents := make([]uint64, nc*pw)
 	for c, i := range pick(m, nc, &s) {
 		copy(cents[c*pw:], sample[i*pw:(i+1)*pw])
@@ -123,8 +128,7 @@ func train(sample []uint64, m, pw, nc int, seed uint64) []uint64 {
 		clear(size)
 		for i := range m {
 			p := sample[i*pw : (i+1)*pw]
-			hamming(p, cents, nc, pw, d)
-			c := uint32(slices.Index(d, slices.Min(d)))
+			c := nearestCentroid(p, cents, pw, d)
 			of[i] = c
 			size[c]++
 			o := ones[int(c)*pw*64:]
@@ -157,7 +161,7 @@ func train(sample []uint64, m, pw, nc int, seed uint64) []uint64 {
 }
 
 // pick returns k distinct numbers below n (k ≤ n), in random order.
-func pick(n, k int, s *benchSeed) []int {
+func pick(n, k int, s *trainRand) []int {
 	if k*4 > n {
 		p := make([]int, n)
 		for i := range p {
@@ -181,11 +185,11 @@ func pick(n, k int, s *benchSeed) []int {
 	return out
 }
 
-// benchSeed is splitmix64: a deterministic stream for training, so the
+// trainRand is splitmix64: a deterministic stream for training, so the
 // same records give the same lists on every run.
-type benchSeed uint64
+type trainRand uint64
 
-func (s *benchSeed) next() uint64 {
+func (s *trainRand) next() uint64 {
 	*s += 0x9e3779b97f4a7c15
 	z := uint64(*s)
 	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9

@@ -61,7 +61,7 @@ func (x *CPU) trainLists() {
 	nc := listCount(n)
 	m := min(n, nc*trainSample)
 	sample := make([]uint64, m*pw)
-	s := benchSeed(n)
+	s := trainRand(n)
 	x.mu.RLock()
 	m = min(m, x.n)
 	for j, i := range pick(x.n, m, &s) {
