@@ -75,13 +75,18 @@ func (l *Lift) Apply(dst, src []float32) ([]float32, error) {
 		x[i] = v * s0[i]
 	}
 	clear(x[len(src):p])
-	fwht(x[:p])
+	if p >= 8 {
+		firstPass(x[:p])
+		butterflies(x[:p])
+	} else {
+		fwht(x[:p])
+	}
 	for off := p; off < LiftDim; off += p {
 		copy(x[off:off+p], x[:p])
 	}
 	for r := 1; r < Rounds; r++ {
 		signedFirstPass(x, &l.signs[r])
-		fwhtFrom(x[:], 8)
+		butterflies(x[:])
 	}
 	// Each unnormalised transform (the tiled first one included) scales
 	// norms by sqrt(4096) = 64.
@@ -143,6 +148,29 @@ func fwhtFrom(x []float32, h0 int) {
 		for j := range a {
 			a[j], b[j] = a[j]+b[j], a[j]-b[j]
 		}
+	}
+}
+
+// butterflies runs the transform's stages from half-size 8 on, over x of
+// a power-of-two length of at least 8, after firstPass or
+// signedFirstPass. It is fwhtFrom unless the CPU has a vector version
+// (fwht_amd64.go) doing the same operations in the same order, so that
+// every machine lifts a vector to the same bits.
+var butterflies = func(x []float32) { fwhtFrom(x, 8) }
+
+// firstPass runs the transform's first three stages over x, whose length
+// is a multiple of 8, in one pass: signedFirstPass without the signs.
+func firstPass(x []float32) {
+	for i := 0; i+8 <= len(x); i += 8 {
+		v := (*[8]float32)(x[i : i+8])
+		a0, a1 := v[0]+v[1], v[0]-v[1]
+		a2, a3 := v[2]+v[3], v[2]-v[3]
+		a4, a5 := v[4]+v[5], v[4]-v[5]
+		a6, a7 := v[6]+v[7], v[6]-v[7]
+		b0, b1, b2, b3 := a0+a2, a1+a3, a0-a2, a1-a3
+		b4, b5, b6, b7 := a4+a6, a5+a7, a4-a6, a5-a7
+		v[0], v[1], v[2], v[3] = b0+b4, b1+b5, b2+b6, b3+b7
+		v[4], v[5], v[6], v[7] = b0-b4, b1-b5, b2-b6, b3-b7
 	}
 }
 

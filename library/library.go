@@ -105,6 +105,11 @@ type Config struct {
 	// means none. It needs a store that is a ChangeFinder and a
 	// SpaceCounter (store.SQLite); with another it is not used.
 	Snapshot string
+	// Offline opens the library for a command that writes and exits (dso
+	// import): it neither calibrates the relevance gate nor moves
+	// experiences between spaces in the background, work that dso serve
+	// does when it opens the library and that would only slow the writes.
+	Offline bool
 }
 
 // Library ties embedding, alignment, encoding, index and store together.
@@ -207,7 +212,11 @@ func New(ctx context.Context, cfg Config) (*Library, error) {
 		return nil, fmt.Errorf("library: rebuilding the index: %w", err)
 	}
 	l.bg, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	go l.run(l.bg)
+	if cfg.Offline {
+		close(l.done)
+	} else {
+		go l.run(l.bg)
+	}
 	return l, nil
 }
 

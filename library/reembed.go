@@ -89,11 +89,7 @@ func (l *Library) codeAll(ctx context.Context, st *state, pending bool) bool {
 // codeBatch embeds batch's texts in st's space and stores the codes (as
 // pending codes when pending), then indexes them in st.
 func (l *Library) codeBatch(ctx context.Context, st *state, batch []store.Experience, pending bool) error {
-	vs, err := l.vectors(ctx, st, keyedTexts(batch))
-	if err != nil {
-		return err
-	}
-	cs, bs, err := codes(vs)
+	cs, bs, err := l.codesOf(ctx, st, keyedTexts(batch))
 	if err != nil {
 		return err
 	}

@@ -212,32 +212,74 @@ func (l *Library) vectors(ctx context.Context, st *state, texts []string) ([][]f
 	if err := l.prepareState(ctx, st); err != nil {
 		return nil, err
 	}
-	// A large batch (an import, a re-embedding) is embedded and aligned
-	// on every core: the lift into the canonical space is CPU work, and
-	// so is a local embedder's.
-	parts := min(runtime.GOMAXPROCS(0), len(texts)/embedBatch)
-	if parts < 2 {
-		return l.vectorsOf(ctx, st, texts)
-	}
 	out := make([][]float32, len(texts))
-	errs := make([]error, parts)
-	var wg sync.WaitGroup
-	size := (len(texts) + parts - 1) / parts
-	for p := range parts {
-		lo, hi := p*size, min(len(texts), (p+1)*size)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			vs, err := l.vectorsOf(ctx, st, texts[lo:hi])
-			copy(out[lo:hi], vs)
-			errs[p] = err
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err := inParts(len(texts), func(lo, hi int) error {
+		vs, err := l.vectorsOf(ctx, st, texts[lo:hi])
+		copy(out[lo:hi], vs)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// codesOf embeds texts in st's space and encodes them, each in its
+// canonical form and wire form: vectors then codes, without holding a
+// batch's canonical vectors (16 KiB each) at once.
+func (l *Library) codesOf(ctx context.Context, st *state, texts []string) ([]compress.Code, [][]byte, error) {
+	if err := l.prepareState(ctx, st); err != nil {
+		return nil, nil, err
+	}
+	cs := make([]compress.Code, len(texts))
+	bs := make([][]byte, len(texts))
+	err := inParts(len(texts), func(lo, hi int) error {
+		raw, err := l.embedAll(ctx, st, texts[lo:hi])
+		if err != nil {
+			return err
+		}
+		scratch := make([]float32, align.LiftDim)
+		for i, v := range raw {
+			c, err := alignInto(st, scratch, v)
+			if err != nil {
+				return err
+			}
+			if cs[lo+i], err = compress.Encode(c); err != nil {
+				return fmt.Errorf("library: encode: %w", err)
+			}
+			if bs[lo+i], err = cs[lo+i].MarshalBinary(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cs, bs, nil
+}
+
+// inParts runs fn over [0, n) split into one part per core, in parallel,
+// when n is large (an import, a re-embedding): the lift into the
+// canonical space is CPU work, and so is a local embedder's.
+func inParts(n int, fn func(lo, hi int) error) error {
+	parts := min(runtime.GOMAXPROCS(0), n/embedBatch)
+	if parts < 2 {
+		return fn(0, n)
+	}
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	size := (n + parts - 1) / parts
+	for p := range parts {
+		lo, hi := p*size, min(n, (p+1)*size)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[p] = fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // vectorsOf is vectors, in this goroutine.
@@ -257,6 +299,11 @@ func (l *Library) vectorsOf(ctx context.Context, st *state, texts []string) ([][
 
 // alignIn maps a vector of st's space into the canonical space.
 func alignIn(st *state, v []float32) ([]float32, error) {
+	return alignInto(st, nil, v)
+}
+
+// alignInto is alignIn into dst (see align.Pipeline.Canonical).
+func alignInto(st *state, dst, v []float32) ([]float32, error) {
 	p := st.prep.Load()
 	if p == nil {
 		return nil, st.ready()
@@ -264,27 +311,10 @@ func alignIn(st *state, v []float32) ([]float32, error) {
 	if len(v) != p.dim {
 		return nil, fmt.Errorf("library: space %s gave a %d-dim vector, want %d", st.space.Name, len(v), p.dim)
 	}
-	out, err := p.pipe.Canonical(nil, v)
+	out, err := p.pipe.Canonical(dst, v)
 	if err != nil {
 		return nil, fmt.Errorf("library: aligning: %w", err)
 	}
 	return out, nil
 }
 
-// codes encodes canonical vectors as codes and their wire form.
-func codes(vs [][]float32) ([]compress.Code, [][]byte, error) {
-	cs := make([]compress.Code, len(vs))
-	bs := make([][]byte, len(vs))
-	for i, v := range vs {
-		c, err := compress.Encode(v)
-		if err != nil {
-			return nil, nil, fmt.Errorf("library: encode: %w", err)
-		}
-		b, err := c.MarshalBinary()
-		if err != nil {
-			return nil, nil, err
-		}
-		cs[i], bs[i] = c, b
-	}
-	return cs, bs, nil
-}

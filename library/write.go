@@ -54,12 +54,8 @@ func (l *Library) AddMany(ctx context.Context, es []store.Experience) ([]store.E
 	es = append([]store.Experience(nil), es...) // the codes go on copies
 	var curCodes []compress.Code
 	if len(fresh) > 0 {
-		vs, err := l.vectors(ctx, cur, texts)
-		if err != nil {
-			return nil, nil, err
-		}
 		var bs [][]byte
-		if curCodes, bs, err = codes(vs); err != nil {
+		if curCodes, bs, err = l.codesOf(ctx, cur, texts); err != nil {
 			return nil, nil, err
 		}
 		for j, i := range fresh {

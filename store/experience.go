@@ -65,30 +65,23 @@ func (s *SQLite) PutExperiences(ctx context.Context, es []Experience) ([]Experie
 	got := make([]Experience, len(es))
 	created := make([]bool, len(es))
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO experiences (`+expColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
-		if err != nil {
-			return err
-		}
-		defer ins.Close()
-		for i, e := range prepared {
-			res, err := ins.ExecContext(ctx, e.ID, e.Text, e.Domain, e.Confidence, string(e.Status), e.SourceModel, e.SourceNode,
-				e.TraceID, e.Code, e.Space, toNanos(now), toNanos(now), e.Prior, e.Key)
+		for start := 0; start < len(prepared); start += insertRows {
+			chunk := prepared[start:min(len(prepared), start+insertRows)]
+			inserted, err := insertExperiences(ctx, tx, chunk, toNanos(now))
 			if err != nil {
 				return err
 			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return err
-			}
-			if n == 1 {
-				got[i], created[i] = e, true
-				continue
-			}
-			got[i], err = scanExperience(tx.QueryRowContext(ctx,
-				`SELECT `+expColumns+` FROM experiences WHERE id = ?`, e.ID))
-			if err != nil {
-				return err
+			for i, e := range chunk {
+				if inserted[e.ID] {
+					// The first of a repeated id is the one written.
+					delete(inserted, e.ID)
+					got[start+i], created[start+i] = e, true
+					continue
+				}
+				if got[start+i], err = scanExperience(tx.QueryRowContext(ctx,
+					`SELECT `+expColumns+` FROM experiences WHERE id = ?`, e.ID)); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -97,6 +90,38 @@ func (s *SQLite) PutExperiences(ctx context.Context, es []Experience) ([]Experie
 		return nil, nil, fmt.Errorf("store: put experiences: %w", err)
 	}
 	return got, created, nil
+}
+
+// insertRows is how many experiences one INSERT statement writes: each
+// statement costs a round through the driver and a statement journal, and
+// 64 rows take 896 of the 32,766 parameters SQLite allows.
+const insertRows = 64
+
+// insertExperiences writes es with one statement, skipping ids already
+// stored, and returns the ids it wrote.
+func insertExperiences(ctx context.Context, tx *sql.Tx, es []Experience, now int64) (map[string]bool, error) {
+	const row = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	q := `INSERT INTO experiences (` + expColumns + `) VALUES ` + row +
+		strings.Repeat(", "+row, len(es)-1) + ` ON CONFLICT (id) DO NOTHING RETURNING id`
+	args := make([]any, 0, 14*len(es))
+	for _, e := range es {
+		args = append(args, e.ID, e.Text, e.Domain, e.Confidence, string(e.Status), e.SourceModel, e.SourceNode,
+			e.TraceID, e.Code, e.Space, now, now, e.Prior, e.Key)
+	}
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	inserted := make(map[string]bool, len(es))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		inserted[id] = true
+	}
+	return inserted, rows.Err()
 }
 
 // GetExperience returns the experience with the given id, or an error

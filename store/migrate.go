@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"fmt"
 )
 
@@ -126,11 +128,74 @@ var migrations = []string{
 		created_at INTEGER NOT NULL
 	) WITHOUT ROWID;
 	CREATE INDEX responses_created ON responses (created_at);`,
+	// 9: experiences move to a rowid table, the content-hash id a unique
+	// key beside it. Keyed by the hash itself, the table put each new row
+	// on a random page, so a batch of inserts rewrote as many pages as it
+	// had rows; appended in rowid order, a batch fills a few new pages,
+	// and only the narrow id index takes the random inserts. The
+	// (domain, id) index served no query and goes. migrate runs this with
+	// foreign keys off: dropping the old table would otherwise cascade to
+	// the votes and pending codes that refer to it by name.
+	`CREATE TABLE experiences_v9 (
+		n            INTEGER PRIMARY KEY,
+		id           TEXT NOT NULL UNIQUE,
+		text         TEXT NOT NULL,
+		domain       TEXT NOT NULL,
+		confidence   REAL NOT NULL CHECK (confidence >= 0 AND confidence <= 1),
+		status       TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+		source_model TEXT NOT NULL,
+		source_node  TEXT NOT NULL,
+		trace_id     TEXT NOT NULL,
+		code         BLOB,
+		created_at   INTEGER NOT NULL,
+		updated_at   INTEGER NOT NULL,
+		space        TEXT NOT NULL DEFAULT '',
+		prior        REAL NOT NULL DEFAULT 0,
+		key_text     TEXT NOT NULL DEFAULT ''
+	);
+	INSERT INTO experiences_v9 (id, text, domain, confidence, status, source_model, source_node, trace_id, code, created_at, updated_at, space, prior, key_text)
+		SELECT id, text, domain, confidence, status, source_model, source_node, trace_id, code, created_at, updated_at, space, prior, key_text
+		FROM experiences ORDER BY created_at, id;
+	DROP TABLE experiences;
+	ALTER TABLE experiences_v9 RENAME TO experiences;
+	CREATE TRIGGER experiences_changes_insert AFTER INSERT ON experiences BEGIN
+		INSERT INTO experience_changes (experience_id, at)
+		VALUES (NEW.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
+	END;
+	CREATE TRIGGER experiences_changes_update AFTER UPDATE ON experiences BEGIN
+		INSERT INTO experience_changes (experience_id, at)
+		SELECT OLD.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000 WHERE OLD.id IS NOT NEW.id;
+		INSERT INTO experience_changes (experience_id, at)
+		VALUES (NEW.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
+	END;
+	CREATE TRIGGER experiences_changes_delete AFTER DELETE ON experiences BEGIN
+		INSERT INTO experience_changes (experience_id, at)
+		VALUES (OLD.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
+	END;`,
 }
 
-// migrate brings db to len(steps) in one transaction.
-func migrate(ctx context.Context, db *sql.DB, steps []string) error {
-	tx, err := db.BeginTx(ctx, nil)
+// migrate brings db to len(steps) in one transaction, on one connection
+// with foreign keys off (SQLite's procedure for rebuilding a table:
+// dropping a parent table with them on deletes its children), checked
+// before the commit.
+func migrate(ctx context.Context, db *sql.DB, steps []string) (err error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	defer conn.Close()
+	// The pragma is a no-op inside a transaction, so it goes first.
+	if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	defer func() {
+		if _, ferr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON"); ferr != nil {
+			// Never hand the pool a connection without them.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			err = errors.Join(err, fmt.Errorf("store: migrate: restoring foreign keys: %w", ferr))
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
@@ -150,6 +215,9 @@ func migrate(ctx context.Context, db *sql.DB, steps []string) error {
 			return fmt.Errorf("store: migrate to version %d: %w", i+1, err)
 		}
 	}
+	if err := foreignKeyCheck(ctx, tx); err != nil {
+		return err
+	}
 	// PRAGMA takes no bound parameters; len(steps) is an int we control.
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(steps))); err != nil {
 		return fmt.Errorf("store: migrate: set version: %w", err)
@@ -158,4 +226,23 @@ func migrate(ctx context.Context, db *sql.DB, steps []string) error {
 		return fmt.Errorf("store: migrate: commit: %w", err)
 	}
 	return nil
+}
+
+// foreignKeyCheck fails if any row refers to a parent that is not there.
+func foreignKeyCheck(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, "PRAGMA foreign_key_check")
+	if err != nil {
+		return fmt.Errorf("store: migrate: foreign key check: %w", err)
+	}
+	defer rows.Close()
+	if rows.Next() {
+		var table, parent string
+		var rowid sql.NullInt64
+		var fk int
+		if err := rows.Scan(&table, &rowid, &parent, &fk); err != nil {
+			return fmt.Errorf("store: migrate: foreign key check: %w", err)
+		}
+		return fmt.Errorf("store: migrate: a row of %s refers to a missing %s", table, parent)
+	}
+	return rows.Err()
 }

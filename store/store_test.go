@@ -744,3 +744,93 @@ func TestOpenMustExist(t *testing.T) {
 	}
 	s.Close()
 }
+
+// TestMigrateToRowidTable takes a version-8 file, experiences keyed by
+// their hash with votes and pending codes that refer to them, through the
+// rebuild of migration 9: nothing is lost (the old table's drop must not
+// cascade), the foreign keys hold on the new table, and the change log
+// goes on from where it was.
+func TestMigrateToRowidTable(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), FileName)
+	db, err := sql.Open("sqlite", dsn(path, time.Second, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, db, migrations[:8]); err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	ids := make([]string, n)
+	for i := range ids {
+		text := fmt.Sprintf("lesson %d", i)
+		ids[i] = ExperienceID("d", text)
+		if _, err := db.ExecContext(ctx, `INSERT INTO experiences (id, text, domain, confidence, status, source_model, source_node, trace_id, code, created_at, updated_at, space, prior, key_text)
+			VALUES (?, ?, 'd', 0.5, 'active', '', 'node', '', ?, ?, ?, 'hash:2048', 0.5, '')`, ids[i], text, code(byte(i)), n-i, n-i); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, `INSERT INTO votes (experience_id, trace_id, voter, up, at) VALUES (?, 't', 'v', 1, 1)`, ids[i]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, `INSERT INTO pending_codes (experience_id, space, code) VALUES (?, 'next', ?)`, ids[i], code(byte(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last int64
+	if err := db.QueryRowContext(ctx, `SELECT max(seq) FROM experience_changes`).Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s := openTest(t, path, Options{})
+	count := func(q string, args ...any) int {
+		t.Helper()
+		var c int
+		if err := s.r.QueryRowContext(ctx, q, args...).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if c := count(`SELECT count(*) FROM votes`); c != n {
+		t.Fatalf("votes after migration = %d; want %d (dropping the old table cascaded)", c, n)
+	}
+	if c := count(`SELECT count(*) FROM pending_codes`); c != n {
+		t.Fatalf("pending codes after migration = %d; want %d", c, n)
+	}
+	if c := count(`SELECT count(*) FROM experience_changes WHERE seq > ?`, last); c != 0 {
+		t.Errorf("the rebuild logged %d changes; want none", c)
+	}
+	if c := count(`SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'experiences_domain'`); c != 0 {
+		t.Error("experiences_domain index survived")
+	}
+	for i, id := range ids {
+		e, err := s.GetExperience(ctx, id)
+		if err != nil || e.Text != fmt.Sprintf("lesson %d", i) || e.Space != "hash:2048" || len(e.Code) != CodeSize {
+			t.Fatalf("experience %d after migration = %+v, %v", i, e, err)
+		}
+	}
+	// The foreign keys refer to the new table and are enforced again.
+	if err := s.DeleteExperience(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if c := count(`SELECT count(*) FROM votes WHERE experience_id = ?`, ids[0]); c != 0 {
+		t.Errorf("a deleted experience kept %d votes: foreign keys are off after the migration", c)
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO votes (experience_id, trace_id, voter, up, at) VALUES ('missing', 't', 'v', 1, 1)`); err == nil {
+		t.Error("a vote for a missing experience was accepted: foreign keys are off after the migration")
+	}
+	// The triggers log on the new table, after the old log's last change.
+	if _, _, err := s.PutExperience(ctx, Experience{Text: "after", Domain: "d", Confidence: 0.5}); err != nil {
+		t.Fatal(err)
+	}
+	if c := count(`SELECT count(*) FROM experience_changes WHERE seq > ?`, last); c != 2 {
+		t.Errorf("changes logged after the migration = %d; want 2 (a delete, an insert)", c)
+	}
+	var seen []string
+	if err := s.EachExperience(ctx, func(e Experience) error { seen = append(seen, e.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n || !slices.IsSorted(seen) {
+		t.Errorf("EachExperience visited %d in id order %v; want %d", len(seen), slices.IsSorted(seen), n)
+	}
+}

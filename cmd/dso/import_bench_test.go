@@ -8,18 +8,22 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// BenchmarkImport imports 50,000 experiences (the built-in embedder, a
+// BenchmarkImport imports BENCH_N experiences (50,000 by default; the built-in embedder, a
 // fresh data directory per run) through `dso import` and reports the
 // experiences imported per second.
 //
 //	go test -run xxx -bench Import -benchtime 1x ./cmd/dso
 func BenchmarkImport(b *testing.B) {
-	const n = 50_000
+	n := 50_000
+	if v, err := strconv.Atoi(os.Getenv("BENCH_N")); err == nil && v > 0 {
+		n = v
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	words := strings.Fields("close file error context deadline request goroutine mutex map test table interface queue buffer body stream flush log config secret timeout retry key slice sort cache pool server client")
 	var buf bytes.Buffer

@@ -10,10 +10,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/library"
 	"github.com/dso-proxy/dso/store"
+	"golang.org/x/sync/errgroup"
 )
 
 func init() {
@@ -159,7 +162,49 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // importBatch is how many experiences are embedded and stored together:
 // one commit each, and a page of the table written once for all of the
 // batch's rows on it (the vectors of a batch take about 50 MiB).
-const importBatch = 2048
+const importBatch = 8192
+
+// importInFlight is how many batches are stored at once: while one
+// batch's rows are written (one writer, much of it waiting on the disk),
+// the next is embedded on the other cores.
+const importInFlight = 2
+
+// importRecords stores recs through lib in batches, importInFlight at a
+// time, and returns how many were new. On an error it stops taking
+// batches and returns the first, naming its lines; batches already
+// committed stay (an import run again skips them).
+func importRecords(ctx context.Context, lib *library.Library, recs []record, node string) (int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(importInFlight)
+	var created atomic.Int64
+	for start := 0; start < len(recs) && ctx.Err() == nil; start += importBatch {
+		batch := recs[start:min(len(recs), start+importBatch)]
+		g.Go(func() error {
+			es := make([]store.Experience, len(batch))
+			for i, r := range batch {
+				es[i] = store.Experience{Text: r.Text, Key: r.Key, Domain: r.Domain, Confidence: *r.Confidence, Prior: r.Prior, Status: store.Status(r.Status),
+					SourceModel: r.SourceModel, SourceNode: r.SourceNode, TraceID: r.TraceID}
+				if es[i].SourceNode == "" {
+					es[i].SourceNode = node
+				}
+			}
+			_, made, err := lib.AddMany(ctx, es)
+			if err != nil {
+				return fmt.Errorf("storing lines %d-%d: %w", start+1, start+len(batch), err)
+			}
+			for _, c := range made {
+				if c {
+					created.Add(1)
+				}
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	return int(created.Load()), err
+}
 
 func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("import")
@@ -191,7 +236,7 @@ func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer st.Close()
-	lib, err := openLibrary(ctx, st, cfg, -1, nil, nil)
+	lib, err := openLibrary(ctx, st, cfg, -1, nil, nil, offline)
 	if err != nil {
 		return err
 	}
@@ -199,26 +244,9 @@ func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := lib.Prepare(ctx); err != nil {
 		return err
 	}
-	created := 0
-	for start := 0; start < len(recs); start += importBatch {
-		batch := recs[start:min(len(recs), start+importBatch)]
-		es := make([]store.Experience, len(batch))
-		for i, r := range batch {
-			es[i] = store.Experience{Text: r.Text, Key: r.Key, Domain: r.Domain, Confidence: *r.Confidence, Prior: r.Prior, Status: store.Status(r.Status),
-				SourceModel: r.SourceModel, SourceNode: r.SourceNode, TraceID: r.TraceID}
-			if es[i].SourceNode == "" {
-				es[i].SourceNode = cfg.NodeID
-			}
-		}
-		_, made, err := lib.AddMany(ctx, es)
-		if err != nil {
-			return fmt.Errorf("storing lines %d-%d: %w", start+1, start+len(batch), err)
-		}
-		for _, c := range made {
-			if c {
-				created++
-			}
-		}
+	created, err := importRecords(ctx, lib, recs, cfg.NodeID)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "imported %d experiences (%d new, %d already present)\n", len(recs), created, len(recs)-created)
 	return nil

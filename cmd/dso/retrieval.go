@@ -167,6 +167,9 @@ func storeKind(cfg config.Config) string {
 
 type libraryOption func(*library.Config)
 
+// offline opens the library for a command that writes and exits.
+func offline(c *library.Config) { c.Offline = true }
+
 func withLogger(log *slog.Logger) libraryOption {
 	return func(c *library.Config) { c.Logger = log }
 }

@@ -107,6 +107,23 @@ func testPutBatch(t *testing.T, open Open) {
 	if got[1].Confidence != 0.5 || got[2].ID != got[0].ID || got[2].Confidence != 0.5 {
 		t.Errorf("got = %+v; want the stored records", got)
 	}
+	// A batch larger than one statement (SQLite writes 64 rows a statement),
+	// repeats far apart and records already stored among the new.
+	var big []store.Experience
+	for i := range 300 {
+		big = append(big, store.Experience{Text: fmt.Sprintf("big %d", i%200), Confidence: 0.5})
+	}
+	big[250] = store.Experience{Text: "one", Confidence: 0.1}
+	got, created, err = s.PutExperiences(ctx, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range big {
+		want := i < 200
+		if created[i] != want || got[i].ID != store.ExperienceID("", big[i].Text) || got[i].Confidence != 0.5 {
+			t.Fatalf("big batch record %d: created %v, got %+v; want created %v and the stored record", i, created[i], got[i], want)
+		}
+	}
 	// An invalid record fails the whole batch.
 	if _, _, err := s.PutExperiences(ctx, []store.Experience{{Text: "two", Confidence: 0.5}, {Text: ""}}); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("batch with an invalid record err = %v; want ErrInvalid", err)
