@@ -317,4 +317,3 @@ func alignInto(st *state, dst, v []float32) ([]float32, error) {
 	}
 	return out, nil
 }
-
