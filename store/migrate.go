@@ -8,6 +8,24 @@ import (
 	"fmt"
 )
 
+// changeTriggers log every write to experiences (see migration 5);
+// migration 9 makes them again on the table it rebuilds. Both are
+// released: never edit it.
+const changeTriggers = `	CREATE TRIGGER experiences_changes_insert AFTER INSERT ON experiences BEGIN
+		INSERT INTO experience_changes (experience_id, at)
+		VALUES (NEW.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
+	END;
+	CREATE TRIGGER experiences_changes_update AFTER UPDATE ON experiences BEGIN
+		INSERT INTO experience_changes (experience_id, at)
+		SELECT OLD.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000 WHERE OLD.id IS NOT NEW.id;
+		INSERT INTO experience_changes (experience_id, at)
+		VALUES (NEW.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
+	END;
+	CREATE TRIGGER experiences_changes_delete AFTER DELETE ON experiences BEGIN
+		INSERT INTO experience_changes (experience_id, at)
+		VALUES (OLD.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
+	END;`
+
 // migrations are applied in order; migrations[i] takes the schema from
 // version i to version i+1 (user_version). Never edit a released entry:
 // append a new one.
@@ -87,20 +105,7 @@ var migrations = []string{
 		experience_id TEXT NOT NULL,
 		at            INTEGER NOT NULL
 	);
-	CREATE TRIGGER experiences_changes_insert AFTER INSERT ON experiences BEGIN
-		INSERT INTO experience_changes (experience_id, at)
-		VALUES (NEW.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
-	END;
-	CREATE TRIGGER experiences_changes_update AFTER UPDATE ON experiences BEGIN
-		INSERT INTO experience_changes (experience_id, at)
-		SELECT OLD.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000 WHERE OLD.id IS NOT NEW.id;
-		INSERT INTO experience_changes (experience_id, at)
-		VALUES (NEW.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
-	END;
-	CREATE TRIGGER experiences_changes_delete AFTER DELETE ON experiences BEGIN
-		INSERT INTO experience_changes (experience_id, at)
-		VALUES (OLD.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
-	END;`,
+` + changeTriggers,
 	// 6: codes made for the space a library is moving to, kept apart until
 	// every experience has one, so that the old space's codes go on
 	// serving until the move is complete (see CommitPendingCodes).
@@ -158,20 +163,7 @@ var migrations = []string{
 		FROM experiences ORDER BY created_at, id;
 	DROP TABLE experiences;
 	ALTER TABLE experiences_v9 RENAME TO experiences;
-	CREATE TRIGGER experiences_changes_insert AFTER INSERT ON experiences BEGIN
-		INSERT INTO experience_changes (experience_id, at)
-		VALUES (NEW.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
-	END;
-	CREATE TRIGGER experiences_changes_update AFTER UPDATE ON experiences BEGIN
-		INSERT INTO experience_changes (experience_id, at)
-		SELECT OLD.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000 WHERE OLD.id IS NOT NEW.id;
-		INSERT INTO experience_changes (experience_id, at)
-		VALUES (NEW.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
-	END;
-	CREATE TRIGGER experiences_changes_delete AFTER DELETE ON experiences BEGIN
-		INSERT INTO experience_changes (experience_id, at)
-		VALUES (OLD.id, CAST(round(unixepoch('subsec') * 1000) AS INTEGER) * 1000000);
-	END;`,
+` + changeTriggers,
 }
 
 // migrate brings db to len(steps) in one transaction, on one connection

@@ -160,8 +160,8 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // importBatch is how many experiences are embedded and stored together:
-// one commit each, and a page of the table written once for all of the
-// batch's rows on it (the vectors of a batch take about 50 MiB).
+// one commit each, so a page of the id index that several of the batch's
+// rows land on is written once for all of them.
 const importBatch = 8192
 
 // importInFlight is how many batches are stored at once: while one
@@ -174,8 +174,6 @@ const importInFlight = 2
 // batches and returns the first, naming its lines; batches already
 // committed stay (an import run again skips them).
 func importRecords(ctx context.Context, lib *library.Library, recs []record, node string) (int, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(importInFlight)
 	var created atomic.Int64
