@@ -66,7 +66,7 @@ func (l *Library) AddCoded(ctx context.Context, e store.Experience, space string
 	}
 	l.seen.drop(got[0].ID)
 	if created[0] {
-		if err := cur.idx.Upsert(got[0].ID, meta(got[0]), code); err != nil {
+		if err := l.indexPut(cur, got[0], code); err != nil {
 			return got[0], true, fmt.Errorf("library: index: %w", err)
 		}
 	}

@@ -39,6 +39,8 @@ var (
 	ErrNotReady = errors.New("library: embedding space not ready")
 	// ErrEmbed: the space's embedder failed (or gave no usable vector).
 	ErrEmbed = errors.New("library: embedding failed")
+	// ErrOffline: an Offline library holds no index to search.
+	ErrOffline = errors.New("library: offline: no index to search")
 )
 
 // Embedder embeds texts with a named model. providers' backends satisfy it;
@@ -106,9 +108,14 @@ type Config struct {
 	// SpaceCounter (store.SQLite); with another it is not used.
 	Snapshot string
 	// Offline opens the library for a command that writes and exits (dso
-	// import): it neither calibrates the relevance gate nor moves
-	// experiences between spaces in the background, work that dso serve
-	// does when it opens the library and that would only slow the writes.
+	// import). It embeds and stores what it is given, in the spaces dso
+	// serve would (the one it moves to as well), but holds no index: it
+	// reads no stored code at start, indexes nothing it writes (a running
+	// serve picks the writes up from the change log, a later one from the
+	// store) and its Search fails with ErrOffline. Nor does it calibrate
+	// the relevance gate or move experiences between spaces. All of that
+	// is serve's work, and would only slow the writes and hold a large
+	// store's codes in memory.
 	Offline bool
 }
 
@@ -236,6 +243,9 @@ func (l *Library) fill(ctx context.Context, from int64) error {
 	target := newState(l.cfg.Space, l.cfg.Adapter, l.cfg.Index)
 	l.cur.Store(target)
 	l.stale.Store(int64(sumExcept(counts, l.cfg.Space.Name)))
+	if l.cfg.Offline {
+		return nil
+	}
 	if ok, err := l.restore(ctx, target, counts, from); ok || err != nil {
 		return err
 	}
@@ -282,6 +292,12 @@ func (l *Library) moveFrom(counts map[string]int) (Space, bool) {
 // a second index for Space, from the store.
 func (l *Library) rebuildMoving(ctx context.Context, counts map[string]int, prev Space) error {
 	target := newState(l.cfg.Space, l.cfg.Adapter, l.cfg.Index)
+	if l.cfg.Offline {
+		// Both spaces, to code what is written in each; neither indexed.
+		l.cur.Store(newState(prev, nil, l.cfg.Index))
+		l.next.Store(target)
+		return nil
+	}
 	idx, err := l.cfg.NewIndex()
 	if err != nil {
 		return err
@@ -404,8 +420,22 @@ func (l *Library) Ready() error { return l.cur.Load().ready() }
 
 // Prepare prepares the space served now if it is not yet, waiting for it.
 // The background work does the same; Prepare is for callers that would
-// rather wait than be told ErrNotReady.
-func (l *Library) Prepare(ctx context.Context) error { return l.prepareState(ctx, l.cur.Load()) }
+// rather wait than be told ErrNotReady. An Offline library, which has no
+// background work, prepares the space being moved to as well, so that
+// what it writes is coded there too (as AddMany does in serve once the
+// move has prepared it); where that space cannot be prepared, it warns
+// and writes in the served space alone, for the move to re-embed later.
+func (l *Library) Prepare(ctx context.Context) error {
+	if err := l.prepareState(ctx, l.cur.Load()); err != nil {
+		return err
+	}
+	if next := l.next.Load(); l.cfg.Offline && next != nil {
+		if err := l.prepareState(ctx, next); err != nil {
+			l.log.Warn("experience library: the space being moved to is not ready; writing in the served space only", "space", next.space.Name, "err", err.Error())
+		}
+	}
+	return nil
+}
 
 // prepareTimeout bounds one PrepareInBackground.
 const prepareTimeout = time.Minute

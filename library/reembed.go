@@ -107,7 +107,7 @@ func (l *Library) codeBatch(ctx context.Context, st *state, batch []store.Experi
 		return err
 	}
 	for i, e := range batch {
-		if err := st.idx.Upsert(e.ID, meta(e), cs[i]); err != nil {
+		if err := l.indexPut(st, e, cs[i]); err != nil {
 			return err
 		}
 	}

@@ -91,6 +91,9 @@ func IndexQuery(v []float32, k int) gpuidx.Query {
 }
 
 func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
+	if l.cfg.Offline {
+		return nil, ErrOffline
+	}
 	st := l.cur.Load()
 	p := st.prep.Load()
 	if p == nil {

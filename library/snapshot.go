@@ -304,7 +304,7 @@ func clearIndex(idx gpuidx.Index) {
 // store). Writes and Follow's polls wait until it is written.
 func (l *Library) saveSnapshot(ctx context.Context) error {
 	ss, ok := l.store.(snapshotStore)
-	if l.cfg.Snapshot == "" || !ok || !l.servesItsSpace() {
+	if l.cfg.Snapshot == "" || !ok || !l.servesItsSpace() || l.cfg.Offline {
 		return nil
 	}
 	l.follow.mu.Lock()

@@ -60,6 +60,15 @@ func (st *state) index(e store.Experience) error {
 	return st.idx.Upsert(e.ID, meta(e), c)
 }
 
+// indexPut puts e's code c, written in st's space, in st's index; an
+// Offline library keeps none.
+func (l *Library) indexPut(st *state, e store.Experience, c compress.Code) error {
+	if l.cfg.Offline {
+		return nil
+	}
+	return st.idx.Upsert(e.ID, meta(e), c)
+}
+
 // prepared is what a state needs before it can encode: the pipeline into
 // the canonical space, the anchors' codes and the gate's floor.
 type prepared struct {

@@ -69,7 +69,7 @@ func (l *Library) AddMany(ctx context.Context, es []store.Experience) ([]store.E
 	l.seen.drop(ids...)
 	for j, i := range fresh {
 		if created[i] {
-			if err := cur.idx.Upsert(got[i].ID, meta(got[i]), curCodes[j]); err != nil {
+			if err := l.indexPut(cur, got[i], curCodes[j]); err != nil {
 				return got, created, fmt.Errorf("library: index: %w", err)
 			}
 		}

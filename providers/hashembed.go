@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"unicode/utf8"
 )
 
 // HashEmbedder is a local embedder with no model file: each word and each
@@ -35,6 +36,7 @@ const wordWeight = 2
 // Embed returns one embedding per text.
 func (h *HashEmbedder) Embed(ctx context.Context, texts []string) ([][]float32, error) {
 	out := make([][]float32, len(texts))
+	var rs []rune // a token's runes, padded, reused
 	for i, t := range texts {
 		if i%256 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -43,8 +45,7 @@ func (h *HashEmbedder) Embed(ctx context.Context, texts []string) ([][]float32, 
 		}
 		v := make([]float32, h.dim)
 		var total float32
-		add := func(feature string, w float32) {
-			x := hash64(h.seed, feature)
+		add := func(x uint64, w float32) {
 			b := int(x % uint64(h.dim))
 			if x>>63 != 0 {
 				w = -w
@@ -53,11 +54,15 @@ func (h *HashEmbedder) Embed(ctx context.Context, texts []string) ([][]float32, 
 			total += float32(math.Abs(float64(w)))
 		}
 		for _, tok := range Tokenize(t) {
-			add("w:"+tok, wordWeight)
-			rs := []rune("<" + tok + ">")
+			add(newFNV(h.seed).str("w:").str(tok).sum(), wordWeight)
+			rs = append(rs[:0], '<')
+			for _, r := range tok {
+				rs = append(rs, r)
+			}
+			rs = append(rs, '>')
 			for n := 3; n <= 5; n++ {
 				for j := 0; j+n <= len(rs); j++ {
-					add(string(rs[j:j+n]), 1)
+					add(newFNV(h.seed).runes(rs[j:j+n]).sum(), 1)
 				}
 			}
 		}
@@ -73,15 +78,40 @@ func (h *HashEmbedder) Embed(ctx context.Context, texts []string) ([][]float32, 
 
 // hash64 is FNV-1a over s, seeded, finished with a splitmix64 mix so every
 // bit (the sign bit included) is well mixed.
-func hash64(seed uint64, s string) uint64 {
-	x := uint64(14695981039346656037) ^ seed
+func hash64(seed uint64, s string) uint64 { return newFNV(seed).str(s).sum() }
+
+// fnv is hash64's running state, so that a feature is hashed from its
+// parts (a prefix and a word, a run of runes) without building its
+// string: the strings were most of Embed's time.
+type fnv uint64
+
+func newFNV(seed uint64) fnv { return fnv(14695981039346656037 ^ seed) }
+
+func (x fnv) str(s string) fnv {
 	for i := 0; i < len(s); i++ {
-		x ^= uint64(s[i])
+		x ^= fnv(s[i])
 		x *= 1099511628211
 	}
+	return x
+}
+
+// runes hashes the UTF-8 of rs, as string(rs) would encode it.
+func (x fnv) runes(rs []rune) fnv {
+	var b [utf8.UTFMax]byte
+	for _, r := range rs {
+		n := utf8.EncodeRune(b[:], r)
+		for _, c := range b[:n] {
+			x ^= fnv(c)
+			x *= 1099511628211
+		}
+	}
+	return x
+}
+
+func (x fnv) sum() uint64 {
 	x ^= x >> 30
 	x *= 0xbf58476d1ce4e5b9
 	x ^= x >> 27
 	x *= 0x94d049bb133111eb
-	return x ^ x>>31
+	return uint64(x ^ x>>31)
 }

@@ -61,6 +61,17 @@ type Options struct {
 	// that only read the store set it, so that a mistyped directory is an
 	// error rather than a new, empty store.
 	MustExist bool
+	// BulkLoad tunes the writer for a command that writes many
+	// experiences in large transactions and exits (dso import): the
+	// write-ahead log is copied into the database every
+	// bulkCheckpointPages pages instead of SQLite's 1,000, the writer's
+	// cache is bulkCacheKiB, and Close copies and truncates what is left
+	// of the log. A commit of thousands of rows fills the log past 1,000
+	// pages by itself, so at the default every commit is checkpointed and
+	// the id index pages every batch touches are written twice per batch;
+	// and a batch whose dirty pages do not fit the cache spills them to
+	// the log before it commits.
+	BulkLoad bool
 }
 
 // Defaults for Options.
@@ -151,7 +162,7 @@ func (s *SQLite) open(ctx context.Context, path string) error {
 	var err error
 	// The writer is opened first so that it creates the file and switches
 	// it to WAL before any reader opens it read-only.
-	if s.w, err = sql.Open("sqlite", dsn(path, s.opts.BusyTimeout, false)); err != nil {
+	if s.w, err = sql.Open("sqlite", dsn(path, s.opts.BusyTimeout, false, s.opts.BulkLoad)); err != nil {
 		return fmt.Errorf("store: open: %w", err)
 	}
 	s.w.SetMaxOpenConns(1)
@@ -167,7 +178,7 @@ func (s *SQLite) open(ctx context.Context, path string) error {
 	if s.putTraceRun, err = s.w.PrepareContext(ctx, insertTraces(traceRun)); err != nil {
 		return fmt.Errorf("store: open: %w", err)
 	}
-	if s.r, err = sql.Open("sqlite", dsn(path, s.opts.BusyTimeout, true)); err != nil {
+	if s.r, err = sql.Open("sqlite", dsn(path, s.opts.BusyTimeout, true, false)); err != nil {
 		return fmt.Errorf("store: open: %w", err)
 	}
 	s.r.SetMaxOpenConns(s.opts.ReadConns)
@@ -187,6 +198,14 @@ func (s *SQLite) open(ctx context.Context, path string) error {
 // SQLite's cache_size): filled only as pages are used.
 const writerCacheKiB = -32768
 
+// Under Options.BulkLoad: the writer's wal_autocheckpoint (100,000 pages
+// of 4 KiB bound the log at about 400 MB) and cache (a batch of 32,768
+// rows into a store of 10M dirties about 128 MiB of the id index).
+const (
+	bulkCheckpointPages = 100_000
+	bulkCacheKiB        = -262144
+)
+
 // dsn builds the connection string. Every connection of the pool runs the
 // pragmas:
 //   - journal_mode=WAL: readers do not block the writer nor it them.
@@ -205,7 +224,9 @@ const writerCacheKiB = -32768
 //     batch of them lands on as many pages of the table as it has rows;
 //     SQLite's default 2 MiB cache spills a batch of 256 to the log page
 //     by page before it commits (and reads them back for the next).
-func dsn(path string, busy time.Duration, readOnly bool) string {
+//   - a larger cache and wal_autocheckpoint on the writer under
+//     Options.BulkLoad.
+func dsn(path string, busy time.Duration, readOnly, bulk bool) string {
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
 	q.Add("_pragma", "foreign_keys(ON)")
@@ -214,7 +235,12 @@ func dsn(path string, busy time.Duration, readOnly bool) string {
 		q.Add("_pragma", "query_only(ON)")
 	} else {
 		q.Add("_pragma", "journal_mode(WAL)")
-		q.Add("_pragma", fmt.Sprintf("cache_size(%d)", writerCacheKiB))
+		if bulk {
+			q.Add("_pragma", fmt.Sprintf("cache_size(%d)", bulkCacheKiB))
+			q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", bulkCheckpointPages))
+		} else {
+			q.Add("_pragma", fmt.Sprintf("cache_size(%d)", writerCacheKiB))
+		}
 		q.Set("_txlock", "immediate")
 	}
 	u := url.URL{Scheme: "file", Opaque: path, RawQuery: q.Encode()}
@@ -237,10 +263,25 @@ func (s *SQLite) Close() error {
 		}
 	}
 	if s.w != nil {
+		if s.opts.BulkLoad {
+			errs = append(errs, s.truncateLog())
+		}
 		errs = append(errs, s.w.Close())
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// truncateLog copies the whole write-ahead log into the database and
+// empties it, so that a bulk load leaves no log of hundreds of MB behind.
+// Where another process still reads an older snapshot it copies what it
+// can: the log is then emptied at a later checkpoint.
+func (s *SQLite) truncateLog() error {
+	var busy, logPages, copied int
+	if err := s.w.QueryRow(`PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logPages, &copied); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
 }

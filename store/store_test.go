@@ -534,7 +534,7 @@ func TestMigrateFromV1(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), FileName)
 	// Build a version-1 file by hand, as an older dso would have left it.
-	db, err := sql.Open("sqlite", dsn(path, time.Second, false))
+	db, err := sql.Open("sqlite", dsn(path, time.Second, false, false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -753,7 +753,7 @@ func TestOpenMustExist(t *testing.T) {
 func TestMigrateToRowidTable(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), FileName)
-	db, err := sql.Open("sqlite", dsn(path, time.Second, false))
+	db, err := sql.Open("sqlite", dsn(path, time.Second, false, false))
 	if err != nil {
 		t.Fatal(err)
 	}

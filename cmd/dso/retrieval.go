@@ -126,21 +126,23 @@ type servedStore interface {
 // openStore opens the shared Redis store when cfg names one, else the
 // SQLite file under cfg.Data, creating it where there is none.
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (servedStore, error) {
-	return openStoreIn(ctx, cfg, log, false)
+	return openStoreIn(ctx, cfg, log, store.Options{})
 }
 
 // openExistingStore is openStore for the commands that only read the
 // store (export): it creates nothing, and a data directory that holds no
 // store is the error "no dso data at DIR".
 func openExistingStore(ctx context.Context, cfg config.Config, log *slog.Logger) (servedStore, error) {
-	st, err := openStoreIn(ctx, cfg, log, true)
+	st, err := openStoreIn(ctx, cfg, log, store.Options{MustExist: true})
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no dso data at %s (no %s there; check --data, %s or data: in the config)", cfg.Data, store.FileName, config.EnvData)
 	}
 	return st, err
 }
 
-func openStoreIn(ctx context.Context, cfg config.Config, log *slog.Logger, mustExist bool) (servedStore, error) {
+// openStoreIn opens the configured store; opts says how a SQLite store is
+// opened, less the limits, which come from cfg.
+func openStoreIn(ctx context.Context, cfg config.Config, log *slog.Logger, opts store.Options) (servedStore, error) {
 	rc := cfg.Retrieval
 	if cfg.Redis != "" {
 		st, err := store.OpenRedis(ctx, string(cfg.Redis), store.RedisOptions{
@@ -151,7 +153,8 @@ func openStoreIn(ctx context.Context, cfg config.Config, log *slog.Logger, mustE
 		}
 		return st, nil
 	}
-	st, err := store.OpenDir(ctx, cfg.Data, store.Options{MaxTraces: rc.MaxTraces, TraceMaxAge: rc.TraceMaxAge, MustExist: mustExist})
+	opts.MaxTraces, opts.TraceMaxAge = rc.MaxTraces, rc.TraceMaxAge
+	st, err := store.OpenDir(ctx, cfg.Data, opts)
 	if err != nil {
 		return nil, err
 	}
