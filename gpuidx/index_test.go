@@ -408,7 +408,7 @@ func TestSnapshot(t *testing.T) {
 	}{
 		{"empty", nil, ErrFormat},
 		{"magic", flip(0), ErrFormat},
-		{"version", flip(8), ErrVersion},
+		{"version", versionOf(good, 9), ErrVersion},
 		{"truncated", good[:len(good)-3], ErrFormat},
 		{"trailing", append(bytes.Clone(good), 0), ErrFormat},
 		{"version 1", append([]byte(snapMagic), 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), ErrVersion},
@@ -424,6 +424,13 @@ func TestSnapshot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// versionOf is snapshot b with its version set to v.
+func versionOf(b []byte, v uint32) []byte {
+	b = bytes.Clone(b)
+	binary.LittleEndian.PutUint32(b[8:], v)
+	return b
 }
 
 // countOf is snapshot b with its record count set to n.
@@ -499,6 +506,12 @@ func FuzzLoad(f *testing.F) {
 	NewCPU(CPUConfig{}).Save(&buf)
 	f.Add(buf.Bytes())
 	f.Add([]byte(snapMagic))
+	buf.Reset()
+	withLists := NewCPU(CPUConfig{ListsFrom: -1})
+	fill(f, withLists, 300, 13)
+	withLists.trainLists()
+	withLists.Save(&buf)
+	f.Add(buf.Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		y, err := Load(bytes.NewReader(b), CPUConfig{})
 		if err != nil {
@@ -508,8 +521,21 @@ func FuzzLoad(f *testing.F) {
 		if err := y.Save(&out); err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(out.Bytes(), b) {
+		if bytes.Equal(out.Bytes(), b) {
+			return
+		}
+		// Only a version 2 snapshot, or one whose lists are of prefixes
+		// of another width (not kept), is written anew: and then once.
+		if binary.LittleEndian.Uint32(b[8:]) == snapVersion && y.Lists() != 0 {
 			t.Fatal("re-saving an accepted snapshot changed it")
+		}
+		z, err := Load(bytes.NewReader(out.Bytes()), CPUConfig{})
+		if err != nil {
+			t.Fatalf("a re-saved snapshot does not load: %v", err)
+		}
+		var again bytes.Buffer
+		if err := z.Save(&again); err != nil || !bytes.Equal(again.Bytes(), out.Bytes()) {
+			t.Fatalf("re-saving a re-saved snapshot changed it (%v)", err)
 		}
 	})
 }

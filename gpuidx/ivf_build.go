@@ -129,17 +129,7 @@ func (x *CPU) trainLists() {
 // stops at the index's end; it returns how many slots it filled. A slot
 // changed since it was assigned is dirty, and moved at the install.
 func (x *CPU) fillLists(ls *lists, of []uint32, gen int) int {
-	size := make([]int, ls.count())
-	for _, c := range of {
-		size[c]++
-	}
-	for c, k := range size {
-		k += k/8 + 4
-		ls.slots[c] = make([]int32, 0, k)
-		ls.pre[c] = make([]uint64, 0, k*ls.pw)
-	}
-	ls.of = make([]uint32, 0, len(of)+len(of)/8)
-	ls.at = make([]uint32, 0, len(of)+len(of)/8)
+	ls.size(of)
 	filled := 0
 	for filled < len(of) {
 		x.mu.RLock()
@@ -155,6 +145,22 @@ func (x *CPU) fillLists(ls *lists, of []uint32, gen int) int {
 		x.mu.RUnlock()
 	}
 	return filled
+}
+
+// size allocates the lists for the slots of assigns them to, each at its
+// size and an eighth more, for the records to come.
+func (ls *lists) size(of []uint32) {
+	size := make([]int, ls.count())
+	for _, c := range of {
+		size[c]++
+	}
+	for c, k := range size {
+		k += k/8 + 4
+		ls.slots[c] = make([]int32, 0, k)
+		ls.pre[c] = make([]uint64, 0, k*ls.pw)
+	}
+	ls.of = make([]uint32, 0, len(of)+len(of)/8)
+	ls.at = make([]uint32, 0, len(of)+len(of)/8)
 }
 
 // stopTracking ends a training that did not install lists.

@@ -14,10 +14,10 @@ import (
 	"github.com/dso-proxy/dso/compress"
 )
 
-// Snapshot format, version 2, integers little-endian:
+// Snapshot format, version 3, integers little-endian:
 //
 //	magic    8 bytes "DSOGPUIX"
-//	version  uint32  2
+//	version  uint32  3
 //	count    uint64  records
 //	domains  uvarint number of domains, then each: uvarint length (0..maxString) + bytes
 //	count records:
@@ -28,19 +28,29 @@ import (
 //	  confidence  float32
 //	  retired     uint8 (0 or 1)
 //	  code        compress wire form (compress.Size bytes, itself versioned)
+//	lists    uvarint number of lists (0: the index kept none), then, if any:
+//	  words       uvarint words of a prefix (1..compress.Words)
+//	  built       uvarint the index's size when the centroids were trained
+//	  centroids   lists × words uint64
+//	  of          count uint32, each record's list
 //	crc      uint32  CRC-32 (IEEE) of every byte before it
 //
 // Every value has one encoding (uvarints are minimal, an id that packs is
 // packed), so a snapshot that loads saves again to the same bytes. Version
 // 1 wrote every id and domain as a string; no version 1 snapshot was ever
-// kept by dso, so this one reads version 2 only. Records are laid out as
+// kept by dso. Version 2 is version 3 without the lists: it still loads,
+// and the index trains its lists as it would have. The lists are kept
+// because training them takes minutes at 10M records, during which every
+// search scans. Records are laid out as
 // the index holds them: a load reads them into storage sized once, from the
 // count, and places each id in the slot table, allocating nothing for a
 // record with an experience id.
 const (
 	snapMagic   = "DSOGPUIX"
-	snapVersion = 2
+	snapVersion = 3
 	maxString   = 4096
+	// snapNoLists is the last version without the lists section.
+	snapNoLists = 2
 )
 
 // Id kinds in a snapshot record.
@@ -95,6 +105,7 @@ func (x *CPU) Save(w io.Writer) error {
 		}
 		bw.Write(b)
 	}
+	x.saveLists(bw, b)
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("gpuidx: save: %w", err)
 	}
@@ -109,9 +120,11 @@ func (x *CPU) Save(w io.Writer) error {
 // snapshot and nothing after it.
 func Load(r io.Reader, cfg CPUConfig) (*CPU, error) {
 	x := NewCPU(cfg)
-	if err := x.read(r); err != nil {
+	sl, err := x.read(r)
+	if err != nil {
 		return nil, err
 	}
+	x.useLists(x.listsOf(sl))
 	return x, nil
 }
 
@@ -120,14 +133,17 @@ func Load(r io.Reader, cfg CPUConfig) (*CPU, error) {
 // read into new storage while x goes on serving; on error x is unchanged.
 func (x *CPU) Restore(r io.Reader) error {
 	cfg := x.cfg
-	cfg.ListsFrom = -1 // x trains its own once it holds them
+	cfg.ListsFrom = -1 // x keeps the snapshot's lists, or trains its own
 	y := NewCPU(cfg)
-	if err := y.read(r); err != nil {
+	sl, err := y.read(r)
+	if err != nil {
 		return err
 	}
+	ls := y.listsOf(sl) // built while x goes on serving
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.take(y)
+	x.useLists(ls)
 	return nil
 }
 
@@ -145,42 +161,50 @@ func (x *CPU) take(y *CPU) {
 	x.nextTrain, x.loadTo = max(x.cfg.ListsFrom, listMin), 0
 }
 
-// read fills x, a new index that no one else holds yet, from a snapshot.
-func (x *CPU) read(r io.Reader) error {
+// read fills x, a new index that no one else holds yet, from a snapshot,
+// and returns the lists it holds (nil for none), not yet filled.
+func (x *CPU) read(r io.Reader) (*snapLists, error) {
 	sr := newSnapReader(r)
 	hdr, err := sr.next(20)
 	if err != nil {
-		return fmt.Errorf("gpuidx: load header: %w", ErrFormat)
+		return nil, fmt.Errorf("gpuidx: load header: %w", ErrFormat)
 	}
 	if string(hdr[:8]) != snapMagic {
-		return fmt.Errorf("gpuidx: load: %w", ErrFormat)
+		return nil, fmt.Errorf("gpuidx: load: %w", ErrFormat)
 	}
-	if v := binary.LittleEndian.Uint32(hdr[8:]); v != snapVersion {
-		return fmt.Errorf("gpuidx: load: snapshot version %d, this build reads %d: %w", v, snapVersion, ErrVersion)
+	v := binary.LittleEndian.Uint32(hdr[8:])
+	if v != snapVersion && v != snapNoLists {
+		return nil, fmt.Errorf("gpuidx: load: snapshot version %d, this build reads %d and %d: %w", v, snapNoLists, snapVersion, ErrVersion)
 	}
 	n := binary.LittleEndian.Uint64(hdr[12:])
 	if err := x.readDomains(sr); err != nil {
-		return err
+		return nil, err
 	}
 	// The count may lie: room for no more records than the bytes can hold.
 	x.Reserve(int(min(n, reserveBound(r))))
 	for i := uint64(0); i < n; i++ {
 		if err := x.readRecord(sr); err != nil {
-			return fmt.Errorf("gpuidx: load record %d: %w", i, err)
+			return nil, fmt.Errorf("gpuidx: load record %d: %w", i, err)
+		}
+	}
+	var ls *snapLists
+	if v != snapNoLists {
+		if ls, err = readLists(sr, x.n); err != nil {
+			return nil, fmt.Errorf("gpuidx: load lists: %w", err)
 		}
 	}
 	sum := sr.sum()
 	crc, err := sr.next(4)
 	if err != nil {
-		return fmt.Errorf("gpuidx: load checksum: %w", ErrFormat)
+		return nil, fmt.Errorf("gpuidx: load checksum: %w", ErrFormat)
 	}
 	if binary.LittleEndian.Uint32(crc) != sum {
-		return ErrChecksum
+		return nil, ErrChecksum
 	}
 	if !sr.atEOF() {
-		return fmt.Errorf("gpuidx: load: bytes after the checksum: %w", ErrFormat)
+		return nil, fmt.Errorf("gpuidx: load: bytes after the checksum: %w", ErrFormat)
 	}
-	return nil
+	return ls, nil
 }
 
 // reserveBound is the most records the rest of r can hold, when r says

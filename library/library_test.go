@@ -20,12 +20,20 @@ func hashSpace(dim int, seed uint64) library.Space {
 
 func openSpace(t *testing.T, dir string, sp library.Space) (*library.Library, *store.SQLite) {
 	t.Helper()
+	return openConfig(t, dir, library.Config{Space: sp})
+}
+
+// openConfig opens the store in dir and a prepared library over it with
+// cfg (its Store set here).
+func openConfig(t *testing.T, dir string, cfg library.Config) (*library.Library, *store.SQLite) {
+	t.Helper()
 	st, err := store.OpenDir(context.Background(), dir, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	lib, err := library.New(context.Background(), library.Config{Store: st, Space: sp})
+	cfg.Store = st
+	lib, err := library.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

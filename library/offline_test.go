@@ -18,21 +18,8 @@ func experiences(texts []string) []store.Experience {
 }
 
 func openOffline(t *testing.T, dir string, cfg library.Config) (*library.Library, *store.SQLite) {
-	t.Helper()
-	st, err := store.OpenDir(context.Background(), dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	cfg.Store, cfg.Offline = st, true
-	lib, err := library.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := lib.Prepare(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return lib, st
+	cfg.Offline = true
+	return openConfig(t, dir, cfg)
 }
 
 // An Offline library (dso import's) holds no index, neither of what is

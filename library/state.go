@@ -243,21 +243,27 @@ func (l *Library) codesOf(ctx context.Context, st *state, texts []string) ([]com
 	cs := make([]compress.Code, len(texts))
 	bs := make([][]byte, len(texts))
 	err := inParts(len(texts), func(lo, hi int) error {
-		raw, err := l.embedAll(ctx, st, texts[lo:hi])
-		if err != nil {
-			return err
-		}
 		scratch := make([]float32, align.LiftDim)
-		for i, v := range raw {
-			c, err := alignInto(st, scratch, v)
+		// A few embedder batches at a time, coded before the next: the raw
+		// vectors of a whole part (an import's 16k texts at 2,048
+		// dimensions, 128 MB) would only be garbage a moment later.
+		for from := lo; from < hi; from += codeChunk {
+			to := min(hi, from+codeChunk)
+			raw, err := l.embedAll(ctx, st, texts[from:to])
 			if err != nil {
 				return err
 			}
-			if cs[lo+i], err = compress.Encode(c); err != nil {
-				return fmt.Errorf("library: encode: %w", err)
-			}
-			if bs[lo+i], err = cs[lo+i].MarshalBinary(); err != nil {
-				return err
+			for i, v := range raw {
+				c, err := alignInto(st, scratch, v)
+				if err != nil {
+					return err
+				}
+				if cs[from+i], err = compress.Encode(c); err != nil {
+					return fmt.Errorf("library: encode: %w", err)
+				}
+				if bs[from+i], err = cs[from+i].MarshalBinary(); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -267,6 +273,9 @@ func (l *Library) codesOf(ctx context.Context, st *state, texts []string) ([]com
 	}
 	return cs, bs, nil
 }
+
+// codeChunk is how many texts codesOf embeds before it codes them.
+const codeChunk = 16 * embedBatch
 
 // inParts runs fn over [0, n) split into one part per core, in parallel,
 // when n is large (an import, a re-embedding): the lift into the
