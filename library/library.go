@@ -250,7 +250,7 @@ func (l *Library) fill(ctx context.Context, from int64) error {
 		return err
 	}
 	target.idx.Reserve(target.idx.Len() + counts[l.cfg.Space.Name])
-	return l.store.EachExperience(ctx, target.index)
+	return l.eachIndexed(ctx, target.index)
 }
 
 // countSpaces counts the stored experiences by the space of their code
@@ -322,7 +322,7 @@ func (l *Library) rebuildMoving(ctx context.Context, counts map[string]int, prev
 		return err
 	}
 	pending := 0
-	err = l.store.EachExperience(ctx, func(e store.Experience) error {
+	err = l.eachIndexed(ctx, func(e store.Experience) error {
 		if err := serving.index(e); err != nil {
 			return err
 		}

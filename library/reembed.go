@@ -133,7 +133,7 @@ func (l *Library) commitMove(ctx context.Context, next *state) error {
 	// The old space's codes are of no use now; the index the library made
 	// for the new space serves until the next start, which loads the new
 	// codes into the configured index.
-	_ = l.store.EachExperience(ctx, func(e store.Experience) error {
+	_ = l.eachIndexed(ctx, func(e store.Experience) error {
 		old.idx.Delete(e.ID)
 		return nil
 	})

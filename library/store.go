@@ -47,6 +47,23 @@ type Spaces interface {
 	CommitPendingCodes(ctx context.Context, space string) error
 }
 
+// IndexWalker is a store that walks what the index holds of each
+// experience (store.SQLite.EachIndexed: id, domain, confidence, status,
+// code and space, in id order) faster than EachExperience walks all of
+// it; the library fills its index with it where the store has it.
+type IndexWalker interface {
+	EachIndexed(ctx context.Context, fn func(store.Experience) error) error
+}
+
+// eachIndexed walks the store for filling an index: with EachIndexed
+// where the store has it, else EachExperience.
+func (l *Library) eachIndexed(ctx context.Context, fn func(store.Experience) error) error {
+	if w, ok := l.store.(IndexWalker); ok {
+		return w.EachIndexed(ctx, fn)
+	}
+	return l.store.EachExperience(ctx, fn)
+}
+
 // ChangeWaiter is a ChangeLog that can wait for a change (store.Redis
 // does, with a blocking stream read): Follow then applies a change as soon
 // as it is logged instead of at its next tick.
