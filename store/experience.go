@@ -23,11 +23,15 @@ func scanExperience(sc scanner) (Experience, error) {
 	}
 	e.Status = Status(status)
 	e.CreatedAt, e.UpdatedAt = fromNanos(created), fromNanos(updated)
-	if len(e.Code) == 0 {
-		e.Code = nil
-		e.Space = ""
-	}
+	uncoded(&e)
 	return e, nil
+}
+
+// uncoded gives an experience stored without a code no code and no space.
+func uncoded(e *Experience) {
+	if len(e.Code) == 0 {
+		e.Code, e.Space = nil, ""
+	}
 }
 
 // PutExperience stores e, normalising its text and domain and computing its
@@ -414,58 +418,52 @@ func (s *SQLite) ListExperiences(ctx context.Context, o ListOptions) ([]Experien
 // other fields are zero. Leaving the texts and the rest unread makes a
 // start's walk of a million experiences a third faster.
 func (s *SQLite) EachIndexed(ctx context.Context, fn func(Experience) error) error {
-	if err := s.check(); err != nil {
-		return err
+	return s.each(ctx, "each indexed", `SELECT id, domain, confidence, status, code, space FROM experiences ORDER BY id`, scanIndexed, fn)
+}
+
+// scanIndexed scans the columns EachIndexed selects.
+func scanIndexed(sc scanner) (Experience, error) {
+	var e Experience
+	var status string
+	if err := sc.Scan(&e.ID, &e.Domain, &e.Confidence, &status, &e.Code, &e.Space); err != nil {
+		return Experience{}, err
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT id, domain, confidence, status, code, space FROM experiences ORDER BY id`)
-	if err != nil {
-		return fmt.Errorf("store: each indexed: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var e Experience
-		var status string
-		if err := rows.Scan(&e.ID, &e.Domain, &e.Confidence, &status, &e.Code, &e.Space); err != nil {
-			return fmt.Errorf("store: each indexed: %w", err)
-		}
-		e.Status = Status(status)
-		if len(e.Code) == 0 {
-			e.Code, e.Space = nil, ""
-		}
-		if err := fn(e); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("store: each indexed: %w", err)
-	}
-	return nil
+	e.Status = Status(status)
+	uncoded(&e)
+	return e, nil
 }
 
 // EachExperience calls fn for every stored experience, in ID order,
-// streaming rows rather than loading them all; it is meant for rebuilding
-// the search index at start. An error from fn stops the walk and is
+// streaming rows rather than loading them all; it is meant for walks that
+// need whole records (export, re-embedding; an index is filled with
+// EachIndexed). An error from fn stops the walk and is
 // returned as is. Writes made during the walk may or may not be seen.
 func (s *SQLite) EachExperience(ctx context.Context, fn func(Experience) error) error {
+	return s.each(ctx, "each experience", `SELECT `+expColumns+` FROM experiences ORDER BY id`, scanExperience, fn)
+}
+
+// each streams the experiences query q selects, scanned by scan, to fn;
+// what names the walk in errors.
+func (s *SQLite) each(ctx context.Context, what, q string, scan func(scanner) (Experience, error), fn func(Experience) error) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+expColumns+` FROM experiences ORDER BY id`)
+	rows, err := s.r.QueryContext(ctx, q)
 	if err != nil {
-		return fmt.Errorf("store: each experience: %w", err)
+		return fmt.Errorf("store: %s: %w", what, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		e, err := scanExperience(rows)
+		e, err := scan(rows)
 		if err != nil {
-			return fmt.Errorf("store: each experience: %w", err)
+			return fmt.Errorf("store: %s: %w", what, err)
 		}
 		if err := fn(e); err != nil {
 			return err
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("store: each experience: %w", err)
+		return fmt.Errorf("store: %s: %w", what, err)
 	}
 	return nil
 }
