@@ -526,7 +526,7 @@ func (r *run) prompt(ctx context.Context, it Item) ([]library.Result, []Message,
 	if err != nil {
 		return nil, nil, fmt.Errorf("embedding the query: %w", err)
 	}
-	found, err := cfg.Library.Search(ctx, library.Query{Vector: c, K: cfg.TopK, Domain: r.domain(it), MinConfidence: cfg.MinConfidence, WholeDomain: cfg.InjectWhole})
+	found, err := cfg.Library.Search(ctx, library.Query{Vector: c, Text: it.Query, K: cfg.TopK, Domain: r.domain(it), MinConfidence: cfg.MinConfidence, WholeDomain: cfg.InjectWhole})
 	if errors.Is(err, library.ErrEmpty) || err == nil && len(found) == 0 {
 		return nil, []Message{user}, nil
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dso-proxy/dso/gpuidx"
@@ -60,34 +62,40 @@ type Gate struct {
 	// Value is the threshold: experiences whose relevance is below it are
 	// not injected.
 	Value float32 `json:"value"`
-	// Floor is the gate the anchors alone give (how far an everyday text
-	// stands out among unrelated ones): the gate is never below it.
+	// Floor is what the anchors alone give (how far an everyday text
+	// stands out among unrelated ones, under the library's word weights).
+	// The gate is the floor: they are reported apart for a gate set by
+	// hand.
 	Floor float32 `json:"floor"`
 	// Size is the number of indexed experiences it was calibrated on;
-	// Sampled how many of them were compared with the rest.
+	// Sampled how many of their texts gave the word weights.
 	Size    int       `json:"library_size"`
 	Sampled int       `json:"sampled"`
 	At      time.Time `json:"calibrated_at"`
+	// lex weighs words for the lexical part of relevance; nil below
+	// minGateLibrary experiences.
+	lex *lexicon
 }
 
 // Calibration defaults.
 const (
-	// DefaultGateQuantile: the gate is this quantile of the relevance an
-	// experience has to its nearest other experience, so that a question
-	// like the library's own texts but with no stored counterpart gets
-	// nothing injected in about this share of cases. Chosen from the
-	// STS-B hit/false-injection curve (see docs/retrieval.md).
-	DefaultGateQuantile = 0.55
-	// DefaultGateFloorQuantile: the gate is never below this quantile of
-	// the relevance an anchor has to its nearest other anchor (how far an
-	// everyday text stands out among unrelated ones), and below
-	// minGateLibrary experiences it is just that.
+	// DefaultGateQuantile: the gate is this quantile of the relevance
+	// each anchor has to its nearest other anchor under the library's word
+	// weights (how far an everyday text stands out among unrelated ones),
+	// so that a question unrelated to everything stored rarely gets a
+	// note. Chosen on STS-B train (dso eval gate --slices 4), reported on
+	// dev; see docs/retrieval.md.
+	DefaultGateQuantile = 0.95
+	// DefaultGateFloorQuantile is that quantile for a library too small
+	// to weigh words by (below minGateLibrary experiences), whose
+	// relevance is the embedding's alone.
 	DefaultGateFloorQuantile = 0.8
-	// DefaultGateSample is how many experiences a calibration compares
-	// with the rest.
-	DefaultGateSample = 256
-	// minGateLibrary: below this many experiences the library's own
-	// texts are too few to calibrate on, and the floor alone is the gate.
+	// DefaultGateSample is how many of the library's texts a calibration
+	// reads for its word weights.
+	DefaultGateSample = 4096
+	// minGateLibrary: below this many experiences the library's texts
+	// are too few to weigh words by, and relevance is the embedding's
+	// alone.
 	minGateLibrary = 32
 )
 
@@ -107,8 +115,10 @@ func quantile(xs []float32, q float64) float32 {
 	return xs[min(len(xs)-1, int(q*float64(len(xs))))]
 }
 
-// floor computes the anchors-only gate: each anchor against the others.
-func (l *Library) floor(ctx context.Context, p *prepared) (float32, error) {
+// floor computes the anchors-only gate: each anchor against the others,
+// with lex's lexical part (nil: the embedding's alone).
+func (l *Library) floor(ctx context.Context, p *prepared, lex *lexicon) (float32, error) {
+	texts := Anchors()
 	rel := make([]float32, 0, len(p.anchorVecs))
 	for i, v := range p.anchorVecs {
 		hits, err := p.anchors.Search(ctx, anchorQuery(v, bgDepth+1))
@@ -117,20 +127,45 @@ func (l *Library) floor(ctx context.Context, p *prepared) (float32, error) {
 		}
 		self := anchorID(i)
 		bg := background(nil, hits, self)
+		var lq termVec
+		var lbg float32
+		if lex != nil {
+			lq = lex.vec(texts[i])
+			lbg = mergedMean(nil, lex.anchorScores(lq, i), len(texts)-1)
+		}
+		best, ok := float32(0), false
 		for _, h := range hits {
-			if h.ID != self {
-				rel = append(rel, h.Score-bg)
-				break
+			if h.ID == self {
+				continue
+			}
+			r := h.Score - bg
+			if lex != nil {
+				j, _ := strconv.Atoi(strings.TrimPrefix(h.ID, "anchor-"))
+				r = lexicalWeight*r + (1-lexicalWeight)*(lq.cos(lex.anchors[j])-lbg)
+			}
+			if !ok || r > best {
+				best, ok = r, true
 			}
 		}
+		if ok {
+			rel = append(rel, best)
+		}
 	}
-	return quantile(rel, l.cfg.GateFloorQuantile), nil
+	if lex == nil {
+		return quantile(rel, l.cfg.GateFloorQuantile), nil
+	}
+	return quantile(rel, l.cfg.GateQuantile), nil
 }
 
-// calibrate recomputes st's gate from a sample of its experiences: each
-// sampled experience's text is embedded as a query and searched, and its
-// relevance to its best match other than itself is one sample of how far
-// unrelated texts of this library stand out.
+// calibrate recomputes st's gate: the words of a sample of its texts
+// give the lexicon its document frequencies, and under those weights the
+// anchors give the gate. It embeds nothing, so it costs a store read of
+// the sample and a search of the anchors per anchor.
+//
+// (A gate taken from how far each sampled experience stands out from its
+// nearest other experience was measured on STS-B train and dropped: it
+// ran against the threshold each genre needed, lowest where unanswered
+// questions stood out most. See docs/retrieval.md.)
 func (l *Library) calibrate(ctx context.Context, st *state) error {
 	p := st.prep.Load()
 	if p == nil {
@@ -146,47 +181,15 @@ func (l *Library) calibrate(ctx context.Context, st *state) error {
 		for i, e := range sample {
 			texts[i] = KeyedText(e)
 		}
-		vs, err := l.vectors(ctx, st, texts)
+		lex := newLexicon(texts, Anchors())
+		floor, err := l.floor(ctx, p, lex)
 		if err != nil {
 			return fmt.Errorf("library: calibrating the gate: %w", err)
 		}
-		rel := make([]float32, 0, len(sample))
-		for i, e := range sample {
-			r, ok, err := nearestOther(ctx, st, p, vs[i], e.ID)
-			if err != nil {
-				return fmt.Errorf("library: calibrating the gate: %w", err)
-			}
-			if ok {
-				rel = append(rel, r)
-			}
-		}
-		g.Sampled = len(rel)
-		if len(rel) > 0 {
-			g.Value = max(g.Floor, quantile(rel, l.cfg.GateQuantile))
-		}
+		g.lex, g.Floor, g.Value, g.Sampled = lex, floor, floor, len(texts)
 	}
 	st.gate.Store(&g)
 	return nil
-}
-
-// nearestOther is the relevance of the experience id (with canonical
-// vector c) to its best match other than itself.
-func nearestOther(ctx context.Context, st *state, p *prepared, c []float32, id string) (float32, bool, error) {
-	hits, err := st.idx.Search(ctx, gpuidx.Query{Vector: c, K: bgDepth + 1, Rerank: rerankDepth(1)})
-	if err != nil {
-		return 0, false, err
-	}
-	ahits, err := p.anchors.Search(ctx, anchorQuery(c, bgDepth))
-	if err != nil {
-		return 0, false, err
-	}
-	bg := background(hits, ahits, id)
-	for _, h := range hits {
-		if h.ID != id {
-			return h.Score - bg, true, nil
-		}
-	}
-	return 0, false, nil
 }
 
 // Gate returns the current calibrated gate; ok is false before the space
@@ -202,7 +205,7 @@ func (l *Library) Gate() (Gate, bool) {
 // gateStale reports whether st changed enough since its last calibration
 // to calibrate again: by a tenth at once; at all, once the changes have
 // stopped (the size has not moved for recalibrateEvery); or at all after
-// maxGateAge. A calibration embeds up to GateSample texts, so a steady
+// maxGateAge. A calibration reads up to GateSample texts, so a steady
 // trickle of writes must not set one off every few seconds: while writes
 // go on, a gate is at most maxGateAge old or a tenth of the library
 // behind.

@@ -1,8 +1,10 @@
 package library
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/dso-proxy/dso/gpuidx"
 	"github.com/dso-proxy/dso/store"
@@ -12,6 +14,9 @@ import (
 type Query struct {
 	// Vector is the canonical query vector (from Vector).
 	Vector []float32
+	// Text is the question Vector was embedded from, for the lexical
+	// part of relevance; without it relevance is the embedding's alone.
+	Text string
 	// K is how many experiences to return at most; 0 means 5.
 	K int
 	// Domain keeps experiences in this domain or below it ("" keeps all).
@@ -78,10 +83,6 @@ func (l *Library) gate(q Query) float32 {
 	return 0
 }
 
-// Search returns the best experiences for q that clear the gate (and,
-// with IncludeGated, those that do not), best first. Retired experiences
-// are never returned. q.Vector must come from this library's Vector (or
-// Align) of the space it serves.
 // IndexQuery is the index query Search makes for the canonical vector v
 // when it wants k results, before its filters: the depth the gate's
 // background reads, and a re-ranking no deeper than those ranks need.
@@ -90,6 +91,10 @@ func IndexQuery(v []float32, k int) gpuidx.Query {
 	return gpuidx.Query{Vector: v, K: max(k, bgDepth), Rerank: rerankDepth(k)}
 }
 
+// Search returns the best experiences for q that clear the gate (and,
+// with IncludeGated, those that do not), most relevant first. Retired
+// experiences are never returned. q.Vector must come from this library's
+// Vector (or Align) of the space it serves.
 func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
 	if l.cfg.Offline {
 		return nil, ErrOffline
@@ -119,33 +124,83 @@ func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("library: search: %w", err)
 	}
-	bg := background(hits, ahits, "")
+	g := st.gate.Load()
+	var lex *lexicon
+	if g != nil && q.Text != "" {
+		lex = g.lex
+	}
+	byID := make(map[string]store.Experience, len(hits))
+	if lex != nil {
+		// The lexical part reads every hit's text; the store has the
+		// last word on each (the index may lag a concurrent change).
+		if err := l.load(ctx, hits, byID); err != nil {
+			return nil, err
+		}
+	}
+	texts := make([]string, len(hits))
+	for i, h := range hits {
+		if e, ok := byID[h.ID]; ok {
+			texts[i] = KeyedText(e)
+		}
+	}
+	rel := lex.relevances(q.Text, hits, ahits, texts, "")
+	order := make([]int, len(hits))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(rel[b], rel[a]) })
 	gate := l.GateFor(q)
-	hits = hits[:min(q.K, len(hits))]
-	ids := make([]string, 0, len(hits))
-	byID := make(map[string]gpuidx.Hit, len(hits))
+	var keep []gpuidx.Hit
+	var keepRel []float32
+	for _, i := range order {
+		if len(keep) == q.K {
+			break
+		}
+		e, loaded := byID[hits[i].ID]
+		if loaded && (e.Status == store.StatusRetired || e.Confidence < q.MinConfidence) {
+			continue
+		}
+		if q.IncludeGated || rel[i] >= gate {
+			keep = append(keep, hits[i])
+			keepRel = append(keepRel, rel[i])
+		}
+	}
+	if len(keep) == 0 {
+		return nil, nil
+	}
+	if err := l.load(ctx, keep, byID); err != nil {
+		return nil, err
+	}
+	out := make([]Result, 0, len(keep))
+	for i, h := range keep {
+		e, ok := byID[h.ID]
+		// The index may lag a concurrent change; the store has the last word.
+		if !ok || e.Status == store.StatusRetired || e.Confidence < q.MinConfidence {
+			continue
+		}
+		out = append(out, Result{Experience: e, Score: h.Score, Relevance: keepRel[i], Passed: keepRel[i] >= gate})
+	}
+	return out, nil
+}
+
+// load puts the experiences of hits that byID lacks into it, from the
+// cache of recent ones or the store.
+func (l *Library) load(ctx context.Context, hits []gpuidx.Hit, byID map[string]store.Experience) error {
+	var ids []string
 	for _, h := range hits {
-		if q.IncludeGated || h.Score-bg >= gate {
+		if _, ok := byID[h.ID]; !ok {
 			ids = append(ids, h.ID)
-			byID[h.ID] = h
 		}
 	}
 	if len(ids) == 0 {
-		return nil, nil
+		return nil
 	}
 	exps, err := l.seen.get(ctx, ids, l.store.GetExperiences)
 	if err != nil {
-		return nil, fmt.Errorf("library: loading experiences: %w", err)
+		return fmt.Errorf("library: loading experiences: %w", err)
 	}
-	out := make([]Result, 0, len(exps))
 	for _, e := range exps {
-		// The index may lag a concurrent change; the store has the last word.
-		if e.Status == store.StatusRetired || e.Confidence < q.MinConfidence {
-			continue
-		}
-		h := byID[e.ID]
-		rel := h.Score - bg
-		out = append(out, Result{Experience: e, Score: h.Score, Relevance: rel, Passed: rel >= gate})
+		byID[e.ID] = e
 	}
-	return out, nil
+	return nil
 }

@@ -139,7 +139,7 @@ func (l *Library) prepareState(ctx context.Context, st *state) error {
 	}
 	p, err := l.prepare(ctx, st)
 	if err == nil {
-		if p.floor, err = l.floor(ctx, p); err == nil {
+		if p.floor, err = l.floor(ctx, p, nil); err == nil {
 			st.prep.Store(p)
 			l.log.Info("experience library space ready", "space", st.space.Name, "dims", p.dim, "experiences", st.idx.Len(), "gate_floor", p.floor)
 			l.poke()

@@ -332,7 +332,7 @@ func (s *Server) find(ctx context.Context, query string, st settings, includeGat
 		return nil, 0, reasonAlignError
 	}
 	t2 := time.Now()
-	q := library.Query{Vector: vec, K: st.topK, Domain: st.domain, MinConfidence: st.minConfidence, MinRelevance: st.minScore, Stricter: st.stricter, IncludeGated: includeGated, WholeDomain: s.opts.Retrieval.InjectWhole}
+	q := library.Query{Vector: vec, Text: query, K: st.topK, Domain: st.domain, MinConfidence: st.minConfidence, MinRelevance: st.minScore, Stricter: st.stricter, IncludeGated: includeGated, WholeDomain: s.opts.Retrieval.InjectWhole}
 	res, err := lib.Search(ctx, q)
 	s.observeStage(ctx, stageSearch, time.Since(t2))
 	switch {

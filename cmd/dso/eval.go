@@ -395,7 +395,7 @@ func runEval(ctx context.Context, cfg evalConfig) (*evalResult, error) {
 		ranks := make([]int, len(vs))
 		pass := make([]int, len(vs))
 		for j, v := range vs {
-			rs, err := lib.Search(ctx, library.Query{Vector: v, K: 10, IncludeGated: true})
+			rs, err := lib.Search(ctx, library.Query{Vector: v, Text: queries[j], K: 10, IncludeGated: true})
 			if err != nil {
 				return accuracy{}, accuracy{}, err
 			}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dso-proxy/dso/config"
+	"github.com/dso-proxy/dso/internal/gatesplit"
 )
 
 func init() {
@@ -34,9 +35,12 @@ func init() {
 const evalGateAbout = `Measures what the relevance gate injects, through the served path: dso serve's
 own code (started here on a loopback port with a fresh data directory and the
 given settings, or the running dso at --url) stores the first sentence of half
-the paraphrase pairs (score >= 4) and the sentences of the unrelated pairs as
+the paraphrase pairs (score >= 4) and the sentences of the other pairs as
 experiences, then asks the second sentence of every paraphrase pair through
 /v1/experiences/search, which runs the same retrieval step as a chat.
+Sentences the pairs call paraphrases (directly or through a chain) or that
+are equal once normalised are one group: one pair of a group is asked, and a
+question asked with nothing stored has nothing of its group stored.
 
   hit rate         share of questions whose stored paraphrase would be injected
   false injection  share of questions with no stored counterpart (the other
@@ -71,14 +75,16 @@ type interval [2]float64
 type gateReport struct {
 	// Pairs is the range of the file's pairs measured, 1-based and
 	// inclusive.
-	Pairs     [2]int      `json:"pairs"`
-	Space     string      `json:"space"`
-	Corpus    int         `json:"corpus"`
-	Positives int         `json:"positives"`
-	Negatives int         `json:"negatives"`
-	Gate      float64     `json:"gate"`
-	Default   gatePoint   `json:"default"`
-	Curve     []gatePoint `json:"curve"`
+	Pairs     [2]int  `json:"pairs"`
+	Space     string  `json:"space"`
+	Corpus    int     `json:"corpus"`
+	Positives int     `json:"positives"`
+	Negatives int     `json:"negatives"`
+	Gate      float64 `json:"gate"`
+	// Floor is the gate's floor, from the anchors alone.
+	Floor   float64     `json:"floor"`
+	Default gatePoint   `json:"default"`
+	Curve   []gatePoint `json:"curve"`
 	// Slices are the --slices reports, each with a library of its own.
 	Slices []*gateReport `json:"slices,omitempty"`
 }
@@ -204,10 +210,10 @@ func printGateReport(w io.Writer, rep *gateReport) {
 		return fmt.Sprintf("slice %d/%d", i, len(rep.Slices))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "\tpairs\tspace\texperiences\tquestions\tgate\thit [95%%]\tfalse injection [95%%]\n")
+	fmt.Fprintf(tw, "\tpairs\tspace\texperiences\tquestions\tgate\tfloor\thit [95%%]\tfalse injection [95%%]\n")
 	for i, r := range reps {
-		fmt.Fprintf(tw, "%s\t%d-%d\t%s\t%d\t%d+%d\t%.3f\t%s\t%s\n", name(i), r.Pairs[0], r.Pairs[1], r.Space,
-			r.Corpus, r.Positives, r.Negatives, r.Gate, rateCI(r.Default.Hit, r.Default.HitCI), rateCI(r.Default.FalseInjection, r.Default.FalseInjectionCI))
+		fmt.Fprintf(tw, "%s\t%d-%d\t%s\t%d\t%d+%d\t%.3f\t%.3f\t%s\t%s\n", name(i), r.Pairs[0], r.Pairs[1], r.Space,
+			r.Corpus, r.Positives, r.Negatives, r.Gate, r.Floor, rateCI(r.Default.Hit, r.Default.HitCI), rateCI(r.Default.FalseInjection, r.Default.FalseInjectionCI))
 	}
 	tw.Flush()
 	for i, r := range reps {
@@ -245,46 +251,15 @@ func wilson(k, n int) interval {
 	return interval{round4(max(0, c-h)), round4(min(1, c+h))}
 }
 
-// gateSplit builds the library and the questions from sentence pairs:
-// every other paraphrase pair (score >= 4) is stored and asked (a
-// positive), the rest are asked with nothing stored (negatives), and both
-// sentences of the unrelated pairs are stored as distractors, except where
-// they are a question or a held-out counterpart themselves.
+// gateSplit builds the library and the questions from sentence pairs, as
+// gatesplit.New does.
 func gateSplit(ps []pair) (corpus []string, pos, neg []string, answer map[string]string) {
-	answer = map[string]string{}
-	exclude := map[string]bool{}
-	seen := map[string]bool{}
-	k := 0
-	for _, p := range ps {
-		if p.score < 4 {
-			continue
-		}
-		if k%2 == 0 {
-			if !seen[p.s1] {
-				seen[p.s1] = true
-				corpus = append(corpus, p.s1)
-			}
-			pos = append(pos, p.s2)
-			answer[p.s2] = p.s1
-		} else {
-			neg = append(neg, p.s2)
-			exclude[p.s1] = true
-		}
-		exclude[p.s2] = true
-		k++
+	gp := make([]gatesplit.Pair, len(ps))
+	for i, p := range ps {
+		gp[i] = gatesplit.Pair{S1: p.s1, S2: p.s2, Score: p.score}
 	}
-	for _, p := range ps {
-		if p.score >= 4 {
-			continue
-		}
-		for _, s := range []string{p.s1, p.s2} {
-			if !exclude[s] && !seen[s] {
-				seen[s] = true
-				corpus = append(corpus, s)
-			}
-		}
-	}
-	return corpus, pos, neg, answer
+	sp := gatesplit.New(gp)
+	return sp.Library, sp.Pos, sp.Neg, sp.Answer
 }
 
 func runEvalGate(ctx context.Context, c *gateClient, ps []pair, progress io.Writer) (*gateReport, error) {
@@ -307,11 +282,11 @@ func runEvalGate(ctx context.Context, c *gateClient, ps []pair, progress io.Writ
 	for _, id := range ids {
 		distinct[id] = true
 	}
-	space, err := c.awaitCalibration(ctx, len(distinct))
+	space, floor, err := c.awaitCalibration(ctx, len(distinct))
 	if err != nil {
 		return nil, err
 	}
-	rep := &gateReport{Space: space, Corpus: len(distinct), Positives: len(pos), Negatives: len(neg)}
+	rep := &gateReport{Space: space, Floor: round4(floor), Corpus: len(distinct), Positives: len(pos), Negatives: len(neg)}
 	// For each question: the relevance at which its counterpart would be
 	// injected (positives) or at which anything would be (negatives), and
 	// whether the server's own gate injects it.
@@ -435,7 +410,7 @@ func (c *gateClient) search(ctx context.Context, q string) (*gateSearch, error) 
 
 // awaitCalibration waits until the server's gate was calibrated on the
 // whole library (n experiences), and returns the library's space.
-func (c *gateClient) awaitCalibration(ctx context.Context, n int) (string, error) {
+func (c *gateClient) awaitCalibration(ctx context.Context, n int) (space string, floor float64, err error) {
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		var st struct {
@@ -443,21 +418,22 @@ func (c *gateClient) awaitCalibration(ctx context.Context, n int) (string, error
 				Space string `json:"space"`
 			} `json:"data"`
 			Calibration struct {
-				Size int `json:"library_size"`
+				Size  int     `json:"library_size"`
+				Floor float64 `json:"floor"`
 			} `json:"calibration"`
 		}
 		if err := c.do(ctx, http.MethodGet, "/v1/experiences/search?q=calibration", nil, &st); err != nil {
-			return "", err
+			return "", 0, err
 		}
 		if st.Calibration.Size >= n && len(st.Data) > 0 {
-			return st.Data[0].Space, nil
+			return st.Data[0].Space, st.Calibration.Floor, nil
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("the gate was not calibrated on the whole library within 5 minutes (%d of %d experiences)", st.Calibration.Size, n)
+			return "", 0, fmt.Errorf("the gate was not calibrated on the whole library within 5 minutes (%d of %d experiences)", st.Calibration.Size, n)
 		}
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return "", 0, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -51,10 +51,14 @@ func lexicalBackend(t *testing.T) *httptest.Server {
 	return srv
 }
 
-// The relevance gate meets its targets on the STS-B dev split through the
-// served path, with the defaults, in two spaces: GloVe word vectors and a
-// backend's lexical embedding model. (The built-in default, hash:2048, is
-// the same kind of space as the second: dso eval gate --pairs FILE.)
+// The relevance gate meets its goal (hit at least 0.80 at false injection
+// at most 0.20) on the STS-B dev split, which no default was chosen on,
+// through the served path, with the defaults, in two spaces: GloVe word
+// vectors and a backend's lexical embedding model. (The built-in default,
+// hash:2048, is the same kind of space as the second: dso eval gate
+// --pairs FILE.) Measured: 0.854/0.124 and 0.846/0.132; a library of
+// fewer than 4,096 texts is weighed whole, so the gate moves little from
+// run to run.
 //
 //	go test -run TestEvalGate -v ./cmd/dso   (logs each curve)
 func TestEvalGate(t *testing.T) {
@@ -88,8 +92,8 @@ func TestEvalGate(t *testing.T) {
 			if rep.Corpus < 2000 || rep.Positives < 100 || rep.Negatives < 100 {
 				t.Fatalf("split: %d experiences, %d+%d questions", rep.Corpus, rep.Positives, rep.Negatives)
 			}
-			if rep.Default.Hit < 0.70 || rep.Default.FalseInjection > 0.35 {
-				t.Errorf("%s at the default gate: hit %.3f (want >= 0.70), false injection %.3f (want <= 0.35)",
+			if rep.Default.Hit < 0.80 || rep.Default.FalseInjection > 0.20 {
+				t.Errorf("%s at the default gate: hit %.3f (want >= 0.80), false injection %.3f (want <= 0.20)",
 					rep.Space, rep.Default.Hit, rep.Default.FalseInjection)
 			}
 			// The gate is what makes the difference: with none, every
