@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/dso-proxy/dso/gpuidx"
 )
@@ -40,20 +41,23 @@ type posting struct {
 	w      float32
 }
 
-// termVec is a text's unit-length IDF-weighted word vector.
-type termVec map[string]float32
+// termVec is a text's unit-length IDF-weighted word vector, its words in
+// order (short texts: a sorted slice beats a map).
+type termVec []term
+
+type term struct {
+	w string
+	f float32
+}
 
 // newLexicon counts the words of texts and weighs the anchors by them.
 func newLexicon(texts, anchors []string) *lexicon {
 	x := &lexicon{n: float64(len(texts)), df: make(map[string]int32)}
-	seen := make(map[string]bool)
 	for _, t := range texts {
-		clear(seen)
-		for _, w := range words(t) {
-			if !seen[w] {
-				seen[w] = true
-				x.df[w]++
-			}
+		ws := words(t)
+		slices.Sort(ws)
+		for _, w := range slices.Compact(ws) {
+			x.df[strings.Clone(w)]++ // not a slice of the whole text
 		}
 	}
 	x.anchors = make([]termVec, len(anchors))
@@ -61,8 +65,8 @@ func newLexicon(texts, anchors []string) *lexicon {
 	for i, a := range anchors {
 		v := x.vec(a)
 		x.anchors[i] = v
-		for w, f := range v {
-			x.postings[w] = append(x.postings[w], posting{i, f})
+		for _, t := range v {
+			x.postings[t.w] = append(x.postings[t.w], posting{i, t.f})
 		}
 	}
 	return x
@@ -74,33 +78,42 @@ func (x *lexicon) idf(w string) float64 {
 
 // vec is text's word vector: term frequency times IDF, unit length.
 func (x *lexicon) vec(text string) termVec {
-	v := make(termVec)
-	for _, w := range words(text) {
-		v[w]++
-	}
+	ws := words(text)
+	slices.Sort(ws)
+	v := make(termVec, 0, len(ws))
 	var n float64
-	for w, c := range v {
-		f := float64(c) * x.idf(w)
-		v[w] = float32(f)
+	for i := 0; i < len(ws); {
+		j := i + 1
+		for j < len(ws) && ws[j] == ws[i] {
+			j++
+		}
+		f := float64(j-i) * x.idf(ws[i])
+		v = append(v, term{ws[i], float32(f)})
 		n += f * f
+		i = j
 	}
-	if n == 0 {
-		return v
-	}
-	inv := float32(1 / math.Sqrt(n))
-	for w := range v {
-		v[w] *= inv
+	if n > 0 {
+		inv := float32(1 / math.Sqrt(n))
+		for i := range v {
+			v[i].f *= inv
+		}
 	}
 	return v
 }
 
 func (a termVec) cos(b termVec) float32 {
-	if len(b) < len(a) {
-		a, b = b, a
-	}
 	var s float32
-	for w, f := range a {
-		s += f * b[w]
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		switch {
+		case a[i].w < b[j].w:
+			i++
+		case a[i].w > b[j].w:
+			j++
+		default:
+			s += a[i].f * b[j].f
+			i++
+			j++
+		}
 	}
 	return s
 }
@@ -109,17 +122,17 @@ func (a termVec) cos(b termVec) float32 {
 // word with but the anchor skip (-1 for none), best first (the others
 // score 0).
 func (x *lexicon) anchorScores(q termVec, skip int) []float32 {
-	by := make(map[int]float32)
-	for w, f := range q {
-		for _, p := range x.postings[w] {
-			if p.anchor != skip {
-				by[p.anchor] += f * p.w
-			}
+	by := make([]float32, len(x.anchors))
+	for _, t := range q {
+		for _, p := range x.postings[t.w] {
+			by[p.anchor] += t.f * p.w
 		}
 	}
-	out := make([]float32, 0, len(by))
-	for _, s := range by {
-		out = append(out, s)
+	out := by[:0]
+	for i, s := range by {
+		if s != 0 && i != skip {
+			out = append(out, s)
+		}
 	}
 	sortDesc(out)
 	return out
@@ -193,24 +206,28 @@ func sortDesc(xs []float32) {
 }
 
 // words splits text into lowercase words: runs of letters and digits, an
-// apostrophe inside a word kept ("don't").
+// apostrophe inside a word kept ("don't"). The words are slices of one
+// lowercased copy of text.
 func words(text string) []string {
-	var out []string
-	rs := []rune(strings.ToLower(text))
+	low := strings.ToLower(text)
+	out := make([]string, 0, 16)
 	start := -1
-	for i, r := range rs {
-		inWord := unicode.IsLetter(r) || unicode.IsDigit(r) ||
-			(r == '\'' && start >= 0 && i+1 < len(rs) && unicode.IsLetter(rs[i+1]))
+	for i, r := range low {
+		inWord := unicode.IsLetter(r) || unicode.IsDigit(r)
+		if !inWord && r == '\'' && start >= 0 {
+			next, _ := utf8.DecodeRuneInString(low[i+1:])
+			inWord = unicode.IsLetter(next)
+		}
 		switch {
 		case inWord && start < 0:
 			start = i
 		case !inWord && start >= 0:
-			out = append(out, string(rs[start:i]))
+			out = append(out, low[start:i])
 			start = -1
 		}
 	}
 	if start >= 0 {
-		out = append(out, string(rs[start:]))
+		out = append(out, low[start:])
 	}
 	return out
 }

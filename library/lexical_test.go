@@ -1,6 +1,7 @@
 package library
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -102,5 +103,28 @@ func TestMergedMean(t *testing.T) {
 		if got := mergedMean(tc.a, tc.b, tc.pad); got < tc.want-1e-6 || got > tc.want+1e-6 {
 			t.Errorf("mergedMean(%v, %v, %d) = %.4f; want %.4f", tc.a, tc.b, tc.pad, got, tc.want)
 		}
+	}
+}
+
+// BenchmarkLexicalRelevances times the lexical half of one search's
+// relevance: nine matches' texts against a question, with the anchors'
+// background.
+//
+//	go test -run xxx -bench LexicalRelevances ./library
+func BenchmarkLexicalRelevances(b *testing.B) {
+	var lib []string
+	for i := range 2000 {
+		lib = append(lib, fmt.Sprintf("Lesson %d: when the task looks like case %d, check the inputs first and state the assumptions.", i, i%97))
+	}
+	x := newLexicon(lib, Anchors())
+	hits := make([]gpuidx.Hit, 9)
+	texts := make([]string, 9)
+	for i := range hits {
+		hits[i] = gpuidx.Hit{ID: fmt.Sprint(i), Score: 0.9 - 0.05*float32(i)}
+		texts[i] = lib[i*7]
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		x.relevances("How should I approach a task like case 17?", hits, nil, texts, "")
 	}
 }
