@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/dso-proxy/dso/gpuidx"
@@ -27,34 +25,22 @@ const (
 )
 
 // background returns the mean score of the bgFrom..bgTo-1 best of the two
-// score-sorted hit lists, skipping the id skip (a text compared with the
-// library that holds it).
+// score-sorted hit lists, skipping the id skip in lib (a text compared
+// with the library that holds it).
 func background(lib, anchors []gpuidx.Hit, skip string) float32 {
-	var sum float32
-	n, i, j, rank := 0, 0, 0, 0
-	for rank < bgTo && (i < len(lib) || j < len(anchors)) {
-		var s float32
-		switch {
-		case i < len(lib) && lib[i].ID == skip:
-			i++
-			continue
-		case i < len(lib) && (j >= len(anchors) || lib[i].Score >= anchors[j].Score):
-			s = lib[i].Score
-			i++
-		default:
-			s = anchors[j].Score
-			j++
+	as := scores(anchors, "")
+	return mergedMean(scores(lib, skip), as, len(as))
+}
+
+// scores returns the scores of hits but skip's, in their order.
+func scores(hits []gpuidx.Hit, skip string) []float32 {
+	out := make([]float32, 0, len(hits))
+	for _, h := range hits {
+		if h.ID != skip {
+			out = append(out, h.Score)
 		}
-		if rank >= bgFrom {
-			sum += s
-			n++
-		}
-		rank++
 	}
-	if n == 0 {
-		return 0
-	}
-	return sum / float32(n)
+	return out
 }
 
 // Gate is a calibrated relevance threshold.
@@ -140,8 +126,7 @@ func (l *Library) floor(ctx context.Context, p *prepared, lex *lexicon) (float32
 			}
 			r := h.Score - bg
 			if lex != nil {
-				j, _ := strconv.Atoi(strings.TrimPrefix(h.ID, "anchor-"))
-				r = lexicalWeight*r + (1-lexicalWeight)*(lq.cos(lex.anchors[j])-lbg)
+				r = lexicalWeight*r + (1-lexicalWeight)*(lq.cos(lex.anchors[anchorIndex(h.ID)])-lbg)
 			}
 			if !ok || r > best {
 				best, ok = r, true

@@ -173,7 +173,7 @@ func (x *lexicon) relevances(qt string, hits, ahits []gpuidx.Hit, texts []string
 
 // mergedMean is the mean of ranks bgFrom..bgTo-1 of two descending lists,
 // the second padded with zeros to pad entries (anchors sharing no word
-// with the query score 0).
+// with the query score 0 lexically) and cut there.
 func mergedMean(a, b []float32, pad int) float32 {
 	var sum float32
 	n, i, j := 0, 0, 0

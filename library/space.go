@@ -5,6 +5,7 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -45,3 +46,9 @@ func Anchors() []string {
 const embedBatch = 64
 
 func anchorID(i int) string { return fmt.Sprintf("anchor-%d", i) }
+
+// anchorIndex is the index of the anchor anchorID named id.
+func anchorIndex(id string) int {
+	i, _ := strconv.Atoi(strings.TrimPrefix(id, "anchor-"))
+	return i
+}
