@@ -271,6 +271,12 @@ func (s *Server) settleTraces(ts []store.Trace, err error) {
 func (s *Server) gatherTraces(ch <-chan store.Trace, batch []store.Trace, timer *time.Timer, wait bool) []store.Trace {
 	batch = queuedTraces(ch, batch)
 	if !wait || len(batch) == cap(batch) || s.opts.TraceGather < 0 || s.traceAwaited.Load() > 0 {
+		// A nudge sent for this batch is spent: left in the channel, it
+		// would end the next batch's gathering at once.
+		select {
+		case <-s.traceNudge:
+		default:
+		}
 		return batch
 	}
 	timer.Reset(s.opts.TraceGather)
