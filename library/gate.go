@@ -104,7 +104,6 @@ func quantile(xs []float32, q float64) float32 {
 // floor computes the anchors-only gate: each anchor against the others,
 // with lex's lexical part (nil: the embedding's alone).
 func (l *Library) floor(ctx context.Context, p *prepared, lex *lexicon) (float32, error) {
-	texts := Anchors()
 	rel := make([]float32, 0, len(p.anchorVecs))
 	for i, v := range p.anchorVecs {
 		hits, err := p.anchors.Search(ctx, anchorQuery(v, bgDepth+1))
@@ -116,8 +115,8 @@ func (l *Library) floor(ctx context.Context, p *prepared, lex *lexicon) (float32
 		var lq termVec
 		var lbg float32
 		if lex != nil {
-			lq = lex.vec(texts[i])
-			lbg = mergedMean(nil, lex.anchorScores(lq, i), len(texts)-1)
+			lq = lex.anchors[i]
+			lbg = mergedMean(nil, lex.anchorScores(lq, i), len(lex.anchors)-1)
 		}
 		best, ok := float32(0), false
 		for _, h := range hits {
@@ -126,7 +125,7 @@ func (l *Library) floor(ctx context.Context, p *prepared, lex *lexicon) (float32
 			}
 			r := h.Score - bg
 			if lex != nil {
-				r = lexicalWeight*r + (1-lexicalWeight)*(lq.cos(lex.anchors[anchorIndex(h.ID)])-lbg)
+				r = hybrid(r, lq.cos(lex.anchors[anchorIndex(h.ID)])-lbg)
 			}
 			if !ok || r > best {
 				best, ok = r, true

@@ -139,14 +139,13 @@ func (x *lexicon) anchorScores(q termVec, skip int) []float32 {
 }
 
 // relevances returns the relevance of each of hits (score-sorted, with
-// texts[i] the text of hits[i]) to the query q of text qt: the embedding's
+// texts[i] the text of hits[i]) to the query of text qt: the embedding's
 // part against the background of hits and the anchors' hits ahits, the
 // lexical part against the background of the hits' and the anchors'
-// lexical scores. skip is an id left out of both backgrounds (a stored
-// text compared with its own library). With no lexicon the relevance is
-// the embedding's alone.
-func (x *lexicon) relevances(qt string, hits, ahits []gpuidx.Hit, texts []string, skip string) []float32 {
-	bg := background(hits, ahits, skip)
+// lexical scores. With no lexicon the relevance is the embedding's alone
+// (and texts is not read).
+func (x *lexicon) relevances(qt string, hits, ahits []gpuidx.Hit, texts []string) []float32 {
+	bg := background(hits, ahits, "")
 	rel := make([]float32, len(hits))
 	for i, h := range hits {
 		rel[i] = h.Score - bg
@@ -156,19 +155,22 @@ func (x *lexicon) relevances(qt string, hits, ahits []gpuidx.Hit, texts []string
 	}
 	q := x.vec(qt)
 	lex := make([]float32, len(hits))
-	own := make([]float32, 0, len(hits))
-	for i, h := range hits {
+	for i := range hits {
 		lex[i] = q.cos(x.vec(texts[i]))
-		if h.ID != skip {
-			own = append(own, lex[i])
-		}
 	}
+	own := slices.Clone(lex)
 	sortDesc(own)
 	lbg := mergedMean(own, x.anchorScores(q, -1), len(x.anchors))
 	for i := range rel {
-		rel[i] = lexicalWeight*rel[i] + (1-lexicalWeight)*(lex[i]-lbg)
+		rel[i] = hybrid(rel[i], lex[i]-lbg)
 	}
 	return rel
+}
+
+// hybrid is the relevance of a match from its embedding's and its lexical
+// score's standing out from their backgrounds.
+func hybrid(emb, lex float32) float32 {
+	return lexicalWeight*emb + (1-lexicalWeight)*lex
 }
 
 // mergedMean is the mean of ranks bgFrom..bgTo-1 of two descending lists,

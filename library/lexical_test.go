@@ -79,7 +79,7 @@ func TestRelevancesWithoutLexicon(t *testing.T) {
 		ahits = append(ahits, gpuidx.Hit{ID: anchorID(i), Score: 0.05})
 	}
 	bg := background(hits, ahits, "")
-	rel := (*lexicon)(nil).relevances("anything", hits, ahits, make([]string, len(hits)), "")
+	rel := (*lexicon)(nil).relevances("anything", hits, ahits, nil)
 	for i, h := range hits {
 		if rel[i] != h.Score-bg {
 			t.Errorf("hit %d: relevance %.4f; want %.4f", i, rel[i], h.Score-bg)
@@ -125,6 +125,6 @@ func BenchmarkLexicalRelevances(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		x.relevances("How should I approach a task like case 17?", hits, nil, texts, "")
+		x.relevances("How should I approach a task like case 17?", hits, nil, texts)
 	}
 }

@@ -130,20 +130,19 @@ func (l *Library) Search(ctx context.Context, q Query) ([]Result, error) {
 		lex = g.lex
 	}
 	byID := make(map[string]store.Experience, len(hits))
+	var texts []string
 	if lex != nil {
 		// The lexical part reads every hit's text; the store has the
 		// last word on each (the index may lag a concurrent change).
 		if err := l.load(ctx, hits, byID); err != nil {
 			return nil, err
 		}
-	}
-	texts := make([]string, len(hits))
-	for i, h := range hits {
-		if e, ok := byID[h.ID]; ok {
-			texts[i] = KeyedText(e)
+		texts = make([]string, len(hits))
+		for i, h := range hits {
+			texts[i] = KeyedText(byID[h.ID])
 		}
 	}
-	rel := lex.relevances(q.Text, hits, ahits, texts, "")
+	rel := lex.relevances(q.Text, hits, ahits, texts)
 	order := make([]int, len(hits))
 	for i := range order {
 		order[i] = i
